@@ -1,0 +1,65 @@
+"""Show the daemon's pid, uptime, node and each service's state."""
+
+import argparse
+import json
+import time
+
+from commands._client import NotRunning, connect
+from zephserver.cli import error
+from zephserver.errors import ExitCode, RpcError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print the raw status as JSON")
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(seconds)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours:02d}h{minutes:02d}m"
+    if hours:
+        return f"{hours}h{minutes:02d}m{secs:02d}s"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def render(status: dict) -> str:
+    lines = [f"zephserver running: pid {status['pid']}, up {format_duration(status['uptime'])}, "
+             f"node {status['node']}, {status['url']}"
+             + (" (stopping)" if status.get("stopping") else "")]
+    services = status.get("services", [])
+    if services:
+        width = max(len("SERVICE"), *(len(s["name"]) for s in services))
+        lines.append(f"{'SERVICE':<{width}}  {'STATE':<8}  RESTARTS  FOR")
+        now = time.time()
+        for s in services:
+            line = (f"{s['name']:<{width}}  {s['state']:<8}  {s['restarts']:>8}  "
+                    f"{format_duration(now - s['since'])}")
+            if s["state"] in ("FATAL", "BACKOFF") and s.get("last_error"):
+                line += f"  {s['last_error']}"
+            lines.append(line)
+    for peer in status.get("cluster", {}).get("peers", []):
+        lines.append(f"peer {peer['node']}: {peer['state']}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        client = connect(args, not_running_code=ExitCode.NOT_RUNNING_STATUS)
+    except NotRunning as exc:
+        return exc.code
+    try:
+        with client:
+            status = client.call("status")
+    except (RpcError, OSError) as exc:
+        error(f"status failed: {exc}")
+        return ExitCode.FAILED
+    print(json.dumps(status, indent=2) if args.json else render(status))
+    return ExitCode.OK
+
+
+def main() -> int:
+    from zephserver.cli import script_main
+    return script_main("status")

@@ -1,0 +1,1 @@
+"""Settings files only, no logic."""

@@ -1,0 +1,5 @@
+"""Thin shim: metadata and pins live in pyproject.toml."""
+
+from setuptools import setup
+
+setup()

@@ -1,0 +1,16 @@
+import threading
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads():
+    """Fail a test that leaves non-daemon threads running (services, task pools)."""
+    before = set(threading.enumerate())
+    yield
+    leaked = [t for t in threading.enumerate()
+              if t not in before and t.is_alive() and not t.daemon]
+    for t in leaked:
+        t.join(2.0)
+    still = [t.name for t in leaked if t.is_alive()]
+    assert not still, f"test leaked threads: {still}"

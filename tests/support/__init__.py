@@ -1,0 +1,1 @@
+"""Small hand-written fakes and helpers shared by the tests."""

@@ -1,0 +1,126 @@
+import pytest
+
+from zephserver import defaults
+from zephserver.config import (
+    SPEC,
+    check_settings,
+    default_values,
+    dependency_order,
+    load_settings,
+    settings_from_values,
+)
+from zephserver.errors import SettingsError
+
+
+def errors_of(settings):
+    return [str(p) for p in check_settings(settings) if p.is_error]
+
+
+def test_every_default_has_a_spec_and_back():
+    """One declaration per setting: defaults and SPEC name the same settings."""
+    assert set(default_values()) == set(SPEC)
+
+
+def test_file_sets_only_what_it_changes(tmp_path):
+    """Names the file does not set come from zephserver.defaults; paths derive from DATA_DIR."""
+    path = tmp_path / "s.py"
+    path.write_text(f"DATA_DIR = {str(tmp_path / 'data')!r}\nPORT_ZEPH = 6000\n")
+    s = load_settings(str(path))
+    assert s.PORT_ZEPH == 6000
+    assert s.LOG_LEVEL == defaults.LOG_LEVEL
+    assert s.LOCK_FILE == str(tmp_path / "data" / "zephserver.pid")
+    assert s.CONFIGURATION_NETWORK_INTERFACE == s.CONFIGURATION_NETWORK_INTERFACE_SERVER
+    assert errors_of(s) == []
+
+
+def test_file_may_extend_a_default_list(tmp_path):
+    """A settings file can import zephserver.defaults to extend a list."""
+    path = tmp_path / "s.py"
+    path.write_text("from zephserver import defaults\n"
+                    "SERVICE_LIST = defaults.SERVICE_LIST + ['tests.support.services/Plain']\n"
+                    f"DATA_DIR = {str(tmp_path)!r}\n")
+    s = load_settings(str(path))
+    assert s.SERVICE_LIST[-1] == "tests.support.services/Plain"
+    assert errors_of(s) == []
+
+
+def test_env_var_names_the_file(tmp_path, monkeypatch):
+    """$ZEPHSERVER_SETTINGS is used when --settings is not given."""
+    path = tmp_path / "s.py"
+    path.write_text("PORT_ZEPH = 6001\n")
+    monkeypatch.setenv("ZEPHSERVER_SETTINGS", str(path))
+    assert load_settings(None).PORT_ZEPH == 6001
+
+
+def test_missing_file_and_syntax_error_are_settings_errors(tmp_path):
+    """An absent or broken file is reported, not raised as a traceback."""
+    with pytest.raises(SettingsError, match="does not exist"):
+        load_settings(str(tmp_path / "nope.py"))
+    bad = tmp_path / "bad.py"
+    bad.write_text("PORT_ZEPH = = 3\n")
+    with pytest.raises(SettingsError, match="line 1"):
+        load_settings(str(bad))
+
+
+def test_all_problems_reported_at_once(tmp_path):
+    """Several mistakes give one error each, in a single check."""
+    s = settings_from_values(
+        DATA_DIR=str(tmp_path), LOG_LEVEL="LOUD", PORT_ZEPH=70000,
+        SERVICE_LIST=["no.such.module/Svc", "tests.support.services/NotAService"],
+        TASKS_PATH={"x": "tests.support.services/Nope"})
+    errors = errors_of(s)
+    assert any("LOG_LEVEL" in e and "LOUD" in e for e in errors)
+    assert any("PORT_ZEPH" in e and "70000" in e for e in errors)
+    assert any("no.such.module" in e and "cannot import" in e for e in errors)
+    assert any("NotAService" in e and "main, disable" in e for e in errors)
+    assert any("task 'x'" in e for e in errors)
+    assert len(errors) == 5
+
+
+def test_uncreatable_lock_dir_is_an_error(tmp_path):
+    """A LOCK_FILE whose directory cannot be created (a file stands there) is reported."""
+    (tmp_path / "plain-file").write_text("")
+    s = settings_from_values(DATA_DIR=str(tmp_path),
+                             LOCK_FILE=str(tmp_path / "plain-file" / "x.pid"))
+    assert any("LOCK_FILE" in e and "cannot create directory" in e for e in errors_of(s))
+
+
+def test_long_socket_path_is_an_error(tmp_path):
+    """A control socket path too long for sun_path is reported before binding."""
+    s = settings_from_values(DATA_DIR=str(tmp_path),
+                             CONFIGURATION_NETWORK_INTERFACE_SERVER=str(tmp_path / ("x" * 120)))
+    assert any("too long for a UNIX socket" in e for e in errors_of(s))
+
+
+def test_unknown_setting_is_a_warning(tmp_path):
+    """A misspelt name is reported as a warning, not an error."""
+    path = tmp_path / "s.py"
+    path.write_text(f"DATA_DIR = {str(tmp_path)!r}\nLOG_LEVLE = 'DEBUG'\n")
+    problems = check_settings(load_settings(str(path)))
+    assert [(p.level, p.message) for p in problems] == [("warning", "unknown setting LOG_LEVLE")]
+
+
+def test_unknown_requirement_and_cycle(tmp_path):
+    """requires naming a missing service is an error; so is a cycle."""
+    s = settings_from_values(DATA_DIR=str(tmp_path),
+                             SERVICE_LIST=["tests.support.services/Dependent"])
+    assert any("requires 'trivial0'" in e for e in errors_of(s))
+    with pytest.raises(ValueError, match="cycle: a -> b -> a"):
+        dependency_order({"a": ("b",), "b": ("a",)})
+
+
+def test_dependency_order_puts_requirements_first():
+    """Services come after what they require; ties keep their listed order."""
+    assert dependency_order({"web": ("rooms", "sessions"), "rooms": (), "sessions": (),
+                             "x": ()}) == ["rooms", "sessions", "web", "x"]
+
+
+def test_cluster_list_entries_checked(tmp_path):
+    """Cluster entries need hostname, address and port, and must include this node."""
+    s = settings_from_values(DATA_DIR=str(tmp_path), NODE_NAME="c", CLUSTER_SERVER_LIST=[
+        {"hostname": "a", "address": "127.0.0.1", "port": 1},
+        {"hostname": "b", "address": "127.0.0.1"}])
+    assert any("entry 1 lacks port" in e for e in errors_of(s))
+    s = s.replace(CLUSTER_SERVER_LIST=[{"hostname": "a", "address": "x", "port": 1},
+                                       {"hostname": "b", "address": "x", "port": 2}])
+    assert any("NODE_NAME 'c'" in e for e in errors_of(s))

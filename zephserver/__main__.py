@@ -1,0 +1,5 @@
+import sys
+
+from zephserver.cli import main
+
+sys.exit(main())

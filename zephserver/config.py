@@ -1,0 +1,450 @@
+"""Loading a settings file over ``zephserver.defaults`` and checking it all at once.
+
+One table, SPEC, declares every setting's validator and doc; ``check_settings`` runs them
+all and returns every problem (Django system-check style) so an operator fixes a file in
+one pass. Relative paths are resolved against the current directory at load time.
+"""
+
+import importlib
+import importlib.util
+import ipaddress
+import logging
+import os
+import runpy
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from zephserver import defaults
+from zephserver.errors import SettingsError
+
+ENV_VAR = "ZEPHSERVER_SETTINGS"
+DEFAULT_SETTINGS_FILE = os.path.join("settings", "zephserversettings.py")
+UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the settings: a stable id, what is wrong, and a hint."""
+
+    id: str
+    message: str
+    hint: str = ""
+    level: str = "error"
+
+    @property
+    def is_error(self) -> bool:
+        return self.level == "error"
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class Settings(Mapping[str, Any]):
+    """Read-only settings: every default overlaid with what the file set.
+
+    Read as attributes (``settings.PORT_ZEPH``) or as a mapping.
+    """
+
+    def __init__(self, values: Mapping[str, Any], path: str | None = None,
+                 unknown: tuple[str, ...] = ()) -> None:
+        object.__setattr__(self, "_values", MappingProxyType(dict(values)))
+        object.__setattr__(self, "path", path)
+        object.__setattr__(self, "unknown", unknown)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("settings are read-only")
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def replace(self, **changes: Any) -> "Settings":
+        """A copy with some values changed (tests, derived values)."""
+        return Settings({**self._values, **changes}, self.path, self.unknown)
+
+
+def default_values() -> dict[str, Any]:
+    return {k: v for k, v in vars(defaults).items() if k.isupper() and not k.startswith("_")}
+
+
+def find_settings_file(explicit: str | None = None) -> str:
+    """The settings file to use: --settings, then $ZEPHSERVER_SETTINGS, then the default."""
+    if explicit:
+        return explicit
+    if os.environ.get(ENV_VAR):
+        return os.environ[ENV_VAR]
+    if os.path.exists(DEFAULT_SETTINGS_FILE):
+        return DEFAULT_SETTINGS_FILE
+    spec = importlib.util.find_spec("settings.zephserversettings")
+    if spec and spec.origin:
+        return spec.origin
+    return DEFAULT_SETTINGS_FILE
+
+
+def load_settings(path: str | None = None) -> Settings:
+    """Read a settings file over the defaults and derive the paths left unset.
+
+    Raises:
+        SettingsError: the file is missing or cannot be executed.
+    """
+    path = find_settings_file(path)
+    if not os.path.isfile(path):
+        raise SettingsError([Problem("zeph.E001", f"settings file {path} does not exist",
+                                     "pass --settings FILE.py or set " + ENV_VAR)])
+    try:
+        namespace = runpy.run_path(path, run_name="zephserver_settings")
+    except SyntaxError as exc:
+        raise SettingsError([Problem("zeph.E002", f"settings file {path} line {exc.lineno}: "
+                                     f"syntax error: {exc.msg}", "fix the Python syntax")]) from exc
+    except Exception as exc:
+        raise SettingsError([Problem("zeph.E002", f"settings file {path} raised "
+                                     f"{type(exc).__name__}: {exc}",
+                                     "a settings file only assigns names")]) from exc
+    values = default_values()
+    given = {k: v for k, v in namespace.items() if k.isupper() and not k.startswith("_")}
+    unknown = tuple(sorted(k for k in given if k not in values))
+    values.update(given)
+    return Settings(_derive_paths(values), os.path.abspath(path), unknown)
+
+
+def settings_from_values(**values: Any) -> Settings:
+    """Settings built in code (tests, embedding): defaults overlaid with ``values``."""
+    merged = default_values()
+    merged.update(values)
+    return Settings(_derive_paths(merged))
+
+
+def _derive_paths(values: dict[str, Any]) -> dict[str, Any]:
+    data_dir = values["DATA_DIR"]
+    if isinstance(data_dir, str) and data_dir:
+        data_dir = os.path.abspath(data_dir)
+        values["DATA_DIR"] = data_dir
+        for name, leaf in (("LOCK_FILE", "zephserver.pid"), ("LOG_PATH", "zephserver.log"),
+                           ("CONFIGURATION_NETWORK_INTERFACE_SERVER", "zephserver.sock")):
+            if values.get(name) is None:
+                values[name] = os.path.join(data_dir, leaf)
+    for name in ("LOCK_FILE", "LOG_PATH", "CONFIGURATION_NETWORK_INTERFACE_SERVER",
+                 "CONFIGURATION_NETWORK_INTERFACE", "LAUNCHER_CONFIG"):
+        if isinstance(values.get(name), str):
+            values[name] = os.path.abspath(values[name])
+    if values.get("CONFIGURATION_NETWORK_INTERFACE") is None:
+        values["CONFIGURATION_NETWORK_INTERFACE"] = values["CONFIGURATION_NETWORK_INTERFACE_SERVER"]
+    return values
+
+
+# --- resolving "dotted.module/ClassName" -------------------------------------------------
+
+
+def resolve_class(path: str) -> type:
+    """Import ``"dotted.module/ClassName"`` and return the class.
+
+    Raises:
+        ValueError: the path is malformed or does not name a class.
+        ImportError: the module cannot be imported.
+    """
+    if not isinstance(path, str) or path.count("/") != 1:
+        raise ValueError(f"{path!r} is not of the form 'dotted.module/ClassName'")
+    module_name, class_name = path.split("/")
+    module = importlib.import_module(module_name)
+    cls = getattr(module, class_name, None)
+    if not isinstance(cls, type):
+        raise ValueError(f"module {module_name} has no class {class_name}")
+    return cls
+
+
+def _resolve_for_check(path: Any, what: str, needs: tuple[str, ...]) -> tuple[type | None, str]:
+    """Resolve a class path for checking; returns (class, error message or '')."""
+    try:
+        cls = resolve_class(path)
+    except ImportError as exc:
+        return None, f"{what} {path!r}: cannot import: {exc}"
+    except ValueError as exc:
+        return None, f"{what} {path!r}: {exc}"
+    except Exception as exc:
+        return None, f"{what} {path!r}: importing it raised {type(exc).__name__}: {exc}"
+    missing = [m for m in needs if not callable(getattr(cls, m, None))]
+    if missing:
+        return cls, f"{what} {path!r}: class {cls.__name__} has no method {', '.join(missing)}"
+    return cls, ""
+
+
+def service_name(cls: type, path: str) -> str:
+    """A service's short name: its ``name`` attribute, else its SERVICE_LIST path."""
+    name = getattr(cls, "name", None)
+    return name if isinstance(name, str) and name else path
+
+
+# --- validators: each returns a list of messages ------------------------------------------
+
+Check = Callable[[Any, Settings], list[str]]
+
+
+def _is_str(value: Any, s: Settings) -> list[str]:
+    return [] if isinstance(value, str) and value else ["must be a non-empty string"]
+
+
+def _optional_str(value: Any, s: Settings) -> list[str]:
+    return [] if value is None else _is_str(value, s)
+
+
+def _writable_dir(path: str) -> str:
+    """'' if ``path`` is (or can be made) a writable directory, else why not."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        return f"cannot create directory {path}: {exc.strerror}"
+    if not os.access(path, os.W_OK | os.X_OK):
+        return f"directory {path} is not writable"
+    return ""
+
+
+def _file_in_writable_dir(value: Any, s: Settings) -> list[str]:
+    if not isinstance(value, str) or not value:
+        return ["must be a file path"]
+    why = _writable_dir(os.path.dirname(value) or ".")
+    return [why] if why else []
+
+
+def _data_dir(value: Any, s: Settings) -> list[str]:
+    if not isinstance(value, str) or not value:
+        return ["must be a directory path"]
+    why = _writable_dir(value)
+    return [why] if why else []
+
+
+def _socket_path(value: Any, s: Settings) -> list[str]:
+    errors = _file_in_writable_dir(value, s)
+    if not errors and len(os.fsencode(value)) > UNIX_PATH_MAX:
+        errors.append(f"{value} is longer than {UNIX_PATH_MAX} bytes, too long for a UNIX socket")
+    return errors
+
+
+def _log_level(value: Any, s: Settings) -> list[str]:
+    if isinstance(value, str) and value.upper() in LOG_LEVELS:
+        return []
+    return [f"{value!r} is not one of {', '.join(LOG_LEVELS)}"]
+
+
+def _port(value: Any, s: Settings) -> list[str]:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 65535:
+        return []
+    return [f"{value!r} is not a port number (0-65535; 0 picks a free port)"]
+
+
+def _bind_address(value: Any, s: Settings) -> list[str]:
+    if not isinstance(value, str) or not value:
+        return ["must be an IP address or host name"]
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        if not all(part.isalnum() or "-" in part for part in value.split(".")):
+            return [f"{value!r} is not an IP address or host name"]
+    return []
+
+
+def _number(minimum: float) -> Check:
+    def check(value: Any, s: Settings) -> list[str]:
+        if isinstance(value, int | float) and not isinstance(value, bool) and value >= minimum:
+            return []
+        return [f"{value!r} must be a number >= {minimum}"]
+    return check
+
+
+def _integer(minimum: int) -> Check:
+    def check(value: Any, s: Settings) -> list[str]:
+        if isinstance(value, int) and not isinstance(value, bool) and value >= minimum:
+            return []
+        return [f"{value!r} must be an integer >= {minimum}"]
+    return check
+
+
+def _service_list(value: Any, s: Settings) -> list[str]:
+    if not isinstance(value, list | tuple):
+        return ["must be a list of 'dotted.module/ClassName' strings"]
+    errors = []
+    names: dict[str, type] = {}
+    for path in value:
+        cls, why = _resolve_for_check(path, "service", ("main", "disable"))
+        if why:
+            errors.append(why)
+        if cls is None:
+            continue
+        name = service_name(cls, path)
+        if name in names:
+            errors.append(f"service name {name!r} is used twice")
+        names[name] = cls
+    known = set(names) | {p for p in value if isinstance(p, str)}
+    for name, cls in names.items():
+        for dep in getattr(cls, "requires", ()) or ():
+            if dep not in known:
+                errors.append(f"service {name!r} requires {dep!r}, which is not in SERVICE_LIST")
+    if not errors:
+        try:
+            dependency_order({n: tuple(getattr(c, "requires", ()) or ()) for n, c in names.items()})
+        except ValueError as exc:
+            errors.append(str(exc))
+    return errors
+
+
+def _tasks_path(value: Any, s: Settings) -> list[str]:
+    if not isinstance(value, dict):
+        return ["must be a dict of method name -> 'dotted.module/ClassName'"]
+    errors = []
+    for method, path in value.items():
+        if not isinstance(method, str) or not method:
+            errors.append(f"method name {method!r} must be a non-empty string")
+            continue
+        _, why = _resolve_for_check(path, f"task {method!r}", ("main",))
+        if why:
+            errors.append(why)
+    return errors
+
+
+def _cluster_list(value: Any, s: Settings) -> list[str]:
+    if not isinstance(value, list | tuple):
+        return ["must be a list of {'hostname', 'address', 'port'} dicts"]
+    errors = []
+    for i, entry in enumerate(value):
+        if not isinstance(entry, dict):
+            errors.append(f"entry {i} must be a dict")
+            continue
+        missing = [k for k in ("hostname", "address", "port") if k not in entry]
+        if missing:
+            errors.append(f"entry {i} lacks {', '.join(missing)}")
+        elif _port(entry["port"], s) or entry["port"] == 0:
+            errors.append(f"entry {i} port {entry['port']!r} is not a port number")
+    hostnames = [e.get("hostname") for e in value if isinstance(e, dict)]
+    if len(value) >= 2 and not errors and s.NODE_NAME not in hostnames:
+        errors.append(f"NODE_NAME {s.NODE_NAME!r} is not a hostname in CLUSTER_SERVER_LIST")
+    return errors
+
+
+def _module_name(value: Any, s: Settings) -> list[str]:
+    if not isinstance(value, str) or not value:
+        return ["must be a dotted module name"]
+    try:
+        found = importlib.util.find_spec(value)
+    except (ImportError, ValueError):
+        found = None
+    return [] if found else [f"module {value!r} cannot be found"]
+
+
+def _apps(value: Any, s: Settings) -> list[str]:
+    return [] if isinstance(value, dict) else ["must be a dict of app name -> definition"]
+
+
+def _optional_file(value: Any, s: Settings) -> list[str]:
+    if value is None:
+        return []
+    return [] if isinstance(value, str) and os.path.isfile(value) else [f"{value!r} is not a file"]
+
+
+@dataclass(frozen=True)
+class Spec:
+    check: Check
+    doc: str
+
+
+SPEC: dict[str, Spec] = {
+    "DATA_DIR": Spec(_data_dir, "Directory for jobs, logs, the lock, the socket and SQLite."),
+    "LOCK_FILE": Spec(_file_in_writable_dir, "Pid lock file; default DATA_DIR/zephserver.pid."),
+    "LOG_LEVEL": Spec(_log_level, "DEBUG, INFO, WARNING, ERROR or CRITICAL."),
+    "LOG_PATH": Spec(_file_in_writable_dir, "Log file; default DATA_DIR/zephserver.log."),
+    "CONFIGURATION_NETWORK_INTERFACE_SERVER": Spec(
+        _socket_path, "Control socket path; default DATA_DIR/zephserver.sock."),
+    "CONFIGURATION_NETWORK_INTERFACE": Spec(
+        _is_str, "Control socket the CLI talks to; default the server's."),
+    "BIND_ADDRESS": Spec(_bind_address, "Address the HTTP/WebSocket server binds."),
+    "PORT_ZEPH": Spec(_port, "HTTP + WebSocket port."),
+    "SERVICE_LIST": Spec(_service_list, "Services to run, 'dotted.module/ClassName'."),
+    "TASKS_PATH": Spec(_tasks_path, "JSON-RPC method name -> task class."),
+    "SERVICE_BACKOFF_INITIAL": Spec(_number(0), "Delay before the first restart (s)."),
+    "SERVICE_BACKOFF_FACTOR": Spec(_number(1), "Growth of the restart delay."),
+    "SERVICE_BACKOFF_MAX": Spec(_number(0), "Cap of the restart delay (s)."),
+    "SERVICE_MAX_RETRIES": Spec(_integer(0), "Consecutive failed runs before FATAL."),
+    "SERVICE_MIN_UPTIME": Spec(_number(0), "A run this long resets the failure count (s)."),
+    "SERVICE_STOP_TIMEOUT": Spec(_number(0), "Time a service has to stop after disable() (s)."),
+    "SERVICE_START_TIMEOUT": Spec(_number(0), "Time start waits for every service (s)."),
+    "CLUSTER_SERVER_LIST": Spec(_cluster_list, "Cluster nodes; fewer than two = no cluster."),
+    "NODE_NAME": Spec(_is_str, "This node's hostname in CLUSTER_SERVER_LIST."),
+    "DJANGO_SETTINGS_MODULE": Spec(_module_name, "Django settings module."),
+    "APPS": Spec(_apps, "Applications that may be launched."),
+    "LAUNCHER_CONFIG": Spec(_optional_file, "wslink/ParaViewWeb launcher JSON file."),
+}
+
+
+def check_settings(settings: Settings) -> list[Problem]:
+    """Every problem with ``settings``: errors first, then warnings."""
+    problems = []
+    for name, spec in SPEC.items():
+        try:
+            messages = spec.check(settings[name], settings)
+        except Exception as exc:  # a validator bug must not hide the other problems
+            messages = [f"could not be checked: {type(exc).__name__}: {exc}"]
+        problems += [Problem("zeph.E010", f"{name}: {m}", _hint(name)) for m in messages]
+    problems += [Problem("zeph.W001", f"unknown setting {name}", "check the spelling",
+                         level="warning") for name in settings.unknown]
+    return problems
+
+
+def _hint(name: str) -> str:
+    return f"{SPEC[name].doc[0].lower()}{SPEC[name].doc[1:].rstrip('.')}"
+
+
+def dependency_order(requires: Mapping[str, tuple[str, ...]]) -> list[str]:
+    """Names sorted so each comes after what it requires (stable for ties).
+
+    Raises:
+        ValueError: a cycle, naming the services in it.
+    """
+    order: list[str] = []
+    state: dict[str, int] = {}  # 1 visiting, 2 done
+
+    def visit(name: str, trail: list[str]) -> None:
+        if state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            cycle = trail[trail.index(name):] + [name]
+            raise ValueError("SERVICE_LIST has a dependency cycle: " + " -> ".join(cycle))
+        state[name] = 1
+        for dep in requires.get(name, ()):
+            if dep in requires:
+                visit(dep, [*trail, name])
+        state[name] = 2
+        order.append(name)
+
+    for name in requires:
+        visit(name, [])
+    return order
+
+
+def configure_logging(settings: Settings, to_stderr: bool = True) -> None:
+    """Log to LOG_PATH (and stderr in the foreground) at LOG_LEVEL."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s [%(threadName)s] %(name)s: %(message)s")
+    Path(settings.LOG_PATH).parent.mkdir(parents=True, exist_ok=True)
+    handlers: list[logging.Handler] = [logging.FileHandler(settings.LOG_PATH)]
+    if to_stderr:
+        handlers.append(logging.StreamHandler())
+    for handler in handlers:
+        handler.setFormatter(fmt)
+        root.addHandler(handler)
+    root.setLevel(settings.LOG_LEVEL.upper())
+    logging.getLogger("tornado.access").setLevel(logging.WARNING)

@@ -1,0 +1,1 @@
+"""The daemon's infrastructure: nothing here knows about jobs, tasks or the web."""

@@ -1,0 +1,225 @@
+"""Bootstrap: lock, (daemonize), logging, control socket, cluster, services; then wait.
+
+Order (everything that can fail comes first): settings are checked by the caller, then
+the pid lock is taken, then the process detaches if asked, then the control socket is
+bound and the cluster and services start. The main thread only waits on a command queue
+that signal handlers and the control socket feed; the graceful stop runs on its own
+thread so that a second SIGINT can still force an exit.
+"""
+
+import contextlib
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+from zephserver import __version__
+from zephserver.config import Settings, configure_logging
+from zephserver.errors import AlreadyRunning, ExitCode, HaltServer, LockError
+from zephserver.infra import control_commands
+from zephserver.infra.cluster import ClusterManager
+from zephserver.infra.control import ControlServer, SocketInUse
+from zephserver.infra.service_manager import ServiceManager
+from zephserver.lock import PidLock
+
+log = logging.getLogger(__name__)
+
+
+class Daemon:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pid = os.getpid()
+        self.started_at = time.time()
+        self.stopping = False
+        self.commands: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
+        self.lock = PidLock(settings.LOCK_FILE)
+        self.cluster = ClusterManager(settings)
+        self.public_url = f"http://{settings.BIND_ADDRESS}:{settings.PORT_ZEPH}"
+        self.manager: ServiceManager = None  # type: ignore[assignment]  # set in _boot
+        self.control = ControlServer(settings.CONFIGURATION_NETWORK_INTERFACE_SERVER,
+                                     lambda method, params: control_commands.dispatch(
+                                         self, method, params))
+        self._sigint_count = 0
+        self._notify_fd: int | None = None
+
+    # -- what the control verbs call ------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        return {"pid": self.pid, "version": __version__, "node": self.settings.NODE_NAME,
+                "started": self.started_at, "uptime": time.time() - self.started_at,
+                "url": self.public_url, "stopping": self.stopping,
+                "services": self.manager.status() if self.manager else [],
+                "cluster": self.cluster.status()}
+
+    def request_stop(self, why: str) -> None:
+        """Ask for a graceful stop. Any thread or a signal handler; only enqueues."""
+        self.commands.put(("stop", why))
+
+    # -- running ------------------------------------------------------------------------
+
+    def run(self, daemonize: bool = False, out: Any = None) -> int:
+        """Run until stopped; return the exit code. ``out`` gets the one-line messages."""
+        out = out or sys.stdout
+        try:
+            self.lock.acquire()
+        except AlreadyRunning as exc:
+            print(f"zephserver: already running (pid {exc.pid})", file=out, flush=True)
+            return ExitCode.OK
+        except LockError as exc:
+            print(f"zephserver: error: {exc} (check LOCK_FILE and its directory's permissions)",
+                  file=sys.stderr, flush=True)
+            return ExitCode.NO_PERMISSION
+        if daemonize:
+            parent_code, self._notify_fd = _daemonize(out)
+            if parent_code is not None:
+                return parent_code
+            self.pid = os.getpid()
+            self.lock.adopt_current_pid()
+        code = ExitCode.FAILED
+        try:
+            configure_logging(self.settings, to_stderr=not daemonize)
+            code = self._serve(out)
+        finally:
+            self._notify_parent(f"fail {int(code)} see {self.settings.LOG_PATH}")
+            self.lock.release()
+            log.info("zephserver stopped (exit %d)", code)
+            logging.shutdown()
+        if self.manager is not None and self.manager.stragglers:
+            os._exit(code)  # hung service threads must not keep the process alive
+        return code
+
+    def _notify_parent(self, message: str) -> None:
+        """Tell the waiting ``start --daemon`` parent how boot went (once)."""
+        if self._notify_fd is not None:
+            _notify(self._notify_fd, message)
+            self._notify_fd = None
+
+    def _serve(self, out: Any) -> int:
+        log.info("zephserver %s starting (pid %d, node %s, settings %s)", __version__,
+                 self.pid, self.settings.NODE_NAME, self.settings.path)
+        try:
+            self.control.bind()
+        except SocketInUse as exc:
+            log.error("%s; is another daemon using the same control socket?", exc.strerror)
+            return ExitCode.FAILED
+        except OSError as exc:
+            log.error("cannot bind the control socket %s: %s", self.control.path, exc)
+            return ExitCode.NO_PERMISSION if isinstance(exc, PermissionError) else ExitCode.FAILED
+        self._install_signal_handlers()
+        try:
+            self.control.start()
+            self.cluster.start()
+            self.manager = ServiceManager(self.settings, self.cluster,
+                                          on_public_url=self._set_public_url)
+            self.manager.start()
+            not_up = self.manager.wait_started(self.settings.SERVICE_START_TIMEOUT)
+            if not_up:
+                log.warning("services not yet running after %.0fs: %s",
+                            self.settings.SERVICE_START_TIMEOUT, ", ".join(not_up))
+            line = f"zephserver ready on {self.public_url}"
+            log.info(line)
+            print(line, file=out, flush=True)
+            self._notify_parent(f"ready {self.public_url}")
+            code = self._wait_for_stop()
+        except HaltServer as exc:
+            log.error("halting: %s", exc.reason)
+            self._shutdown()
+            code = exc.exit_code
+        finally:
+            self._restore_signal_handlers()
+        return code
+
+    def _set_public_url(self, url: str) -> None:
+        self.public_url = url
+
+    def _wait_for_stop(self) -> int:
+        what, why = self.commands.get()
+        log.info("stopping: %s", why)
+        self.stopping = True
+        threading.Thread(target=self._shutdown_then_report, name="zeph-shutdown").start()
+        while True:
+            what, why = self.commands.get()
+            if what == "done":
+                return ExitCode.OK
+            if what == "force":
+                log.warning("forced exit (%s): not waiting for services", why)
+                self.control.close()
+                self.lock.release()
+                logging.shutdown()
+                os._exit(ExitCode.FAILED)
+
+    def _shutdown_then_report(self) -> None:
+        try:
+            self._shutdown()
+        finally:
+            self.commands.put(("done", ""))
+
+    def _shutdown(self) -> None:
+        """Stop in reverse order of start: services, cluster, control."""
+        self.stopping = True
+        if self.manager is not None:
+            stragglers = self.manager.stop()
+            if stragglers:
+                log.error("services that did not stop: %s", ", ".join(stragglers))
+        self.cluster.stop()
+        self.control.close()
+
+    # -- signals: handlers only enqueue ----------------------------------------------------
+
+    def _install_signal_handlers(self) -> None:
+        self._old_handlers = {sig: signal.signal(sig, self._on_signal)
+                              for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def _restore_signal_handlers(self) -> None:
+        for sig, handler in getattr(self, "_old_handlers", {}).items():
+            signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if signum == signal.SIGINT:
+            self._sigint_count += 1
+            if self._sigint_count > 1:
+                self.commands.put(("force", "second SIGINT"))
+                return
+        self.commands.put(("stop", signal.Signals(signum).name))
+
+
+def _notify(fd: int, message: str) -> None:
+    with contextlib.suppress(OSError):
+        os.write(fd, (message + "\n").encode())
+        os.close(fd)
+
+
+def _daemonize(out: Any) -> tuple[int | None, int | None]:
+    """Detach (double fork, new session). In the parent: wait for the daemon to say it is
+    ready and return (exit code, None). In the daemon: return (None, fd to report on)."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid > 0:
+        os.close(write_fd)
+        os.waitpid(pid, 0)  # the intermediate child exits at once
+        with os.fdopen(read_fd, "rb") as pipe:
+            line = pipe.readline().decode().strip()
+        if line.startswith("ready "):
+            print(f"zephserver ready on {line[6:]}", file=out, flush=True)
+            return ExitCode.OK, None
+        if line.startswith("fail "):
+            parts = line.split(" ", 2)
+            print(f"zephserver: error: the daemon failed to start ({parts[2]})",
+                  file=sys.stderr, flush=True)
+            return int(parts[1]) or ExitCode.FAILED, None
+        print("zephserver: error: the daemon exited before it was ready", file=sys.stderr,
+              flush=True)
+        return ExitCode.FAILED, None
+    os.close(read_fd)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+    return None, write_fd

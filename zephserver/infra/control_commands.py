@@ -1,0 +1,102 @@
+"""The control verbs: one declaration each (name, arguments, doc, read-only), then the code.
+
+Positional params are mapped onto the declared argument names, so
+``zephserver-command restart-service router`` sends ``["router"]``.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from zephserver.errors import RpcCode, RpcError, ServiceUnavailable
+
+if TYPE_CHECKING:
+    from zephserver.infra.bootstrap import Daemon
+
+
+@dataclass(frozen=True)
+class ControlCommand:
+    name: str
+    args: tuple[str, ...]
+    doc: str
+    read_only: bool
+    run: Callable[["Daemon", dict], Any]
+
+
+COMMANDS: dict[str, ControlCommand] = {}
+
+
+def command(name: str, args: tuple[str, ...] = (), read_only: bool = True
+            ) -> Callable[[Callable[["Daemon", dict], Any]], Callable[["Daemon", dict], Any]]:
+    def register(func: Callable[["Daemon", dict], Any]) -> Callable[["Daemon", dict], Any]:
+        doc = (func.__doc__ or "").strip().splitlines()[0]
+        COMMANDS[name] = ControlCommand(name, args, doc, read_only, func)
+        return func
+    return register
+
+
+def dispatch(daemon: "Daemon", method: str, params: Any) -> Any:
+    """Validate ``params`` against the verb's declaration and run it."""
+    cmd = COMMANDS.get(method)
+    if cmd is None:
+        raise RpcError(RpcCode.METHOD_NOT_FOUND,
+                       f"unknown command {method!r} (try 'help')", {"method": method})
+    if isinstance(params, list):
+        if len(params) > len(cmd.args):
+            raise RpcError(RpcCode.INVALID_PARAMS,
+                           f"{method} takes {len(cmd.args)} argument(s): {' '.join(cmd.args)}")
+        params = dict(zip(cmd.args, params, strict=False))
+    missing = [a for a in cmd.args if a not in params]
+    extra = [k for k in params if k not in cmd.args]
+    if missing or extra:
+        what = f"missing {', '.join(missing)}" if missing else f"unknown {', '.join(extra)}"
+        raise RpcError(RpcCode.INVALID_PARAMS, f"{method}: {what} (usage: {method} "
+                       f"{' '.join(a.upper() for a in cmd.args)})".replace(" )", ")"))
+    if daemon.stopping and not cmd.read_only:
+        raise RpcError(RpcCode.SHUTTING_DOWN, "the daemon is shutting down")
+    return cmd.run(daemon, params)
+
+
+@command("ping")
+def ping(daemon: "Daemon", params: dict) -> str:
+    """Answer 'pong' (is the daemon there?)."""
+    return "pong"
+
+
+@command("help")
+def help_(daemon: "Daemon", params: dict) -> list[dict]:
+    """List the control commands with their arguments."""
+    return [{"name": c.name, "args": list(c.args), "doc": c.doc} for c in COMMANDS.values()]
+
+
+@command("status")
+def status(daemon: "Daemon", params: dict) -> dict:
+    """The daemon's pid, uptime, node, and each service's state and restart count."""
+    return daemon.status()
+
+
+@command("services")
+def services(daemon: "Daemon", params: dict) -> list[dict]:
+    """Each service's state and restart count."""
+    return daemon.manager.status()
+
+
+@command("stop", read_only=True)  # repeatable while stopping: it answers, it does not refuse
+def stop(daemon: "Daemon", params: dict) -> dict:
+    """Stop the daemon gracefully (returns at once; the daemon exits soon after)."""
+    daemon.request_stop("control command")
+    return {"pid": daemon.pid, "stopping": True}
+
+
+@command("restart-service", args=("name",), read_only=False)
+def restart_service(daemon: "Daemon", params: dict) -> dict:
+    """Stop one service and start it again with its failure count reset (also from FATAL)."""
+    name = params["name"]
+    if not isinstance(name, str):
+        raise RpcError(RpcCode.INVALID_PARAMS, "restart-service: NAME must be a string")
+    try:
+        return daemon.manager.restart_service(name)
+    except ServiceUnavailable as exc:
+        raise RpcError(RpcCode.NOT_FOUND, str(exc), {"name": name}) from None
+    except TimeoutError as exc:
+        raise RpcError(RpcCode.CONFLICT, str(exc), {"name": name}) from None

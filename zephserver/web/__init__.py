@@ -1,0 +1,1 @@
+"""The Django app: models, migrations, views, templates and management commands."""
