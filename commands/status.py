@@ -40,8 +40,8 @@ def render(status: dict) -> str:
             if s["state"] in ("FATAL", "BACKOFF") and s.get("last_error"):
                 line += f"  {s['last_error']}"
             lines.append(line)
-    for peer in status.get("cluster", {}).get("peers", []):
-        lines.append(f"peer {peer['node']}: {peer['state']}")
+    lines.extend(f"peer {peer['node']}: {peer['state']}"
+                 for peer in status.get("cluster", {}).get("peers", []))
     return "\n".join(lines)
 
 

@@ -37,7 +37,8 @@ def build_parser(verbs: Sequence[str] = VERBS) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for verb in verbs:
         module = verb_module(verb)
-        p = sub.add_parser(verb, parents=[common], help=(module.__doc__ or "").strip().split("\n")[0])
+        summary = (module.__doc__ or "").strip().split("\n")[0]
+        p = sub.add_parser(verb, parents=[common], help=summary)
         module.add_arguments(p)
     return parser
 

@@ -289,10 +289,9 @@ def _service_list(value: Any, s: Settings) -> list[str]:
             errors.append(f"service name {name!r} is used twice")
         names[name] = cls
     known = set(names) | {p for p in value if isinstance(p, str)}
-    for name, cls in names.items():
-        for dep in getattr(cls, "requires", ()) or ():
-            if dep not in known:
-                errors.append(f"service {name!r} requires {dep!r}, which is not in SERVICE_LIST")
+    errors.extend(f"service {name!r} requires {dep!r}, which is not in SERVICE_LIST"
+                  for name, cls in names.items()
+                  for dep in getattr(cls, "requires", ()) or () if dep not in known)
     if not errors:
         try:
             dependency_order({n: tuple(getattr(c, "requires", ()) or ()) for n, c in names.items()})
@@ -419,7 +418,7 @@ def dependency_order(requires: Mapping[str, tuple[str, ...]]) -> list[str]:
         if state.get(name) == 2:
             return
         if state.get(name) == 1:
-            cycle = trail[trail.index(name):] + [name]
+            cycle = [*trail[trail.index(name):], name]
             raise ValueError("SERVICE_LIST has a dependency cycle: " + " -> ".join(cycle))
         state[name] = 1
         for dep in requires.get(name, ()):

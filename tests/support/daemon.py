@@ -40,7 +40,8 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_cli(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+def run_cli(*args: str, env: dict | None = None,
+            timeout: float = 60) -> subprocess.CompletedProcess:
     """Run a console script (``zephserver-status``...) to completion."""
     return subprocess.run([script(args[0]), *args[1:]], capture_output=True, text=True,
                           env=env or child_env(), timeout=timeout, cwd=REPO)
@@ -69,7 +70,8 @@ class DaemonProcess:
         return self
 
     def _read(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
+        assert self.proc is not None
+        assert self.proc.stdout is not None
         for line in self.proc.stdout:
             self.lines.append(line.rstrip("\n"))
             if line.startswith("zephserver ready on "):

@@ -28,7 +28,7 @@ def test_file_sets_only_what_it_changes(tmp_path):
     s = load_settings(str(path))
     assert s.PORT_ZEPH == 6000
     assert s.LOG_LEVEL == defaults.LOG_LEVEL
-    assert s.LOCK_FILE == str(tmp_path / "data" / "zephserver.pid")
+    assert str(tmp_path / "data" / "zephserver.pid") == s.LOCK_FILE
     assert s.CONFIGURATION_NETWORK_INTERFACE == s.CONFIGURATION_NETWORK_INTERFACE_SERVER
     assert errors_of(s) == []
 

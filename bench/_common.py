@@ -1,0 +1,28 @@
+"""Helpers shared by the benchmarks: percentiles and a one-line report format."""
+
+import statistics
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def report(what: str, value: float, unit: str, baseline_name: str, baseline: float,
+           goal: str = "") -> None:
+    ratio = value / baseline if baseline else float("inf")
+    line = f"{what}: {value:.3f} {unit} | baseline {baseline_name}: {baseline:.3f} {unit} " \
+           f"| ratio {ratio:.2f}"
+    if goal:
+        line += f" | goal {goal}"
+    print(line, flush=True)
