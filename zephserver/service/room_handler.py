@@ -1,0 +1,152 @@
+"""Room handler: connections, per-user connection lists, rooms, and sending to them.
+
+Knows nothing of tornado: a connection is any object with ``cid``, ``user`` and a
+thread-safe ``send_text(text)``. Every method may be called from any thread; the lock
+is held only to read or change the tables, never while sending.
+"""
+
+import json
+import logging
+import threading
+from collections import defaultdict
+from typing import Any, Protocol
+
+from zephserver.infra.service import Service
+from zephserver.task.base import UserInfo
+
+log = logging.getLogger(__name__)
+
+
+class Connection(Protocol):
+    cid: str
+    user: UserInfo
+
+    def send_text(self, text: str) -> None: ...
+
+
+def notification(method: str, params: Any) -> str:
+    return json.dumps({"jsonrpc": "2.0", "method": method, "params": params},
+                      separators=(",", ":"))
+
+
+class RoomHandlerService(Service):
+    name = "rooms"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._conns: dict[str, Connection] = {}
+        self._by_user: dict[int, set[str]] = defaultdict(set)
+        self._rooms: dict[str, set[str]] = defaultdict(set)
+        self._joined: dict[str, set[str]] = defaultdict(set)  # cid -> rooms
+
+    # -- connections ------------------------------------------------------------------
+
+    def register(self, conn: Connection) -> None:
+        with self._lock:
+            self._conns[conn.cid] = conn
+            if conn.user.id is not None:
+                self._by_user[conn.user.id].add(conn.cid)
+
+    def unregister(self, cid: str) -> None:
+        """Forget a connection and take it out of every room (others are told)."""
+        with self._lock:
+            conn = self._conns.pop(cid, None)
+            if conn is None:
+                return
+            if conn.user.id is not None:
+                cids = self._by_user.get(conn.user.id)
+                if cids is not None:
+                    cids.discard(cid)
+                    if not cids:
+                        del self._by_user[conn.user.id]
+            rooms = self._joined.pop(cid, set())
+        for room in rooms:
+            self._left(room, cid, conn.user)
+
+    def connection(self, cid: str) -> Connection | None:
+        with self._lock:
+            return self._conns.get(cid)
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return {"connections": len(self._conns), "users": len(self._by_user),
+                    "rooms": len(self._rooms)}
+
+    # -- rooms -------------------------------------------------------------------------
+
+    def join(self, cid: str, room: str) -> list[str]:
+        """Put ``cid`` in ``room``; members get ``room.joined`` and ``room.users``."""
+        with self._lock:
+            conn = self._conns.get(cid)
+            if conn is None:
+                return []
+            self._rooms[room].add(cid)
+            self._joined[cid].add(room)
+        users = self.users_in(room)
+        self.send_to_room(room, "room.joined", {"room": room, "user": conn.user.username,
+                                                "cid": cid}, exclude=cid)
+        self.send_to_room(room, "room.users", {"room": room, "users": users})
+        return users
+
+    def leave(self, cid: str, room: str) -> bool:
+        with self._lock:
+            conn = self._conns.get(cid)
+            if conn is None or cid not in self._rooms.get(room, ()):
+                return False
+            self._joined[cid].discard(room)
+            if not self._joined[cid]:
+                del self._joined[cid]
+        self._left(room, cid, conn.user)
+        return True
+
+    def _left(self, room: str, cid: str, user: UserInfo) -> None:
+        with self._lock:
+            members = self._rooms.get(room)
+            if members is None:
+                return
+            members.discard(cid)
+            if not members:
+                del self._rooms[room]
+                return
+        self.send_to_room(room, "room.left", {"room": room, "user": user.username, "cid": cid})
+        self.send_to_room(room, "room.users", {"room": room, "users": self.users_in(room)})
+
+    def is_member(self, cid: str, room: str) -> bool:
+        with self._lock:
+            return cid in self._rooms.get(room, ())
+
+    def users_in(self, room: str) -> list[str]:
+        with self._lock:
+            return sorted({self._conns[c].user.username for c in self._rooms.get(room, ())
+                           if c in self._conns})
+
+    # -- sending (any thread) -------------------------------------------------------------
+
+    def _send(self, cids: list[str], method: str, params: Any) -> int:
+        if not cids:
+            return 0
+        text = notification(method, params)  # serialised once for every recipient
+        with self._lock:
+            conns = [self._conns[c] for c in cids if c in self._conns]
+        for conn in conns:
+            conn.send_text(text)
+        return len(conns)
+
+    def send_to_cid(self, cid: str, method: str, params: Any) -> bool:
+        return self._send([cid], method, params) == 1
+
+    def send_to_user(self, user_id: int, method: str, params: Any) -> int:
+        with self._lock:
+            cids = list(self._by_user.get(user_id, ()))
+        return self._send(cids, method, params)
+
+    def send_to_room(self, room: str, method: str, params: Any, exclude: str | None = None) -> int:
+        with self._lock:
+            cids = [c for c in self._rooms.get(room, ()) if c != exclude]
+        return self._send(cids, method, params)
+
+    def send_to_all(self, method: str, params: Any) -> int:
+        with self._lock:
+            cids = list(self._conns)
+        return self._send(cids, method, params)

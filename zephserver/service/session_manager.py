@@ -1,0 +1,118 @@
+"""Session manager: who is on a connection (Django session cookie or API bearer token).
+
+Lookups hit the database and so run off the event loop (the websocket service calls
+``authenticate`` from its auth executor, the router calls ``recheck`` from task threads).
+``recheck`` answers from a cache with a short life (SESSION_CACHE_TTL), so a logout or a
+revoked token takes effect within seconds without a database hit per message.
+"""
+
+import logging
+import threading
+import time
+from types import SimpleNamespace
+
+from zephserver.infra.service import Service
+from zephserver.task.base import ANONYMOUS, UserInfo
+from zephserver.web.django_setup import setup_django
+
+log = logging.getLogger(__name__)
+
+# A credential as the cache keys it: ("session", session_key), ("token", digest) or None.
+Credential = tuple[str, str] | None
+
+
+class AuthenticationFailed(Exception):
+    """A credential was presented and is not valid (a wrong or revoked bearer token)."""
+
+
+class SessionManagerService(Service):
+    name = "sessions"
+    announces_ready = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._cache: dict[tuple[str, str], tuple[UserInfo, float]] = {}
+        self._lock = threading.Lock()
+
+    def main(self) -> None:
+        assert self.ctx is not None
+        setup_django(self.ctx.settings)
+        self.ttl = float(self.ctx.settings.SESSION_CACHE_TTL)
+        self.ctx.ready()
+        self._disabled.wait()
+
+    # -- API (any thread but the loop's: these may query the database) --------------------
+
+    def authenticate(self, cookies: dict[str, str], authorization: str | None
+                     ) -> tuple[UserInfo, Credential]:
+        """Resolve an upgrade request's credentials. Blocking.
+
+        Raises:
+            AuthenticationFailed: a bearer token was sent and is not valid.
+        """
+        if authorization:
+            scheme, _, token = authorization.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise AuthenticationFailed("Authorization must be 'Bearer <token>'")
+            from zephserver.web.tokens import token_digest
+
+            credential = ("token", token_digest(token.strip()))
+            user = self._resolve(credential)
+            if not user.is_authenticated:
+                raise AuthenticationFailed("invalid or revoked API token")
+            return user, credential
+        session_key = cookies.get("sessionid")
+        if session_key:
+            credential = ("session", session_key)
+            user = self._resolve(credential)
+            if user.is_authenticated:
+                return user, credential
+        return ANONYMOUS, None
+
+    def recheck(self, credential: Credential) -> UserInfo:
+        """The user behind ``credential`` now, from the cache while it is fresh. Blocking."""
+        if credential is None:
+            return ANONYMOUS
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(credential)
+        if cached and cached[1] > now:
+            return cached[0]
+        return self._resolve(credential)
+
+    def _resolve(self, credential: tuple[str, str]) -> UserInfo:
+        from django.db import close_old_connections
+
+        kind, value = credential
+        try:
+            user = self._lookup_token(value) if kind == "token" else self._lookup_session(value)
+        finally:
+            close_old_connections()
+        with self._lock:
+            self._cache[credential] = (user, time.monotonic() + self.ttl)
+            if len(self._cache) > 10000:  # bound memory: drop expired entries
+                now = time.monotonic()
+                self._cache = {k: v for k, v in self._cache.items() if v[1] > now}
+        return user
+
+    @staticmethod
+    def _as_info(user: object) -> UserInfo:
+        if not getattr(user, "is_authenticated", False) or not getattr(user, "is_active", True):
+            return ANONYMOUS
+        return UserInfo(user.pk, user.get_username(), bool(user.is_staff),  # type: ignore
+                        bool(user.is_superuser))  # type: ignore[attr-defined]
+
+    def _lookup_session(self, session_key: str) -> UserInfo:
+        from django.contrib.auth import get_user
+        from django.contrib.sessions.backends.db import SessionStore
+
+        # get_user also checks the session's password hash, so a password change logs out.
+        request = SimpleNamespace(session=SessionStore(session_key))
+        return self._as_info(get_user(request))
+
+    def _lookup_token(self, digest: str) -> UserInfo:
+        from zephserver.web.models import ApiToken
+
+        token = (ApiToken.objects.select_related("user")
+                 .filter(digest=digest, revoked__isnull=True).first())
+        return self._as_info(token.user) if token else ANONYMOUS
