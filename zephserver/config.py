@@ -198,6 +198,12 @@ def _is_str(value: Any, s: Settings) -> list[str]:
     return [] if isinstance(value, str) and value else ["must be a non-empty string"]
 
 
+def _str_list(value: Any, s: Settings) -> list[str]:
+    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return []
+    return ["must be a list of strings"]
+
+
 def _optional_str(value: Any, s: Settings) -> list[str]:
     return [] if value is None else _is_str(value, s)
 
@@ -379,6 +385,17 @@ SPEC: dict[str, Spec] = {
     "SERVICE_MIN_UPTIME": Spec(_number(0), "A run this long resets the failure count (s)."),
     "SERVICE_STOP_TIMEOUT": Spec(_number(0), "Time a service has to stop after disable() (s)."),
     "SERVICE_START_TIMEOUT": Spec(_number(0), "Time start waits for every service (s)."),
+    "WS_ALLOWED_ORIGINS": Spec(_str_list, "Origins allowed on /ws besides our own host."),
+    "WS_MAX_MESSAGE_SIZE": Spec(_integer(1), "Largest WebSocket message (bytes)."),
+    "WS_PING_INTERVAL": Spec(_number(0), "Keepalive ping interval (s; 0 = off)."),
+    "WS_PING_TIMEOUT": Spec(_number(0), "Close when a pong is this late (s)."),
+    "WS_MAX_BATCH": Spec(_integer(1), "Requests in one JSON-RPC batch."),
+    "WS_MAX_IN_FLIGHT": Spec(_integer(1), "Requests in flight per connection."),
+    "TASK_POOL_SIZE": Spec(_integer(1), "Task threads."),
+    "TASK_QUEUE_SIZE": Spec(_integer(1), "Tasks waiting for a thread before -32004."),
+    "TASK_SHUTDOWN_TIMEOUT": Spec(_number(0), "Time tasks get after interrupt() (s)."),
+    "SESSION_CACHE_TTL": Spec(_number(0), "Life of a cached session/token lookup (s)."),
+    "WSGI_POOL_SIZE": Spec(_integer(1), "Threads running Django views."),
     "CLUSTER_SERVER_LIST": Spec(_cluster_list, "Cluster nodes; fewer than two = no cluster."),
     "NODE_NAME": Spec(_is_str, "This node's hostname in CLUSTER_SERVER_LIST."),
     "DJANGO_SETTINGS_MODULE": Spec(_module_name, "Django settings module."),

@@ -25,10 +25,40 @@ BIND_ADDRESS = "127.0.0.1"
 PORT_ZEPH = 5558
 
 # Services, started in dependency order ("dotted.module/ClassName").
-SERVICE_LIST: list[str] = []
+SERVICE_LIST: list[str] = [
+    "zephserver.service.session_manager/SessionManagerService",
+    "zephserver.service.room_handler/RoomHandlerService",
+    "zephserver.service.router/RouterService",
+    "zephserver.service.websocket_client/WebSocketService",
+]
 
 # JSON-RPC method name -> task class ("dotted.module/ClassName").
-TASKS_PATH: dict[str, str] = {}
+TASKS_PATH: dict[str, str] = {
+    "ping": "zephserver.task.ping/PingTask",
+    "whoami": "zephserver.task.ping/WhoAmITask",
+    "room.join": "zephserver.task.rooms/RoomJoinTask",
+    "room.leave": "zephserver.task.rooms/RoomLeaveTask",
+    "room.say": "zephserver.task.rooms/RoomSayTask",
+}
+
+# WebSocket /ws.
+WS_ALLOWED_ORIGINS: list[str] = []  # origins besides our own host, e.g. "https://app.example"
+WS_MAX_MESSAGE_SIZE = 1024 * 1024  # bytes; a larger message closes the connection with 1009
+WS_PING_INTERVAL = 20.0  # seconds between keepalive pings (0 = off)
+WS_PING_TIMEOUT = 60.0  # close a connection whose pong is this late
+WS_MAX_BATCH = 100  # JSON-RPC requests in one batch
+WS_MAX_IN_FLIGHT = 32  # requests one connection may have running or queued
+
+# Router task pool.
+TASK_POOL_SIZE = 8
+TASK_QUEUE_SIZE = 256
+TASK_SHUTDOWN_TIMEOUT = 5.0  # seconds running tasks get after interrupt() at shutdown
+
+# Session manager: how long a resolved session or token is trusted before a re-check.
+SESSION_CACHE_TTL = 5.0
+
+# Threads running Django views.
+WSGI_POOL_SIZE = 4
 
 # Service supervision.
 SERVICE_BACKOFF_INITIAL = 0.5  # seconds before the first restart of a crashed service

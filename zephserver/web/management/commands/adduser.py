@@ -21,7 +21,8 @@ class Command(BaseCommand):
         name = options["username"]
         if users.objects.filter(username=name).exists():
             raise CommandError(f"user {name!r} already exists")
-        password = os.environ.get("ZEPHSERVER_PASSWORD") or getpass.getpass(f"password for {name}: ")
+        password = (os.environ.get("ZEPHSERVER_PASSWORD")
+                    or getpass.getpass(f"password for {name}: "))
         user = users(username=name, is_staff=options["staff"] or options["superuser"],
                      is_superuser=options["superuser"])
         try:

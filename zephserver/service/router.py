@@ -1,0 +1,239 @@
+"""Router: JSON-RPC 2.0 method -> task class, run on a bounded pool of named task threads.
+
+``handle_text`` runs on the event-loop thread and only parses and enqueues; tasks run on
+TASK_POOL_SIZE worker threads fed by a queue of TASK_QUEUE_SIZE. A full queue, or a
+connection with WS_MAX_IN_FLIGHT requests already running, gets -32004 at once.
+Replies are serialised in the worker and reach the client through the connection's
+thread-safe ``send_text``.
+"""
+
+import json
+import logging
+import queue
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from zephserver.config import resolve_class
+from zephserver.errors import RpcCode, RpcError
+from zephserver.infra.service import Service
+from zephserver.task.base import Request, check_access
+
+log = logging.getLogger(__name__)
+
+Job = Callable[[], None]
+
+
+class TaskPool:
+    """A fixed set of worker threads and a bounded queue; ``submit`` never blocks."""
+
+    def __init__(self, size: int, queue_size: int) -> None:
+        self._queue: queue.Queue[Job | None] = queue.Queue(queue_size)
+        self._threads = [threading.Thread(target=self._work, name=f"zeph-task-{i}")
+                         for i in range(size)]
+        for t in self._threads:
+            t.start()
+
+    def submit(self, job: Job) -> bool:
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:
+            return False
+        return True
+
+    def _work(self) -> None:
+        while (job := self._queue.get()) is not None:
+            job()
+
+    def drain(self) -> list[Job]:
+        """Jobs still queued (never started), removed from the queue."""
+        jobs = []
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                return jobs
+            if job is not None:
+                jobs.append(job)
+
+    def stop(self, timeout: float) -> list[str]:
+        for _ in self._threads:
+            self._queue.put(None)
+        for t in self._threads:
+            t.join(timeout)
+        return [t.name for t in self._threads if t.is_alive()]
+
+
+def _error(request_id: Any, code: int, message: str, data: Any = None) -> dict:
+    return {"jsonrpc": "2.0", "id": request_id, "error": RpcError(code, message, data).to_json()}
+
+
+class _Batch:
+    """Collects the replies of one batch and sends them together when the last is in."""
+
+    def __init__(self, conn: Any, size: int) -> None:
+        self.conn = conn
+        self.remaining = size
+        self.replies: list[dict] = []
+        self.lock = threading.Lock()
+
+    def add(self, reply: dict | None) -> None:
+        with self.lock:
+            if reply is not None:
+                self.replies.append(reply)
+            self.remaining -= 1
+            done = self.remaining == 0
+        if done and self.replies:
+            self.conn.send_text(json.dumps(self.replies, separators=(",", ":")))
+
+
+class RouterService(Service):
+    name = "router"
+    requires = ("sessions", "rooms")
+    announces_ready = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tasks: dict[str, type] = {}
+        self.pool: TaskPool | None = None
+        self.stopping = False
+        self._running: dict[int, Any] = {}
+        self._running_lock = threading.Lock()
+
+    def main(self) -> None:
+        assert self.ctx is not None
+        s = self.ctx.settings
+        self.tasks = {m: resolve_class(p) for m, p in s.TASKS_PATH.items()}
+        self.max_batch = int(s.WS_MAX_BATCH)
+        self.max_in_flight = int(s.WS_MAX_IN_FLIGHT)
+        self.stopping = False
+        self.pool = TaskPool(int(s.TASK_POOL_SIZE), int(s.TASK_QUEUE_SIZE))
+        self.ctx.ready()
+        self._disabled.wait()
+        self._shutdown(float(s.TASK_SHUTDOWN_TIMEOUT))
+
+    def _shutdown(self, timeout: float) -> None:
+        self.stopping = True
+        pool, self.pool = self.pool, None
+        if pool is None:
+            return
+        for job in pool.drain():
+            job()  # queued jobs answer SHUTTING_DOWN because self.stopping is set
+        with self._running_lock:
+            running = list(self._running.values())
+        for task in running:
+            interrupt = getattr(task, "interrupt", None)
+            if callable(interrupt):
+                try:
+                    interrupt()
+                except Exception:
+                    log.exception("task %s raised in interrupt()", type(task).__name__)
+        log.info("router stopping: interrupted %d running task(s)", len(running))
+        stuck = pool.stop(timeout)
+        if stuck:
+            log.error("task threads still busy after %.1fs: %s", timeout, ", ".join(stuck))
+
+    # -- the loop thread ------------------------------------------------------------------
+
+    def handle_text(self, conn: Any, text: str) -> None:
+        """Parse one WebSocket text message and dispatch it. Loop thread; never blocks."""
+        try:
+            message = json.loads(text)
+        except ValueError as exc:
+            conn.send_json(_error(None, RpcCode.PARSE_ERROR, f"parse error: {exc}"))
+            return
+        if isinstance(message, list):
+            if not message:
+                conn.send_json(_error(None, RpcCode.INVALID_REQUEST, "invalid request: "
+                                      "empty batch"))
+                return
+            if len(message) > self.max_batch:
+                conn.send_json(_error(None, RpcCode.INVALID_REQUEST, f"invalid request: batch "
+                                      f"of {len(message)} exceeds the limit of {self.max_batch}"))
+                return
+            batch = _Batch(conn, len(message))
+            for item in message:
+                self._dispatch(conn, item, batch.add)
+        else:
+            self._dispatch(conn, message, lambda reply: reply and conn.send_json(reply))
+
+    def _dispatch(self, conn: Any, item: Any, reply: Callable[[dict | None], Any]) -> None:
+        if not isinstance(item, dict):
+            reply(_error(None, RpcCode.INVALID_REQUEST, "invalid request: expected an object"))
+            return
+        request_id = item.get("id")
+        notify = "id" not in item
+        method, params = item.get("method"), item.get("params")
+        if (item.get("jsonrpc") != "2.0" or not isinstance(method, str)
+                or not (params is None or isinstance(params, dict | list))
+                or not (request_id is None or isinstance(request_id, str | int))
+                or isinstance(request_id, bool)):
+            reply(_error(request_id, RpcCode.INVALID_REQUEST, "invalid request: needs "
+                         "jsonrpc '2.0', a method string, object or array params"))
+            return
+
+        def answer(response: dict) -> None:
+            reply(None if notify else response)
+
+        cls = self.tasks.get(method)
+        if cls is None:
+            answer(_error(request_id, RpcCode.METHOD_NOT_FOUND, f"method not found: {method}",
+                          {"method": method}))
+            return
+        pool = self.pool
+        if self.stopping or pool is None:
+            answer(_error(request_id, RpcCode.SHUTTING_DOWN, "the server is shutting down"))
+            return
+        if not conn.acquire_slot(self.max_in_flight):
+            answer(_error(request_id, RpcCode.QUEUE_FULL, "too many requests in flight on "
+                          f"this connection (limit {self.max_in_flight})"))
+            return
+        if not pool.submit(lambda: self._run(conn, cls, method, params, request_id, answer)):
+            conn.release_slot()
+            answer(_error(request_id, RpcCode.QUEUE_FULL, "server overloaded: task queue "
+                          "full, retry later"))
+
+    # -- task threads ---------------------------------------------------------------------
+
+    def _run(self, conn: Any, cls: type, method: str, params: Any, request_id: Any,
+             answer: Callable[[dict], None]) -> None:
+        thread = threading.current_thread()
+        base_name = thread.name
+        try:
+            if self.stopping:
+                answer(_error(request_id, RpcCode.SHUTTING_DOWN, "the server is shutting down"))
+                return
+            thread.name = f"{base_name}-{method}"
+            answer(self._execute(conn, cls, method, params, request_id))
+        finally:
+            thread.name = base_name
+            conn.release_slot()
+            from django.db import close_old_connections
+
+            close_old_connections()
+
+    def _execute(self, conn: Any, cls: type, method: str, params: Any, request_id: Any) -> dict:
+        assert self.ctx is not None
+        task = None
+        try:
+            user = self.ctx.get("sessions").recheck(conn.credential)
+            conn.user = user
+            check_access(cls, user)
+            task = cls(Request({} if params is None else params, conn.cid, user, method))
+            with self._running_lock:
+                self._running[id(task)] = task
+            result = task.main()
+            json.dumps(result)  # fail here, as an internal error, if not serialisable
+            return {"jsonrpc": "2.0", "id": request_id, "result": result}
+        except RpcError as exc:
+            return {"jsonrpc": "2.0", "id": request_id, "error": exc.to_json()}
+        except Exception:
+            error_id = uuid.uuid4().hex[:12]
+            log.exception("task %s failed (error id %s)", method, error_id)
+            return _error(request_id, RpcCode.INTERNAL_ERROR,
+                          f"internal error (error id {error_id})", {"error_id": error_id})
+        finally:
+            if task is not None:
+                with self._running_lock:
+                    self._running.pop(id(task), None)
