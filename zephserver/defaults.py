@@ -45,7 +45,7 @@ TASKS_PATH: dict[str, str] = {
 WS_ALLOWED_ORIGINS: list[str] = []  # origins besides our own host, e.g. "https://app.example"
 WS_MAX_MESSAGE_SIZE = 1024 * 1024  # bytes; a larger message closes the connection with 1009
 WS_PING_INTERVAL = 20.0  # seconds between keepalive pings (0 = off)
-WS_PING_TIMEOUT = 60.0  # close a connection whose pong is this late
+WS_PING_TIMEOUT = 20.0  # close a connection whose pong is this late (<= the interval)
 WS_MAX_BATCH = 100  # JSON-RPC requests in one batch
 WS_MAX_IN_FLIGHT = 32  # requests one connection may have running or queued
 

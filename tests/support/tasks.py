@@ -1,0 +1,64 @@
+"""Tasks used by the tests through TASKS_PATH."""
+
+import os
+import threading
+import time
+
+from zephserver.task.base import Task, TaskError, staff_required, user_passes_test
+
+
+class EchoRequestTask(Task):
+    """Returns what the router passed in: data, cid, user and task name."""
+
+    def main(self):
+        r = self.request
+        return {"data": r["data"], "cid": r["cid"], "user": r["user"].username, "task": r["task"]}
+
+
+class BoomTask(Task):
+    def main(self):
+        raise ValueError("secret internal detail")
+
+
+class RefuseTask(Task):
+    def main(self):
+        raise TaskError("you asked for it", code=-32006, data={"why": "test"})
+
+
+@staff_required
+class StaffOnlyTask(Task):
+    def main(self):
+        return "staff ok"
+
+
+@user_passes_test(lambda user: user.username.startswith("a"), "names starting with a only")
+class ATask(Task):
+    def main(self):
+        return "a ok"
+
+
+class SlowTask(Task):
+    """Sleeps 0.3 s (keeps a task thread busy)."""
+
+    def main(self):
+        time.sleep(0.3)
+        return "slow done"
+
+
+class LongTask(Task):
+    """Runs until interrupted; then writes $ZEPH_TEST_INTERRUPTED."""
+
+    def __init__(self, request):
+        super().__init__(request)
+        self._stop = threading.Event()
+
+    def main(self):
+        self._stop.wait(60)
+        path = os.environ.get("ZEPH_TEST_INTERRUPTED")
+        if path and self._stop.is_set():
+            with open(path, "w") as f:
+                f.write("interrupted")
+        return "ended"
+
+    def interrupt(self):
+        self._stop.set()

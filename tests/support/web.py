@@ -1,0 +1,110 @@
+"""Clients for the daemon's HTTP and WebSocket endpoints (real sockets, no mocks)."""
+
+import asyncio
+import http.cookiejar
+import json
+import re
+import subprocess
+import urllib.parse
+import urllib.request
+from typing import Any
+
+from tornado.httpclient import HTTPRequest
+from tornado.websocket import websocket_connect
+
+from tests.support.daemon import run_cli
+
+
+def admin(daemon_settings, *args: str, env: dict | None = None) -> str:
+    result = run_cli("zephserver-admin", "--settings", str(daemon_settings), *args, env=env)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def django_shell(daemon_settings, code: str, env: dict) -> str:
+    return admin(daemon_settings, "shell", "-c", code, env=env)
+
+
+def login(base_url: str, username: str, password: str) -> str:
+    """Log in through the real form (CSRF token included); return the sessionid cookie."""
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    page = opener.open(base_url + "/accounts/login/", timeout=10).read().decode()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+    body = urllib.parse.urlencode({"username": username, "password": password,
+                                   "csrfmiddlewaretoken": token, "next": "/"}).encode()
+    request = urllib.request.Request(base_url + "/accounts/login/", data=body,
+                                     headers={"Referer": base_url + "/accounts/login/"})
+    opener.open(request, timeout=10).read()
+    cookies = {c.name: c.value for c in jar}
+    assert "sessionid" in cookies, "login failed"
+    return cookies["sessionid"]
+
+
+class Ws:
+    """An async JSON-RPC client over one WebSocket connection."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.next_id = 0
+
+    @classmethod
+    async def connect(cls, base_url: str, token: str | None = None, session: str | None = None,
+                      origin: str | None = None) -> "Ws":
+        headers = {}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        if session:
+            headers["Cookie"] = f"sessionid={session}"
+        if origin:
+            headers["Origin"] = origin
+        url = base_url.replace("http://", "ws://") + "/ws"
+        conn = await asyncio.wait_for(websocket_connect(HTTPRequest(url, headers=headers)), 10)
+        return cls(conn)
+
+    async def send(self, message: Any) -> None:
+        await self.conn.write_message(message if isinstance(message, str | bytes)
+                                      else json.dumps(message), binary=isinstance(message, bytes))
+
+    async def recv(self, timeout: float = 10) -> Any:
+        text = await asyncio.wait_for(self.conn.read_message(), timeout)
+        return None if text is None else json.loads(text)
+
+    async def call(self, method: str, params: Any = None, timeout: float = 10) -> dict:
+        """Send a request and return its response (notifications on the way are skipped)."""
+        self.next_id += 1
+        request = {"jsonrpc": "2.0", "id": self.next_id, "method": method}
+        if params is not None:
+            request["params"] = params
+        await self.send(request)
+        while True:
+            message = await self.recv(timeout)
+            if message is None:
+                raise ConnectionError(f"closed with {self.conn.close_code}")
+            if isinstance(message, dict) and message.get("id") == self.next_id:
+                return message
+
+    async def until(self, method: str, timeout: float = 10) -> dict:
+        """The next notification named ``method``."""
+        while True:
+            message = await self.recv(timeout)
+            if message is None:
+                raise ConnectionError("closed")
+            if message.get("method") == method:
+                return message["params"]
+
+    async def aclose(self) -> None:
+        """Close and wait for the server's close frame (no half-closed sockets left)."""
+        self.conn.close()
+        try:
+            while await asyncio.wait_for(self.conn.read_message(), 5) is not None:
+                pass
+        except TimeoutError:
+            pass
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+__all__ = ["Ws", "admin", "django_shell", "login", "run", "subprocess"]
