@@ -69,6 +69,13 @@ def _error(request_id: Any, code: int, message: str, data: Any = None) -> dict:
     return {"jsonrpc": "2.0", "id": request_id, "error": RpcError(code, message, data).to_json()}
 
 
+def _send(conn: Any, reply: dict | str) -> None:
+    if isinstance(reply, str):
+        conn.send_text(reply)
+    else:
+        conn.send_json(reply)
+
+
 class _Batch:
     """Collects the replies of one batch and sends them together when the last is in."""
 
@@ -78,14 +85,14 @@ class _Batch:
         self.replies: list[dict] = []
         self.lock = threading.Lock()
 
-    def add(self, reply: dict | None) -> None:
+    def add(self, reply: dict | str | None) -> None:
         with self.lock:
             if reply is not None:
-                self.replies.append(reply)
+                self.replies.append(reply if isinstance(reply, str) else json.dumps(reply))
             self.remaining -= 1
             done = self.remaining == 0
         if done and self.replies:
-            self.conn.send_text(json.dumps(self.replies, separators=(",", ":")))
+            self.conn.send_text("[" + ",".join(self.replies) + "]")
 
 
 class RouterService(Service):
@@ -156,9 +163,9 @@ class RouterService(Service):
             for item in message:
                 self._dispatch(conn, item, batch.add)
         else:
-            self._dispatch(conn, message, lambda reply: reply and conn.send_json(reply))
+            self._dispatch(conn, message, lambda reply: reply and _send(conn, reply))
 
-    def _dispatch(self, conn: Any, item: Any, reply: Callable[[dict | None], Any]) -> None:
+    def _dispatch(self, conn: Any, item: Any, reply: Callable[[Any], Any]) -> None:
         if not isinstance(item, dict):
             reply(_error(None, RpcCode.INVALID_REQUEST, "invalid request: expected an object"))
             return
@@ -173,7 +180,7 @@ class RouterService(Service):
                          "jsonrpc '2.0', a method string, object or array params"))
             return
 
-        def answer(response: dict) -> None:
+        def answer(response: dict | str) -> None:
             reply(None if notify else response)
 
         cls = self.tasks.get(method)
@@ -197,7 +204,7 @@ class RouterService(Service):
     # -- task threads ---------------------------------------------------------------------
 
     def _run(self, conn: Any, cls: type, method: str, params: Any, request_id: Any,
-             answer: Callable[[dict], None]) -> None:
+             answer: Callable[[dict | str], None]) -> None:
         thread = threading.current_thread()
         base_name = thread.name
         try:
@@ -213,7 +220,8 @@ class RouterService(Service):
 
             close_old_connections()
 
-    def _execute(self, conn: Any, cls: type, method: str, params: Any, request_id: Any) -> dict:
+    def _execute(self, conn: Any, cls: type, method: str, params: Any,
+                 request_id: Any) -> dict | str:
         assert self.ctx is not None
         task = None
         try:
@@ -224,8 +232,9 @@ class RouterService(Service):
             with self._running_lock:
                 self._running[id(task)] = task
             result = task.main()
-            json.dumps(result)  # fail here, as an internal error, if not serialisable
-            return {"jsonrpc": "2.0", "id": request_id, "result": result}
+            # serialised once, here, so a result that is not JSON is an internal error
+            return json.dumps({"jsonrpc": "2.0", "id": request_id, "result": result},
+                              separators=(",", ":"))
         except RpcError as exc:
             return {"jsonrpc": "2.0", "id": request_id, "error": exc.to_json()}
         except Exception:

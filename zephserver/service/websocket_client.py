@@ -6,6 +6,7 @@ runs on a small executor because it queries the database.
 """
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import json
@@ -55,7 +56,7 @@ class WsConnection:
 
     def send_text(self, text: str) -> None:
         """Queue ``text`` for the client. Any thread, non-blocking."""
-        self.loop.add_callback(self.handler.send_now, text)
+        self.handler.service.post(self.handler, text)
 
     def send_json(self, message: Any) -> None:
         self.send_text(json.dumps(message, separators=(",", ":")))
@@ -145,6 +146,27 @@ class WebSocketService(Service):
         self.handlers: set[WsHandler] = set()
         self.cids = itertools.count(1)
         self.closed = asyncio.Event()
+        # Messages from other threads wait here; one loop wakeup drains them all, instead
+        # of one add_callback (and one write to the loop's waker pipe) per message.
+        self._outbox: collections.deque[tuple[WsHandler, str]] = collections.deque()
+        self._outbox_lock = threading.Lock()
+
+    def post(self, handler: WsHandler, text: str) -> None:
+        """Queue ``text`` for ``handler``. Any thread, non-blocking."""
+        loop = self.loop
+        if loop is None:
+            return
+        with self._outbox_lock:
+            wake = not self._outbox
+            self._outbox.append((handler, text))
+        if wake:
+            loop.add_callback(self._flush_outbox)
+
+    def _flush_outbox(self) -> None:
+        with self._outbox_lock:
+            items, self._outbox = self._outbox, collections.deque()
+        for handler, text in items:
+            handler.send_now(text)
 
     def main(self) -> None:
         assert self.ctx is not None
