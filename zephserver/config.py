@@ -204,10 +204,6 @@ def _str_list(value: Any, s: Settings) -> list[str]:
     return ["must be a list of strings"]
 
 
-def _optional_str(value: Any, s: Settings) -> list[str]:
-    return [] if value is None else _is_str(value, s)
-
-
 def _writable_dir(path: str) -> str:
     """'' if ``path`` is (or can be made) a writable directory, else why not."""
     try:
