@@ -222,3 +222,18 @@ def test_admin_migrate_on_fresh_data_dir(workdir):
     assert result.returncode == 0, result.stderr
     assert (workdir / "var" / "zephserver.sqlite3").exists()
     assert os.path.exists(script("zephserver-admin"))
+
+
+def test_status_answers_while_a_long_stop_is_in_progress(workdir, daemons):
+    """During a slow stop, status still answers (showing 'stopping') and restart is refused."""
+    settings = write_settings(workdir, SERVICE_LIST=[f"{SUPPORT}/Stubborn"],
+                              SERVICE_STOP_TIMEOUT=3)
+    daemon = daemons(settings).start()
+    assert daemon.cli("zephserver-command", "stop").returncode == 0
+    status = poll_until(lambda: (s := status_json(daemon)) and s["stopping"] and s, 5,
+                        what="status showing stopping")
+    assert status["services"][0]["state"] == "STOPPING"
+    refused = daemon.cli("zephserver-command", "restart-service", "stubborn")
+    assert refused.returncode == 1
+    assert "shutting down" in refused.stderr
+    assert daemon.wait_exit(15) == 0
