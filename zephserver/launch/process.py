@@ -1,0 +1,207 @@
+"""Spawning launched programs and noticing their exits: the bottom of the launch core.
+
+- ``spawn``: argv only (never a shell), a new session so the program and everything it
+  forks form one process group, no ``preexec_fn`` (it forces fork and costs 3-4x),
+  stdout+stderr appended to a log file.
+- ``Reaper``: one thread ("zeph-reaper") waiting on pidfds with a selector, so an exit is
+  seen when it happens, not on a poll tick. It also runs the stop ladder: SIGTERM to the
+  group, a grace period, SIGKILL to the group (grandchildren included).
+"""
+
+import contextlib
+import heapq
+import logging
+import os
+import selectors
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+ExitCallback = Callable[[int, int | None], None]  # (pid, returncode or None if unknown)
+
+
+class SpawnError(Exception):
+    """The program could not be started (missing, not executable, bad directory)."""
+
+
+def process_start_time(pid: int) -> int | None:
+    """The kernel's start time of ``pid`` (clock ticks since boot), or None if it is gone.
+
+    With the pid it identifies a process for good: a reused pid has another start time.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+    fields = stat[stat.rindex(b")") + 2:].split()
+    return int(fields[19])
+
+
+@dataclass(frozen=True)
+class Spawned:
+    pid: int
+    start_time: int | None
+    popen: subprocess.Popen
+
+
+def spawn(argv: Sequence[str], cwd: str, env: Mapping[str, str], log_path: str) -> Spawned:
+    """Start ``argv`` in its own session with output appended to ``log_path``.
+
+    Raises:
+        SpawnError: with a message naming what was wrong.
+    """
+    if not argv:
+        raise SpawnError("empty command")
+    try:
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+    except OSError as exc:
+        raise SpawnError(f"cannot open log {log_path}: {exc.strerror}") from exc
+    try:
+        popen = subprocess.Popen(list(argv), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL,
+                                 stdout=log_fd, stderr=log_fd, start_new_session=True,
+                                 close_fds=True)
+    except FileNotFoundError as exc:
+        missing = exc.filename or argv[0]
+        what = "working directory" if missing == cwd else "program"
+        raise SpawnError(f"{what} not found: {missing}") from exc
+    except PermissionError as exc:
+        raise SpawnError(f"permission denied: {exc.filename or argv[0]}") from exc
+    except OSError as exc:
+        raise SpawnError(f"cannot start {argv[0]}: {exc.strerror}") from exc
+    finally:
+        os.close(log_fd)
+    return Spawned(popen.pid, process_start_time(popen.pid), popen)
+
+
+def signal_group(pgid: int, sig: int) -> bool:
+    """Send ``sig`` to a whole process group; False if the group is gone."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+class Reaper:
+    """Watches launched processes and calls back once each exits. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._lock = threading.Lock()
+        self._pending: list[tuple[int, ExitCallback, subprocess.Popen | None]] = []
+        self._watched: dict[int, tuple[int, ExitCallback, subprocess.Popen | None]] = {}
+        self._deadlines: list[tuple[float, int]] = []  # (when, pid): SIGKILL the group then
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="zeph-reaper", daemon=True)
+        self._thread.start()
+
+    def watch(self, pid: int, callback: ExitCallback,
+              popen: subprocess.Popen | None = None) -> None:
+        """Call ``callback(pid, returncode)`` on the reaper thread when ``pid`` exits.
+
+        For our own children the return code is collected (zombies never pile up); for a
+        process we did not start (re-adopted) it is None. A pid already gone calls back soon.
+        """
+        with self._lock:
+            self._pending.append((pid, callback, popen))
+        self._wake()
+
+    def stop_process(self, pid: int, grace: float) -> None:
+        """SIGTERM the process group of ``pid`` now and SIGKILL it after ``grace`` seconds
+        unless the leader has exited by then (the rest of the group is killed at its exit)."""
+        signal_group(pid, signal.SIGTERM)
+        with self._lock:
+            heapq.heappush(self._deadlines, (time.monotonic() + grace, pid))
+        self._wake()
+
+    def close(self) -> None:
+        self._stopping = True
+        self._wake()
+        self._thread.join(5)
+        self._selector.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_w, b"x")
+
+    def _run(self) -> None:
+        while not self._stopping:
+            self._register_pending()
+            timeout = self._next_timeout()
+            for key, _ in self._selector.select(timeout):
+                if key.data is None:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(self._wake_r, 4096)
+                else:
+                    self._exited(key.fd, key.data)
+            self._expire_deadlines()
+
+    def _register_pending(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for pid, callback, popen in pending:
+            try:
+                fd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                self._finish(pid, callback, popen)
+                continue
+            self._watched[fd] = (pid, callback, popen)
+            self._selector.register(fd, selectors.EVENT_READ, pid)
+
+    def _exited(self, fd: int, pid: int) -> None:
+        self._selector.unregister(fd)
+        os.close(fd)
+        _, callback, popen = self._watched.pop(fd)
+        self._finish(pid, callback, popen)
+
+    def _finish(self, pid: int, callback: ExitCallback,
+                popen: subprocess.Popen | None) -> None:
+        returncode = None
+        try:
+            reaped, status = os.waitpid(pid, os.WNOHANG)
+            if reaped == pid:
+                returncode = os.waitstatus_to_exitcode(status)
+        except ChildProcessError:
+            pass  # not our child: someone else reaps it (re-adopted process)
+        if popen is not None and returncode is not None:
+            popen.returncode = returncode  # so Popen never waits on a reaped pid
+        with self._lock:
+            stopping = any(p == pid for _, p in self._deadlines)
+            self._deadlines = [(w, p) for w, p in self._deadlines if p != pid]
+            heapq.heapify(self._deadlines)
+        if stopping:
+            signal_group(pid, signal.SIGKILL)  # grandchildren left in the group go too
+        try:
+            callback(pid, returncode)
+        except Exception:
+            log.exception("exit callback for pid %d failed", pid)
+
+    def _next_timeout(self) -> float | None:
+        with self._lock:
+            if not self._deadlines:
+                return None
+            return max(0.0, self._deadlines[0][0] - time.monotonic())
+
+    def _expire_deadlines(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            due = []
+            while self._deadlines and self._deadlines[0][0] <= now:
+                due.append(heapq.heappop(self._deadlines)[1])
+        for pid in due:
+            if signal_group(pid, signal.SIGKILL):
+                log.info("pid %d ignored SIGTERM; killed its process group", pid)
+
+
