@@ -49,9 +49,13 @@ class RestartTracker:
     def started(self, now: float) -> None:
         self._started_at = now
 
+    def uptime(self, now: float) -> float:
+        """How long the current run has lasted (0 if none is running)."""
+        return 0.0 if self._started_at is None else now - self._started_at
+
     def exited(self, now: float, rand: Callable[[], float] = random.random) -> float | None:
         """Record an unexpected exit at ``now``; return the delay or None if giving up."""
-        uptime = 0.0 if self._started_at is None else now - self._started_at
+        uptime = self.uptime(now)
         self._started_at = None
         if uptime >= self.policy.min_uptime:
             self.failures = 0  # a healthy run forgives earlier crashes

@@ -31,9 +31,6 @@ SERVICE_TRANSITIONS: dict[ServiceState, frozenset[ServiceState]] = {
     S.FATAL: frozenset({S.STARTING}),
 }
 
-# States in which a service counts as up for get_service().
-SERVICE_UP_STATES = frozenset({S.RUNNING})
-
 
 def check_service_transition(old: ServiceState, new: ServiceState) -> None:
     """Raise IllegalTransition unless ``old -> new`` is in SERVICE_TRANSITIONS."""

@@ -105,7 +105,7 @@ class ServiceRunner:
                 if self._stop_requested:
                     self._set_state(S.STOPPED, "main() returned after disable()")
                     return
-                uptime = clock.monotonic() - (self.tracker._started_at or clock.monotonic())
+                uptime = self.tracker.uptime(clock.monotonic())
                 self.last_error = error or "main() returned while the daemon was not stopping"
                 delay = self.tracker.exited(clock.monotonic())
                 if delay is None:
