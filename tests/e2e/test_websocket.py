@@ -1,6 +1,8 @@
 import asyncio
 import json
+import re
 import shutil
+import socket
 import time
 
 import pytest
@@ -155,7 +157,7 @@ def test_custom_task_gets_request_fields(server):
     assert result["data"] == {"x": [1, 2]}
     assert result["user"] == "alice"
     assert result["task"] == "echo"
-    assert result["cid"].startswith("vm-") or "-" in result["cid"]
+    assert re.fullmatch(re.escape(socket.gethostname()) + r"-\d+", result["cid"])
 
 
 def test_task_errors(server):

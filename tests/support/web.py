@@ -4,7 +4,6 @@ import asyncio
 import http.cookiejar
 import json
 import re
-import subprocess
 import urllib.parse
 import urllib.request
 from typing import Any
@@ -107,4 +106,4 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-__all__ = ["Ws", "admin", "django_shell", "login", "run", "subprocess"]
+__all__ = ["Ws", "admin", "django_shell", "login", "run"]

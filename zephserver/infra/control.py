@@ -82,6 +82,7 @@ class ControlServer:
         self.path = path
         self.dispatch = dispatch
         self._sock: socket.socket | None = None
+        self._inode: int | None = None  # of the socket file we bound, to unlink only ours
         self._thread: threading.Thread | None = None
         self._closing = threading.Event()
         self._conn_ids = itertools.count(1)
@@ -167,5 +168,5 @@ class ControlServer:
             self._thread.join(2.0)
         # Only unlink the file if it is still ours (a new daemon may have replaced it).
         with contextlib.suppress(OSError):
-            if os.stat(self.path).st_ino == self._inode:
+            if self._inode is not None and os.stat(self.path).st_ino == self._inode:
                 os.unlink(self.path)

@@ -47,7 +47,6 @@ class WsConnection:
 
     def __init__(self, handler: "WsHandler", cid: str, user: UserInfo, credential: Any) -> None:
         self.handler = handler
-        self.loop = handler.service.loop
         self.cid = cid
         self.user = user
         self.credential = credential
