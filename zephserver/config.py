@@ -135,11 +135,12 @@ def _derive_paths(values: dict[str, Any]) -> dict[str, Any]:
         data_dir = os.path.abspath(data_dir)
         values["DATA_DIR"] = data_dir
         for name, leaf in (("LOCK_FILE", "zephserver.pid"), ("LOG_PATH", "zephserver.log"),
-                           ("CONFIGURATION_NETWORK_INTERFACE_SERVER", "zephserver.sock")):
+                           ("CONFIGURATION_NETWORK_INTERFACE_SERVER", "zephserver.sock"),
+                           ("JOBS_DIR", "jobs")):
             if values.get(name) is None:
                 values[name] = os.path.join(data_dir, leaf)
     for name in ("LOCK_FILE", "LOG_PATH", "CONFIGURATION_NETWORK_INTERFACE_SERVER",
-                 "CONFIGURATION_NETWORK_INTERFACE", "LAUNCHER_CONFIG"):
+                 "CONFIGURATION_NETWORK_INTERFACE", "LAUNCHER_CONFIG", "JOBS_DIR"):
         if isinstance(values.get(name), str):
             values[name] = os.path.abspath(values[name])
     if values.get("CONFIGURATION_NETWORK_INTERFACE") is None:
@@ -346,7 +347,46 @@ def _module_name(value: Any, s: Settings) -> list[str]:
 
 
 def _apps(value: Any, s: Settings) -> list[str]:
-    return [] if isinstance(value, dict) else ["must be a dict of app name -> definition"]
+    from zephserver.launch.apps import AppConfigError, parse_apps
+
+    try:
+        parse_apps(value)
+    except AppConfigError as exc:
+        return exc.problems
+    return []
+
+
+def _str_paths(value: Any, s: Settings) -> list[str]:
+    if not isinstance(value, list | tuple):
+        return ["must be a list of absolute directories"]
+    return [f"{p!r} is not an absolute directory" for p in value
+            if not isinstance(p, str) or not os.path.isabs(p) or not os.path.isdir(p)]
+
+
+def _resources(value: Any, s: Settings) -> list[str]:
+    if not isinstance(value, dict) or set(value) - {"cores", "memory", "licenses"}:
+        return ["must be a dict with cores, memory and licenses"]
+    problems = [f"{k} must be None or an integer >= 1" for k in ("cores", "memory")
+                if value.get(k) is not None and (isinstance(value[k], bool)
+                                                 or not isinstance(value[k], int)
+                                                 or value[k] < 1)]
+    licenses = value.get("licenses", {})
+    if not isinstance(licenses, dict):
+        return [*problems, "licenses must be a dict of name -> count or {'command': [...]}"]
+    for name, v in licenses.items():
+        ok = (isinstance(v, int) and not isinstance(v, bool) and v >= 0) or (
+            isinstance(v, dict) and isinstance(v.get("command"), list) and v["command"]
+            and all(isinstance(a, str) for a in v["command"]))
+        if not ok:
+            problems.append(f"licence {name!r} must be a count >= 0 or {{'command': [argv]}}")
+    return problems
+
+
+def _user_limits(value: Any, s: Settings) -> list[str]:
+    if not isinstance(value, dict) or set(value) - {"running", "cores"}:
+        return ["must be a dict with running and cores"]
+    return [f"{k} must be an integer >= 0" for k, v in value.items()
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0]
 
 
 def _optional_file(value: Any, s: Settings) -> list[str]:
@@ -397,6 +437,16 @@ SPEC: dict[str, Spec] = {
     "DJANGO_SETTINGS_MODULE": Spec(_module_name, "Django settings module."),
     "APPS": Spec(_apps, "Applications that may be launched."),
     "LAUNCHER_CONFIG": Spec(_optional_file, "wslink/ParaViewWeb launcher JSON file."),
+    "JOBS_DIR": Spec(_data_dir, "Directory of job directories; default DATA_DIR/jobs."),
+    "JOB_ROOTS": Spec(_str_paths, "Extra directories job working directories may be in."),
+    "JOB_PROGRESS_INTERVAL": Spec(_number(0), "Time between persisted progress updates (s)."),
+    "OUTPUT_CHUNK": Spec(_integer(4096), "Bytes read from a job log at once."),
+    "OUTPUT_MAX_PENDING": Spec(_integer(4096), "Unsent output bytes a subscriber may have."),
+    "RESOURCES": Spec(_resources, "Cores, memory (MiB) and licences this node offers."),
+    "QUEUE_USER_LIMITS": Spec(_user_limits, "Per-user running jobs and cores (0 = none)."),
+    "QUEUE_RESERVE_AFTER": Spec(_number(0), "Wait after which a job gets a reservation (s)."),
+    "QUEUE_BACKFILL_DEPTH": Spec(_integer(1), "Queued jobs looked at per scheduling pass."),
+    "QUEUE_TICK": Spec(_number(0.01), "Time between safety scheduling passes (s)."),
 }
 
 

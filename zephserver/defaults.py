@@ -29,6 +29,8 @@ SERVICE_LIST: list[str] = [
     "zephserver.service.session_manager/SessionManagerService",
     "zephserver.service.room_handler/RoomHandlerService",
     "zephserver.service.router/RouterService",
+    "zephserver.service.queue_manager/QueueManagerService",
+    "zephserver.service.job_manager/JobManagerService",
     "zephserver.service.websocket_client/WebSocketService",
 ]
 
@@ -39,6 +41,21 @@ TASKS_PATH: dict[str, str] = {
     "room.join": "zephserver.task.rooms/RoomJoinTask",
     "room.leave": "zephserver.task.rooms/RoomLeaveTask",
     "room.say": "zephserver.task.rooms/RoomSayTask",
+    "apps.list": "zephserver.task.jobs/AppsListTask",
+    "jobs.submit": "zephserver.task.jobs/JobsSubmitTask",
+    "jobs.list": "zephserver.task.jobs/JobsListTask",
+    "jobs.get": "zephserver.task.jobs/JobsGetTask",
+    "jobs.cancel": "zephserver.task.jobs/JobsCancelTask",
+    "jobs.output": "zephserver.task.jobs/JobsOutputTask",
+    "jobs.subscribe": "zephserver.task.jobs/JobsSubscribeTask",
+    "jobs.unsubscribe": "zephserver.task.jobs/JobsUnsubscribeTask",
+    "jobs.control": "zephserver.task.jobs/JobsControlTask",
+    "jobs.update": "zephserver.task.jobs/JobsUpdateTask",
+    "queue.list": "zephserver.task.jobs/QueueListTask",
+    "queue.move": "zephserver.task.jobs/QueueMoveTask",
+    "queue.hold": "zephserver.task.jobs/QueueHoldTask",
+    "queue.release": "zephserver.task.jobs/QueueReleaseTask",
+    "resources.status": "zephserver.task.jobs/ResourcesStatusTask",
 }
 
 # WebSocket /ws.
@@ -76,6 +93,23 @@ NODE_NAME = socket.gethostname()
 # Django.
 DJANGO_SETTINGS_MODULE = "settings.django_settings"
 
-# Applications that may be launched, and an optional wslink launcher file.
+# Applications that may be launched (see README "Applications"), and an optional wslink
+# launcher file.
 APPS: dict[str, dict] = {}
 LAUNCHER_CONFIG = None
+
+# Jobs: each gets JOBS_DIR/<id> (its log, its files); working directories must lie under
+# DATA_DIR, JOBS_DIR or one of JOB_ROOTS.
+JOBS_DIR = None  # DATA_DIR/jobs
+JOB_ROOTS: list[str] = []
+JOB_PROGRESS_INTERVAL = 1.0  # seconds between persisted progress updates of one job
+OUTPUT_CHUNK = 1024 * 1024  # bytes read from a log at once
+OUTPUT_MAX_PENDING = 8 * 1024 * 1024  # bytes a subscriber may have unsent before it waits
+
+# What this node offers the queue. cores/memory None = the machine's (memory in MiB).
+# A licence is a count, or {"command": [argv]} printing the count (re-read every tick).
+RESOURCES: dict = {"cores": None, "memory": None, "licenses": {}}
+QUEUE_USER_LIMITS: dict = {"running": 0, "cores": 0}  # per user at once; 0 = no limit
+QUEUE_RESERVE_AFTER = 600.0  # seconds a job waits before resources are held back for it
+QUEUE_BACKFILL_DEPTH = 1000  # queued jobs the scheduler looks at per pass
+QUEUE_TICK = 30.0  # seconds between safety passes (licence counts re-read)

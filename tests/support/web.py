@@ -1,6 +1,7 @@
 """Clients for the daemon's HTTP and WebSocket endpoints (real sockets, no mocks)."""
 
 import asyncio
+import collections
 import http.cookiejar
 import json
 import re
@@ -46,6 +47,7 @@ class Ws:
     def __init__(self, conn: Any) -> None:
         self.conn = conn
         self.next_id = 0
+        self.notes: collections.deque = collections.deque()  # seen while awaiting a reply
 
     @classmethod
     async def connect(cls, base_url: str, token: str | None = None, session: str | None = None,
@@ -70,7 +72,8 @@ class Ws:
         return None if text is None else json.loads(text)
 
     async def call(self, method: str, params: Any = None, timeout: float = 10) -> dict:
-        """Send a request and return its response (notifications on the way are skipped)."""
+        """Send a request and return its response (notifications on the way are kept for
+        ``until``)."""
         self.next_id += 1
         request = {"jsonrpc": "2.0", "id": self.next_id, "method": method}
         if params is not None:
@@ -82,9 +85,15 @@ class Ws:
                 raise ConnectionError(f"closed with {self.conn.close_code}")
             if isinstance(message, dict) and message.get("id") == self.next_id:
                 return message
+            if isinstance(message, dict) and "method" in message:
+                self.notes.append(message)
 
     async def until(self, method: str, timeout: float = 10) -> dict:
         """The next notification named ``method``."""
+        while self.notes:
+            message = self.notes.popleft()
+            if message.get("method") == method:
+                return message["params"]
         while True:
             message = await self.recv(timeout)
             if message is None:

@@ -44,6 +44,27 @@ def process_start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
+def is_alive(pid: int, start_time: int | None) -> bool:
+    """Whether ``pid`` still runs and is the very process that started at ``start_time``
+    (not a zombie, not a newer process that reused the pid)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    fields = stat[stat.rindex(b")") + 2:].split()
+    return fields[0] != b"Z" and int(fields[19]) == start_time
+
+
+def boot_id() -> str:
+    """This boot's id: a pid and start time recorded under another boot mean nothing."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:  # pragma: no cover - always there on Linux
+        return ""
+
+
 @dataclass(frozen=True)
 class Spawned:
     pid: int

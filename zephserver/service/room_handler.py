@@ -9,6 +9,7 @@ import json
 import logging
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from zephserver.infra.service import Service
@@ -39,6 +40,7 @@ class RoomHandlerService(Service):
         self._by_user: dict[int, set[str]] = defaultdict(set)
         self._rooms: dict[str, set[str]] = defaultdict(set)
         self._joined: dict[str, set[str]] = defaultdict(set)  # cid -> rooms
+        self._unregister_listeners: list[Callable[[str], None]] = []
 
     # -- connections ------------------------------------------------------------------
 
@@ -48,12 +50,23 @@ class RoomHandlerService(Service):
             if conn.user.id is not None:
                 self._by_user[conn.user.id].add(conn.cid)
 
+    def add_unregister_listener(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(cid)`` whenever a connection goes (services drop their state)."""
+        with self._lock:
+            self._unregister_listeners.append(listener)
+
+    def remove_unregister_listener(self, listener: Callable[[str], None]) -> None:
+        with self._lock:
+            if listener in self._unregister_listeners:
+                self._unregister_listeners.remove(listener)
+
     def unregister(self, cid: str) -> None:
         """Forget a connection and take it out of every room (others are told)."""
         with self._lock:
             conn = self._conns.pop(cid, None)
             if conn is None:
                 return
+            listeners = list(self._unregister_listeners)
             if conn.user.id is not None:
                 cids = self._by_user.get(conn.user.id)
                 if cids is not None:
@@ -63,6 +76,11 @@ class RoomHandlerService(Service):
             rooms = self._joined.pop(cid, set())
         for room in rooms:
             self._left(room, cid, conn.user)
+        for listener in listeners:
+            try:
+                listener(cid)
+            except Exception:
+                log.exception("unregister listener failed for %s", cid)
 
     def connection(self, cid: str) -> Connection | None:
         with self._lock:

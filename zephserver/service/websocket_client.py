@@ -52,10 +52,21 @@ class WsConnection:
         self.credential = credential
         self._slots = 0
         self._lock = threading.Lock()
+        self._pending = 0  # characters queued or buffered but not yet written to the socket
 
     def send_text(self, text: str) -> None:
         """Queue ``text`` for the client. Any thread, non-blocking."""
+        with self._lock:
+            self._pending += len(text)
         self.handler.service.post(self.handler, text)
+
+    def pending_bytes(self) -> int:
+        """How much sent text the client has not taken yet (producers back off on it)."""
+        return self._pending
+
+    def written(self, size: int) -> None:
+        with self._lock:
+            self._pending -= size
 
     def send_json(self, message: Any) -> None:
         self.send_text(json.dumps(message, separators=(",", ":")))
@@ -121,8 +132,21 @@ class WsHandler(tornado.websocket.WebSocketHandler):
         """Loop thread: write if the connection is still open (it may have closed since)."""
         if self.ws_connection is None or self.ws_connection.is_closing():
             return
-        with contextlib.suppress(tornado.websocket.WebSocketClosedError):
-            self.write_message(text)
+        try:
+            future = self.write_message(text)
+        except tornado.websocket.WebSocketClosedError:
+            return
+        conn, size = self.conn, len(text)
+        if conn is not None:
+            def flushed(f: Any) -> None:
+                if not f.cancelled():
+                    f.exception()  # retrieved: a closed stream is not an error here
+                conn.written(size)
+
+            if future.done():
+                flushed(future)  # the common case: written at once, no extra loop turn
+            else:
+                future.add_done_callback(flushed)
 
     def on_close(self) -> None:
         self.service.handlers.discard(self)

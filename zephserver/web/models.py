@@ -1,5 +1,7 @@
 """Models of the zephserver app."""
 
+from typing import Any
+
 from django.conf import settings
 from django.db import models
 
@@ -29,3 +31,62 @@ class ApiToken(models.Model):
 
         token, prefix, digest = new_token()
         return cls.objects.create(user=user, name=name, prefix=prefix, digest=digest), token
+
+
+class Job(models.Model):
+    """One record for all launched work: batch jobs, sessions and supervised processes.
+
+    Written before the process starts and after every state change, so that after a
+    crash at any point the record tells the truth (see zephserver.service.job_manager).
+    """
+
+    app = models.CharField(max_length=64)
+    kind = models.CharField(max_length=16, default="batch")
+    name = models.CharField(max_length=200, blank=True)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                              related_name="jobs")
+    node = models.CharField(max_length=255, blank=True)
+    state = models.CharField(max_length=16, db_index=True)
+    state_reason = models.TextField(blank=True)
+    params = models.JSONField(default=dict)
+    resources = models.JSONField(default=dict)
+    priority = models.IntegerField(default=0)
+    seq = models.FloatField(default=0.0)  # order within a priority (FIFO unless moved)
+    progress = models.JSONField(default=dict)
+    argv = models.JSONField(default=list)
+    cwd = models.TextField(blank=True)
+    job_dir = models.TextField(blank=True)
+    log_path = models.TextField(blank=True)
+    pid = models.IntegerField(null=True, blank=True)
+    start_time = models.BigIntegerField(null=True, blank=True)  # kernel start time of pid
+    boot_id = models.CharField(max_length=64, blank=True)  # the boot the pid belongs to
+    exit_code = models.IntegerField(null=True, blank=True)
+    stop_requested = models.CharField(max_length=16, blank=True)  # state to end in
+    wall_time = models.FloatField(null=True, blank=True)
+    restarts = models.IntegerField(default=0)
+    extra = models.JSONField(default=dict, blank=True)  # kind-specific (ports, urls, ...)
+    created = models.DateTimeField()
+    queued_at = models.DateTimeField(null=True, blank=True)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["owner", "state"]), models.Index(fields=["node", "state"])]
+
+    def __str__(self) -> str:
+        return f"job {self.pk} {self.app} ({self.state})"
+
+    def to_json(self) -> dict:
+        """The job as clients see it (JSON-RPC results and ``job.updated``)."""
+        def when(value: Any) -> str | None:
+            return None if value is None else value.isoformat()
+
+        return {"id": self.pk, "app": self.app, "kind": self.kind, "name": self.name,
+                "owner": self.owner.username, "node": self.node, "state": self.state,
+                "state_reason": self.state_reason, "params": self.params,
+                "resources": self.resources, "priority": self.priority,
+                "progress": self.progress, "pid": self.pid, "exit_code": self.exit_code,
+                "restarts": self.restarts, "created": when(self.created),
+                "started": when(self.started), "finished": when(self.finished),
+                **({"extra": self.extra} if self.extra else {})}

@@ -1,0 +1,133 @@
+"""Applications and helpers for the job tests (real programs, started by the real daemon)."""
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.support.web import Ws
+
+TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT", "LOST"}
+
+WAIT_FOR_FILE = """
+import os, sys, time
+print("start", os.getpid(), flush=True)
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.02)
+print("end", flush=True)
+sys.exit(int(sys.argv[2]))
+"""
+
+IGNORE_TERM = """
+import signal, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print("ignoring SIGTERM", flush=True)
+while True:
+    time.sleep(1)
+"""
+
+LINES = """
+import sys
+n, width = int(sys.argv[1]), int(sys.argv[2])
+line = ("x" * (width - 1) + "\\n").encode()
+out = sys.stdout.buffer
+for i in range(n):
+    out.write(b"%08d" % i + line[8:])
+out.write(b"no newline at the end")
+"""
+
+
+def job_apps(root: Path) -> dict[str, dict]:
+    py = "$python"
+    return {
+        "echo": {"argv": [py, "-c", "import sys; print(sys.argv[1])", "$text"],
+                 "params": {"text": {"type": "str", "regexp": r"[A-Za-z0-9 _.-]{0,80}",
+                                     "default": "hello"}},
+                 "resources": {"cores": 1}},
+        "sleep": {"argv": ["sleep", "$seconds"],
+                  "params": {"seconds": {"type": "float", "default": 30, "min": 0, "max": 3600},
+                             "ncpu": {"type": "int", "default": 1, "min": 1, "max": 64},
+                             "mode": {"type": "str", "inList": ["a", "b"], "default": "a"}},
+                  "resources": {"cores": "$ncpu", "licenses": {"lic": "$ncpu"}}},
+        "exit": {"argv": [py, "-c", "import sys; print('bye'); sys.exit(int(sys.argv[1]))",
+                          "$code"],
+                 "params": {"code": {"type": "int", "default": 0, "min": 0, "max": 255}}},
+        "missing": {"argv": ["/nonexistent/solver", "-v"]},
+        "stubborn": {"argv": [py, "-u", "-c", IGNORE_TERM], "grace": 0.5},
+        "forker": {"argv": ["sh", "-c", "sleep 1000 & sleep 1000 & echo forked; wait"],
+                   "grace": 2},
+        "waitfile": {"argv": [py, "-u", "-c", WAIT_FOR_FILE, "$flag", "$code"],
+                     "params": {"flag": {"type": "path", "root": str(root), "must_exist": False},
+                                "code": {"type": "int", "default": 0, "min": 0, "max": 255}},
+                     "resources": {"cores": 0}},
+        "lines": {"argv": [py, "-c", LINES, "$n", "$width"],
+                  "params": {"n": {"type": "int", "default": 1000, "min": 0, "max": 10**8},
+                             "width": {"type": "int", "default": 80, "min": 9, "max": 10000}}},
+        "input": {"argv": ["cat", "$file"],
+                  "params": {"file": {"type": "path", "root": str(root / "inputs")}}},
+        "wall": {"argv": ["sleep", "30"], "wall_time": 0.5, "grace": 1},
+        "demo": {"argv": [py, "-u", "-m", "zephserver.examples.demo_job", "--steps", "$steps",
+                          "--delay", "0.01"],
+                 "params": {"steps": {"type": "int", "default": 5, "min": 1, "max": 1000}},
+                 "parser": {"progress": r"step (?P<value>\d+) of (?P<total>\d+)",
+                            "status": r"^demo: (?P<status>.+)"}},
+        "lsdyna": {"argv": [py, "-u", "-m", "zephserver.examples.fake_lsdyna", "--steps", "40",
+                            "--delay", "$delay"],
+                   "params": {"delay": {"type": "float", "default": 0.01, "min": 0, "max": 1}},
+                   "parser": "lsdyna",
+                   "controls": {"sw1": {"file": "d3kil", "payload": "sw1\n"}}},
+        "true": {"argv": ["/bin/true"], "resources": {"cores": 1}},
+    }
+
+
+async def wait_job(ws: Ws, job_id: int, states: set[str], timeout: float = 30) -> dict:
+    """Poll ``jobs.get`` until the job is in one of ``states`` (deadline, not a sleep)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        reply = await ws.call("jobs.get", {"id": job_id})
+        job = reply["result"]
+        if job["state"] in states:
+            return job
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id} still {job['state']}: {job}")
+        await asyncio.sleep(0.02)
+
+
+async def submit(ws: Ws, app: str, **params: Any) -> dict:
+    reply = await ws.call("jobs.submit", {"app": app, "params": params})
+    assert "result" in reply, reply
+    return reply["result"]
+
+
+def processes_in_group(pgid: int) -> list[int]:
+    """Live (non-zombie) processes whose process group is ``pgid``."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(b")") + 2:].split()
+        if fields[0] != b"Z" and int(fields[2]) == pgid:
+            out.append(int(entry))
+    return out
+
+
+def kill_jobs_under(path: Path) -> None:
+    """Kill leftover job processes whose command line mentions ``path`` (test cleanup:
+    jobs outlive the daemon by design)."""
+    needle = os.fsencode(str(path))
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if needle in f.read():
+                    os.killpg(int(entry), signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            continue

@@ -1,0 +1,1 @@
+"""Small programs the example settings launch (so a newcomer sees the whole flow)."""

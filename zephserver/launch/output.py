@@ -1,0 +1,231 @@
+"""Following job log files: the program writes its own log (so output survives the
+daemon); readers follow it from a byte offset.
+
+One thread ("zeph-output") waits on inotify (a write to a log file wakes it; no poll
+tick) and, for every follower of that file, reads what is new in large chunks and hands
+it over with its byte offset. A follower whose consumer is behind (``ready()`` false) is
+simply not fed until it catches up: the file is the buffer, so nothing is lost, nothing
+is duplicated, and a slow consumer never slows the program or other followers.
+"""
+
+import contextlib
+import ctypes
+import logging
+import os
+import selectors
+import struct
+import threading
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+IN_MODIFY = 0x002
+IN_CLOSE_WRITE = 0x008
+EVENT = struct.Struct("iIII")
+RETRY = 0.02  # seconds between retries while some follower's consumer is behind
+
+
+def read_range(path: str, offset: int, limit: int) -> bytes:
+    """Bytes ``[offset, offset+limit)`` of ``path`` (short or empty past the end)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return b""
+    try:
+        return os.pread(fd, limit, offset)
+    finally:
+        os.close(fd)
+
+
+def utf8_cut(data: bytes) -> int:
+    """Length of the longest prefix of ``data`` that does not end inside a UTF-8 sequence."""
+    n = len(data)
+    for back in range(1, min(4, n) + 1):
+        byte = data[n - back]
+        if byte < 0x80:
+            return n  # ASCII: complete
+        if byte >= 0xC0:  # a lead byte: is its sequence complete?
+            need = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+            return n if back >= need else n - back
+    return n  # continuation bytes only, or invalid: deliver as is
+
+
+class Follower:
+    """One reader of one file: ``deliver(offset, data)`` gets every byte once, in order.
+
+    ``ready()`` says whether the consumer can take more now; ``done()`` is called after the
+    last byte once the writer has finished (``Tail.finish``).
+    """
+
+    def __init__(self, path: str, offset: int, deliver: Callable[[int, bytes], None],
+                 ready: Callable[[], bool] = lambda: True,
+                 done: Callable[[int], None] | None = None) -> None:
+        self.path = path
+        self.offset = offset
+        self.deliver = deliver
+        self.ready = ready
+        self.done = done
+        self.final = False  # the writer finished: deliver the tail, then call done()
+        self.closed = False
+
+
+class Tail:
+    def __init__(self, chunk: int = 1 << 20) -> None:
+        self.chunk = chunk
+        self._lock = threading.Lock()
+        self._followers: dict[str, list[Follower]] = {}
+        self._wds: dict[str, int] = {}
+        self._paths_by_wd: dict[int, str] = {}
+        self._dirty: set[str] = set()
+        self._stopping = False
+        libc = ctypes.CDLL(None, use_errno=True)
+        self._libc = libc
+        self._ifd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if self._ifd < 0:  # pragma: no cover - inotify is always there on Linux
+            raise OSError(ctypes.get_errno(), "inotify_init1 failed")
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._ifd, selectors.EVENT_READ, "inotify")
+        self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self._thread = threading.Thread(target=self._run, name="zeph-output", daemon=True)
+        self._thread.start()
+
+    # -- API (any thread) -----------------------------------------------------------------
+
+    def follow(self, follower: Follower) -> Follower:
+        with self._lock:
+            followers = self._followers.setdefault(follower.path, [])
+            followers.append(follower)
+            if follower.path not in self._wds:
+                wd = self._libc.inotify_add_watch(self._ifd, os.fsencode(follower.path),
+                                                  IN_MODIFY | IN_CLOSE_WRITE)
+                if wd >= 0:
+                    self._wds[follower.path] = wd
+                    self._paths_by_wd[wd] = follower.path
+                else:
+                    log.warning("cannot watch %s: %s", follower.path,
+                                os.strerror(ctypes.get_errno()))
+            self._dirty.add(follower.path)  # deliver what is already there
+        self._wake()
+        return follower
+
+    def unfollow(self, follower: Follower) -> None:
+        follower.closed = True
+        with self._lock:
+            followers = self._followers.get(follower.path, [])
+            if follower in followers:
+                followers.remove(follower)
+            if not followers:
+                self._forget(follower.path)
+
+    def finish(self, path: str) -> None:
+        """The writer of ``path`` is gone: deliver the rest (a last line without a newline
+        included) to every follower, call their ``done``, and stop following the file."""
+        with self._lock:
+            for f in self._followers.get(path, []):
+                f.final = True
+            self._dirty.add(path)
+        self._wake()
+
+    def poke(self, path: str) -> None:
+        """Look at ``path`` again (a consumer that was behind may have caught up)."""
+        with self._lock:
+            self._dirty.add(path)
+        self._wake()
+
+    def close(self) -> None:
+        self._stopping = True
+        self._wake()
+        self._thread.join(5)
+        self._selector.close()
+        for fd in (self._ifd, self._wake_r, self._wake_w):
+            os.close(fd)
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return {"files": len(self._followers),
+                    "followers": sum(len(v) for v in self._followers.values())}
+
+    # -- the thread -----------------------------------------------------------------------
+
+    def _forget(self, path: str) -> None:
+        self._followers.pop(path, None)
+        self._dirty.discard(path)
+        wd = self._wds.pop(path, None)
+        if wd is not None:
+            self._paths_by_wd.pop(wd, None)
+            self._libc.inotify_rm_watch(self._ifd, wd)
+
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_w, b"x")
+
+    def _run(self) -> None:
+        behind = False
+        while not self._stopping:
+            for key, _ in self._selector.select(RETRY if behind else None):
+                if key.data == "wake":
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(self._wake_r, 4096)
+                else:
+                    self._read_events()
+            with self._lock:
+                paths, self._dirty = self._dirty, set()
+                if behind:
+                    paths |= set(self._followers)
+                work = [(p, list(self._followers.get(p, ()))) for p in paths]
+            behind = False
+            for path, followers in work:
+                for f in followers:
+                    try:
+                        behind |= self._pump(f)
+                    except Exception:
+                        log.exception("output follower of %s failed; dropped", path)
+                        self.unfollow(f)
+
+    def _read_events(self) -> None:
+        try:
+            data = os.read(self._ifd, 65536)
+        except BlockingIOError:
+            return
+        pos = 0
+        with self._lock:
+            while pos + EVENT.size <= len(data):
+                wd, _mask, _cookie, length = EVENT.unpack_from(data, pos)
+                pos += EVENT.size + length
+                path = self._paths_by_wd.get(wd)
+                if path is not None:
+                    self._dirty.add(path)
+
+    def _pump(self, f: Follower) -> bool:
+        """Feed ``f`` what is new; True if it stopped because its consumer is behind."""
+        if f.closed:
+            return False
+        try:
+            fd = os.open(f.path, os.O_RDONLY)
+        except FileNotFoundError:
+            fd = None
+        try:
+            while fd is not None:
+                if not f.ready():
+                    return True
+                data = os.pread(fd, self.chunk, f.offset)
+                if not data:
+                    break
+                # Cut inside a multi-byte character only at the very end of the output.
+                n = len(data) if f.final and len(data) < self.chunk else utf8_cut(data)
+                if n == 0:
+                    break
+                f.deliver(f.offset, data[:n])
+                f.offset += n
+                if n < len(data) and len(data) < self.chunk:
+                    break  # the rest of a character is still being written
+        finally:
+            if fd is not None:
+                os.close(fd)
+        if f.final and not f.closed:
+            self.unfollow(f)
+            if f.done is not None:
+                f.done(f.offset)
+        return False

@@ -1,0 +1,54 @@
+"""The small wrapper that lets a job outlive the daemon and still report its exit status.
+
+Jobs run under ``/bin/sh`` with a fixed script (never text from a client; the program
+and its arguments arrive as positional parameters and run as ``"$@"``). The shell
+records its pid, survives the stop signal sent to the group (a trap handler, which the
+program does not inherit), waits for the program, then writes the exit status to a
+file. The daemon reads that file when it was not the parent at the exit (re-adopted
+after a restart). A shell starts in about a millisecond, where a Python wrapper
+would cost tens.
+"""
+
+import os
+
+SHELL = "/bin/sh"
+PID_FILE = "shim.pid"
+STATUS_FILE = "exit.status"
+
+# $1: the pid file, $2: the status file, then the program's argv. A program killed by
+# signal N reports 128+N, as shells do.
+SCRIPT = ('echo $$ > "$1"; s="$2"; shift 2; trap : TERM INT HUP QUIT; '
+          '"$@"; rc=$?; echo $rc > "$s"; exit $rc')
+
+
+def wrap(argv: list[str], meta_dir: str) -> list[str]:
+    """The argv that runs ``argv`` under the shim, its files in ``meta_dir``."""
+    return [SHELL, "-c", SCRIPT, "zephserver-shim", os.path.join(meta_dir, PID_FILE),
+            os.path.join(meta_dir, STATUS_FILE), *argv]
+
+
+def read_int(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def recorded_status(meta_dir: str) -> int | None:
+    """The exit status the shim wrote, or None if it never wrote one (killed itself)."""
+    return read_int(os.path.join(meta_dir, STATUS_FILE))
+
+
+def recorded_pid(meta_dir: str) -> int | None:
+    return read_int(os.path.join(meta_dir, PID_FILE))
+
+
+def is_shim_of(pid: int, meta_dir: str) -> bool:
+    """Whether ``pid`` is the shim for ``meta_dir`` (its command line names our files)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            args = f.read().split(b"\0")
+    except OSError:
+        return False
+    return os.fsencode(os.path.join(meta_dir, STATUS_FILE)) in args

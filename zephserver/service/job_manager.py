@@ -1,0 +1,869 @@
+"""Job manager: the records and processes of launched work, and the events about them.
+
+Every change to a job happens on one thread ("zeph-svc-jobs", an actor): tasks, the
+reaper's exit callbacks, timers and the queue's decisions are posted to its inbox and
+run in order. So a job's state never races with itself, the database has one writer,
+and every change goes through ``_transition``: check the table, stamp, persist,
+log, publish ``job.updated``.
+
+Jobs outlive the daemon. They run under the shim (``launch.shim``) with their output
+going straight to a file, and their record carries pid + kernel start time + boot id.
+At start the manager re-adopts what still runs and records the real exit status of
+what ended meanwhile.
+"""
+
+import bisect
+import heapq
+import itertools
+import json
+import logging
+import os
+import queue
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+from zephserver.errors import RpcCode, RpcError
+from zephserver.infra.service import Service
+from zephserver.launch import shim
+from zephserver.launch.apps import App, ParamError, parse_apps
+from zephserver.launch.output import Follower, Tail, read_range
+from zephserver.launch.parsers import Parser, make_parser
+from zephserver.launch.process import (
+    Reaper,
+    SpawnError,
+    boot_id,
+    is_alive,
+    process_start_time,
+    spawn,
+)
+from zephserver.launch.scheduler import Demand, Running, Waiting
+from zephserver.launch.states import TERMINAL, WAITING, JobState, check_job_transition
+from zephserver.task.base import UserInfo
+from zephserver.web.django_setup import setup_django
+
+log = logging.getLogger(__name__)
+
+J = JobState
+META = ".zeph"  # inside the job directory: the shim's pid and exit status files
+CALL_TIMEOUT = 30.0
+MAX_OUTPUT_READ = 1 << 20
+MAX_PRIORITY = 10
+
+
+def _rpc(code: RpcCode, message: str, field: str | None = None) -> RpcError:
+    return RpcError(code, message, {"field": field} if field else None)
+
+
+def _now() -> Any:
+    from django.utils import timezone
+
+    return timezone.now()
+
+
+def describe_exit(code: int | None) -> str:
+    """What an exit status means, as the user reads it."""
+    if code is None:
+        return "the process ended but its exit status was not recorded"
+    if code < 0:
+        return f"killed by signal {_signame(-code)}"
+    if code > 128 and _signame(code - 128, None):
+        return f"exit code {code} (signal {_signame(code - 128)})"
+    if code == 127:
+        return "exit code 127 (command not found)"
+    return f"exit code {code}"
+
+
+def _signame(num: int, default: str | None = "?") -> str | None:
+    try:
+        return signal.Signals(num).name
+    except ValueError:
+        return default if default is None else f"{num}"
+
+
+@dataclass
+class Active:
+    """A job with a process (STARTING or RUNNING) on this node."""
+
+    job: Any
+    app: App | None
+    parser: Parser | None = None
+    parser_follower: Follower | None = None
+    stop_by: str = ""
+    last_progress: float = 0.0
+
+
+class JobManagerService(Service):
+    name = "jobs"
+    requires = ("rooms", "queue")
+    announces_ready = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._timer_ids = itertools.count()
+        self._active: dict[int, Active] = {}
+        self._waiting: dict[int, Any] = {}  # QUEUED and HELD jobs by id
+        self._order: list[Waiting] = []  # QUEUED jobs in scheduling order
+        self._reasons: dict[int, str] = {}
+        self._needs_plan = False
+        self._thread: threading.Thread | None = None
+        self._subs_lock = threading.Lock()
+        self._subs_job: dict[int, set[str]] = {}
+        self._subs_owner: dict[int, set[str]] = {}
+        self._followers: dict[str, dict[int, Follower]] = {}  # cid -> job id -> follower
+        self.apps: dict[str, App] = {}
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def main(self) -> None:
+        assert self.ctx is not None
+        s = self.ctx.settings
+        setup_django(s)
+        self.node = s.NODE_NAME
+        self.data_dir = os.path.abspath(s.DATA_DIR)
+        self.jobs_dir = os.path.abspath(s.JOBS_DIR)
+        self.roots = [os.path.realpath(p) for p in (self.data_dir, self.jobs_dir, *s.JOB_ROOTS)]
+        self.progress_interval = float(s.JOB_PROGRESS_INTERVAL)
+        self.max_pending = int(s.OUTPUT_MAX_PENDING)
+        self.apps = parse_apps(s.APPS)
+        self.boot = boot_id()
+        self.queue = self.ctx.get("queue")
+        self.rooms = self.ctx.get("rooms")
+        os.makedirs(self.jobs_dir, exist_ok=True)
+        self._thread = threading.current_thread()
+        self.reaper = Reaper()
+        self.tail = Tail(int(s.OUTPUT_CHUNK))
+        self.rooms.add_unregister_listener(self._connection_gone)
+        try:
+            self._load()
+            self._needs_plan = True
+            self.ctx.ready()
+            self._run()
+        finally:
+            self.rooms.remove_unregister_listener(self._connection_gone)
+            self.reaper.close()  # jobs keep running: a restarted daemon re-adopts them
+            self.tail.close()
+            self._active.clear()
+            self._waiting.clear()
+            self._order.clear()
+            from django.db import close_old_connections
+
+            close_old_connections()
+
+    def disable(self) -> None:
+        self._disabled.set()
+        self._inbox.put(None)
+
+    def _run(self) -> None:
+        while not self._disabled.is_set():
+            timeout = None
+            if self._timers:
+                timeout = max(0.0, self._timers[0][0] - time.monotonic())
+            try:
+                item = self._inbox.get(timeout=timeout)
+            except queue.Empty:
+                item = ()
+            # Drain what else is waiting before planning once for the lot.
+            while item is not None:
+                if item:
+                    self._execute(*item)
+                try:
+                    item = self._inbox.get_nowait()
+                except queue.Empty:
+                    break
+            if item is None:
+                return
+            self._fire_timers()
+            if self._needs_plan:
+                self._needs_plan = False
+                self._plan()
+
+    def _execute(self, fn: Callable, args: tuple, future: Future | None) -> None:
+        try:
+            result = fn(*args)
+        except BaseException as exc:
+            if future is None:
+                log.exception("job manager: %s failed", getattr(fn, "__name__", fn))
+            else:
+                future.set_exception(exc)
+        else:
+            if future is not None:
+                future.set_result(result)
+
+    def post(self, fn: Callable, *args: Any) -> None:
+        """Run ``fn(*args)`` on the manager's thread soon. Any thread, non-blocking."""
+        self._inbox.put((fn, args, None))
+
+    def call(self, fn: Callable, *args: Any) -> Any:
+        """Run ``fn(*args)`` on the manager's thread and return its result. Blocking."""
+        if threading.current_thread() is self._thread:
+            return fn(*args)
+        if self._disabled.is_set():
+            raise RpcError(RpcCode.SHUTTING_DOWN, "the server is shutting down")
+        future: Future = Future()
+        self._inbox.put((fn, args, future))
+        return future.result(CALL_TIMEOUT)
+
+    def kick(self) -> None:
+        """Plan the queue again soon (resources changed outside the manager's view)."""
+        self._inbox.put((self._mark_plan, (), None))
+
+    def _mark_plan(self) -> None:
+        self._needs_plan = True
+
+    def _after(self, delay: float, fn: Callable[[], None]) -> None:
+        heapq.heappush(self._timers, (time.monotonic() + delay, next(self._timer_ids), fn))
+
+    def _fire_timers(self) -> None:
+        now = time.monotonic()
+        while self._timers and self._timers[0][0] <= now:
+            _, _, fn = heapq.heappop(self._timers)
+            self._execute(fn, (), None)
+
+    # -- state changes (manager thread) ---------------------------------------------------
+
+    def _transition(self, job: Any, new: JobState, reason: str, **fields: Any) -> None:
+        old = JobState(job.state)
+        check_job_transition(old, new)
+        job.state = new
+        job.state_reason = reason
+        for name, value in fields.items():
+            setattr(job, name, value)
+        if new in TERMINAL:
+            job.finished = _now()
+        job.save()
+        log.info("job %d (%s, %s) %s -> %s: %s", job.pk, job.app, job.owner.username, old,
+                 new, reason)
+        self._publish(job)
+
+    def _load(self) -> None:
+        """At start: re-adopt running jobs, settle what ended while we were down, and
+        reload the queue (it lives in the database)."""
+        from zephserver.web.models import Job
+
+        mine = Job.objects.select_related("owner").filter(node=self.node)
+        for job in mine.filter(state__in=[J.STARTING, J.RUNNING]).order_by("id"):
+            try:
+                self._readopt(job)
+            except Exception:
+                log.exception("job %d could not be re-adopted", job.pk)
+        for job in mine.filter(state__in=[J.QUEUED, J.HELD]).order_by("id"):
+            self._enqueue(job)
+        log.info("job manager: %d running job(s) re-adopted, %d waiting in the queue",
+                 len(self._active), len(self._waiting))
+
+    def _meta(self, job: Any) -> str:
+        return os.path.join(job.job_dir, META)
+
+    def _readopt(self, job: Any) -> None:
+        meta = self._meta(job)
+        app = self.apps.get(job.app)
+        if job.state == J.STARTING:
+            pid = shim.recorded_pid(meta) if job.job_dir else None
+            status = shim.recorded_status(meta) if job.job_dir else None
+            if pid is not None and (shim.is_shim_of(pid, meta) or status is not None):
+                # The daemon died between spawning and recording the pid.
+                self._transition(job, J.RUNNING, "running (re-adopted)", pid=pid,
+                                 start_time=process_start_time(pid), boot_id=self.boot,
+                                 started=job.started or _now())
+            else:
+                self._transition(job, J.QUEUED, "re-queued: the daemon stopped before "
+                                 "the job started", queued_at=_now())
+                return
+        if job.boot_id == self.boot and is_alive(job.pid, job.start_time):
+            active = Active(job, app)
+            self._active[job.pk] = active
+            self.reaper.watch(job.pid, self._exit_callback(job.pk))
+            self._follow_for_parser(active)
+            self._arm_wall_time(job)
+            log.info("job %d re-adopted (pid %d)", job.pk, job.pid)
+            return
+        status = shim.recorded_status(meta)
+        if status is None:
+            reason = ("the machine restarted while the job ran" if job.boot_id != self.boot
+                      else "the process vanished while the daemon was down "
+                           "(killed externally); no exit status was recorded")
+            self._transition(job, J.LOST, reason)
+        else:
+            self._finish(job, status, "while the daemon was down")
+
+    def _enqueue(self, job: Any) -> None:
+        self._waiting[job.pk] = job
+        if job.state == J.QUEUED:
+            bisect.insort(self._order, self._waiting_entry(job), key=_order_key)
+
+    def _dequeue(self, job: Any) -> None:
+        self._waiting.pop(job.pk, None)
+        self._reasons.pop(job.pk, None)
+        key = _order_key(self._waiting_entry(job))
+        i = bisect.bisect_left(self._order, key, key=_order_key)
+        while i < len(self._order) and _order_key(self._order[i]) == key:
+            if self._order[i].id == job.pk:
+                del self._order[i]
+                break
+            i += 1
+
+    def _waiting_entry(self, job: Any) -> Waiting:
+        queued = job.queued_at or job.created
+        return Waiting(job.pk, job.owner_id, Demand.of(job.resources), job.priority, job.seq,
+                       queued.timestamp())
+
+    def _plan(self) -> None:
+        running = [Running(a.job.owner_id, Demand.of(a.job.resources))
+                   for a in self._active.values()]
+        plan = self.queue.plan(self._order, running, time.time())
+        self._reasons = plan.reasons
+        for job_id in plan.start:
+            job = self._waiting.get(job_id)
+            if job is not None:
+                self._dequeue(job)
+                self._start(job)
+
+    def _start(self, job: Any) -> None:
+        app = self.apps.get(job.app)
+        if app is None:
+            self._transition(job, J.STARTING, "starting")
+            self._transition(job, J.FAILED, f"app {job.app!r} is no longer defined")
+            return
+        job_dir = os.path.join(self.jobs_dir, str(job.pk))
+        generated = {"job_id": str(job.pk), "job_dir": job_dir, "data_dir": self.data_dir,
+                     "user": job.owner.username, "node": self.node}
+        spec = app.prepare(job.params, generated)
+        log_path = os.path.join(job_dir, "output.log")
+        self._transition(job, J.STARTING, "starting", argv=spec.argv, cwd=spec.cwd,
+                         job_dir=job_dir, log_path=log_path, pid=None, start_time=None,
+                         boot_id=self.boot)
+        try:
+            self._check_launchable(spec.argv[0], spec.cwd, spec.env, job_dir)
+            spawned = spawn(shim.wrap(spec.argv, os.path.join(job_dir, META)), spec.cwd,
+                            spec.env, log_path)
+        except SpawnError as exc:
+            self._transition(job, J.FAILED, str(exc))
+            self._needs_plan = True
+            return
+        active = Active(job, app)
+        self._active[job.pk] = active
+        self._transition(job, J.RUNNING, "running", pid=spawned.pid,
+                         start_time=spawned.start_time, started=_now())
+        self.reaper.watch(spawned.pid, self._exit_callback(job.pk), spawned.popen)
+        self._follow_for_parser(active)
+        self._arm_wall_time(job)
+
+    def _check_launchable(self, program: str, cwd: str, env: dict, job_dir: str) -> None:
+        """Refuse before spawning what the shim could only report as exit 127."""
+        try:
+            os.makedirs(os.path.join(job_dir, META), exist_ok=True)
+            real_cwd = os.path.realpath(cwd)
+            if os.path.commonpath([real_cwd, job_dir]) == job_dir:
+                os.makedirs(real_cwd, exist_ok=True)
+        except OSError as exc:
+            raise SpawnError(f"cannot create the job directory {job_dir}: "
+                             f"{exc.strerror}") from exc
+        if not any(os.path.commonpath([real_cwd, root]) == root for root in self.roots):
+            raise SpawnError(f"working directory {cwd} is outside DATA_DIR and JOB_ROOTS")
+        if not os.path.isdir(real_cwd):
+            raise SpawnError(f"working directory not found: {cwd}")
+        if os.sep in program:
+            found = program if os.access(program, os.X_OK) and os.path.isfile(program) else None
+        else:
+            found = shutil.which(program, path=env.get("PATH", os.defpath))
+        if found is None:
+            raise SpawnError(f"program not found or not executable: {program}")
+
+    def _exit_callback(self, job_id: int) -> Callable[[int, int | None], None]:
+        def exited(pid: int, returncode: int | None) -> None:  # reaper thread
+            self.post(self._on_exit, job_id, returncode)
+        return exited
+
+    def _on_exit(self, job_id: int, returncode: int | None) -> None:
+        active = self._active.pop(job_id, None)
+        if active is None:
+            return
+        job = active.job
+        if returncode is None:  # re-adopted: we were not the parent; the shim recorded it
+            returncode = shim.recorded_status(self._meta(job))
+        self._finish(job, returncode, "", active.stop_by)
+        self.tail.finish(job.log_path)
+        self._needs_plan = True
+
+    def _finish(self, job: Any, code: int | None, when: str, stop_by: str = "") -> None:
+        what = describe_exit(code)
+        suffix = f" {when}" if when else ""
+        if job.stop_requested == J.CANCELLED:
+            by = f" by {stop_by}" if stop_by else ""
+            state, reason = J.CANCELLED, f"cancelled{by} ({what}){suffix}"
+        elif job.stop_requested == J.TIMED_OUT:
+            state, reason = J.TIMED_OUT, f"wall time of {job.wall_time:g}s exceeded ({what})"
+        elif code is None:
+            state, reason = J.LOST, what + suffix
+        elif code == 0:
+            state, reason = J.SUCCEEDED, what + suffix
+        else:
+            state, reason = J.FAILED, what + suffix + self._disk_note(job)
+        self._transition(job, state, reason, exit_code=code)
+
+    @staticmethod
+    def _disk_note(job: Any) -> str:
+        try:
+            st = os.statvfs(job.job_dir)
+        except OSError:
+            return ""
+        return "; the disk holding its log is full" if st.f_bavail == 0 else ""
+
+    def _arm_wall_time(self, job: Any) -> None:
+        if not job.wall_time:
+            return
+        elapsed = (_now() - job.started).total_seconds() if job.started else 0.0
+        self._after(max(0.0, job.wall_time - elapsed), lambda: self._wall_time_up(job.pk))
+
+    def _wall_time_up(self, job_id: int) -> None:
+        active = self._active.get(job_id)
+        if active is None or active.job.stop_requested:
+            return
+        self._stop(active, J.TIMED_OUT, f"stopping: wall time of {active.job.wall_time:g}s "
+                                        "exceeded", "")
+
+    def _stop(self, active: Active, end_state: JobState, reason: str, by: str) -> None:
+        job = active.job
+        job.stop_requested = end_state
+        job.state_reason = reason
+        job.save(update_fields=["stop_requested", "state_reason"])
+        active.stop_by = by
+        self._publish(job)
+        grace = active.app.grace if active.app is not None else 10.0
+        self.reaper.stop_process(job.pid, grace)
+
+    # -- progress (parsers run on the output thread, results land here) -------------------
+
+    def _follow_for_parser(self, active: Active) -> None:
+        if active.app is None or active.app.parser is None:
+            return
+        parser = make_parser(active.app.parser)
+        active.parser = parser
+        job_id = active.job.pk
+        started = time.time()
+
+        def deliver(offset: int, data: bytes) -> None:  # output thread
+            parser.feed(data, time.time(), started)
+            now = time.monotonic()
+            if parser.changed and now - active.last_progress >= self.progress_interval:
+                parser.changed = False
+                active.last_progress = now
+                self.post(self._set_progress, job_id, parser.snapshot())
+
+        def done(end: int) -> None:
+            parser.finish(time.time(), started)
+            self.post(self._set_progress, job_id, parser.snapshot())
+
+        active.parser_follower = self.tail.follow(
+            Follower(active.job.log_path, 0, deliver, done=done))
+
+    def _set_progress(self, job_id: int, snapshot: dict) -> None:
+        from zephserver.web.models import Job
+
+        active = self._active.get(job_id)
+        job = active.job if active is not None else (
+            Job.objects.select_related("owner").filter(pk=job_id).first())
+        if job is None or job.progress == snapshot:
+            return
+        job.progress = snapshot
+        job.save(update_fields=["progress"])
+        self._publish(job)
+
+    # -- publishing -----------------------------------------------------------------------
+
+    def _json(self, job: Any) -> dict:
+        data = job.to_json()
+        if job.state == J.QUEUED and job.pk in self._reasons:
+            data["state_reason"] = self._reasons[job.pk]
+        return data
+
+    def _publish(self, job: Any) -> None:
+        with self._subs_lock:
+            cids = self._subs_job.get(job.pk, set()) | self._subs_owner.get(job.owner_id, set())
+        if not cids:
+            return
+        text = _notification("job.updated", self._json(job))
+        for cid in cids:
+            conn = self.rooms.connection(cid)
+            if conn is not None:
+                conn.send_text(text)
+
+    def _connection_gone(self, cid: str) -> None:  # rooms' thread: only bookkeeping here
+        with self._subs_lock:
+            for table in (self._subs_job, self._subs_owner):
+                for key in [k for k, cids in table.items() if cid in cids]:
+                    table[key].discard(cid)
+                    if not table[key]:
+                        del table[key]
+            followers = self._followers.pop(cid, {})
+        for follower in followers.values():
+            self.tail.unfollow(follower)
+
+    # -- the API for tasks (any thread) ---------------------------------------------------
+
+    def _job(self, user: UserInfo, job_id: Any) -> Any:
+        """The job (live object when the manager holds one), if ``user`` may see it."""
+        from zephserver.web.models import Job
+
+        if isinstance(job_id, bool) or not isinstance(job_id, int):
+            raise _rpc(RpcCode.INVALID_PARAMS, "id must be an integer", "id")
+        job = None
+        if threading.current_thread() is self._thread:
+            active = self._active.get(job_id)
+            job = active.job if active is not None else self._waiting.get(job_id)
+        if job is None:
+            job = Job.objects.select_related("owner").filter(pk=job_id).first()
+        if job is None:
+            raise _rpc(RpcCode.NOT_FOUND, f"no job {job_id}", "id")
+        if job.owner_id != user.id and not user.is_staff:
+            raise _rpc(RpcCode.FORBIDDEN, f"job {job_id} belongs to another user", "id")
+        return job
+
+    def app_for(self, name: Any) -> App:
+        app = self.apps.get(name) if isinstance(name, str) else None
+        if app is None:
+            raise _rpc(RpcCode.INVALID_PARAMS, f"unknown app {name!r}", "app")
+        return app
+
+    def submit(self, user: UserInfo, app_name: Any, params: Any, resources: Any,
+               priority: Any, name: Any) -> dict:
+        from django.contrib.auth import get_user_model
+
+        from zephserver.web.models import Job
+
+        app = self.app_for(app_name)
+        try:
+            cleaned = app.clean_params(params)
+        except ParamError as exc:
+            raise _rpc(RpcCode.INVALID_PARAMS, str(exc), exc.field) from None
+        needs = self._resources(app, cleaned, resources)
+        prio = self._priority(user, priority)
+        if name is not None and (not isinstance(name, str) or len(name) > 200):
+            raise _rpc(RpcCode.INVALID_PARAMS, "name must be a string of at most 200 "
+                       "characters", "name")
+        owner = get_user_model().objects.get(pk=user.id)
+        now = _now()
+        job = Job(app=app.name, kind=app.kind, name=name or "", owner=owner, node=self.node,
+                  state=J.QUEUED, state_reason="queued", params=cleaned, resources=needs,
+                  priority=prio, wall_time=app.wall_time, created=now, queued_at=now)
+        return self.call(self._submit, job)
+
+    def _submit(self, job: Any) -> dict:
+        job.save()
+        job.seq = float(job.pk)
+        job.save(update_fields=["seq"])
+        log.info("job %d (%s, %s) submitted", job.pk, job.app, job.owner.username)
+        self._enqueue(job)
+        self._plan()
+        return self._json(job)
+
+    def _resources(self, app: App, params: dict, override: Any) -> dict:
+        needs = app.resources_for(params)
+        if override is not None:
+            if not isinstance(override, dict) or set(override) - {"cores", "memory"}:
+                raise _rpc(RpcCode.INVALID_PARAMS, "resources may set only cores and memory",
+                           "resources")
+            for key, value in override.items():
+                if isinstance(value, bool) or not isinstance(value, int) or value < needs[key]:
+                    raise _rpc(RpcCode.INVALID_PARAMS, f"resources.{key} must be an integer "
+                               f">= {needs[key]} (what app {app.name!r} needs)",
+                               f"resources.{key}")
+                needs[key] = value
+        capacity = self.queue.capacity()
+        for key in ("cores", "memory"):
+            if needs[key] > getattr(capacity, key):
+                field = _param_feeding(app, key) or f"resources.{key}"
+                raise _rpc(RpcCode.INVALID_PARAMS, f"needs {needs[key]} {key}; this node has "
+                           f"{getattr(capacity, key)}", field)
+        for lic, count in needs["licenses"].items():
+            have = capacity.licenses.get(lic, 0)
+            if count > have:
+                raise _rpc(RpcCode.INVALID_PARAMS, f"needs {count} {lic} licence(s); "
+                           f"{have} configured", _param_feeding(app, lic) or "resources")
+        return needs
+
+    @staticmethod
+    def _priority(user: UserInfo, priority: Any) -> int:
+        if priority is None:
+            return 0
+        if isinstance(priority, bool) or not isinstance(priority, int) or not (
+                -MAX_PRIORITY <= priority <= MAX_PRIORITY):
+            raise _rpc(RpcCode.INVALID_PARAMS, f"priority must be an integer from "
+                       f"{-MAX_PRIORITY} to {MAX_PRIORITY}", "priority")
+        if priority > 0 and not user.is_staff:
+            raise _rpc(RpcCode.FORBIDDEN, "a priority above 0 needs staff", "priority")
+        return priority
+
+    def get(self, user: UserInfo, job_id: Any) -> dict:
+        return self.call(lambda: self._json(self._job(user, job_id)))
+
+    def list_jobs(self, user: UserInfo, state: Any = None, app: Any = None, owner: Any = None,
+             limit: int = 50, offset: int = 0) -> dict:
+        from zephserver.web.models import Job
+
+        jobs = Job.objects.select_related("owner").order_by("-id")
+        if not user.is_staff:
+            if owner not in (None, user.username):
+                raise _rpc(RpcCode.FORBIDDEN, "only staff may list other users' jobs", "owner")
+            jobs = jobs.filter(owner_id=user.id)
+        elif owner is not None:
+            jobs = jobs.filter(owner__username=owner)
+        if state is not None:
+            states = [state] if isinstance(state, str) else state
+            if not isinstance(states, list) or not all(s in J.__members__ for s in states):
+                raise _rpc(RpcCode.INVALID_PARAMS, f"state must be one or a list of "
+                           f"{', '.join(J.__members__)}", "state")
+            jobs = jobs.filter(state__in=states)
+        if app is not None:
+            jobs = jobs.filter(app=app)
+        if not 1 <= limit <= 500:
+            raise _rpc(RpcCode.INVALID_PARAMS, "limit must be from 1 to 500", "limit")
+        if offset < 0:
+            raise _rpc(RpcCode.INVALID_PARAMS, "offset must be >= 0", "offset")
+        page = [self._json(j) for j in jobs[offset:offset + limit]]
+        return {"jobs": page, "total": jobs.count(), "offset": offset, "limit": limit}
+
+    def cancel(self, user: UserInfo, job_id: Any) -> dict:
+        return self.call(self._cancel, user, job_id)
+
+    def _cancel(self, user: UserInfo, job_id: Any) -> dict:
+        job = self._job(user, job_id)
+        state = JobState(job.state)
+        if state in TERMINAL:
+            raise _rpc(RpcCode.CONFLICT, f"job {job.pk} has already ended ({state})", "id")
+        by = user.username
+        if state in WAITING:
+            self._dequeue(job)
+            self._transition(job, J.CANCELLED, f"cancelled by {by} before it started")
+        elif state == J.BACKOFF:
+            self._transition(job, J.CANCELLED, f"cancelled by {by}")
+        elif not job.stop_requested:
+            self._stop(self._active[job.pk], J.CANCELLED, f"stopping: cancelled by {by}", by)
+        return self._json(job)
+
+    def update(self, user: UserInfo, job_id: Any, params: Any, resources: Any,
+               priority: Any) -> dict:
+        return self.call(self._update, user, job_id, params, resources, priority)
+
+    def _update(self, user: UserInfo, job_id: Any, params: Any, resources: Any,
+                priority: Any) -> dict:
+        job = self._job(user, job_id)
+        if job.state not in WAITING:
+            raise _rpc(RpcCode.CONFLICT, f"job {job.pk} is {job.state}: only a queued or "
+                       "held job can be changed", "id")
+        app = self.app_for(job.app)
+        cleaned = job.params
+        if params is not None:
+            try:
+                cleaned = app.clean_params({**job.params, **params} if isinstance(params, dict)
+                                           else params)
+            except ParamError as exc:
+                raise _rpc(RpcCode.INVALID_PARAMS, str(exc), exc.field) from None
+        needs = self._resources(app, cleaned, resources)
+        prio = job.priority if priority is None else self._priority(user, priority)
+        self._dequeue(job)
+        job.params, job.resources, job.priority = cleaned, needs, prio
+        job.save(update_fields=["params", "resources", "priority"])
+        self._enqueue(job)
+        self._publish(job)
+        self._needs_plan = True
+        return self._json(job)
+
+    def hold(self, user: UserInfo, job_id: Any, hold: bool) -> dict:
+        return self.call(self._hold, user, job_id, hold)
+
+    def _hold(self, user: UserInfo, job_id: Any, hold: bool) -> dict:
+        job = self._job(user, job_id)
+        want, need = (J.HELD, J.QUEUED) if hold else (J.QUEUED, J.HELD)
+        if job.state != need:
+            raise _rpc(RpcCode.CONFLICT, f"job {job.pk} is {job.state}, not {need}", "id")
+        self._dequeue(job)
+        self._transition(job, want, f"held by {user.username}" if hold
+                         else f"released by {user.username}")
+        self._enqueue(job)
+        self._needs_plan = True
+        return self._json(job)
+
+    def move(self, user: UserInfo, job_id: Any, position: Any) -> dict:
+        return self.call(self._move, user, job_id, position)
+
+    def _move(self, user: UserInfo, job_id: Any, position: Any) -> dict:
+        """Move a queued job to ``position`` among the jobs of its priority (staff), or
+        among the caller's own jobs of that priority (others keep their places)."""
+        job = self._job(user, job_id)
+        if job.state != J.QUEUED:
+            raise _rpc(RpcCode.CONFLICT, f"job {job.pk} is {job.state}, not QUEUED", "id")
+        if isinstance(position, bool) or not isinstance(position, int) or position < 0:
+            raise _rpc(RpcCode.INVALID_PARAMS, "position must be an integer >= 0", "position")
+        peers = [w for w in self._order if w.priority == job.priority
+                 and (user.is_staff or w.owner == job.owner_id)]
+        slots = [w.seq for w in peers]
+        ids = [w.id for w in peers if w.id != job.pk]
+        ids.insert(min(position, len(ids)), job.pk)
+        jobs = {w.id: self._waiting[w.id] for w in peers}
+        for peer in jobs.values():
+            self._dequeue(peer)
+        for peer_id, seq in zip(ids, slots, strict=True):
+            peer = jobs[peer_id]
+            if peer.seq != seq:
+                peer.seq = seq
+                peer.save(update_fields=["seq"])
+            self._enqueue(peer)
+        self._needs_plan = True
+        return self._json(job)
+
+    def queue_list(self, user: UserInfo) -> list[dict]:
+        return self.call(self._queue_list, user)
+
+    def _queue_list(self, user: UserInfo) -> list[dict]:
+        out = []
+        for position, w in enumerate(self._order):
+            if user.is_staff or w.owner == user.id:
+                out.append({**self._json(self._waiting[w.id]), "position": position})
+        held = [j for j in self._waiting.values() if j.state == J.HELD
+                and (user.is_staff or j.owner_id == user.id)]
+        return out + [{**self._json(j), "position": None} for j in sorted(held,
+                                                                         key=lambda j: j.pk)]
+
+    def resources_status(self) -> dict:
+        return self.call(self._resources_status)
+
+    def _resources_status(self) -> dict:
+        capacity = self.queue.capacity()
+        free = capacity.copy()
+        for a in self._active.values():
+            free.take(Demand.of(a.job.resources))
+        return {"node": self.node, "capacity": capacity.to_json(), "free": free.to_json(),
+                "running": len(self._active),
+                "queued": len(self._order), "held": len(self._waiting) - len(self._order)}
+
+    def control(self, user: UserInfo, job_id: Any, name: Any) -> dict:
+        return self.call(self._control, user, job_id, name)
+
+    def _control(self, user: UserInfo, job_id: Any, name: Any) -> dict:
+        job = self._job(user, job_id)
+        app = self.app_for(job.app)
+        control = app.controls.get(name) if isinstance(name, str) else None
+        if control is None:
+            raise _rpc(RpcCode.INVALID_PARAMS, f"app {app.name!r} has no control {name!r} "
+                       f"(it has: {', '.join(app.controls) or 'none'})", "control")
+        if job.state != J.RUNNING:
+            raise _rpc(RpcCode.CONFLICT, f"job {job.pk} is {job.state}, not RUNNING", "id")
+        path = os.path.join(job.cwd, control.file)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+            with os.fdopen(fd, "w") as f:
+                f.write(control.payload)
+        except OSError as exc:
+            raise RpcError(RpcCode.TASK_FAILED, f"cannot write {control.file}: "
+                           f"{exc.strerror}") from None
+        log.info("job %d: control %s written to %s by %s", job.pk, name, path, user.username)
+        return {"id": job.pk, "control": name, "file": control.file}
+
+    def output(self, user: UserInfo, job_id: Any, offset: int, limit: int) -> dict:
+        job = self._job(user, job_id)
+        if offset < 0:
+            raise _rpc(RpcCode.INVALID_PARAMS, "offset must be >= 0", "offset")
+        if not 1 <= limit <= MAX_OUTPUT_READ:
+            raise _rpc(RpcCode.INVALID_PARAMS, f"limit must be from 1 to {MAX_OUTPUT_READ}",
+                       "limit")
+        data = read_range(job.log_path, offset, limit) if job.log_path else b""
+        size = os.path.getsize(job.log_path) if job.log_path and os.path.exists(
+            job.log_path) else 0
+        end = offset + len(data)
+        return {"id": job.pk, "offset": offset, "data": data.decode("utf-8", "replace"),
+                "next_offset": end, "size": size,
+                "eof": job.state in TERMINAL and end >= size}
+
+    def subscribe(self, user: UserInfo, cid: str, job_id: Any, offset: Any) -> dict:
+        return self.call(self._subscribe, user, cid, job_id, offset)
+
+    def _subscribe(self, user: UserInfo, cid: str, job_id: Any, offset: Any) -> dict:
+        if job_id is None:
+            with self._subs_lock:
+                self._subs_owner.setdefault(user.id, set()).add(cid)  # type: ignore[arg-type]
+            return {"subscribed": "all"}
+        job = self._job(user, job_id)
+        if offset is None:
+            offset = 0
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise _rpc(RpcCode.INVALID_PARAMS, "offset must be an integer >= 0", "offset")
+        conn = self.rooms.connection(cid)
+        if conn is None:
+            raise RpcError(RpcCode.NOT_FOUND, "connection closed")
+        with self._subs_lock:
+            self._subs_job.setdefault(job.pk, set()).add(cid)
+            old = self._followers.setdefault(cid, {}).pop(job.pk, None)
+        if old is not None:
+            self.tail.unfollow(old)
+        if job.log_path:
+            follower = self._output_follower(conn, job, offset)
+            with self._subs_lock:
+                self._followers.setdefault(cid, {})[job.pk] = follower
+            if job.state in TERMINAL:
+                follower.final = True
+            self.tail.follow(follower)
+        return {"subscribed": job.pk, "offset": offset, "job": self._json(job)}
+
+    def _output_follower(self, conn: Any, job: Any, offset: int) -> Follower:
+        job_id = job.pk
+        pending = getattr(conn, "pending_bytes", lambda: 0)
+        limit = self.max_pending
+
+        def deliver(at: int, data: bytes) -> None:
+            conn.send_text(_notification("job.output", {
+                "id": job_id, "offset": at, "next_offset": at + len(data),
+                "data": data.decode("utf-8", "replace")}))
+
+        def done(end: int) -> None:
+            conn.send_text(_notification("job.output", {
+                "id": job_id, "offset": end, "next_offset": end, "data": "", "eof": True}))
+            with self._subs_lock:
+                self._followers.get(conn.cid, {}).pop(job_id, None)
+
+        return Follower(job.log_path, offset, deliver, lambda: pending() < limit, done)
+
+    def unsubscribe(self, user: UserInfo, cid: str, job_id: Any) -> dict:
+        with self._subs_lock:
+            if job_id is None:
+                cids = self._subs_owner.get(user.id, set())  # type: ignore[arg-type]
+                cids.discard(cid)
+            else:
+                self._subs_job.get(job_id, set()).discard(cid)
+            follower = self._followers.get(cid, {}).pop(job_id, None) if job_id else None
+        if follower is not None:
+            self.tail.unfollow(follower)
+        return {"unsubscribed": job_id if job_id is not None else "all"}
+
+    def counts(self) -> dict:
+        """Internal sizes (tests and status: nothing may grow without bound)."""
+        return self.call(lambda: {
+            "active": len(self._active), "waiting": len(self._waiting),
+            "order": len(self._order), "timers": len(self._timers),
+            "subscriptions": len(self._subs_job) + len(self._subs_owner),
+            "followers": sum(len(v) for v in self._followers.values()), **{
+                f"tail_{k}": v for k, v in self.tail.counts().items()}})
+
+
+def _order_key(w: Waiting) -> tuple:
+    return (-w.priority, w.seq, w.id)
+
+
+def _param_feeding(app: App, resource: str) -> str | None:
+    """The param an app computes ``resource`` from (to name it in an error)."""
+    value = app.resources.get(resource, app.resources.get("licenses", {}).get(resource))
+    return value[1:] if isinstance(value, str) and value.startswith("$") else None
+
+
+def _notification(method: str, params: Any) -> str:
+    return json.dumps({"jsonrpc": "2.0", "method": method, "params": params},
+                      separators=(",", ":"))
+
