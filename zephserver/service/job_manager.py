@@ -215,7 +215,21 @@ class JobManagerService(Service):
         """Plan the queue again soon (resources changed outside the manager's view)."""
         self._inbox.put((self._mark_plan, (), None))
 
+    def tick(self) -> None:
+        """The slow safety pass: check every running process is still there, then plan."""
+        self._inbox.put((self._watchdog, (), None))
+
     def _mark_plan(self) -> None:
+        self._needs_plan = True
+
+    def _watchdog(self) -> None:
+        """A process gone without its exit seen (it cannot normally happen: exits arrive
+        as events) is settled from the shim's status file, or LOST with a reason."""
+        for job_id, active in list(self._active.items()):
+            job = active.job
+            if job.pid is not None and not is_alive(job.pid, job.start_time):
+                log.warning("job %d: pid %d is gone and no exit was seen", job_id, job.pid)
+                self._on_exit(job_id, None)
         self._needs_plan = True
 
     def _after(self, delay: float, fn: Callable[[], None]) -> None:

@@ -70,7 +70,8 @@ class QueueManagerService(Service):
         self.ctx.ready()
         while not self._disabled.wait(tick):
             self._refresh_licences()
-            self._kick()
+            with contextlib.suppress(Exception):
+                self.ctx.get("jobs").tick()
 
     def _refresh_licences(self) -> bool:
         changed = False

@@ -209,16 +209,20 @@ class RouterService(Service):
         base_name = thread.name
         try:
             if self.stopping:
-                answer(_error(request_id, RpcCode.SHUTTING_DOWN, "the server is shutting down"))
-                return
-            thread.name = f"{base_name}-{method}"
-            answer(self._execute(conn, cls, method, params, request_id))
+                response = _error(request_id, RpcCode.SHUTTING_DOWN,
+                                  "the server is shutting down")
+            else:
+                thread.name = f"{base_name}-{method}"
+                response = self._execute(conn, cls, method, params, request_id)
         finally:
             thread.name = base_name
+            # Free the slot before answering: a client that sends its next request as soon
+            # as it reads this reply must find the slot free.
             conn.release_slot()
             from django.db import close_old_connections
 
             close_old_connections()
+        answer(response)
 
     def _execute(self, conn: Any, cls: type, method: str, params: Any,
                  request_id: Any) -> dict | str:

@@ -1,0 +1,105 @@
+"""The output follower (inotify, offsets, backpressure) and the shim, with real files and
+real processes."""
+
+import os
+import signal
+import subprocess
+import threading
+
+from tests.support.poll import poll_until
+from zephserver.launch import shim
+from zephserver.launch.output import Follower, Tail, read_range, utf8_cut
+
+
+def test_utf8_cut_never_splits_a_character():
+    text = "é€😀".encode()
+    for n in range(len(text) + 1):
+        cut = utf8_cut(text[:n])
+        text[:cut].decode()  # never raises
+        assert cut in (0, 2, 5, 9)
+        assert cut <= n
+
+
+def test_follower_gets_every_byte_once_with_offsets(tmp_path):
+    path = tmp_path / "log"
+    path.write_bytes(b"already there\n")
+    got, done = [], threading.Event()
+    tail = Tail(chunk=4096)
+    try:
+        tail.follow(Follower(str(path), 0, lambda off, data: got.append((off, data)),
+                             done=lambda end: done.set()))
+        with open(path, "ab") as f:
+            for i in range(2000):
+                f.write(b"line %d\n" % i)
+                if i % 100 == 0:
+                    f.flush()
+            f.write(b"no newline")
+        tail.finish(str(path))
+        assert done.wait(10)
+    finally:
+        tail.close()
+    offset = 0
+    for off, data in got:
+        assert off == offset
+        offset += len(data)
+    assert b"".join(d for _, d in got) == path.read_bytes()
+    assert tail.counts() == {"files": 0, "followers": 0}
+
+
+def test_a_consumer_that_is_behind_waits_without_loss(tmp_path):
+    path = tmp_path / "log"
+    path.write_bytes(b"x" * 100_000)
+    ready = threading.Event()
+    got = bytearray()
+    fast = bytearray()
+    tail = Tail(chunk=10_000)
+    try:
+        tail.follow(Follower(str(path), 0, lambda off, data: got.extend(data),
+                             ready=ready.is_set))
+        tail.follow(Follower(str(path), 0, lambda off, data: fast.extend(data)))
+        poll_until(lambda: len(fast) == 100_000, 10)  # the slow one does not hold it back
+        assert got == b""
+        ready.set()
+        poll_until(lambda: len(got) == 100_000, 10)
+    finally:
+        tail.close()
+    assert read_range(str(path), 99_990, 100) == b"x" * 10
+    assert read_range(str(path), 200_000, 100) == b""
+
+
+def run_shim(tmp_path, argv):
+    meta = tmp_path / "meta"
+    meta.mkdir(exist_ok=True)
+    return meta, subprocess.Popen(shim.wrap(argv, str(meta)), start_new_session=True)
+
+
+def test_shim_records_exit_status_and_pid(tmp_path):
+    meta, proc = run_shim(tmp_path, ["sh", "-c", "exit 42"])
+    assert proc.wait(10) == 42
+    assert shim.recorded_status(str(meta)) == 42
+    assert shim.recorded_pid(str(meta)) == proc.pid
+
+
+def test_shim_survives_the_group_sigterm_and_reports_the_programs_status(tmp_path):
+    meta, proc = run_shim(tmp_path, ["sleep", "30"])
+    poll_until(lambda: shim.recorded_pid(str(meta)) == proc.pid, 10)
+    assert shim.is_shim_of(proc.pid, str(meta))
+    poll_until(lambda: _children(proc.pid), 10)  # the program runs under the shim
+    os.killpg(proc.pid, signal.SIGTERM)
+    assert proc.wait(10) == 128 + signal.SIGTERM
+    assert shim.recorded_status(str(meta)) == 128 + signal.SIGTERM
+
+
+def test_program_arguments_never_reach_a_shell(tmp_path):
+    marker = tmp_path / "pwned"
+    meta, proc = run_shim(tmp_path, ["echo", f"$(touch {marker}); touch {marker}"])
+    assert proc.wait(10) == 0
+    assert not marker.exists()
+
+
+def _children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
