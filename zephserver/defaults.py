@@ -111,5 +111,5 @@ OUTPUT_MAX_PENDING = 8 * 1024 * 1024  # bytes a subscriber may have unsent befor
 RESOURCES: dict = {"cores": None, "memory": None, "licenses": {}}
 QUEUE_USER_LIMITS: dict = {"running": 0, "cores": 0}  # per user at once; 0 = no limit
 QUEUE_RESERVE_AFTER = 600.0  # seconds a job waits before resources are held back for it
-QUEUE_BACKFILL_DEPTH = 1000  # queued jobs the scheduler looks at per pass
+QUEUE_BACKFILL_DEPTH = 200  # queued jobs looked at per pass (as Slurm's bf_max_job_test)
 QUEUE_TICK = 30.0  # seconds between safety passes (licence counts re-read)

@@ -92,7 +92,7 @@ def test_shim_survives_the_group_sigterm_and_reports_the_programs_status(tmp_pat
 
 def test_program_arguments_never_reach_a_shell(tmp_path):
     marker = tmp_path / "pwned"
-    meta, proc = run_shim(tmp_path, ["echo", f"$(touch {marker}); touch {marker}"])
+    _, proc = run_shim(tmp_path, ["echo", f"$(touch {marker}); touch {marker}"])
     assert proc.wait(10) == 0
     assert not marker.exists()
 

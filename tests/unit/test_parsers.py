@@ -1,8 +1,8 @@
 import pytest
 
+from zephserver.errors import IllegalTransition
 from zephserver.launch.parsers import LsDynaParser, RegexParser, check_parser_spec
 from zephserver.launch.states import JOB_TRANSITIONS, TERMINAL, JobState, check_job_transition
-from zephserver.errors import IllegalTransition
 
 DYNA = b"""\
  termination time                 =  2.0000E+01

@@ -13,6 +13,7 @@ what ended meanwhile.
 """
 
 import bisect
+import contextlib
 import heapq
 import itertools
 import json
@@ -54,6 +55,7 @@ META = ".zeph"  # inside the job directory: the shim's pid and exit status files
 CALL_TIMEOUT = 30.0
 MAX_OUTPUT_READ = 1 << 20
 MAX_PRIORITY = 10
+MAX_BATCH = 500  # inbox items handled in one transaction
 
 
 def _rpc(code: RpcCode, message: str, field: str | None = None) -> RpcError:
@@ -113,6 +115,10 @@ class JobManagerService(Service):
         self._order: list[Waiting] = []  # QUEUED jobs in scheduling order
         self._reasons: dict[int, str] = {}
         self._needs_plan = False
+        self._batching = False
+        self._deferred: list = []
+        self._unpublished: list = []
+        self._env: dict[int, dict[str, str]] = {}  # launch environments between phases
         self._thread: threading.Thread | None = None
         self._subs_lock = threading.Lock()
         self._subs_job: dict[int, set[str]] = {}
@@ -162,40 +168,75 @@ class JobManagerService(Service):
         self._inbox.put(None)
 
     def _run(self) -> None:
+
         while not self._disabled.is_set():
             timeout = None
             if self._timers:
                 timeout = max(0.0, self._timers[0][0] - time.monotonic())
             try:
-                item = self._inbox.get(timeout=timeout)
+                items = [self._inbox.get(timeout=timeout)]
             except queue.Empty:
-                item = ()
-            # Drain what else is waiting before planning once for the lot.
-            while item is not None:
-                if item:
-                    self._execute(*item)
+                items = []
+            # Take what else is waiting: one transaction (one commit) for the lot, then
+            # one planning pass.
+            while len(items) < MAX_BATCH and items[-1:] != [None]:
                 try:
-                    item = self._inbox.get_nowait()
+                    items.append(self._inbox.get_nowait())
                 except queue.Empty:
                     break
-            if item is None:
+            stop = None in items
+            with self._group_commit():
+                for item in items:
+                    if item is not None:
+                        self._execute(*item)
+                self._fire_timers()
+            if stop:
                 return
-            self._fire_timers()
             if self._needs_plan:
                 self._needs_plan = False
                 self._plan()
 
-    def _execute(self, fn: Callable, args: tuple, future: Future | None) -> None:
+    @contextlib.contextmanager
+    def _group_commit(self) -> Any:
+        """Run a batch in one transaction; replies and ``job.updated`` events go out only
+        once it is committed (a client never sees a state the database might not keep)."""
+        from django.db import transaction
+
+        self._deferred: list[tuple[Future | None, Any, BaseException | None]] = []
+        self._unpublished: list[Any] = []
         try:
-            result = fn(*args)
-        except BaseException as exc:
+            with transaction.atomic():
+                yield
+        except Exception as exc:  # the commit failed: every caller in the batch hears it
+            log.exception("job manager: a batch failed to commit")
+            self._deferred = [(f, None, exc) for f, _, _ in self._deferred]
+        finally:
+            deferred, self._deferred = self._deferred, []
+            unpublished, self._unpublished = self._unpublished, []
+            self._batching = False
+        for job in unpublished:
+            self._send_update(job)
+        for future, result, exc in deferred:
             if future is None:
-                log.exception("job manager: %s failed", getattr(fn, "__name__", fn))
+                continue
+            if exc is None:
+                future.set_result(result)
             else:
                 future.set_exception(exc)
+
+    def _execute(self, fn: Callable, args: tuple, future: Future | None) -> None:
+        from django.db import transaction
+
+        self._batching = True
+        try:
+            with transaction.atomic():  # a savepoint: one failing call spoils no other
+                result = fn(*args)
+        except Exception as exc:
+            if future is None:
+                log.exception("job manager: %s failed", getattr(fn, "__name__", fn))
+            self._deferred.append((future, None, exc))
         else:
-            if future is not None:
-                future.set_result(result)
+            self._deferred.append((future, result, None))
 
     def post(self, fn: Callable, *args: Any) -> None:
         """Run ``fn(*args)`` on the manager's thread soon. Any thread, non-blocking."""
@@ -330,17 +371,37 @@ class JobManagerService(Service):
                        queued.timestamp())
 
     def _plan(self) -> None:
+        """Start what the queue says fits: STARTING committed for all, then the spawns,
+        then RUNNING (or FAILED) committed for all."""
         running = [Running(a.job.owner_id, Demand.of(a.job.resources))
                    for a in self._active.values()]
         plan = self.queue.plan(self._order, running, time.time())
         self._reasons = plan.reasons
-        for job_id in plan.start:
-            job = self._waiting.get(job_id)
-            if job is not None:
-                self._dequeue(job)
-                self._start(job)
+        if not plan.start:
+            return
+        prepared = []
+        with self._group_commit():
+            for job_id in plan.start:
+                job = self._waiting.get(job_id)
+                if job is not None:
+                    self._dequeue(job)
+                    self._execute(self._prepare, (job,), None)
+                    if job.state == J.STARTING:
+                        prepared.append(job)
+        spawned = []
+        for job in prepared:
+            try:
+                self._check_launchable(job.argv[0], job.cwd, self._env[job.pk], job.job_dir)
+                spawned.append((job, spawn(shim.wrap(job.argv, self._meta(job)), job.cwd,
+                                           self._env.pop(job.pk), job.log_path)))
+            except SpawnError as exc:
+                self._env.pop(job.pk, None)
+                spawned.append((job, exc))
+        with self._group_commit():
+            for job, result in spawned:
+                self._execute(self._started, (job, result), None)
 
-    def _start(self, job: Any) -> None:
+    def _prepare(self, job: Any) -> None:
         app = self.apps.get(job.app)
         if app is None:
             self._transition(job, J.STARTING, "starting")
@@ -350,23 +411,21 @@ class JobManagerService(Service):
         generated = {"job_id": str(job.pk), "job_dir": job_dir, "data_dir": self.data_dir,
                      "user": job.owner.username, "node": self.node}
         spec = app.prepare(job.params, generated)
-        log_path = os.path.join(job_dir, "output.log")
+        self._env[job.pk] = spec.env
         self._transition(job, J.STARTING, "starting", argv=spec.argv, cwd=spec.cwd,
-                         job_dir=job_dir, log_path=log_path, pid=None, start_time=None,
-                         boot_id=self.boot)
-        try:
-            self._check_launchable(spec.argv[0], spec.cwd, spec.env, job_dir)
-            spawned = spawn(shim.wrap(spec.argv, os.path.join(job_dir, META)), spec.cwd,
-                            spec.env, log_path)
-        except SpawnError as exc:
-            self._transition(job, J.FAILED, str(exc))
+                         job_dir=job_dir, log_path=os.path.join(job_dir, "output.log"),
+                         pid=None, start_time=None, boot_id=self.boot)
+
+    def _started(self, job: Any, result: Any) -> None:
+        if isinstance(result, SpawnError):
+            self._transition(job, J.FAILED, str(result))
             self._needs_plan = True
             return
-        active = Active(job, app)
+        active = Active(job, self.apps.get(job.app))
         self._active[job.pk] = active
-        self._transition(job, J.RUNNING, "running", pid=spawned.pid,
-                         start_time=spawned.start_time, started=_now())
-        self.reaper.watch(spawned.pid, self._exit_callback(job.pk), spawned.popen)
+        self._transition(job, J.RUNNING, "running", pid=result.pid,
+                         start_time=result.start_time, started=_now())
+        self.reaper.watch(result.pid, self._exit_callback(job.pk), result.popen)
         self._follow_for_parser(active)
         self._arm_wall_time(job)
 
@@ -500,6 +559,13 @@ class JobManagerService(Service):
         return data
 
     def _publish(self, job: Any) -> None:
+        """Tell subscribers (after the commit when inside a batch)."""
+        if self._batching:
+            self._unpublished.append(job)
+        else:
+            self._send_update(job)
+
+    def _send_update(self, job: Any) -> None:
         with self._subs_lock:
             cids = self._subs_job.get(job.pk, set()) | self._subs_owner.get(job.owner_id, set())
         if not cids:
@@ -563,20 +629,20 @@ class JobManagerService(Service):
         if name is not None and (not isinstance(name, str) or len(name) > 200):
             raise _rpc(RpcCode.INVALID_PARAMS, "name must be a string of at most 200 "
                        "characters", "name")
-        owner = get_user_model().objects.get(pk=user.id)
+        # The caller is authenticated: no need to fetch the user row again.
+        owner = get_user_model()(pk=user.id, username=user.username)
         now = _now()
         job = Job(app=app.name, kind=app.kind, name=name or "", owner=owner, node=self.node,
                   state=J.QUEUED, state_reason="queued", params=cleaned, resources=needs,
-                  priority=prio, wall_time=app.wall_time, created=now, queued_at=now)
+                  priority=prio, wall_time=app.wall_time, created=now, queued_at=now,
+                  seq=time.time())  # FIFO; queue.move reassigns
         return self.call(self._submit, job)
 
     def _submit(self, job: Any) -> dict:
         job.save()
-        job.seq = float(job.pk)
-        job.save(update_fields=["seq"])
         log.info("job %d (%s, %s) submitted", job.pk, job.app, job.owner.username)
         self._enqueue(job)
-        self._plan()
+        self._needs_plan = True
         return self._json(job)
 
     def _resources(self, app: App, params: dict, override: Any) -> dict:

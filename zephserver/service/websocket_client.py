@@ -112,6 +112,9 @@ class WsHandler(tornado.websocket.WebSocketHandler):
         return allowed
 
     def open(self) -> None:
+        # Small JSON-RPC messages are latency bound: without this, a reply followed by a
+        # notification waits for the peer's delayed ACK (Nagle), about 40 ms here.
+        self.set_nodelay(True)
         cid = f"{self.service.node}-{next(self.service.cids)}"
         self.conn = WsConnection(self, cid, self.user, self.credential)
         self.service.handlers.add(self)

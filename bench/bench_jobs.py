@@ -1,0 +1,227 @@
+"""Batch jobs benchmark (issue 4), each figure beside a floor measured in the same run.
+
+1. submit -> RUNNING seen by the client (one job at a time): p50/p99 vs posix_spawn of
+   /bin/true + waitpid (the raw floor).
+2. 100 jobs submitted at once with room for all: time until all are RUNNING, vs 100
+   posix_spawns in a row.
+3. short jobs (/bin/true) through the queue: jobs/s vs sequential Popen + wait.
+4. output capture: a job printing LINES 80-byte lines: lines/s into the log file, and
+   until one WebSocket subscriber has every byte; vs the same program writing to a file
+   directly.
+5. daemon RSS and idle CPU with 100 running jobs, vs `sleep` for CPU.
+
+    python bench/bench_jobs.py      (LINES=10000000 by default; N=2000 short jobs)
+"""
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+from _common import REPO, median, pct
+
+from tests.support.daemon import DaemonProcess, run_cli, short_tmpdir, write_settings
+from tests.support.web import Ws, django_shell
+
+LINES = int(os.environ.get("LINES", "10000000"))
+N_SHORT = int(os.environ.get("N", "2000"))
+PRODUCER = """
+import sys
+n = int(sys.argv[1])
+line = b"x" * 79 + b"\\n"
+block = line * 10000
+out = sys.stdout.buffer
+for _ in range(n // 10000):
+    out.write(block)
+out.write(line * (n % 10000))
+"""
+USER = """
+from django.contrib.auth.models import User
+from zephserver.web.models import ApiToken
+print(ApiToken.issue(User.objects.create_user("bench"))[1])
+"""
+
+
+def floor_spawn_ms(n: int = 200) -> list[float]:
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        pid = os.posix_spawn("/bin/true", ["/bin/true"], os.environ)
+        os.waitpid(pid, 0)
+        out.append((time.perf_counter() - t) * 1e3)
+    return out
+
+
+def floor_popen_rate(n: int = 500) -> float:
+    t = time.perf_counter()
+    for _ in range(n):
+        subprocess.Popen(["/bin/true"]).wait()
+    return n / (time.perf_counter() - t)
+
+
+def floor_spawn_many(n: int = 100) -> float:
+    t = time.perf_counter()
+    pids = [os.posix_spawn("/bin/sleep", ["/bin/sleep", "5"], os.environ) for _ in range(n)]
+    elapsed = time.perf_counter() - t
+    for pid in pids:
+        os.kill(pid, 15)
+        os.waitpid(pid, 0)
+    return elapsed
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def until_state(ws: Ws, ids: set[int], state: str) -> None:
+    left = set(ids)
+    while left:
+        note = await ws.until("job.updated", 120)
+        if note["id"] in left and note["state"] == state:
+            left.discard(note["id"])
+
+
+async def submit_batch(ws: Ws, app: str, n: int, params: dict | None = None) -> list[int]:
+    batch = [{"jsonrpc": "2.0", "id": f"b{i}", "method": "jobs.submit",
+              "params": {"app": app, "params": params or {}}} for i in range(n)]
+    await ws.send(batch)
+    while True:
+        reply = await ws.recv(120)
+        if isinstance(reply, list):
+            return [r["result"]["id"] for r in reply]
+        if isinstance(reply, dict) and "method" in reply:
+            ws.notes.append(reply)
+
+
+async def run_bench(url: str, token: str, pid: int, work: str) -> None:
+    ws = await Ws.connect(url, token=token)
+    await ws.call("jobs.subscribe", {})
+
+    # 1. submit -> RUNNING, one at a time
+    floor = floor_spawn_ms()
+    lat = []
+    for _ in range(200):
+        t = time.perf_counter()
+        job = (await ws.call("jobs.submit", {"app": "true"}))["result"]
+        if job["state"] != "RUNNING":
+            await until_state(ws, {job["id"]}, "RUNNING")
+        lat.append((time.perf_counter() - t) * 1e3)
+        await until_state(ws, {job["id"]}, "SUCCEEDED")
+    print(f"submit->RUNNING seen by client: p50 {median(lat):.2f} ms, p99 {pct(lat, 99):.2f} ms"
+          f" | baseline posix_spawn+wait /bin/true p50 {median(floor):.2f} ms | ratio "
+          f"{median(lat) / median(floor):.1f}x | goal p50 < 5 ms", flush=True)
+
+    # 2. 100 at once with room for all
+    floor100 = floor_spawn_many()
+    times = []
+    for _ in range(3):
+        t = time.perf_counter()
+        ids = await submit_batch(ws, "hold", 100)
+        await until_state(ws, set(ids), "RUNNING")
+        times.append(time.perf_counter() - t)
+        for i in ids:
+            await ws.call("jobs.cancel", {"id": i})
+        await until_state(ws, set(ids), "CANCELLED")
+    print(f"100 jobs at once -> all RUNNING: median {median(times):.3f} s (runs "
+          f"{', '.join(f'{x:.3f}' for x in times)}) | baseline 100 posix_spawns "
+          f"{floor100:.3f} s | goal < 0.3 s", flush=True)
+
+    # 3. throughput of short jobs through the queue
+    popen_rate = floor_popen_rate()
+    t = time.perf_counter()
+    ids: list[int] = []
+    for _ in range(N_SHORT // 200):
+        ids += await submit_batch(ws, "true", 200)
+    await until_state(ws, set(ids), "SUCCEEDED")
+    rate = len(ids) / (time.perf_counter() - t)
+    print(f"short jobs through the queue: {rate:,.0f} jobs/s ({len(ids)} jobs) | baseline "
+          f"sequential Popen /bin/true {popen_rate:,.0f}/s | ratio {rate / popen_rate:.2f} | "
+          f"goal >= 0.30", flush=True)
+
+    # 5. RSS and idle CPU with 100 running jobs (before the big output test)
+    ids = await submit_batch(ws, "hold", 100)
+    await until_state(ws, set(ids), "RUNNING")
+    c0, t0 = cpu_seconds(pid), time.perf_counter()
+    sleeper = subprocess.Popen(["sleep", "5"])
+    s0 = cpu_seconds(sleeper.pid)
+    await asyncio.sleep(5)
+    idle = (cpu_seconds(pid) - c0) / (time.perf_counter() - t0) * 100
+    base = (cpu_seconds(sleeper.pid) - s0) / 5 * 100
+    sleeper.wait()
+    print(f"100 running jobs: daemon RSS {rss_mib(pid):.1f} MiB (goal < 80), idle CPU "
+          f"{idle:.2f} % of a core | baseline sleep {base:.2f} % | goal < 0.5 %", flush=True)
+    for i in ids:
+        await ws.call("jobs.cancel", {"id": i})
+    await until_state(ws, set(ids), "CANCELLED")
+
+    # 4. output capture
+    direct = os.path.join(work, "direct.log")
+    t = time.perf_counter()
+    with open(direct, "wb") as f:
+        subprocess.run([sys.executable, "-c", PRODUCER, str(LINES)], stdout=f, check=True)
+    floor_rate = LINES / (time.perf_counter() - t)
+    os.unlink(direct)
+    job = (await ws.call("jobs.submit", {"app": "produce", "params": {"n": LINES}}))["result"]
+    t = time.perf_counter()
+    await ws.call("jobs.subscribe", {"id": job["id"]})
+    received = 0
+    captured_at = None
+    while True:
+        message = await ws.recv(300)
+        if message.get("method") == "job.updated" and message["params"]["id"] == job["id"] \
+                and message["params"]["state"] == "SUCCEEDED":
+            captured_at = time.perf_counter()
+        if message.get("method") == "job.output" and message["params"]["id"] == job["id"]:
+            if message["params"].get("eof"):
+                break
+            received += len(message["params"]["data"])
+    delivered_at = time.perf_counter()
+    if captured_at is None:
+        captured_at = delivered_at
+    size = LINES * 80
+    print(f"output {LINES:,} lines: captured {LINES / (captured_at - t) / 1e6:.2f} M lines/s"
+          f" into the log, delivered to 1 subscriber {LINES / (delivered_at - t) / 1e6:.2f} M "
+          f"lines/s ({received:,} of {size:,} bytes) | baseline same program to a file "
+          f"{floor_rate / 1e6:.2f} M lines/s | goal >= 1 M lines/s, every byte", flush=True)
+    await ws.aclose()
+
+
+def main() -> None:
+    os.chdir(REPO)
+    work = short_tmpdir("zb")
+    apps = {
+        "true": {"argv": ["/bin/true"], "resources": {"cores": 1}},
+        "hold": {"argv": ["sleep", "1000"], "resources": {"cores": 1}, "grace": 2},
+        "produce": {"argv": ["$python", "-c", PRODUCER, "$n"],
+                    "params": {"n": {"type": "int", "min": 0, "max": 10**9}}},
+    }
+    settings = write_settings(work, LOG_LEVEL="WARNING", APPS=apps,
+                              RESOURCES={"cores": 200, "memory": 100000, "licenses": {}},
+                              WS_MAX_IN_FLIGHT=256, WS_MAX_BATCH=200, TASK_QUEUE_SIZE=512)
+    run_cli("zephserver-admin", "--settings", str(settings), "migrate", "-v0")
+    token = django_shell(settings, USER, None).splitlines()[-1]
+    daemon = DaemonProcess(settings).start()
+    pid = json.loads(daemon.cli("zephserver-status", "--json").stdout)["pid"]
+    try:
+        asyncio.run(run_bench(daemon.url, token, pid, str(work)))
+    finally:
+        run_cli("zephserver-stop", "--settings", str(settings))
+        daemon.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
