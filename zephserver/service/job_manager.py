@@ -13,6 +13,7 @@ what ended meanwhile.
 """
 
 import bisect
+import collections
 import contextlib
 import heapq
 import itertools
@@ -25,7 +26,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +57,7 @@ CALL_TIMEOUT = 30.0
 MAX_OUTPUT_READ = 1 << 20
 MAX_PRIORITY = 10
 MAX_BATCH = 500  # inbox items handled in one transaction
+SPAWN_THREADS = 4
 
 
 def _rpc(code: RpcCode, message: str, field: str | None = None) -> RpcError:
@@ -146,6 +148,7 @@ class JobManagerService(Service):
         self._thread = threading.current_thread()
         self.reaper = Reaper()
         self.tail = Tail(int(s.OUTPUT_CHUNK))
+        self._spawner = ThreadPoolExecutor(SPAWN_THREADS, thread_name_prefix="zeph-spawn")
         self.rooms.add_unregister_listener(self._connection_gone)
         try:
             self._load()
@@ -154,6 +157,7 @@ class JobManagerService(Service):
             self._run()
         finally:
             self.rooms.remove_unregister_listener(self._connection_gone)
+            self._spawner.shutdown(wait=True)
             self.reaper.close()  # jobs keep running: a restarted daemon re-adopts them
             self.tail.close()
             self._active.clear()
@@ -185,11 +189,16 @@ class JobManagerService(Service):
                 except queue.Empty:
                     break
             stop = None in items
-            with self._group_commit():
-                for item in items:
-                    if item is not None:
-                        self._execute(*item)
-                self._fire_timers()
+            pending = collections.deque(item for item in items if item is not None)
+            timers = True
+            while pending or timers:
+                # A database error ends a group early; what is left goes in the next one.
+                with self._group_commit():
+                    while pending:
+                        self._execute(*pending.popleft())
+                    if timers:
+                        timers = False
+                        self._fire_timers()
             if stop:
                 return
             if self._needs_plan:
@@ -225,13 +234,16 @@ class JobManagerService(Service):
                 future.set_exception(exc)
 
     def _execute(self, fn: Callable, args: tuple, future: Future | None) -> None:
-        from django.db import transaction
+        from django.db import DatabaseError
 
         self._batching = True
         try:
-            with transaction.atomic():  # a savepoint: one failing call spoils no other
-                result = fn(*args)
-        except Exception as exc:
+            result = fn(*args)
+        except DatabaseError as exc:
+            # The batch's transaction is broken: _group_commit fails it as a whole.
+            self._deferred.append((future, None, exc))
+            raise
+        except Exception as exc:  # refused requests raise before they write anything
             if future is None:
                 log.exception("job manager: %s failed", getattr(fn, "__name__", fn))
             self._deferred.append((future, None, exc))
@@ -291,9 +303,11 @@ class JobManagerService(Service):
         job.state_reason = reason
         for name, value in fields.items():
             setattr(job, name, value)
+        changed = ["state", "state_reason", *fields]
         if new in TERMINAL:
             job.finished = _now()
-        job.save()
+            changed.append("finished")
+        job.save(update_fields=changed)
         log.info("job %d (%s, %s) %s -> %s: %s", job.pk, job.app, job.owner.username, old,
                  new, reason)
         self._publish(job)
@@ -388,18 +402,20 @@ class JobManagerService(Service):
                     self._execute(self._prepare, (job,), None)
                     if job.state == J.STARTING:
                         prepared.append(job)
-        spawned = []
-        for job in prepared:
-            try:
-                self._check_launchable(job.argv[0], job.cwd, self._env[job.pk], job.job_dir)
-                spawned.append((job, spawn(shim.wrap(job.argv, self._meta(job)), job.cwd,
-                                           self._env.pop(job.pk), job.log_path)))
-            except SpawnError as exc:
-                self._env.pop(job.pk, None)
-                spawned.append((job, exc))
+        # Spawning waits for each exec; a few threads overlap those waits.
+        envs = [self._env.pop(job.pk) for job in prepared]
+        results = list(self._spawner.map(self._spawn, prepared, envs))
         with self._group_commit():
-            for job, result in spawned:
+            for job, result in zip(prepared, results, strict=True):
                 self._execute(self._started, (job, result), None)
+
+    def _spawn(self, job: Any, env: dict[str, str]) -> Any:
+        """Spawner thread: start one prepared job; the Spawned result or the SpawnError."""
+        try:
+            self._check_launchable(job.argv[0], job.cwd, env, job.job_dir)
+            return spawn(shim.wrap(job.argv, self._meta(job)), job.cwd, env, job.log_path)
+        except SpawnError as exc:
+            return exc
 
     def _prepare(self, job: Any) -> None:
         app = self.apps.get(job.app)
