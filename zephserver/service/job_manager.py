@@ -58,6 +58,7 @@ MAX_OUTPUT_READ = 1 << 20
 MAX_PRIORITY = 10
 MAX_BATCH = 500  # inbox items handled in one transaction
 SPAWN_THREADS = 4
+PLAN_MAX_DELAY = 0.05  # seconds
 
 
 def _rpc(code: RpcCode, message: str, field: str | None = None) -> RpcError:
@@ -117,6 +118,7 @@ class JobManagerService(Service):
         self._order: list[Waiting] = []  # QUEUED jobs in scheduling order
         self._reasons: dict[int, str] = {}
         self._needs_plan = False
+        self._planned = 0.0
         self._batching = False
         self._deferred: list = []
         self._unpublished: list = []
@@ -201,8 +203,12 @@ class JobManagerService(Service):
                         self._fire_timers()
             if stop:
                 return
-            if self._needs_plan:
+            # Plan when the inbox is drained (a burst of submits then starts together),
+            # and at least every PLAN_MAX_DELAY under a steady stream.
+            if self._needs_plan and (self._inbox.empty() or
+                                     time.monotonic() - self._planned >= PLAN_MAX_DELAY):
                 self._needs_plan = False
+                self._planned = time.monotonic()
                 self._plan()
 
     @contextlib.contextmanager
