@@ -154,7 +154,7 @@ class JobManagerService(Service):
         self.rooms.add_unregister_listener(self._connection_gone)
         try:
             self._load()
-            self._needs_plan = True
+            self.kick()  # start what the reloaded queue allows
             self.ctx.ready()
             self._run()
         finally:
@@ -174,7 +174,6 @@ class JobManagerService(Service):
         self._inbox.put(None)
 
     def _run(self) -> None:
-
         while not self._disabled.is_set():
             timeout = None
             if self._timers:
@@ -183,33 +182,29 @@ class JobManagerService(Service):
                 items = [self._inbox.get(timeout=timeout)]
             except queue.Empty:
                 items = []
-            # Take what else is waiting: one transaction (one commit) for the lot, then
-            # one planning pass.
+            # Take what else is waiting: one transaction (one commit) for the lot.
             while len(items) < MAX_BATCH and items[-1:] != [None]:
                 try:
                     items.append(self._inbox.get_nowait())
                 except queue.Empty:
                     break
-            stop = None in items
-            pending = collections.deque(item for item in items if item is not None)
-            timers = True
-            while pending or timers:
+            if None in items:
+                return
+            pending = collections.deque(items)
+            first, prepared = True, []
+            while pending or first:
                 # A database error ends a group early; what is left goes in the next one.
                 with self._group_commit():
                     while pending:
                         self._execute(*pending.popleft())
-                    if timers:
-                        timers = False
+                    if first:
+                        first = False
                         self._fire_timers()
-            if stop:
-                return
-            # Plan when the inbox is drained (a burst of submits then starts together),
-            # and at least every PLAN_MAX_DELAY under a steady stream.
-            if self._needs_plan and (self._inbox.empty() or
-                                     time.monotonic() - self._planned >= PLAN_MAX_DELAY):
-                self._needs_plan = False
-                self._planned = time.monotonic()
-                self._plan()
+                        # The queue's choice is committed (STARTING) with the batch that
+                        # caused it: a submit and its start cost one commit.
+                        prepared = self._plan()
+            if prepared:
+                self._launch(prepared)
 
     @contextlib.contextmanager
     def _group_commit(self) -> Any:
@@ -390,30 +385,41 @@ class JobManagerService(Service):
         return Waiting(job.pk, job.owner_id, Demand.of(job.resources), job.priority, job.seq,
                        queued.timestamp())
 
-    def _plan(self) -> None:
-        """Start what the queue says fits: STARTING committed for all, then the spawns,
-        then RUNNING (or FAILED) committed for all."""
+    def _plan(self) -> list[Any]:
+        """Move what the queue says fits to STARTING; returns those jobs. Planning waits
+        until the inbox is drained (a burst of submits then starts together), but never
+        more than PLAN_MAX_DELAY under a steady stream."""
+        if not self._needs_plan or (not self._inbox.empty() and
+                                    time.monotonic() - self._planned < PLAN_MAX_DELAY):
+            return []
+        self._needs_plan = False
+        self._planned = time.monotonic()
         running = [Running(a.job.owner_id, Demand.of(a.job.resources))
                    for a in self._active.values()]
         plan = self.queue.plan(self._order, running, time.time())
         self._reasons = plan.reasons
-        if not plan.start:
-            return
         prepared = []
-        with self._group_commit():
-            for job_id in plan.start:
-                job = self._waiting.get(job_id)
-                if job is not None:
-                    self._dequeue(job)
-                    self._execute(self._prepare, (job,), None)
-                    if job.state == J.STARTING:
-                        prepared.append(job)
-        # Spawning waits for each exec; a few threads overlap those waits.
+        for job_id in plan.start:
+            job = self._waiting.get(job_id)
+            if job is not None:
+                self._dequeue(job)
+                self._execute(self._prepare, (job,), None)
+                if job.state == J.STARTING:
+                    prepared.append(job)
+        return prepared
+
+    def _launch(self, prepared: list[Any]) -> None:
+        """Spawn jobs committed as STARTING, then commit RUNNING (or FAILED) for all."""
         envs = [self._env.pop(job.pk) for job in prepared]
-        results = list(self._spawner.map(self._spawn, prepared, envs))
+        if len(prepared) == 1:
+            results = [self._spawn(prepared[0], envs[0])]
+        else:  # spawning waits for each exec; a few threads overlap those waits
+            results = list(self._spawner.map(self._spawn, prepared, envs))
         with self._group_commit():
             for job, result in zip(prepared, results, strict=True):
                 self._execute(self._started, (job, result), None)
+        if self._needs_plan:  # a spawn failed: its resources are free again
+            self.post(self._mark_plan)
 
     def _spawn(self, job: Any, env: dict[str, str]) -> Any:
         """Spawner thread: start one prepared job; the Spawned result or the SpawnError."""
