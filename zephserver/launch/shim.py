@@ -12,8 +12,8 @@ would cost tens.
 import os
 
 SHELL = "/bin/sh"
-PID_FILE = "shim.pid"
-STATUS_FILE = "exit.status"
+PID_FILE = ".zeph-shim.pid"
+STATUS_FILE = ".zeph-exit.status"
 
 # $1: the pid file, $2: the status file, then the program's argv. A program killed by
 # signal N reports 128+N, as shells do.

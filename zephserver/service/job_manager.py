@@ -52,7 +52,7 @@ from zephserver.web.django_setup import setup_django
 log = logging.getLogger(__name__)
 
 J = JobState
-META = ".zeph"  # inside the job directory: the shim's pid and exit status files
+PROGRAM_CACHE_TTL = 10.0  # seconds a found program path is trusted
 CALL_TIMEOUT = 30.0
 MAX_OUTPUT_READ = 1 << 20
 MAX_PRIORITY = 10
@@ -123,6 +123,7 @@ class JobManagerService(Service):
         self._deferred: list = []
         self._unpublished: list = []
         self._env: dict[int, dict[str, str]] = {}  # launch environments between phases
+        self._programs: dict[tuple[str, str], tuple[str, float]] = {}
         self._thread: threading.Thread | None = None
         self._subs_lock = threading.Lock()
         self._subs_job: dict[int, set[str]] = {}
@@ -330,7 +331,8 @@ class JobManagerService(Service):
                  len(self._active), len(self._waiting))
 
     def _meta(self, job: Any) -> str:
-        return os.path.join(job.job_dir, META)
+        """Where the shim keeps its pid and exit status files: the job directory."""
+        return job.job_dir
 
     def _readopt(self, job: Any) -> None:
         meta = self._meta(job)
@@ -460,23 +462,43 @@ class JobManagerService(Service):
     def _check_launchable(self, program: str, cwd: str, env: dict, job_dir: str) -> None:
         """Refuse before spawning what the shim could only report as exit 127."""
         try:
-            os.makedirs(os.path.join(job_dir, META), exist_ok=True)
-            real_cwd = os.path.realpath(cwd)
-            if os.path.commonpath([real_cwd, job_dir]) == job_dir:
-                os.makedirs(real_cwd, exist_ok=True)
+            os.mkdir(job_dir)  # its parent, JOBS_DIR, exists: one syscall, not makedirs'
+        except FileExistsError:
+            pass
         except OSError as exc:
             raise SpawnError(f"cannot create the job directory {job_dir}: "
                              f"{exc.strerror}") from exc
-        if not any(os.path.commonpath([real_cwd, root]) == root for root in self.roots):
-            raise SpawnError(f"working directory {cwd} is outside DATA_DIR and JOB_ROOTS")
-        if not os.path.isdir(real_cwd):
-            raise SpawnError(f"working directory not found: {cwd}")
+        if cwd != job_dir:  # the default needs no check: the job directory is ours
+            real_cwd = os.path.realpath(cwd)
+            if not any(os.path.commonpath([real_cwd, root]) == root for root in self.roots):
+                raise SpawnError(f"working directory {cwd} is outside DATA_DIR and JOB_ROOTS")
+            try:
+                if os.path.commonpath([real_cwd, job_dir]) == job_dir:
+                    os.makedirs(real_cwd, exist_ok=True)
+            except OSError as exc:
+                raise SpawnError(f"cannot create {cwd}: {exc.strerror}") from exc
+            if not os.path.isdir(real_cwd):
+                raise SpawnError(f"working directory not found: {cwd}")
+        if self._find_program(program, env.get("PATH", os.defpath)) is None:
+            raise SpawnError(f"program not found or not executable: {program}")
+
+    def _find_program(self, program: str, path: str) -> str | None:
+        """``program``'s executable, remembered for a few seconds (a burst of jobs of one
+        app would otherwise search PATH for each)."""
+        key = (program, path)
+        now = time.monotonic()
+        hit = self._programs.get(key)
+        if hit is not None and now - hit[1] < PROGRAM_CACHE_TTL:
+            return hit[0]
         if os.sep in program:
             found = program if os.access(program, os.X_OK) and os.path.isfile(program) else None
         else:
-            found = shutil.which(program, path=env.get("PATH", os.defpath))
-        if found is None:
-            raise SpawnError(f"program not found or not executable: {program}")
+            found = shutil.which(program, path=path)
+        if found is not None:
+            if len(self._programs) > 1000:
+                self._programs.clear()
+            self._programs[key] = (found, now)
+        return found
 
     def _exit_callback(self, job_id: int) -> Callable[[int, int | None], None]:
         def exited(pid: int, returncode: int | None) -> None:  # reaper thread
