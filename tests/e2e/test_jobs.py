@@ -505,3 +505,28 @@ def _zombie(pid: int) -> bool:
     except OSError:
         return True
     return stat[stat.rindex(b")") + 2:].split()[0] == b"Z"
+
+
+def test_burst_then_cancel_all_at_once(server):
+    """A burst of submits (spawned by the spawner threads) cancelled at once, some while
+    still starting: every one ends CANCELLED and no process is left in their groups."""
+    async def scenario():
+        ws = await connect(server, "bob")
+        await ws.send([{"jsonrpc": "2.0", "id": i, "method": "jobs.submit",
+                        "params": {"app": "waitfile", "params": {"flag": f"never{i}"}}}
+                       for i in range(20)])
+        replies = await ws.recv()
+        ids = [r["result"]["id"] for r in replies]
+        await ws.send([{"jsonrpc": "2.0", "id": i, "method": "jobs.cancel",
+                        "params": {"id": job_id}} for i, job_id in enumerate(ids)])
+        cancels = await ws.recv()
+        done = [await wait_job(ws, job_id, TERMINAL) for job_id in ids]
+        await ws.aclose()
+        return cancels, done
+
+    cancels, done = run(scenario())
+    assert all("result" in c for c in cancels), cancels
+    assert {d["state"] for d in done} == {"CANCELLED"}, done
+    for job in done:
+        if job["pid"]:
+            assert processes_in_group(job["pid"]) == []

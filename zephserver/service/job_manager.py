@@ -124,6 +124,8 @@ class JobManagerService(Service):
         self._unpublished: list = []
         self._env: dict[int, dict[str, str]] = {}  # launch environments between phases
         self._programs: dict[tuple[str, str], tuple[str, float]] = {}
+        self._starting: dict[int, Any] = {}  # STARTING jobs whose spawn is in flight
+        self._stop_by: dict[int, str] = {}  # who cancelled a job while it was starting
         self._thread: threading.Thread | None = None
         self._subs_lock = threading.Lock()
         self._subs_job: dict[int, set[str]] = {}
@@ -164,6 +166,7 @@ class JobManagerService(Service):
             self.reaper.close()  # jobs keep running: a restarted daemon re-adopts them
             self.tail.close()
             self._active.clear()
+            self._starting.clear()
             self._waiting.clear()
             self._order.clear()
             from django.db import close_old_connections
@@ -396,8 +399,7 @@ class JobManagerService(Service):
             return []
         self._needs_plan = False
         self._planned = time.monotonic()
-        running = [Running(a.job.owner_id, Demand.of(a.job.resources))
-                   for a in self._active.values()]
+        running = [Running(j.owner_id, Demand.of(j.resources)) for j in self._running_jobs()]
         plan = self.queue.plan(self._order, running, time.time())
         self._reasons = plan.reasons
         prepared = []
@@ -410,18 +412,26 @@ class JobManagerService(Service):
                     prepared.append(job)
         return prepared
 
+    def _running_jobs(self) -> list[Any]:
+        """Jobs holding resources: running, and committed as STARTING but not spawned yet."""
+        return [a.job for a in self._active.values()] + list(self._starting.values())
+
     def _launch(self, prepared: list[Any]) -> None:
-        """Spawn jobs committed as STARTING, then commit RUNNING (or FAILED) for all."""
-        envs = [self._env.pop(job.pk) for job in prepared]
+        """Spawn jobs committed as STARTING; ``_started`` commits RUNNING (or FAILED).
+
+        One job is spawned right here (the lowest latency); a burst goes to the spawner
+        threads so this thread keeps taking requests while they wait on their execs.
+        """
         if len(prepared) == 1:
-            results = [self._spawn(prepared[0], envs[0])]
-        else:  # spawning waits for each exec; a few threads overlap those waits
-            results = list(self._spawner.map(self._spawn, prepared, envs))
-        with self._group_commit():
-            for job, result in zip(prepared, results, strict=True):
+            job = prepared[0]
+            result = self._spawn(job, self._env.pop(job.pk))
+            with self._group_commit():
                 self._execute(self._started, (job, result), None)
-        if self._needs_plan:  # a spawn failed: its resources are free again
-            self.post(self._mark_plan)
+            return
+        for job in prepared:
+            future = self._spawner.submit(self._spawn, job, self._env.pop(job.pk))
+            future.add_done_callback(
+                lambda f, job=job: self.post(self._started, job, f.result()))
 
     def _spawn(self, job: Any, env: dict[str, str]) -> Any:
         """Spawner thread: start one prepared job; the Spawned result or the SpawnError."""
@@ -442,22 +452,26 @@ class JobManagerService(Service):
                      "user": job.owner.username, "node": self.node}
         spec = app.prepare(job.params, generated)
         self._env[job.pk] = spec.env
+        self._starting[job.pk] = job
         self._transition(job, J.STARTING, "starting", argv=spec.argv, cwd=spec.cwd,
                          job_dir=job_dir, log_path=os.path.join(job_dir, "output.log"),
                          pid=None, start_time=None, boot_id=self.boot)
 
     def _started(self, job: Any, result: Any) -> None:
+        self._starting.pop(job.pk, None)
         if isinstance(result, SpawnError):
             self._transition(job, J.FAILED, str(result))
             self._needs_plan = True
             return
-        active = Active(job, self.apps.get(job.app))
+        active = Active(job, self.apps.get(job.app), stop_by=self._stop_by.pop(job.pk, ""))
         self._active[job.pk] = active
         self._transition(job, J.RUNNING, "running", pid=result.pid,
                          start_time=result.start_time, started=_now())
         self.reaper.watch(result.pid, self._exit_callback(job.pk), result.popen)
         self._follow_for_parser(active)
         self._arm_wall_time(job)
+        if job.stop_requested:  # cancelled while it was starting
+            self._stop(active, JobState(job.stop_requested), job.state_reason, active.stop_by)
 
     def _check_launchable(self, program: str, cwd: str, env: dict, job_dir: str) -> None:
         """Refuse before spawning what the shim could only report as exit 127."""
@@ -648,7 +662,8 @@ class JobManagerService(Service):
         job = None
         if threading.current_thread() is self._thread:
             active = self._active.get(job_id)
-            job = active.job if active is not None else self._waiting.get(job_id)
+            job = active.job if active is not None else (
+                self._waiting.get(job_id) or self._starting.get(job_id))
         if job is None:
             job = Job.objects.select_related("owner").filter(pk=job_id).first()
         if job is None:
@@ -775,8 +790,16 @@ class JobManagerService(Service):
             self._transition(job, J.CANCELLED, f"cancelled by {by} before it started")
         elif state == J.BACKOFF:
             self._transition(job, J.CANCELLED, f"cancelled by {by}")
-        elif not job.stop_requested:
+        elif job.stop_requested:
+            pass  # already stopping
+        elif job.pk in self._active:
             self._stop(self._active[job.pk], J.CANCELLED, f"stopping: cancelled by {by}", by)
+        elif job.pk in self._starting:  # stopped as soon as its spawn is recorded
+            job.stop_requested = J.CANCELLED
+            job.state_reason = f"stopping: cancelled by {by}"
+            job.save(update_fields=["stop_requested", "state_reason"])
+            self._stop_by[job.pk] = by
+            self._publish(job)
         return self._json(job)
 
     def update(self, user: UserInfo, job_id: Any, params: Any, resources: Any,
@@ -869,8 +892,8 @@ class JobManagerService(Service):
     def _resources_status(self) -> dict:
         capacity = self.queue.capacity()
         free = capacity.copy()
-        for a in self._active.values():
-            free.take(Demand.of(a.job.resources))
+        for job in self._running_jobs():
+            free.take(Demand.of(job.resources))
         return {"node": self.node, "capacity": capacity.to_json(), "free": free.to_json(),
                 "running": len(self._active),
                 "queued": len(self._order), "held": len(self._waiting) - len(self._order)}
@@ -977,6 +1000,7 @@ class JobManagerService(Service):
         """Internal sizes (tests and status: nothing may grow without bound)."""
         return self.call(lambda: {
             "active": len(self._active), "waiting": len(self._waiting),
+            "starting": len(self._starting), "stop_by": len(self._stop_by),
             "order": len(self._order), "timers": len(self._timers),
             "subscriptions": len(self._subs_job) + len(self._subs_owner),
             "followers": sum(len(v) for v in self._followers.values()), **{
