@@ -4,6 +4,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 
 import pytest
 
@@ -530,3 +531,54 @@ def test_burst_then_cancel_all_at_once(server):
     for job in done:
         if job["pid"]:
             assert processes_in_group(job["pid"]) == []
+
+
+def test_reload_settings_applies_apps_and_resources(workdir):
+    """`zephserver-command reload` (and SIGHUP) re-reads the settings: new apps and
+    capacity apply at once, a queued job starts when capacity grows, a bad file changes
+    nothing, and what needs a restart is named."""
+    server = start_server(workdir, RESOURCES={"cores": 4, "memory": 4096, "licenses": {
+        "lic": {"command": ["echo", "0"]}}})
+    try:
+        async def before():
+            ws = await connect(server)
+            job = (await ws.call("jobs.submit", {"app": "sleep", "params": {"ncpu": 1}}))
+            await ws.aclose()
+            return job
+
+        job = run(before())["result"]  # needs a "lic" licence: 0 available yet
+        assert job["state"] == "QUEUED"
+        text = server.settings.read_text()
+        apps = job_apps(workdir)
+        apps["later"] = {"argv": ["true"]}
+        server.settings.write_text(text + f"APPS = {apps!r}\nRESOURCES = {{'cores': 4, "
+                                   "'memory': 4096, 'licenses': {'lic': 1}}\n"
+                                   "WS_MAX_BATCH = 7\n")
+        result = server.cli("zephserver-command", "reload")
+        assert result.returncode == 0, result.stderr
+        assert "restart_needed_for" in result.stdout
+        assert "WS_MAX_BATCH" in result.stdout
+
+        async def after():
+            ws = await connect(server)
+            running = await wait_job(ws, job["id"], {"RUNNING"})
+            names = [a["name"] for a in (await ws.call("apps.list"))["result"]]
+            await ws.call("jobs.cancel", {"id": job["id"]})
+            await wait_job(ws, job["id"], TERMINAL)
+            await ws.aclose()
+            return running, names
+
+        running, names = run(after())
+        assert running["state"] == "RUNNING"
+        assert "later" in names
+        server.settings.write_text(text + "APPS = {'x': {'argv': 'not a list'}}\n")
+        bad = server.cli("zephserver-command", "reload")
+        assert bad.returncode != 0
+        assert "argv must be a non-empty list" in bad.stdout + bad.stderr
+        os.kill(server.pid, signal.SIGHUP)  # the same, from a signal: logged, still up
+        poll_until(lambda: "settings not reloaded" in server.output, 10)
+        assert server.cli("zephserver-status").returncode == 0
+        server.cli("zephserver-stop")
+    finally:
+        server.close()
+        kill_jobs_under(workdir)

@@ -84,7 +84,9 @@ def test_shim_survives_the_group_sigterm_and_reports_the_programs_status(tmp_pat
     meta, proc = run_shim(tmp_path, ["sleep", "30"])
     poll_until(lambda: shim.recorded_pid(str(meta)) == proc.pid, 10)
     assert shim.is_shim_of(proc.pid, str(meta))
-    poll_until(lambda: _children(proc.pid), 10)  # the program runs under the shim
+    # the program runs under the shim (exec'd: before exec the forked shell still has the
+    # shim's TERM trap, and a TERM then would only be caught by the kill ladder's SIGKILL)
+    poll_until(lambda: any(_cmdline(c).startswith(b"sleep") for c in _children(proc.pid)), 10)
     os.killpg(proc.pid, signal.SIGTERM)
     assert proc.wait(10) == 128 + signal.SIGTERM
     assert shim.recorded_status(str(meta)) == 128 + signal.SIGTERM
@@ -103,3 +105,11 @@ def _children(pid):
             return [int(p) for p in f.read().split()]
     except OSError:
         return []
+
+
+def _cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""

@@ -18,8 +18,16 @@ import time
 from typing import Any
 
 from zephserver import __version__
-from zephserver.config import Settings, configure_logging
-from zephserver.errors import AlreadyRunning, ExitCode, HaltServer, LockError
+from zephserver.config import Settings, check_settings, configure_logging, load_settings
+from zephserver.errors import (
+    AlreadyRunning,
+    ExitCode,
+    HaltServer,
+    LockError,
+    RpcCode,
+    RpcError,
+    SettingsError,
+)
 from zephserver.infra import control_commands
 from zephserver.infra.cluster import ClusterManager
 from zephserver.infra.control import ControlServer, SocketInUse
@@ -45,6 +53,7 @@ class Daemon:
                                          self, method, params))
         self._sigint_count = 0
         self._notify_fd: int | None = None
+        self._reload_lock = threading.Lock()
 
     # -- what the control verbs call ------------------------------------------------------
 
@@ -54,6 +63,30 @@ class Daemon:
                 "url": self.public_url, "stopping": self.stopping,
                 "services": self.manager.status() if self.manager else [],
                 "cluster": self.cluster.status()}
+
+    def reload(self) -> dict[str, Any]:
+        """Re-read the settings file; if it is sound, hand it to the running services.
+
+        Raises:
+            RpcError: the file has problems (each listed; nothing was changed).
+        """
+        with self._reload_lock:
+            try:
+                new = load_settings(self.settings.path)
+            except SettingsError as exc:
+                raise RpcError(RpcCode.INVALID_PARAMS, f"settings not reloaded: {exc}") from None
+            errors = [str(p) for p in check_settings(new) if p.is_error]
+            if errors:
+                raise RpcError(RpcCode.INVALID_PARAMS, "settings not reloaded: "
+                               + "; ".join(errors), {"problems": errors})
+            changed = {name for name in new if new[name] != self.settings.get(name)}
+            self.settings = new
+            logging.getLogger().setLevel(new.LOG_LEVEL)
+            services, taken = self.manager.reload(new)
+            restart = sorted(changed - taken - {"LOG_LEVEL"})
+        log.info("settings reloaded from %s: %s%s", new.path, services or "no service reloads",
+                 f"; a restart is needed for {', '.join(restart)}" if restart else "")
+        return {"services": services, "restart_needed_for": restart}
 
     def request_stop(self, why: str) -> None:
         """Ask for a graceful stop. Any thread or a signal handler; only enqueues."""
@@ -137,8 +170,12 @@ class Daemon:
         self.public_url = url
 
     def _wait_for_stop(self) -> int:
-        what, why = self.commands.get()
-        log.info("stopping: %s", why)
+        while (command := self.commands.get())[0] == "reload":
+            try:
+                self.reload()
+            except RpcError as exc:
+                log.error("%s", exc.message)
+        log.info("stopping: %s", command[1])
         self.stopping = True
         threading.Thread(target=self._shutdown_then_report, name="zeph-shutdown").start()
         while True:
@@ -172,13 +209,16 @@ class Daemon:
 
     def _install_signal_handlers(self) -> None:
         self._old_handlers = {sig: signal.signal(sig, self._on_signal)
-                              for sig in (signal.SIGTERM, signal.SIGINT)}
+                              for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
 
     def _restore_signal_handlers(self) -> None:
         for sig, handler in getattr(self, "_old_handlers", {}).items():
             signal.signal(sig, handler)
 
     def _on_signal(self, signum: int, frame: object) -> None:
+        if signum == signal.SIGHUP:
+            self.commands.put(("reload", "SIGHUP"))
+            return
         if signum == signal.SIGINT:
             self._sigint_count += 1
             if self._sigint_count > 1:

@@ -88,6 +88,12 @@ def stop(daemon: "Daemon", params: dict) -> dict:
     return {"pid": daemon.pid, "stopping": True}
 
 
+@command("reload", read_only=False)
+def reload(daemon: "Daemon", params: dict) -> dict:
+    """Re-read the settings file and hand it to the services that can take it (also SIGHUP)."""
+    return daemon.reload()
+
+
 @command("restart-service", args=("name",), read_only=False)
 def restart_service(daemon: "Daemon", params: dict) -> dict:
     """Stop one service and start it again with its failure count reset (also from FATAL)."""

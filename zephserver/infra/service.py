@@ -8,7 +8,9 @@ original 2015 contract). ``Service`` below is an optional base that documents th
 - ``critical``: if it goes FATAL while the daemon boots, the daemon halts (exit 1);
 - ``announces_ready``: the service calls ``self.ctx.ready()`` itself once it serves
   (otherwise it counts as RUNNING as soon as ``main`` is entered);
-- ``bind_context(ctx)``: called once after ``__init__`` with a ServiceContext.
+- ``bind_context(ctx)``: called once after ``__init__`` with a ServiceContext;
+- ``reload(settings)`` and ``reloadable``: on ``zephserver-command reload`` (or SIGHUP)
+  the service gets the new settings and applies the names listed in ``reloadable``.
 """
 
 import threading
@@ -51,6 +53,7 @@ class Service:
     requires: ClassVar[tuple[str, ...]] = ()
     critical: ClassVar[bool] = False
     announces_ready: ClassVar[bool] = False
+    reloadable: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self) -> None:
         self.ctx: ServiceContext | None = None

@@ -274,6 +274,32 @@ class ServiceManager:
         with self.cond:
             return [r.status() for r in self.runners]
 
+    def reload(self, settings: Settings) -> tuple[dict[str, str], set[str]]:
+        """Hand new settings to every RUNNING service that has ``reload(settings)``.
+
+        Returns each one's outcome ("reloaded" or the error) and the setting names those
+        services apply at once (their ``reloadable``); other changes wait for a restart.
+        """
+        self.settings = settings
+        outcome = {}
+        taken: set[str] = set()
+        for runner in self.runners:
+            instance = runner.instance
+            ctx = getattr(instance, "ctx", None)
+            if isinstance(ctx, ServiceContext):
+                ctx.settings = settings
+            reload = getattr(instance, "reload", None)
+            if runner.state is not S.RUNNING or not callable(reload):
+                continue
+            try:
+                reload(settings)
+                outcome[runner.name] = "reloaded"
+                taken.update(getattr(instance, "reloadable", ()))
+            except Exception as exc:
+                log.exception("service %s failed to reload its settings", runner.name)
+                outcome[runner.name] = f"failed: {type(exc).__name__}: {exc}"
+        return outcome, taken
+
     def states(self, names: Iterable[str] | None = None) -> dict[str, str]:
         with self.cond:
             return {r.name: str(r.state) for r in self.runners if names is None or r.name in names}

@@ -107,6 +107,7 @@ class JobManagerService(Service):
     name = "jobs"
     requires = ("rooms", "queue")
     announces_ready = True
+    reloadable = ("APPS", "JOB_ROOTS", "JOB_PROGRESS_INTERVAL", "OUTPUT_MAX_PENDING")
 
     def __init__(self) -> None:
         super().__init__()
@@ -142,10 +143,7 @@ class JobManagerService(Service):
         self.node = s.NODE_NAME
         self.data_dir = os.path.abspath(s.DATA_DIR)
         self.jobs_dir = os.path.abspath(s.JOBS_DIR)
-        self.roots = [os.path.realpath(p) for p in (self.data_dir, self.jobs_dir, *s.JOB_ROOTS)]
-        self.progress_interval = float(s.JOB_PROGRESS_INTERVAL)
-        self.max_pending = int(s.OUTPUT_MAX_PENDING)
-        self.apps = parse_apps(s.APPS)
+        self._configure(s)
         self.boot = boot_id()
         self.queue = self.ctx.get("queue")
         self.rooms = self.ctx.get("rooms")
@@ -176,6 +174,18 @@ class JobManagerService(Service):
     def disable(self) -> None:
         self._disabled.set()
         self._inbox.put(None)
+
+    def _configure(self, s: Any) -> None:
+        self.roots = [os.path.realpath(p) for p in (self.data_dir, self.jobs_dir, *s.JOB_ROOTS)]
+        self.progress_interval = float(s.JOB_PROGRESS_INTERVAL)
+        self.max_pending = int(s.OUTPUT_MAX_PENDING)
+        self.apps = parse_apps(s.APPS)
+
+    def reload(self, settings: Any) -> None:
+        """New app definitions and limits. Running jobs keep the definition they started
+        with; queued jobs of an app that is gone fail when their turn comes."""
+        self.call(self._configure, settings)
+        self.kick()
 
     def _run(self) -> None:
         while not self._disabled.is_set():
@@ -722,17 +732,12 @@ class JobManagerService(Service):
                                f">= {needs[key]} (what app {app.name!r} needs)",
                                f"resources.{key}")
                 needs[key] = value
-        capacity = self.queue.capacity()
-        for key in ("cores", "memory"):
-            if needs[key] > getattr(capacity, key):
-                field = _param_feeding(app, key) or f"resources.{key}"
-                raise _rpc(RpcCode.INVALID_PARAMS, f"needs {needs[key]} {key}; this node has "
-                           f"{getattr(capacity, key)}", field)
-        for lic, count in needs["licenses"].items():
-            have = capacity.licenses.get(lic, 0)
-            if count > have:
-                raise _rpc(RpcCode.INVALID_PARAMS, f"needs {count} {lic} licence(s); "
-                           f"{have} configured", _param_feeding(app, lic) or "resources")
+        refused = self.queue.never_fits(needs)
+        if refused is not None:
+            resource, why = refused
+            field = _param_feeding(app, resource) or (
+                f"resources.{resource}" if resource in ("cores", "memory") else "resources")
+            raise _rpc(RpcCode.INVALID_PARAMS, why, field)
         return needs
 
     @staticmethod

@@ -14,6 +14,7 @@ import re
 import subprocess
 import threading
 from collections.abc import Iterable
+from typing import Any
 
 from zephserver.infra.service import Service
 from zephserver.launch.scheduler import Limits, Plan, Pool, Running, Waiting, plan
@@ -44,34 +45,47 @@ def licence_count(command: list[str], timeout: float = 10.0) -> int | None:
 class QueueManagerService(Service):
     name = "queue"
     announces_ready = True
+    reloadable = ("RESOURCES", "QUEUE_USER_LIMITS", "QUEUE_RESERVE_AFTER",
+                  "QUEUE_BACKFILL_DEPTH", "QUEUE_TICK")
 
     def __init__(self) -> None:
         super().__init__()
         self._lock = threading.Lock()
         self._capacity = Pool()
+        self._commands: dict[str, list[str]] = {}
 
     def main(self) -> None:
         assert self.ctx is not None
-        s = self.ctx.settings
+        self._configure(self.ctx.settings)
+        self._refresh_licences()
+        self.ctx.ready()
+        while not self._disabled.wait(self.tick):
+            self._refresh_licences()
+            with contextlib.suppress(Exception):
+                self.ctx.get("jobs").tick()
+
+    def _configure(self, s: Any) -> None:
         res = s.RESOURCES
         self.limits = Limits(int(s.QUEUE_USER_LIMITS.get("running", 0)),
                              int(s.QUEUE_USER_LIMITS.get("cores", 0)))
         self.reserve_after = float(s.QUEUE_RESERVE_AFTER)
         self.depth = int(s.QUEUE_BACKFILL_DEPTH)
-        tick = float(s.QUEUE_TICK)
+        self.tick = float(s.QUEUE_TICK)
         fixed = {k: v for k, v in res.get("licenses", {}).items() if isinstance(v, int)}
-        self._commands = {k: v["command"] for k, v in res.get("licenses", {}).items()
-                          if isinstance(v, dict)}
+        commands = {k: v["command"] for k, v in res.get("licenses", {}).items()
+                    if isinstance(v, dict)}
         with self._lock:
+            # a licence still counted by its command keeps its last count until re-read
+            known = {k: self._capacity.licenses.get(k, 0) for k in commands}
+            self._commands = commands
             self._capacity = Pool(int(res.get("cores") or os.cpu_count() or 1),
                                   int(res.get("memory") or machine_memory_mib()),
-                                  {**fixed, **{k: 0 for k in self._commands}})
-        self._refresh_licences()
-        self.ctx.ready()
-        while not self._disabled.wait(tick):
-            self._refresh_licences()
-            with contextlib.suppress(Exception):
-                self.ctx.get("jobs").tick()
+                                  {**fixed, **known})
+
+    def reload(self, settings: Any) -> None:
+        """New capacity, limits and policy; the job manager plans again with them."""
+        self._configure(settings)
+        self._kick()
 
     def _refresh_licences(self) -> bool:
         changed = False
@@ -99,6 +113,23 @@ class QueueManagerService(Service):
     def capacity(self) -> Pool:
         with self._lock:
             return self._capacity.copy()
+
+    def never_fits(self, needs: dict) -> tuple[str, str] | None:
+        """(resource, why) if a job needing ``needs`` could never run on this node; a
+        licence counted by a command may grow, so it is never refused for its count."""
+        with self._lock:
+            capacity = self._capacity.copy()
+            dynamic = set(self._commands)
+        for key in ("cores", "memory"):
+            if needs[key] > getattr(capacity, key):
+                return key, f"needs {needs[key]} {key}; this node has {getattr(capacity, key)}"
+        for name, count in needs["licenses"].items():
+            if name not in capacity.licenses:
+                return name, f"needs {name} licences; none are configured"
+            if name not in dynamic and count > capacity.licenses[name]:
+                return name, (f"needs {count} {name} licence(s); "
+                              f"{capacity.licenses[name]} configured")
+        return None
 
     def plan(self, ordered: Iterable[Waiting], running: Iterable[Running], now: float) -> Plan:
         """Which queued jobs start now (``ordered``: QUEUED jobs in queue order)."""
