@@ -119,7 +119,9 @@ def test_ten_thousand_short_jobs(workdir):
         assert listing["total"] == ok["total"] == 10_000
         poll_until(lambda: zombies_of(pid) == [], 10)
         after = rss_kib(pid)
-        assert after - warm < 16 * 1024, (warm, after)
+        print(f"daemon RSS after the warm-up {warm / 1024:.1f} MiB, after 10,000 jobs "
+              f"{after / 1024:.1f} MiB")
+        assert after - warm < 12 * 1024, (warm, after)
         server.cli("zephserver-stop")
     finally:
         server.close()

@@ -15,6 +15,7 @@ what ended meanwhile.
 import bisect
 import collections
 import contextlib
+import dataclasses
 import heapq
 import itertools
 import json
@@ -115,7 +116,10 @@ class JobManagerService(Service):
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
         self._timer_ids = itertools.count()
         self._active: dict[int, Active] = {}
-        self._waiting: dict[int, Any] = {}  # QUEUED and HELD jobs by id
+        # QUEUED and HELD jobs, kept light (a queue of 100,000 must not hold 100,000 model
+        # objects); the record is read when the job starts or is shown.
+        self._waiting: dict[int, Waiting] = {}
+        self._held: set[int] = set()
         self._order: list[Waiting] = []  # QUEUED jobs in scheduling order
         self._reasons: dict[int, str] = {}
         self._needs_plan = False
@@ -166,6 +170,7 @@ class JobManagerService(Service):
             self._active.clear()
             self._starting.clear()
             self._waiting.clear()
+            self._held.clear()
             self._order.clear()
             from django.db import close_old_connections
 
@@ -338,8 +343,11 @@ class JobManagerService(Service):
                 self._readopt(job)
             except Exception:
                 log.exception("job %d could not be re-adopted", job.pk)
-        for job in mine.filter(state__in=[J.QUEUED, J.HELD]).order_by("id"):
-            self._enqueue(job)
+        rows = mine.filter(state__in=[J.QUEUED, J.HELD]).values_list(
+            "id", "owner_id", "resources", "priority", "seq", "queued_at", "created", "state")
+        for pk, owner, resources, priority, seq, queued_at, created, state in rows.iterator():
+            self._add_waiting(Waiting(pk, owner, Demand.of(resources), priority, seq,
+                                      (queued_at or created).timestamp()), state == J.HELD)
         log.info("job manager: %d running job(s) re-adopted, %d waiting in the queue",
                  len(self._active), len(self._waiting))
 
@@ -380,20 +388,32 @@ class JobManagerService(Service):
             self._finish(job, status, "while the daemon was down")
 
     def _enqueue(self, job: Any) -> None:
-        self._waiting[job.pk] = job
-        if job.state == J.QUEUED:
-            bisect.insort(self._order, self._waiting_entry(job), key=_order_key)
+        self._add_waiting(self._waiting_entry(job), job.state == J.HELD)
+
+    def _add_waiting(self, entry: Waiting, held: bool) -> None:
+        self._waiting[entry.id] = entry
+        if held:
+            self._held.add(entry.id)
+        else:
+            bisect.insort(self._order, entry, key=_order_key)
 
     def _dequeue(self, job: Any) -> None:
-        self._waiting.pop(job.pk, None)
-        self._reasons.pop(job.pk, None)
-        key = _order_key(self._waiting_entry(job))
+        self._dequeue_id(job.pk)
+
+    def _dequeue_id(self, job_id: int) -> Waiting | None:
+        entry = self._waiting.pop(job_id, None)
+        self._reasons.pop(job_id, None)
+        if entry is None or job_id in self._held:
+            self._held.discard(job_id)
+            return entry
+        key = _order_key(entry)
         i = bisect.bisect_left(self._order, key, key=_order_key)
         while i < len(self._order) and _order_key(self._order[i]) == key:
-            if self._order[i].id == job.pk:
+            if self._order[i].id == job_id:
                 del self._order[i]
                 break
             i += 1
+        return entry
 
     def _waiting_entry(self, job: Any) -> Waiting:
         queued = job.queued_at or job.created
@@ -412,14 +432,22 @@ class JobManagerService(Service):
         running = [Running(j.owner_id, Demand.of(j.resources)) for j in self._running_jobs()]
         plan = self.queue.plan(self._order, running, time.time())
         self._reasons = plan.reasons
+        from zephserver.web.models import Job
+
+        ids = [job_id for job_id in plan.start if self._dequeue_id(job_id) is not None]
+        if not ids:
+            return []
+        jobs = Job.objects.select_related("owner").in_bulk(ids)
         prepared = []
-        for job_id in plan.start:
-            job = self._waiting.get(job_id)
-            if job is not None:
-                self._dequeue(job)
-                self._execute(self._prepare, (job,), None)
-                if job.state == J.STARTING:
-                    prepared.append(job)
+        for job_id in ids:
+            job = jobs.get(job_id)
+            if job is None or job.state != J.QUEUED:
+                log.error("job %d: queued here but %s in the database; not started", job_id,
+                          "missing" if job is None else job.state)
+                continue
+            self._execute(self._prepare, (job,), None)
+            if job.state == J.STARTING:
+                prepared.append(job)
         return prepared
 
     def _running_jobs(self) -> list[Any]:
@@ -672,8 +700,7 @@ class JobManagerService(Service):
         job = None
         if threading.current_thread() is self._thread:
             active = self._active.get(job_id)
-            job = active.job if active is not None else (
-                self._waiting.get(job_id) or self._starting.get(job_id))
+            job = active.job if active is not None else self._starting.get(job_id)
         if job is None:
             job = Job.objects.select_related("owner").filter(pk=job_id).first()
         if job is None:
@@ -863,18 +890,20 @@ class JobManagerService(Service):
             raise _rpc(RpcCode.INVALID_PARAMS, "position must be an integer >= 0", "position")
         peers = [w for w in self._order if w.priority == job.priority
                  and (user.is_staff or w.owner == job.owner_id)]
+        from zephserver.web.models import Job
+
         slots = [w.seq for w in peers]
         ids = [w.id for w in peers if w.id != job.pk]
         ids.insert(min(position, len(ids)), job.pk)
-        jobs = {w.id: self._waiting[w.id] for w in peers}
-        for peer in jobs.values():
-            self._dequeue(peer)
+        entries = {w.id: w for w in peers}
+        for peer_id in entries:
+            self._dequeue_id(peer_id)
         for peer_id, seq in zip(ids, slots, strict=True):
-            peer = jobs[peer_id]
-            if peer.seq != seq:
-                peer.seq = seq
-                peer.save(update_fields=["seq"])
-            self._enqueue(peer)
+            entry = entries[peer_id]
+            if entry.seq != seq:
+                Job.objects.filter(pk=peer_id).update(seq=seq)
+                entry = dataclasses.replace(entry, seq=seq)
+            self._add_waiting(entry, held=False)
         self._needs_plan = True
         return self._json(job)
 
@@ -882,14 +911,15 @@ class JobManagerService(Service):
         return self.call(self._queue_list, user)
 
     def _queue_list(self, user: UserInfo) -> list[dict]:
-        out = []
-        for position, w in enumerate(self._order):
-            if user.is_staff or w.owner == user.id:
-                out.append({**self._json(self._waiting[w.id]), "position": position})
-        held = [j for j in self._waiting.values() if j.state == J.HELD
-                and (user.is_staff or j.owner_id == user.id)]
-        return out + [{**self._json(j), "position": None} for j in sorted(held,
-                                                                         key=lambda j: j.pk)]
+        from zephserver.web.models import Job
+
+        mine = [(position, w.id) for position, w in enumerate(self._order)
+                if user.is_staff or w.owner == user.id]
+        mine += [(None, i) for i in sorted(self._held)
+                 if user.is_staff or self._waiting[i].owner == user.id]
+        jobs = Job.objects.select_related("owner").in_bulk([i for _, i in mine])
+        return [{**self._json(jobs[i]), "position": position} for position, i in mine
+                if i in jobs]
 
     def resources_status(self) -> dict:
         return self.call(self._resources_status)
@@ -901,7 +931,7 @@ class JobManagerService(Service):
             free.take(Demand.of(job.resources))
         return {"node": self.node, "capacity": capacity.to_json(), "free": free.to_json(),
                 "running": len(self._active),
-                "queued": len(self._order), "held": len(self._waiting) - len(self._order)}
+                "queued": len(self._order), "held": len(self._held)}
 
     def control(self, user: UserInfo, job_id: Any, name: Any) -> dict:
         return self.call(self._control, user, job_id, name)
