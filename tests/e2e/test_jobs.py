@@ -528,6 +528,8 @@ def test_burst_then_cancel_all_at_once(server):
     cancels, done = run(scenario())
     assert all("result" in c for c in cancels), cancels
     assert {d["state"] for d in done} == {"CANCELLED"}, done
+    # SIGTERM reached every program, even one cancelled just as it was spawned
+    assert not [d for d in done if "SIGKILL" in d["state_reason"]], done
     for job in done:
         if job["pid"]:
             assert processes_in_group(job["pid"]) == []
@@ -581,4 +583,50 @@ def test_reload_settings_applies_apps_and_resources(workdir):
         server.cli("zephserver-stop")
     finally:
         server.close()
+        kill_jobs_under(workdir)
+
+
+def test_queue_survives_restart_and_vanished_job_is_lost(workdir):
+    """The queue is in the database: queued jobs are there, in order, after a restart. A
+    job killed (with its shim) while the daemon was down is LOST with a reason."""
+    first = start_server(workdir, RESOURCES={"cores": 4, "memory": 4096, "licenses": {
+        "lic": {"command": ["echo", "0"]}}})
+    started = [first]
+    try:
+        async def before():
+            ws = await connect(first)
+            queued = [await submit(ws, "sleep") for _ in range(3)]  # no licence yet
+            victim = await submit(ws, "waitfile", flag="never")
+            victim = await wait_job(ws, victim["id"], {"RUNNING"})
+            order = [q["id"] for q in (await ws.call("queue.list"))["result"]]
+            await ws.aclose()
+            return queued, victim, order
+
+        queued, victim, order = run(before())
+        first.kill()
+        first.wait_exit()
+        os.killpg(victim["pid"], signal.SIGKILL)  # shim and program: no status written
+        poll_until(lambda: processes_in_group(victim["pid"]) == [], 10)
+        second = DaemonProcess(first.settings, first.env).start()
+        second.tokens = first.tokens
+        started.append(second)
+
+        async def after():
+            ws = await connect(second)
+            lost = await wait_job(ws, victim["id"], TERMINAL)
+            again = [q["id"] for q in (await ws.call("queue.list"))["result"]]
+            states = {(await ws.call("jobs.get", {"id": j["id"]}))["result"]["state"]
+                      for j in queued}
+            await ws.aclose()
+            return lost, again, states
+
+        lost, again, states = run(after())
+        assert lost["state"] == "LOST", lost
+        assert "no exit status" in lost["state_reason"]
+        assert again == order == [j["id"] for j in queued]
+        assert states == {"QUEUED"}
+        second.cli("zephserver-stop")
+    finally:
+        for d in started:
+            d.close()
         kill_jobs_under(workdir)

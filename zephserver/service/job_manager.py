@@ -43,6 +43,7 @@ from zephserver.launch.process import (
     boot_id,
     is_alive,
     process_start_time,
+    signal_group,
     spawn,
 )
 from zephserver.launch.scheduler import Demand, Running, Waiting
@@ -60,6 +61,7 @@ MAX_PRIORITY = 10
 MAX_BATCH = 500  # inbox items handled in one transaction
 SPAWN_THREADS = 4
 PLAN_MAX_DELAY = 0.05  # seconds
+YOUNG = 0.2  # seconds after its spawn a job's program may not have exec'd yet
 
 
 def _rpc(code: RpcCode, message: str, field: str | None = None) -> RpcError:
@@ -102,6 +104,7 @@ class Active:
     parser_follower: Follower | None = None
     stop_by: str = ""
     last_progress: float = 0.0
+    spawned_at: float = 0.0  # monotonic; 0 for a re-adopted job
 
 
 class JobManagerService(Service):
@@ -501,7 +504,8 @@ class JobManagerService(Service):
             self._transition(job, J.FAILED, str(result))
             self._needs_plan = True
             return
-        active = Active(job, self.apps.get(job.app), stop_by=self._stop_by.pop(job.pk, ""))
+        active = Active(job, self.apps.get(job.app), stop_by=self._stop_by.pop(job.pk, ""),
+                        spawned_at=time.monotonic())
         self._active[job.pk] = active
         self._transition(job, J.RUNNING, "running", pid=result.pid,
                          start_time=result.start_time, started=_now())
@@ -614,6 +618,16 @@ class JobManagerService(Service):
         self._publish(job)
         grace = active.app.grace if active.app is not None else 10.0
         self.reaper.stop_process(job.pid, grace)
+        if time.monotonic() - active.spawned_at < YOUNG:
+            # Between the shim's fork and the program's exec the child still has the
+            # shim's TERM trap and would swallow this SIGTERM: say it again once the
+            # program has surely started, rather than wait for the SIGKILL.
+            self._after(YOUNG, lambda: self._term_again(job.pk))
+
+    def _term_again(self, job_id: int) -> None:
+        active = self._active.get(job_id)
+        if active is not None and active.job.pid is not None:
+            signal_group(active.job.pid, signal.SIGTERM)
 
     # -- progress (parsers run on the output thread, results land here) -------------------
 
