@@ -133,6 +133,7 @@ class JobManagerService(Service):
         self._env: dict[int, dict[str, str]] = {}  # launch environments between phases
         self._programs: dict[tuple[str, str], tuple[str, float]] = {}
         self._starting: dict[int, Any] = {}  # STARTING jobs whose spawn is in flight
+        self._fresh: dict[int, Any] = {}  # jobs submitted since the last plan
         self._stop_by: dict[int, str] = {}  # who cancelled a job while it was starting
         self._thread: threading.Thread | None = None
         self._subs_lock = threading.Lock()
@@ -406,6 +407,7 @@ class JobManagerService(Service):
     def _dequeue_id(self, job_id: int) -> Waiting | None:
         entry = self._waiting.pop(job_id, None)
         self._reasons.pop(job_id, None)
+        self._fresh.pop(job_id, None)  # changed or gone: the next plan reads the record
         if entry is None or job_id in self._held:
             self._held.discard(job_id)
             return entry
@@ -437,10 +439,14 @@ class JobManagerService(Service):
         self._reasons = plan.reasons
         from zephserver.web.models import Job
 
+        fresh, self._fresh = self._fresh, {}
         ids = [job_id for job_id in plan.start if self._dequeue_id(job_id) is not None]
         if not ids:
             return []
-        jobs = Job.objects.select_related("owner").in_bulk(ids)
+        jobs = {i: fresh[i] for i in ids if i in fresh}
+        if len(jobs) < len(ids):
+            jobs.update(Job.objects.select_related("owner").in_bulk(
+                [i for i in ids if i not in jobs]))
         prepared = []
         for job_id in ids:
             job = jobs.get(job_id)
@@ -758,6 +764,7 @@ class JobManagerService(Service):
         job.save()
         log.info("job %d (%s, %s) submitted", job.pk, job.app, job.owner.username)
         self._enqueue(job)
+        self._fresh[job.pk] = job  # the next plan (this batch's) needs no SELECT for it
         self._needs_plan = True
         return self._json(job)
 
