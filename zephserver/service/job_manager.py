@@ -169,6 +169,7 @@ class JobManagerService(Service):
         finally:
             self.rooms.remove_unregister_listener(self._connection_gone)
             self._spawner.shutdown(wait=True)
+            self._refuse(self._drain_inbox())
             self.reaper.close()  # jobs keep running: a restarted daemon re-adopts them
             self.tail.close()
             self._active.clear()
@@ -212,6 +213,7 @@ class JobManagerService(Service):
                 except queue.Empty:
                     break
             if None in items:
+                self._refuse(item for item in items if item is not None)
                 return
             pending = collections.deque(items)
             first, prepared = True, []
@@ -273,6 +275,23 @@ class JobManagerService(Service):
             self._deferred.append((future, None, exc))
         else:
             self._deferred.append((future, result, None))
+
+    def _drain_inbox(self) -> list:
+        items = []
+        while True:
+            try:
+                items.append(self._inbox.get_nowait())
+            except queue.Empty:
+                return [item for item in items if item is not None]
+
+    @staticmethod
+    def _refuse(items: Any) -> None:
+        """At stop: callers still waiting get an answer now, not after CALL_TIMEOUT (what
+        was posted, exits and progress, is settled again by the next start)."""
+        for _, _, future in items:
+            if future is not None and not future.done():
+                future.set_exception(RpcError(RpcCode.SHUTTING_DOWN,
+                                              "the server is shutting down"))
 
     def post(self, fn: Callable, *args: Any) -> None:
         """Run ``fn(*args)`` on the manager's thread soon. Any thread, non-blocking."""
@@ -643,7 +662,8 @@ class JobManagerService(Service):
         parser = make_parser(active.app.parser)
         active.parser = parser
         job_id = active.job.pk
-        started = time.time()
+        # the ETA uses the real elapsed time, also for a job re-adopted after a restart
+        started = active.job.started.timestamp() if active.job.started else time.time()
 
         def deliver(offset: int, data: bytes) -> None:  # output thread
             parser.feed(data, time.time(), started)
