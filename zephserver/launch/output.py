@@ -202,6 +202,9 @@ class Tail:
         """Feed ``f`` what is new; True if it stopped because its consumer is behind."""
         if f.closed:
             return False
+        # Read the flag once, before reading: if the writer finishes while we read, finish()
+        # marks the file again and the next pass reads to the true end before done().
+        final = f.final
         try:
             fd = os.open(f.path, os.O_RDONLY)
         except FileNotFoundError:
@@ -214,7 +217,7 @@ class Tail:
                 if not data:
                     break
                 # Cut inside a multi-byte character only at the very end of the output.
-                n = len(data) if f.final and len(data) < self.chunk else utf8_cut(data)
+                n = len(data) if final and len(data) < self.chunk else utf8_cut(data)
                 if n == 0:
                     break
                 f.deliver(f.offset, data[:n])
@@ -224,7 +227,7 @@ class Tail:
         finally:
             if fd is not None:
                 os.close(fd)
-        if f.final and not f.closed:
+        if final and not f.closed:
             self.unfollow(f)
             if f.done is not None:
                 f.done(f.offset)
