@@ -7,10 +7,12 @@ Replies are serialised in the worker and reach the client through the connection
 thread-safe ``send_text``.
 """
 
+import collections
 import json
 import logging
-import queue
+import os
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -26,40 +28,80 @@ Job = Callable[[], None]
 
 
 class TaskPool:
-    """A fixed set of worker threads and a bounded queue; ``submit`` never blocks."""
+    """A fixed set of worker threads and a bounded queue; ``submit`` never blocks.
 
-    def __init__(self, size: int, queue_size: int) -> None:
-        self._queue: queue.Queue[Job | None] = queue.Queue(queue_size)
-        self._threads = [threading.Thread(target=self._work, name=f"zeph-task-{i}")
+    Under the GIL, more than about one runnable thread per core only adds contention (the
+    event loop thread then waits for the GIL on every I/O). So a new job wakes a worker
+    at once only while fewer than ``eager`` workers are busy; otherwise a busy worker takes
+    it when it finishes. Workers blocked in long tasks must not starve the queue: an idle
+    "standby" worker wakes when the oldest job has waited ``stall`` seconds while some
+    running task has taken at least that long, and takes it.
+    """
+
+    def __init__(self, size: int, queue_size: int, eager: int | None = None,
+                 stall: float = 0.005) -> None:
+        self._jobs: collections.deque[tuple[Job, float]] = collections.deque()
+        self._queue_size = queue_size
+        self._eager = max(1, min(size, eager or os.cpu_count() or 2))
+        self._stall = stall
+        self._cond = threading.Condition(threading.Lock())
+        self._running: dict[int, float] = {}  # worker index -> when its task started
+        self._standby = False
+        self._stopping = False
+        self._threads = [threading.Thread(target=self._work, args=(i,), name=f"zeph-task-{i}")
                          for i in range(size)]
         for t in self._threads:
             t.start()
 
     def submit(self, job: Job) -> bool:
-        try:
-            self._queue.put_nowait(job)
-        except queue.Full:
-            return False
+        with self._cond:
+            if self._stopping or len(self._jobs) >= self._queue_size:
+                return False
+            self._jobs.append((job, time.monotonic()))
+            if len(self._running) < self._eager or not self._standby:
+                self._cond.notify()  # a worker takes it now, or becomes the standby
         return True
 
-    def _work(self) -> None:
-        while (job := self._queue.get()) is not None:
-            job()
+    def _may_take(self, now: float) -> bool:
+        if len(self._running) < self._eager:
+            return True
+        return (now - self._jobs[0][1] >= self._stall
+                and now - min(self._running.values()) >= self._stall)
+
+    def _work(self, index: int) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    now = time.monotonic()
+                    if self._jobs and self._may_take(now):
+                        job = self._jobs.popleft()[0]
+                        self._running[index] = now
+                        break
+                    if self._stopping and not self._jobs:
+                        return
+                    if self._jobs and not self._standby:
+                        self._standby = True
+                        self._cond.wait(self._stall)
+                        self._standby = False
+                    else:
+                        self._cond.wait()
+            try:
+                job()
+            finally:
+                with self._cond:
+                    del self._running[index]
 
     def drain(self) -> list[Job]:
         """Jobs still queued (never started), removed from the queue."""
-        jobs = []
-        while True:
-            try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                return jobs
-            if job is not None:
-                jobs.append(job)
+        with self._cond:
+            jobs = [job for job, _ in self._jobs]
+            self._jobs.clear()
+        return jobs
 
     def stop(self, timeout: float) -> list[str]:
-        for _ in self._threads:
-            self._queue.put(None)
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
         for t in self._threads:
             t.join(timeout)
         return [t.name for t in self._threads if t.is_alive()]

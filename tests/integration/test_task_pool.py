@@ -1,0 +1,37 @@
+"""The router's task pool: few runnable workers, but blocked workers never starve it."""
+
+import threading
+
+from zephserver.service.router import TaskPool
+
+
+def test_a_blocked_task_does_not_starve_the_queue():
+    pool = TaskPool(size=3, queue_size=10, eager=1, stall=0.005)
+    release = threading.Event()
+    second_ran = threading.Event()
+    try:
+        assert pool.submit(lambda: release.wait(10))
+        assert pool.submit(second_ran.set)  # only eager=1 busy worker, and it is blocked
+        assert second_ran.wait(5), "the standby worker never took the waiting job"
+    finally:
+        release.set()
+        assert pool.stop(5) == []
+
+
+def test_full_queue_refuses_and_stop_drains():
+    pool = TaskPool(size=1, queue_size=2, eager=1)
+    release = threading.Event()
+    started = threading.Event()
+    try:
+        assert pool.submit(lambda: (started.set(), release.wait(10)))
+        assert started.wait(5)
+        ran = []
+        assert pool.submit(lambda: ran.append(1))
+        assert pool.submit(lambda: ran.append(2))
+        assert not pool.submit(lambda: ran.append(3))  # queue of 2 is full
+        assert len(pool.drain()) == 2
+    finally:
+        release.set()
+        assert pool.stop(5) == []
+    assert ran == []
+    assert not pool.submit(lambda: None)  # stopped
