@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import time
+from datetime import datetime
 
 from _common import REPO, median, pct
 
@@ -174,30 +175,36 @@ async def run_bench(url: str, token: str, pid: int, work: str) -> None:
 
     # 4. output capture
     direct = os.path.join(work, "direct.log")
-    t = time.perf_counter()
-    with open(direct, "wb") as f:
-        subprocess.run([sys.executable, "-c", PRODUCER, str(LINES)], stdout=f, check=True)
-    floor_rate = LINES / (time.perf_counter() - t)
-    os.unlink(direct)
+
+    def floor_capture() -> float:
+        t = time.perf_counter()
+        with open(direct, "wb") as f:
+            subprocess.run([sys.executable, "-c", PRODUCER, str(LINES)], stdout=f, check=True)
+        rate = LINES / (time.perf_counter() - t)
+        os.unlink(direct)
+        return rate
+
+    # the page cache and dirty-page writeback make the first 800 MB write slower than
+    # the next: the floor is measured before and after, and the faster one is quoted
+    floor_before = floor_capture()
     job = (await ws.call("jobs.submit", {"app": "produce", "params": {"n": LINES}}))["result"]
     t = time.perf_counter()
     await ws.call("jobs.subscribe", {"id": job["id"]})
     received = 0
-    captured_at = None
     while True:
         message = await ws.recv(300)
-        if message.get("method") == "job.updated" and message["params"]["id"] == job["id"] \
-                and message["params"]["state"] == "SUCCEEDED":
-            captured_at = time.perf_counter()
         if message.get("method") == "job.output" and message["params"]["id"] == job["id"]:
             if message["params"].get("eof"):
                 break
             received += len(message["params"]["data"])
     delivered_at = time.perf_counter()
-    if captured_at is None:
-        captured_at = delivered_at
+    final = (await ws.call("jobs.get", {"id": job["id"]}))["result"]
+    # the job's own run time (started -> finished, as recorded) is the capture time
+    ran = (datetime.fromisoformat(final["finished"]) -
+           datetime.fromisoformat(final["started"])).total_seconds()
     size = LINES * 80
-    print(f"output {LINES:,} lines: captured {LINES / (captured_at - t) / 1e6:.2f} M lines/s"
+    floor_rate = max(floor_before, floor_capture())
+    print(f"output {LINES:,} lines: captured {LINES / ran / 1e6:.2f} M lines/s"
           f" into the log, delivered to 1 subscriber {LINES / (delivered_at - t) / 1e6:.2f} M "
           f"lines/s ({received:,} of {size:,} bytes) | baseline same program to a file "
           f"{floor_rate / 1e6:.2f} M lines/s | goal >= 1 M lines/s, every byte", flush=True)
