@@ -1,7 +1,6 @@
 """Batch jobs end to end: the real daemon launches real programs; clients use /ws."""
 
 import asyncio
-import json
 import os
 import shutil
 import signal
@@ -11,6 +10,7 @@ import pytest
 from tests.support.daemon import DaemonProcess, child_env, short_tmpdir, write_settings
 from tests.support.jobs import (
     TERMINAL,
+    is_zombie_or_gone,
     job_apps,
     kill_jobs_under,
     processes_in_group,
@@ -18,21 +18,9 @@ from tests.support.jobs import (
     wait_job,
 )
 from tests.support.poll import poll_until
-from tests.support.web import Ws, admin, django_shell, run
+from tests.support.web import Ws, admin, create_users, run
 
 pytestmark = pytest.mark.e2e
-
-USERS = """
-import json
-from django.contrib.auth.models import User
-from zephserver.web.models import ApiToken
-out = {}
-for name, staff in [("alice", False), ("bob", False), ("boss", True)]:
-    u = User.objects.create_user(name, password=name + "-pw-123", is_staff=staff)
-    out[name] = ApiToken.issue(u)[1]
-print(json.dumps(out))
-"""
-
 
 def start_server(work, **settings):
     env = child_env()
@@ -43,7 +31,7 @@ def start_server(work, **settings):
               "JOB_PROGRESS_INTERVAL": 0.0, **settings}
     path = write_settings(work, **values)
     admin(path, "migrate", "-v0", env=env)
-    tokens = json.loads(django_shell(path, USERS, env).splitlines()[-1])
+    tokens = create_users(path, env)
     daemon = DaemonProcess(path, env).start()
     daemon.tokens = tokens
     daemon.work = work
@@ -462,8 +450,7 @@ def test_kill9_daemon_with_20_running_jobs(workdir, daemons):
         first.wait_exit()
         for i in range(10):  # these end while the daemon is down
             (workdir / f"flag{i}").touch()
-        poll_until(lambda: all(not os.path.exists(f"/proc/{j['pid']}") or
-                               _zombie(j["pid"]) for j in running[:10]), 20)
+        poll_until(lambda: all(is_zombie_or_gone(j["pid"]) for j in running[:10]), 20)
         second = DaemonProcess(first.settings, first.env).start()
         second.tokens = first.tokens
         daemons_started.append(second)
@@ -498,14 +485,6 @@ def test_kill9_daemon_with_20_running_jobs(workdir, daemons):
             d.close()
         kill_jobs_under(workdir)
 
-
-def _zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return True
-    return stat[stat.rindex(b")") + 2:].split()[0] == b"Z"
 
 
 def test_burst_then_cancel_all_at_once(server):

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from tests.e2e.test_jobs import connect, start_server
-from tests.support.jobs import TERMINAL, kill_jobs_under, submit, wait_job
+from tests.support.jobs import TERMINAL, kill_jobs_under, proc_stat, submit, wait_job
 from tests.support.poll import poll_until
 from tests.support.web import Ws, run
 
@@ -23,14 +23,9 @@ def rss_kib(pid: int) -> int:
 
 
 def zombies_of(pid: int) -> list[int]:
-    out = []
     with open(f"/proc/{pid}/task/{pid}/children") as f:
-        for child in f.read().split():
-            with open(f"/proc/{child}/stat", "rb") as s:
-                stat = s.read()
-            if stat[stat.rindex(b")") + 2:].split()[0] == b"Z":
-                out.append(int(child))
-    return out
+        children = [int(c) for c in f.read().split()]
+    return [c for c in children if (proc_stat(c) or [b""])[0] == b"Z"]
 
 
 @pytest.fixture

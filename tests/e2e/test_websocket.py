@@ -9,7 +9,7 @@ import pytest
 from tornado.httpclient import HTTPClientError
 
 from tests.support.daemon import DaemonProcess, child_env, short_tmpdir, write_settings
-from tests.support.web import Ws, admin, django_shell, login, run
+from tests.support.web import Ws, admin, create_users, login, run
 from zephserver import defaults
 
 pytestmark = pytest.mark.e2e
@@ -17,19 +17,6 @@ T = "tests.support.tasks"
 TASKS = {**defaults.TASKS_PATH, "echo": f"{T}/EchoRequestTask", "boom": f"{T}/BoomTask",
          "refuse": f"{T}/RefuseTask", "staff.only": f"{T}/StaffOnlyTask",
          "a.only": f"{T}/ATask", "slow": f"{T}/SlowTask", "long": f"{T}/LongTask"}
-USERS = """
-import json
-from django.contrib.auth.models import User
-from zephserver.web.models import ApiToken
-out = {}
-for name, staff in [("alice", False), ("bob", False), ("boss", True)]:
-    u = User.objects.create_user(name, password=name + "-pw-123", is_staff=staff)
-    out[name] = ApiToken.issue(u)[1]
-out["revokable"] = ApiToken.issue(User.objects.get(username="bob"), "to revoke")[1]
-print(json.dumps(out))
-"""
-
-
 @pytest.fixture(scope="module")
 def server():
     work = short_tmpdir()
@@ -39,7 +26,7 @@ def server():
         TASK_POOL_SIZE=2, TASK_QUEUE_SIZE=8, WS_MAX_IN_FLIGHT=4, WS_MAX_BATCH=100,
         SESSION_CACHE_TTL=1.0, WS_MAX_MESSAGE_SIZE=64 * 1024)
     admin(settings, "migrate", "-v0", env=env)
-    tokens = json.loads(django_shell(settings, USERS, env).splitlines()[-1])
+    tokens = create_users(settings, env)
     daemon = DaemonProcess(settings, env).start()
     daemon.tokens = tokens
     daemon.work = work

@@ -101,19 +101,27 @@ async def submit(ws: Ws, app: str, **params: Any) -> dict:
     return reply["result"]
 
 
+def proc_stat(pid: int | str) -> list[bytes] | None:
+    """/proc/PID/stat from the state field on (state, ppid, pgrp, ...), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return stat[stat.rindex(b")") + 2:].split()
+
+
+def is_zombie_or_gone(pid: int) -> bool:
+    fields = proc_stat(pid)
+    return fields is None or fields[0] == b"Z"
+
+
 def processes_in_group(pgid: int) -> list[int]:
     """Live (non-zombie) processes whose process group is ``pgid``."""
     out = []
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(b")") + 2:].split()
-        if fields[0] != b"Z" and int(fields[2]) == pgid:
+        fields = proc_stat(entry) if entry.isdigit() else None
+        if fields is not None and fields[0] != b"Z" and int(fields[2]) == pgid:
             out.append(int(entry))
     return out
 

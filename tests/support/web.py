@@ -25,6 +25,24 @@ def django_shell(daemon_settings, code: str, env: dict) -> str:
     return admin(daemon_settings, "shell", "-c", code, env=env)
 
 
+USERS = """
+import json
+from django.contrib.auth.models import User
+from zephserver.web.models import ApiToken
+out = {}
+for name, staff in [("alice", False), ("bob", False), ("boss", True)]:
+    u = User.objects.create_user(name, password=name + "-pw-123", is_staff=staff)
+    out[name] = ApiToken.issue(u)[1]
+out["revokable"] = ApiToken.issue(User.objects.get(username="bob"), "to revoke")[1]
+print(json.dumps(out))
+"""
+
+
+def create_users(daemon_settings, env: dict) -> dict[str, str]:
+    """Users alice, bob (plus a second, revokable token) and boss (staff); their tokens."""
+    return json.loads(django_shell(daemon_settings, USERS, env).splitlines()[-1])
+
+
 def login(base_url: str, username: str, password: str) -> str:
     """Log in through the real form (CSRF token included); return the sessionid cookie."""
     jar = http.cookiejar.CookieJar()
@@ -115,4 +133,4 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-__all__ = ["Ws", "admin", "django_shell", "login", "run"]
+__all__ = ["Ws", "admin", "create_users", "django_shell", "login", "run"]

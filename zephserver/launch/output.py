@@ -8,14 +8,14 @@ simply not fed until it catches up: the file is the buffer, so nothing is lost, 
 is duplicated, and a slow consumer never slows the program or other followers.
 """
 
-import contextlib
 import ctypes
 import logging
 import os
-import selectors
 import struct
 import threading
 from collections.abc import Callable
+
+from zephserver.launch.wakeup import WakeableSelector
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +83,8 @@ class Tail:
         self._ifd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
         if self._ifd < 0:  # pragma: no cover - inotify is always there on Linux
             raise OSError(ctypes.get_errno(), "inotify_init1 failed")
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_w, False)
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(self._ifd, selectors.EVENT_READ, "inotify")
-        self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self._selector = WakeableSelector()
+        self._selector.register(self._ifd, "inotify")
         self._thread = threading.Thread(target=self._run, name="zeph-output", daemon=True)
         self._thread.start()
 
@@ -139,8 +136,7 @@ class Tail:
         self._wake()
         self._thread.join(5)
         self._selector.close()
-        for fd in (self._ifd, self._wake_r, self._wake_w):
-            os.close(fd)
+        os.close(self._ifd)
 
     def counts(self) -> dict[str, int]:
         with self._lock:
@@ -158,17 +154,13 @@ class Tail:
             self._libc.inotify_rm_watch(self._ifd, wd)
 
     def _wake(self) -> None:
-        with contextlib.suppress(BlockingIOError):
-            os.write(self._wake_w, b"x")
+        self._selector.wake()
 
     def _run(self) -> None:
         behind = False
         while not self._stopping:
-            for key, _ in self._selector.select(RETRY if behind else None):
-                if key.data == "wake":
-                    with contextlib.suppress(BlockingIOError):
-                        os.read(self._wake_r, 4096)
-                else:
+            for _, what in self._selector.select(RETRY if behind else None):
+                if what == "inotify":
                     self._read_events()
             with self._lock:
                 paths, self._dirty = self._dirty, set()

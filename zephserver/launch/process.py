@@ -8,17 +8,17 @@
   group, a grace period, SIGKILL to the group (grandchildren included).
 """
 
-import contextlib
 import heapq
 import logging
 import os
-import selectors
 import signal
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+
+from zephserver.launch.wakeup import WAKE, WakeableSelector
 
 log = logging.getLogger(__name__)
 
@@ -29,31 +29,31 @@ class SpawnError(Exception):
     """The program could not be started (missing, not executable, bad directory)."""
 
 
-def process_start_time(pid: int) -> int | None:
-    """The kernel's start time of ``pid`` (clock ticks since boot), or None if it is gone.
-
-    With the pid it identifies a process for good: a reused pid has another start time.
-    """
+def _stat(pid: int) -> list[bytes] | None:
+    """/proc/PID/stat from field 3 (state) on, or None if the process is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
     except OSError:
         return None
     # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-    fields = stat[stat.rindex(b")") + 2:].split()
-    return int(fields[19])
+    return stat[stat.rindex(b")") + 2:].split()
+
+
+def process_start_time(pid: int) -> int | None:
+    """The kernel's start time of ``pid`` (clock ticks since boot), or None if it is gone.
+
+    With the pid it identifies a process for good: a reused pid has another start time.
+    """
+    fields = _stat(pid)
+    return None if fields is None else int(fields[19])
 
 
 def is_alive(pid: int, start_time: int | None) -> bool:
     """Whether ``pid`` still runs and is the very process that started at ``start_time``
     (not a zombie, not a newer process that reused the pid)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    fields = stat[stat.rindex(b")") + 2:].split()
-    return fields[0] != b"Z" and int(fields[19]) == start_time
+    fields = _stat(pid)
+    return fields is not None and fields[0] != b"Z" and int(fields[19]) == start_time
 
 
 def boot_id() -> str:
@@ -114,10 +114,7 @@ class Reaper:
     """Watches launched processes and calls back once each exits. Thread-safe."""
 
     def __init__(self) -> None:
-        self._selector = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_w, False)
-        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._selector = WakeableSelector()
         self._lock = threading.Lock()
         self._pending: list[tuple[int, ExitCallback, subprocess.Popen | None]] = []
         self._watched: dict[int, tuple[int, ExitCallback, subprocess.Popen | None]] = {}
@@ -150,23 +147,17 @@ class Reaper:
         self._wake()
         self._thread.join(5)
         self._selector.close()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
 
     def _wake(self) -> None:
-        with contextlib.suppress(BlockingIOError):
-            os.write(self._wake_w, b"x")
+        self._selector.wake()
 
     def _run(self) -> None:
         while not self._stopping:
             self._register_pending()
             timeout = self._next_timeout()
-            for key, _ in self._selector.select(timeout):
-                if key.data is None:
-                    with contextlib.suppress(BlockingIOError):
-                        os.read(self._wake_r, 4096)
-                else:
-                    self._exited(key.fd, key.data)
+            for fd, pid in self._selector.select(timeout):
+                if pid is not WAKE:
+                    self._exited(fd, pid)
             self._expire_deadlines()
 
     def _register_pending(self) -> None:
@@ -179,7 +170,7 @@ class Reaper:
                 self._finish(pid, callback, popen)
                 continue
             self._watched[fd] = (pid, callback, popen)
-            self._selector.register(fd, selectors.EVENT_READ, pid)
+            self._selector.register(fd, pid)
 
     def _exited(self, fd: int, pid: int) -> None:
         self._selector.unregister(fd)
