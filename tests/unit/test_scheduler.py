@@ -50,3 +50,13 @@ def test_per_user_limits_do_not_block_others():
     p = plan([w(1, cores=3, owner=1), w(2, cores=1, owner=1)], [], CAP, Limits(cores=3), 0, 600)
     assert p.start == [1]
     assert "limit of 3 core(s)" in p.reasons[2]
+
+
+def test_a_full_machine_stops_the_scan_but_not_for_jobs_needing_no_core():
+    running = [Running(2, Demand(8))]
+    p = plan([w(1, 1), w(2, 1)], running, CAP, Limits(), 0, 600)
+    assert p.start == []
+    assert p.reasons == {1: "waiting for 1 core(s)", 2: "waiting for 1 core(s)"}
+    p = plan([w(1, 1), w(2, 0)], running, CAP, Limits(), 0, 600)
+    assert p.start == [2]
+    assert p.reasons[1] == "waiting for 1 core(s)"

@@ -120,7 +120,10 @@ class Tail:
         """The writer of ``path`` is gone: deliver the rest (a last line without a newline
         included) to every follower, call their ``done``, and stop following the file."""
         with self._lock:
-            for f in self._followers.get(path, []):
+            followers = self._followers.get(path)
+            if not followers:
+                return  # nobody follows it: nothing to flush, no thread to wake
+            for f in followers:
                 f.final = True
             self._dirty.add(path)
         self._wake()

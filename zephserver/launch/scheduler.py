@@ -103,7 +103,15 @@ def plan(queue: Iterable[Waiting], running: Iterable[Running], capacity: Pool,
     start: list[int] = []
     reasons: dict[int, str] = {}
     reserved: list[int] = []
-    for job in queue_order(queue):
+    ordered = queue_order(queue)
+    # With no core left, no job that needs one can start: the rest only get a reason
+    # (cheaply), unless some job needs no core at all.
+    all_need_cores = all(job.demand.cores > 0 for job in ordered)
+    for i, job in enumerate(ordered):
+        if all_need_cores and free.cores <= 0:
+            for rest in ordered[i:]:
+                reasons.setdefault(rest.id, f"waiting for {rest.demand.cores} core(s)")
+            break
         usage = per_user.setdefault(job.owner, [0, 0])
         if limits.running and usage[0] >= limits.running:
             reasons[job.id] = f"your limit of {limits.running} running job(s) is reached"
