@@ -331,3 +331,55 @@ def test_zz_long_task_interrupted_at_stop_and_clients_get_1001(server):
     assert close_code == 1001
     assert time.monotonic() - started < 8
     assert (server.work / "interrupted").read_text() == "interrupted"
+
+
+def _raw_websocket(url: str, token: str) -> socket.socket:
+    """A client that does the handshake, then never reads: it will not answer pings."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    sock.sendall((f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                  "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                  f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {token}\r\n\r\n"
+                  ).encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(4096)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+def _send_text(sock: socket.socket, text: str) -> None:
+    payload = text.encode()
+    assert len(payload) < 126
+    mask = b"\x01\x02\x03\x04"
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
+
+
+def test_keepalive_drops_a_dead_peer_and_its_rooms(workdir, daemons):
+    """A peer that stops answering pings is closed: after WS_PING_TIMEOUT tornado sends
+    the close frame and, with no answer, drops the socket 5 s later; the others in its
+    room are then told it left."""
+    env = child_env()
+    settings = write_settings(workdir, DJANGO_SETTINGS_MODULE="tests.support.django_test_"
+                              "settings", WS_PING_INTERVAL=0.2, WS_PING_TIMEOUT=0.3)
+    admin(settings, "migrate", "-v0", env=env)
+    tokens = create_users(settings, env)
+    daemon = daemons(settings, env).start()
+
+    async def scenario():
+        alice = await Ws.connect(daemon.url, token=tokens["alice"])
+        await alice.call("room.join", {"room": "lab"})
+        dead = _raw_websocket(daemon.url, tokens["bob"])
+        _send_text(dead, json.dumps({"jsonrpc": "2.0", "method": "room.join",
+                                     "params": {"room": "lab"}}))
+        joined = await alice.until("room.joined")
+        left = await alice.until("room.left", timeout=10)  # pings unanswered: dropped
+        await alice.aclose()
+        dead.close()
+        return joined, left
+
+    joined, left = run(scenario())
+    assert joined["user"] == "bob"
+    assert left == {"room": "lab", "user": "bob", "cid": joined["cid"]}
+    daemon.cli("zephserver-stop")
