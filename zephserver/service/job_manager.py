@@ -350,7 +350,7 @@ class JobManagerService(Service):
         if new in TERMINAL:
             job.finished = _now()
             changed.append("finished")
-        job.save(update_fields=changed)
+        job.persist(*changed)
         log.info("job %d (%s, %s) %s -> %s: %s", job.pk, job.app, job.owner.username, old,
                  new, reason)
         self._publish(job)
@@ -638,7 +638,7 @@ class JobManagerService(Service):
         job = active.job
         job.stop_requested = end_state
         job.state_reason = reason
-        job.save(update_fields=["stop_requested", "state_reason"])
+        job.persist("stop_requested", "state_reason")
         active.stop_by = by
         self._publish(job)
         grace = active.app.grace if active.app is not None else 10.0
@@ -689,7 +689,7 @@ class JobManagerService(Service):
         if job is None or job.progress == snapshot:
             return
         job.progress = snapshot
-        job.save(update_fields=["progress"])
+        job.persist("progress")
         self._publish(job)
 
     # -- publishing -----------------------------------------------------------------------
@@ -870,7 +870,7 @@ class JobManagerService(Service):
         elif job.pk in self._starting:  # stopped as soon as its spawn is recorded
             job.stop_requested = J.CANCELLED
             job.state_reason = f"stopping: cancelled by {by}"
-            job.save(update_fields=["stop_requested", "state_reason"])
+            job.persist("stop_requested", "state_reason")
             self._stop_by[job.pk] = by
             self._publish(job)
         return self._json(job)
@@ -897,7 +897,7 @@ class JobManagerService(Service):
         prio = job.priority if priority is None else self._priority(user, priority)
         self._dequeue(job)
         job.params, job.resources, job.priority = cleaned, needs, prio
-        job.save(update_fields=["params", "resources", "priority"])
+        job.persist("params", "resources", "priority")
         self._enqueue(job)
         self._publish(job)
         self._needs_plan = True

@@ -77,6 +77,22 @@ class Job(models.Model):
     def __str__(self) -> str:
         return f"job {self.pk} {self.app} ({self.state})"
 
+    def persist(self, *names: str) -> None:
+        """UPDATE just these columns of this row: the job manager's hot path (a plain SQL
+        UPDATE with the fields' own conversions costs about a tenth of ``save()``)."""
+        from django.db import connections, router
+
+        connection = connections[router.db_for_write(type(self))]
+        quote = connection.ops.quote_name
+        columns, values = [], []
+        for name in names:
+            field = self._meta.get_field(name)
+            columns.append(f"{quote(field.column)} = %s")
+            values.append(field.get_db_prep_save(getattr(self, field.attname), connection))
+        with connection.cursor() as cursor:
+            cursor.execute(f"UPDATE {quote(self._meta.db_table)} SET {', '.join(columns)} "
+                           f"WHERE {quote(self._meta.pk.column)} = %s", [*values, self.pk])
+
     def to_json(self) -> dict:
         """The job as clients see it (JSON-RPC results and ``job.updated``)."""
         def when(value: Any) -> str | None:
