@@ -70,7 +70,8 @@ def test_a_consumer_that_is_behind_waits_without_loss(tmp_path):
 def run_shim(tmp_path, argv):
     meta = tmp_path / "meta"
     meta.mkdir(exist_ok=True)
-    return meta, subprocess.Popen(shim.wrap(argv, str(meta)), start_new_session=True)
+    return meta, subprocess.Popen(shim.wrap(argv, str(meta), str(tmp_path)),
+                                  start_new_session=True)
 
 
 def test_shim_records_exit_status_and_pid(tmp_path):

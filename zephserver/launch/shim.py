@@ -15,16 +15,16 @@ SHELL = "/bin/sh"
 PID_FILE = ".zeph-shim.pid"
 STATUS_FILE = ".zeph-exit.status"
 
-# $1: the pid file, $2: the status file, then the program's argv. A program killed by
-# signal N reports 128+N, as shells do.
-SCRIPT = ('echo $$ > "$1"; s="$2"; shift 2; trap : TERM INT HUP QUIT; '
+# $1: the pid file, $2: the status file, $3: the working directory, then the program's
+# argv. A program killed by signal N reports 128+N, as shells do.
+SCRIPT = ('cd "$3" || exit 126; echo $$ > "$1"; s="$2"; shift 3; trap : TERM INT HUP QUIT; '
           '"$@"; rc=$?; echo $rc > "$s"; exit $rc')
 
 
-def wrap(argv: list[str], meta_dir: str) -> list[str]:
-    """The argv that runs ``argv`` under the shim, its files in ``meta_dir``."""
+def wrap(argv: list[str], meta_dir: str, cwd: str) -> list[str]:
+    """The argv that runs ``argv`` in ``cwd`` under the shim, its files in ``meta_dir``."""
     return [SHELL, "-c", SCRIPT, "zephserver-shim", os.path.join(meta_dir, PID_FILE),
-            os.path.join(meta_dir, STATUS_FILE), *argv]
+            os.path.join(meta_dir, STATUS_FILE), cwd, *argv]
 
 
 def read_int(path: str) -> int | None:

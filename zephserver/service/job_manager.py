@@ -503,7 +503,8 @@ class JobManagerService(Service):
         """Spawner thread: start one prepared job; the Spawned result or the SpawnError."""
         try:
             self._check_launchable(job.argv[0], job.cwd, env, job.job_dir)
-            return spawn(shim.wrap(job.argv, self._meta(job)), job.cwd, env, job.log_path)
+            return spawn(shim.wrap(job.argv, self._meta(job), job.cwd), None, env,
+                         job.log_path)
         except SpawnError as exc:
             return exc
 
