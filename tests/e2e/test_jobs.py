@@ -293,7 +293,8 @@ def test_progress_regex_and_lsdyna_parser_and_control(server):
         ws = await connect(server)
         demo = await submit(ws, "demo", steps=4)
         demo_done = await wait_job(ws, demo["id"], TERMINAL)
-        dyna = await submit(ws, "lsdyna", delay=0.05)
+        # slow enough (40 steps of 0.2 s) that the switch always arrives before the end
+        dyna = await submit(ws, "lsdyna", delay=0.2)
         await wait_job(ws, dyna["id"], {"RUNNING"})
         # progress is reported while it runs
         for _ in range(500):

@@ -88,6 +88,7 @@ def test_shim_survives_the_group_sigterm_and_reports_the_programs_status(tmp_pat
     # the program runs under the shim (exec'd: before exec the forked shell still has the
     # shim's TERM trap, and a TERM then would only be caught by the kill ladder's SIGKILL)
     poll_until(lambda: any(_cmdline(c).startswith(b"sleep") for c in _children(proc.pid)), 10)
+    assert shim.program_started(proc.pid, str(meta))
     os.killpg(proc.pid, signal.SIGTERM)
     assert proc.wait(10) == 128 + signal.SIGTERM
     assert shim.recorded_status(str(meta)) == 128 + signal.SIGTERM

@@ -44,6 +44,21 @@ def recorded_pid(meta_dir: str) -> int | None:
     return read_int(os.path.join(meta_dir, PID_FILE))
 
 
+def program_started(pid: int, meta_dir: str) -> bool:
+    """Whether the shim ``pid`` has a child that has exec'd the program (before the exec
+    the forked child is still a copy of the shim, with the same command line)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            children = [int(c) for c in f.read().split()]
+    except OSError:
+        return False
+    return any(not is_shim_of(child, meta_dir) and _exists(child) for child in children)
+
+
+def _exists(pid: int) -> bool:
+    return os.path.exists(f"/proc/{pid}")
+
+
 def is_shim_of(pid: int, meta_dir: str) -> bool:
     """Whether ``pid`` is the shim for ``meta_dir`` (its command line names our files)."""
     try:

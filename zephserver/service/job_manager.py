@@ -61,7 +61,7 @@ MAX_PRIORITY = 10
 MAX_BATCH = 500  # inbox items handled in one transaction
 SPAWN_THREADS = 4
 PLAN_MAX_DELAY = 0.05  # seconds
-YOUNG = 0.2  # seconds after its spawn a job's program may not have exec'd yet
+EXEC_POLL = 0.02  # seconds between looks at whether a job stopped at birth has exec'd
 
 
 def _rpc(code: RpcCode, message: str, field: str | None = None) -> RpcError:
@@ -643,17 +643,23 @@ class JobManagerService(Service):
         active.stop_by = by
         self._publish(job)
         grace = active.app.grace if active.app is not None else 10.0
+        young = active.spawned_at and not shim.program_started(job.pid, self._meta(job))
         self.reaper.stop_process(job.pid, grace)
-        if time.monotonic() - active.spawned_at < YOUNG:
-            # Between the shim's fork and the program's exec the child still has the
-            # shim's TERM trap and would swallow this SIGTERM: say it again once the
-            # program has surely started, rather than wait for the SIGKILL.
-            self._after(YOUNG, lambda: self._term_again(job.pk))
+        if young:
+            # Until the program has exec'd, the shim's forked child still has the shim's
+            # TERM trap and swallows this SIGTERM: say it once more as soon as the program
+            # runs (not at all if it never got that far), rather than wait for SIGKILL.
+            deadline = time.monotonic() + grace
+            self._after(EXEC_POLL, lambda: self._term_when_started(job.pk, deadline))
 
-    def _term_again(self, job_id: int) -> None:
+    def _term_when_started(self, job_id: int, deadline: float) -> None:
         active = self._active.get(job_id)
-        if active is not None and active.job.pid is not None:
+        if active is None or active.job.pid is None:
+            return  # it has ended
+        if shim.program_started(active.job.pid, self._meta(active.job)):
             signal_group(active.job.pid, signal.SIGTERM)
+        elif time.monotonic() < deadline:
+            self._after(EXEC_POLL, lambda: self._term_when_started(job_id, deadline))
 
     # -- progress (parsers run on the output thread, results land here) -------------------
 
