@@ -489,8 +489,8 @@ def test_kill9_daemon_with_20_running_jobs(workdir, daemons):
 
 
 def test_burst_then_cancel_all_at_once(server):
-    """A burst of submits (spawned by the spawner threads) cancelled at once, some while
-    still starting: every one ends CANCELLED and no process is left in their groups."""
+    """A burst of submits cancelled at once, most right after their spawn (before the
+    program's exec): every one ends CANCELLED by SIGTERM, no process left in the groups."""
     async def scenario():
         ws = await connect(server, "bob")
         await ws.send([{"jsonrpc": "2.0", "id": i, "method": "jobs.submit",

@@ -27,7 +27,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,7 +59,6 @@ CALL_TIMEOUT = 30.0
 MAX_OUTPUT_READ = 1 << 20
 MAX_PRIORITY = 10
 MAX_BATCH = 500  # inbox items handled in one transaction
-SPAWN_THREADS = 4
 PLAN_MAX_DELAY = 0.05  # seconds
 EXEC_POLL = 0.02  # seconds between looks at whether a job stopped at birth has exec'd
 
@@ -132,9 +131,7 @@ class JobManagerService(Service):
         self._unpublished: list = []
         self._env: dict[int, dict[str, str]] = {}  # launch environments between phases
         self._programs: dict[tuple[str, str], tuple[str, float]] = {}
-        self._starting: dict[int, Any] = {}  # STARTING jobs whose spawn is in flight
         self._fresh: dict[int, Any] = {}  # jobs submitted since the last plan
-        self._stop_by: dict[int, str] = {}  # who cancelled a job while it was starting
         self._thread: threading.Thread | None = None
         self._subs_lock = threading.Lock()
         self._subs_job: dict[int, set[str]] = {}
@@ -159,7 +156,6 @@ class JobManagerService(Service):
         self._thread = threading.current_thread()
         self.reaper = Reaper()
         self.tail = Tail(int(s.OUTPUT_CHUNK))
-        self._spawner = ThreadPoolExecutor(SPAWN_THREADS, thread_name_prefix="zeph-spawn")
         self.rooms.add_unregister_listener(self._connection_gone)
         try:
             self._load()
@@ -168,12 +164,10 @@ class JobManagerService(Service):
             self._run()
         finally:
             self.rooms.remove_unregister_listener(self._connection_gone)
-            self._spawner.shutdown(wait=True)
             self._refuse(self._drain_inbox())
             self.reaper.close()  # jobs keep running: a restarted daemon re-adopts them
             self.tail.close()
             self._active.clear()
-            self._starting.clear()
             self._waiting.clear()
             self._held.clear()
             self._order.clear()
@@ -453,7 +447,8 @@ class JobManagerService(Service):
             return []
         self._needs_plan = False
         self._planned = time.monotonic()
-        running = [Running(j.owner_id, Demand.of(j.resources)) for j in self._running_jobs()]
+        running = [Running(a.job.owner_id, Demand.of(a.job.resources))
+                   for a in self._active.values()]
         plan = self.queue.plan(self._order, running, time.time())
         self._reasons = plan.reasons
         from zephserver.web.models import Job
@@ -478,29 +473,19 @@ class JobManagerService(Service):
                 prepared.append(job)
         return prepared
 
-    def _running_jobs(self) -> list[Any]:
-        """Jobs holding resources: running, and committed as STARTING but not spawned yet."""
-        return [a.job for a in self._active.values()] + list(self._starting.values())
-
     def _launch(self, prepared: list[Any]) -> None:
-        """Spawn jobs committed as STARTING; ``_started`` commits RUNNING (or FAILED).
+        """Spawn jobs committed as STARTING, then commit RUNNING (or FAILED) for all.
 
-        One job is spawned right here (the lowest latency); a burst goes to the spawner
-        threads so this thread keeps taking requests while they wait on their execs.
+        Right here: posix_spawn keeps the GIL until the exec, so other threads would not
+        spawn in parallel anyway, and nothing else can touch these jobs meanwhile.
         """
-        if len(prepared) == 1:
-            job = prepared[0]
-            result = self._spawn(job, self._env.pop(job.pk))
-            with self._group_commit():
+        results = [(job, self._spawn(job, self._env.pop(job.pk))) for job in prepared]
+        with self._group_commit():
+            for job, result in results:
                 self._execute(self._started, (job, result), None)
-            return
-        for job in prepared:
-            future = self._spawner.submit(self._spawn, job, self._env.pop(job.pk))
-            future.add_done_callback(
-                lambda f, job=job: self.post(self._started, job, f.result()))
 
     def _spawn(self, job: Any, env: dict[str, str]) -> Any:
-        """Spawner thread: start one prepared job; the Spawned result or the SpawnError."""
+        """Start one prepared job; the Spawned result or the SpawnError."""
         try:
             self._check_launchable(job.argv[0], job.cwd, env, job.job_dir)
             return spawn(shim.wrap(job.argv, self._meta(job), job.cwd), None, env,
@@ -519,27 +504,22 @@ class JobManagerService(Service):
                      "user": job.owner.username, "node": self.node}
         spec = app.prepare(job.params, generated)
         self._env[job.pk] = spec.env
-        self._starting[job.pk] = job
         self._transition(job, J.STARTING, "starting", argv=spec.argv, cwd=spec.cwd,
                          job_dir=job_dir, log_path=os.path.join(job_dir, "output.log"),
                          pid=None, start_time=None, boot_id=self.boot)
 
     def _started(self, job: Any, result: Any) -> None:
-        self._starting.pop(job.pk, None)
         if isinstance(result, SpawnError):
             self._transition(job, J.FAILED, str(result))
             self._needs_plan = True
             return
-        active = Active(job, self.apps.get(job.app), stop_by=self._stop_by.pop(job.pk, ""),
-                        spawned_at=time.monotonic())
+        active = Active(job, self.apps.get(job.app), spawned_at=time.monotonic())
         self._active[job.pk] = active
         self._transition(job, J.RUNNING, "running", pid=result.pid,
                          start_time=result.start_time, started=_now())
         self.reaper.watch(result.pid, self._exit_callback(job.pk), result.popen)
         self._follow_for_parser(active)
         self._arm_wall_time(job)
-        if job.stop_requested:  # cancelled while it was starting
-            self._stop(active, JobState(job.stop_requested), job.state_reason, active.stop_by)
 
     def _check_launchable(self, program: str, cwd: str, env: dict, job_dir: str) -> None:
         """Refuse before spawning what the shim could only report as exit 127."""
@@ -747,7 +727,7 @@ class JobManagerService(Service):
         job = None
         if threading.current_thread() is self._thread:
             active = self._active.get(job_id)
-            job = active.job if active is not None else self._starting.get(job_id)
+            job = active.job if active is not None else None
         if job is None:
             job = Job.objects.select_related("owner").filter(pk=job_id).first()
         if job is None:
@@ -870,16 +850,8 @@ class JobManagerService(Service):
             self._transition(job, J.CANCELLED, f"cancelled by {by} before it started")
         elif state == J.BACKOFF:
             self._transition(job, J.CANCELLED, f"cancelled by {by}")
-        elif job.stop_requested:
-            pass  # already stopping
-        elif job.pk in self._active:
+        elif not job.stop_requested:
             self._stop(self._active[job.pk], J.CANCELLED, f"stopping: cancelled by {by}", by)
-        elif job.pk in self._starting:  # stopped as soon as its spawn is recorded
-            job.stop_requested = J.CANCELLED
-            job.state_reason = f"stopping: cancelled by {by}"
-            job.persist("stop_requested", "state_reason")
-            self._stop_by[job.pk] = by
-            self._publish(job)
         return self._json(job)
 
     def update(self, user: UserInfo, job_id: Any, params: Any, resources: Any,
@@ -975,8 +947,8 @@ class JobManagerService(Service):
     def _resources_status(self) -> dict:
         capacity = self.queue.capacity()
         free = capacity.copy()
-        for job in self._running_jobs():
-            free.take(Demand.of(job.resources))
+        for a in self._active.values():
+            free.take(Demand.of(a.job.resources))
         return {"node": self.node, "capacity": capacity.to_json(), "free": free.to_json(),
                 "running": len(self._active),
                 "queued": len(self._order), "held": len(self._held)}
@@ -1083,7 +1055,6 @@ class JobManagerService(Service):
         """Internal sizes (tests and status: nothing may grow without bound)."""
         return self.call(lambda: {
             "active": len(self._active), "waiting": len(self._waiting),
-            "starting": len(self._starting), "stop_by": len(self._stop_by),
             "order": len(self._order), "timers": len(self._timers),
             "subscriptions": len(self._subs_job) + len(self._subs_owner),
             "followers": sum(len(v) for v in self._followers.values()), **{
