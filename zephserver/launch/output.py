@@ -128,12 +128,6 @@ class Tail:
             self._dirty.add(path)
         self._wake()
 
-    def poke(self, path: str) -> None:
-        """Look at ``path`` again (a consumer that was behind may have caught up)."""
-        with self._lock:
-            self._dirty.add(path)
-        self._wake()
-
     def close(self) -> None:
         self._stopping = True
         self._wake()

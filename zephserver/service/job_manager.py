@@ -36,7 +36,7 @@ from zephserver.infra.service import Service
 from zephserver.launch import shim
 from zephserver.launch.apps import App, ParamError, parse_apps
 from zephserver.launch.output import Follower, Tail, read_range
-from zephserver.launch.parsers import Parser, make_parser
+from zephserver.launch.parsers import make_parser
 from zephserver.launch.process import (
     Reaper,
     SpawnError,
@@ -99,8 +99,6 @@ class Active:
 
     job: Any
     app: App | None
-    parser: Parser | None = None
-    parser_follower: Follower | None = None
     stop_by: str = ""
     last_progress: float = 0.0
     spawned_at: float = 0.0  # monotonic; 0 for a re-adopted job
@@ -647,7 +645,6 @@ class JobManagerService(Service):
         if active.app is None or active.app.parser is None:
             return
         parser = make_parser(active.app.parser)
-        active.parser = parser
         job_id = active.job.pk
         # the ETA uses the real elapsed time, also for a job re-adopted after a restart
         started = active.job.started.timestamp() if active.job.started else time.time()
@@ -664,8 +661,8 @@ class JobManagerService(Service):
             parser.finish(time.time(), started)
             self.post(self._set_progress, job_id, parser.snapshot())
 
-        active.parser_follower = self.tail.follow(
-            Follower(active.job.log_path, 0, deliver, done=done))
+        # unfollowed by the tail itself once the job has ended and the last bytes are read
+        self.tail.follow(Follower(active.job.log_path, 0, deliver, done=done))
 
     def _set_progress(self, job_id: int, snapshot: dict) -> None:
         from zephserver.web.models import Job
@@ -1051,14 +1048,6 @@ class JobManagerService(Service):
             self.tail.unfollow(follower)
         return {"unsubscribed": job_id if job_id is not None else "all"}
 
-    def counts(self) -> dict:
-        """Internal sizes (tests and status: nothing may grow without bound)."""
-        return self.call(lambda: {
-            "active": len(self._active), "waiting": len(self._waiting),
-            "order": len(self._order), "timers": len(self._timers),
-            "subscriptions": len(self._subs_job) + len(self._subs_owner),
-            "followers": sum(len(v) for v in self._followers.values()), **{
-                f"tail_{k}": v for k, v in self.tail.counts().items()}})
 
 
 def _order_key(w: Waiting) -> tuple:
