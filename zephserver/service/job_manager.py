@@ -980,9 +980,11 @@ class JobManagerService(Service):
         if not 1 <= limit <= MAX_OUTPUT_READ:
             raise _rpc(RpcCode.INVALID_PARAMS, f"limit must be from 1 to {MAX_OUTPUT_READ}",
                        "limit")
-        data = read_range(job.log_path, offset, limit) if job.log_path else b""
-        size = os.path.getsize(job.log_path) if job.log_path and os.path.exists(
-            job.log_path) else 0
+        data, size = b"", 0
+        if job.log_path:  # a job that never started has no log yet
+            data = read_range(job.log_path, offset, limit)
+            with contextlib.suppress(FileNotFoundError):
+                size = os.path.getsize(job.log_path)
         end = offset + len(data)
         return {"id": job.pk, "offset": offset, "data": data.decode("utf-8", "replace"),
                 "next_offset": end, "size": size,
