@@ -49,5 +49,18 @@ APPS = {
                     "description": "write a d3plot state and continue"},
         },
     },
+    # An interactive session: a WebSocket echo server. POST {"application": "echo"} to
+    # /paraview (README "Sessions") and connect to the sessionURL it answers with.
+    "echo": {
+        "kind": "session",
+        "description": "WebSocket echo server; send the secret first.",
+        "argv": ["$python", "-u", "-m", "zephserver.examples.echo_session", "--port", "$port"],
+        "env": {"ZEPH_SESSION_SECRET": "$secret"},
+        "port_range": [9001, 9100],
+        "ready_line": "Starting factory",
+        "timeout": 20,
+        "resources": {"cores": 0},
+        "grace": 5,
+    },
 }
 RESOURCES = {"cores": None, "memory": None, "licenses": {"lsdyna": 4}}

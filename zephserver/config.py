@@ -10,6 +10,7 @@ import importlib.util
 import ipaddress
 import logging
 import os
+import re
 import runpy
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -140,7 +141,8 @@ def _derive_paths(values: dict[str, Any]) -> dict[str, Any]:
             if values.get(name) is None:
                 values[name] = os.path.join(data_dir, leaf)
     for name in ("LOCK_FILE", "LOG_PATH", "CONFIGURATION_NETWORK_INTERFACE_SERVER",
-                 "CONFIGURATION_NETWORK_INTERFACE", "LAUNCHER_CONFIG", "JOBS_DIR"):
+                 "CONFIGURATION_NETWORK_INTERFACE", "LAUNCHER_CONFIG", "JOBS_DIR",
+                 "LAUNCHER_PROXY_FILE"):
         if isinstance(values.get(name), str):
             values[name] = os.path.abspath(values[name])
     if values.get("CONFIGURATION_NETWORK_INTERFACE") is None:
@@ -347,13 +349,70 @@ def _module_name(value: Any, s: Settings) -> list[str]:
 
 
 def _apps(value: Any, s: Settings) -> list[str]:
-    from zephserver.launch.apps import AppConfigError, parse_apps
+    from zephserver.launch.apps import AppConfigError, parse_all_apps
 
     try:
-        parse_apps(value)
+        parse_all_apps(value, s.LAUNCHER_CONFIG)
     except AppConfigError as exc:
         return exc.problems
     return []
+
+
+def _launcher_config(value: Any, s: Settings) -> list[str]:
+    if value is None:
+        return []
+    from zephserver.launch.wslink import load_launcher_config
+
+    try:
+        load_launcher_config(value)
+    except ValueError as exc:
+        return [str(exc)]
+    return []
+
+
+def _launcher_warnings(s: Settings) -> list[str]:
+    """What a launcher file says that zephserver does not act on (reported, not fatal)."""
+    if s.LAUNCHER_CONFIG is None:
+        return []
+    from zephserver.launch.wslink import load_launcher_config
+
+    try:
+        conf = load_launcher_config(s.LAUNCHER_CONFIG)
+    except ValueError:
+        return []  # already an error
+    warnings = list(conf.warnings)
+    if conf.port is not None and conf.port != s.PORT_ZEPH:
+        warnings.append(f"configuration.port {conf.port}: the launcher is served on "
+                        f"PORT_ZEPH ({s.PORT_ZEPH}); set PORT_ZEPH to change it")
+    if conf.host is not None and conf.host not in ("localhost", s.BIND_ADDRESS):
+        warnings.append(f"configuration.host {conf.host}: the launcher is served on "
+                        f"BIND_ADDRESS ({s.BIND_ADDRESS})")
+    if conf.endpoint and s.LAUNCHER_ENDPOINT and conf.endpoint != s.LAUNCHER_ENDPOINT:
+        warnings.append(f"configuration.endpoint {conf.endpoint}: LAUNCHER_ENDPOINT "
+                        f"({s.LAUNCHER_ENDPOINT}) takes precedence")
+    return warnings
+
+
+def _endpoint(value: Any, s: Settings) -> list[str]:
+    if value is None or (isinstance(value, str) and re.fullmatch(r"/[A-Za-z0-9_.~/-]+", value)
+                         and not value.endswith("/") and value not in ("/ws", "/accounts")):
+        return []
+    return ["must be None or a URL path such as /paraview (not /ws)"]
+
+
+def _choice(*choices: str) -> Check:
+    def check(value: Any, s: Settings) -> list[str]:
+        return [] if value in choices else [f"must be one of {', '.join(choices)}"]
+    return check
+
+
+def _file_mode(value: Any, s: Settings) -> list[str]:
+    ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 0o777
+    return [] if ok else ["must be a file mode such as 0o644"]
+
+
+def _optional_path(value: Any, s: Settings) -> list[str]:
+    return [] if value is None or (isinstance(value, str) and value) else ["must be a path"]
 
 
 def _str_paths(value: Any, s: Settings) -> list[str]:
@@ -436,7 +495,12 @@ SPEC: dict[str, Spec] = {
     "NODE_NAME": Spec(_is_str, "This node's hostname in CLUSTER_SERVER_LIST."),
     "DJANGO_SETTINGS_MODULE": Spec(_module_name, "Django settings module."),
     "APPS": Spec(_apps, "Applications that may be launched."),
-    "LAUNCHER_CONFIG": Spec(_optional_file, "wslink/ParaViewWeb launcher JSON file."),
+    "LAUNCHER_CONFIG": Spec(_launcher_config, "wslink/ParaViewWeb launcher JSON file."),
+    "LAUNCHER_ENDPOINT": Spec(_endpoint, "Launcher REST path; default the file's or /paraview."),
+    "LAUNCHER_PROXY_FILE": Spec(_optional_path, "Proxy map file (<id> <host>:<port> lines)."),
+    "LAUNCHER_PROXY_FILE_MODE": Spec(_file_mode, "File mode of the proxy map file."),
+    "SESSION_CERT_KEY": Spec(_choice("ec-p256", "rsa-3072"), "Key type of session certs."),
+    "SESSION_CERT_DAYS": Spec(_integer(1), "Validity of session certificates (days)."),
     "JOBS_DIR": Spec(_data_dir, "Directory of job directories; default DATA_DIR/jobs."),
     "JOB_ROOTS": Spec(_str_paths, "Extra directories job working directories may be in."),
     "JOB_PROGRESS_INTERVAL": Spec(_number(0), "Time between persisted progress updates (s)."),
@@ -461,6 +525,8 @@ def check_settings(settings: Settings) -> list[Problem]:
         problems += [Problem("zeph.E010", f"{name}: {m}", _hint(name)) for m in messages]
     problems += [Problem("zeph.W001", f"unknown setting {name}", "check the spelling",
                          level="warning") for name in settings.unknown]
+    problems += [Problem("zeph.W002", f"LAUNCHER_CONFIG: {w}", "see README \"Sessions\"",
+                         level="warning") for w in _launcher_warnings(settings)]
     return problems
 
 

@@ -56,6 +56,10 @@ TASKS_PATH: dict[str, str] = {
     "queue.hold": "zephserver.task.jobs/QueueHoldTask",
     "queue.release": "zephserver.task.jobs/QueueReleaseTask",
     "resources.status": "zephserver.task.jobs/ResourcesStatusTask",
+    "sessions.start": "zephserver.task.sessions/SessionsStartTask",
+    "sessions.list": "zephserver.task.sessions/SessionsListTask",
+    "sessions.get": "zephserver.task.sessions/SessionsGetTask",
+    "sessions.stop": "zephserver.task.sessions/SessionsStopTask",
 }
 
 # WebSocket /ws.
@@ -97,6 +101,13 @@ DJANGO_SETTINGS_MODULE = "settings.django_settings"
 # launcher file.
 APPS: dict[str, dict] = {}
 LAUNCHER_CONFIG = None
+
+# Sessions (apps of kind "session") and the ParaViewWeb/wslink launcher REST API.
+LAUNCHER_ENDPOINT = None  # "/paraview", or the endpoint LAUNCHER_CONFIG names
+LAUNCHER_PROXY_FILE = None  # "<id> <host>:<port>" per ready session; the file's proxy_file
+LAUNCHER_PROXY_FILE_MODE = 0o644
+SESSION_CERT_KEY = "ec-p256"  # or "rsa-3072": key of the default per-session certificate
+SESSION_CERT_DAYS = 30
 
 # Jobs: each gets JOBS_DIR/<id> (its log, its files); working directories must lie under
 # DATA_DIR, JOBS_DIR or one of JOB_ROOTS.

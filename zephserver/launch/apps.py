@@ -16,6 +16,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from zephserver.launch.sessions import (
+    SESSION_GENERATED,
+    SESSION_KEYS,
+    SessionOptions,
+    parse_session_options,
+)
+
 KINDS = ("batch", "session", "service")
 PARAM_TYPES = ("int", "float", "str", "path")
 # Variables every template may use besides the app's params and vars.
@@ -142,7 +149,8 @@ class App:
     parser: Any
     controls: Mapping[str, Control]
     description: str = ""
-    extra: Mapping[str, Any] = field(default_factory=dict)  # kind-specific keys (ports, ...)
+    extra: Mapping[str, Any] = field(default_factory=dict)  # keys other modules add
+    session: SessionOptions | None = None  # kind "session" only
 
     def clean_params(self, given: Any) -> dict[str, Any]:
         """Declared params with defaults filled in; ParamError for anything else."""
@@ -218,17 +226,37 @@ def parse_apps(apps: Any, extra_keys: frozenset[str] = frozenset()) -> dict[str,
     return out
 
 
+def parse_all_apps(apps: Any, launcher_config: str | None) -> dict[str, App]:
+    """APPS plus the session apps of a wslink launcher file (LAUNCHER_CONFIG)."""
+    if launcher_config is None:
+        return parse_apps(apps)
+    from zephserver.launch.wslink import load_launcher_config
+
+    try:
+        extra = load_launcher_config(launcher_config).apps
+    except ValueError:
+        extra = {}  # reported by the LAUNCHER_CONFIG check
+    clash = sorted(set(extra) & set(apps)) if isinstance(apps, dict) else []
+    if clash:
+        raise AppConfigError([f"app {n!r} is defined both in APPS and LAUNCHER_CONFIG"
+                              for n in clash])
+    return parse_apps({**apps, **extra}) if isinstance(apps, dict) else parse_apps(apps)
+
+
 def _parse_app(name: str, spec: Any, problems: list[str],
                extra_keys: frozenset[str]) -> App | None:
     if not isinstance(spec, dict):
         problems.append("definition must be a dict")
         return None
-    unknown = sorted(set(spec) - APP_KEYS - extra_keys)
-    if unknown:
-        problems.append(f"unknown key(s) {', '.join(unknown)}")
     kind = spec.get("kind", "batch")
     if kind not in KINDS:
         problems.append(f"kind must be one of {', '.join(KINDS)}")
+    allowed = APP_KEYS | extra_keys | (SESSION_KEYS if kind == "session" else frozenset())
+    unknown = sorted(set(spec) - allowed)
+    if unknown:
+        problems.append(f"unknown key(s) {', '.join(unknown)}"
+                        + (" (session keys need kind 'session')"
+                           if set(unknown) & SESSION_KEYS else ""))
     argv = spec.get("argv", spec.get("cmd"))
     if (not isinstance(argv, list) or not argv
             or not all(isinstance(a, str) for a in argv)):
@@ -247,10 +275,11 @@ def _parse_app(name: str, spec: Any, problems: list[str],
         param = _parse_param(pname, prule, problems)
         if param is not None:
             params[pname] = param
-    clash = sorted(set(params) & (set(vars_) | set(GENERATED)))
+    generated = set(GENERATED) | (set(SESSION_GENERATED) if kind == "session" else set())
+    clash = sorted(set(params) & (set(vars_) | generated))
     if clash:
         problems.append(f"param(s) {', '.join(clash)} shadow a variable")
-    known = set(params) | set(vars_) | set(GENERATED)
+    known = set(params) | set(vars_) | generated
     env = spec.get("env", {})
     if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
         problems.append("env must be a dict of name -> string template")
@@ -282,10 +311,13 @@ def _parse_app(name: str, spec: Any, problems: list[str],
     problems += check_parser_spec(parser)
     controls = _parse_controls(spec.get("controls", {}), problems)
     extra = {k: spec[k] for k in extra_keys if k in spec}
+    session = None
+    if kind == "session":
+        session = parse_session_options(spec, [*argv, cwd, *env.values()], known, problems)
     return App(name, kind, tuple(argv), cwd, dict(env), tuple(inherit),
                {k: str(v) for k, v in vars_.items()}, params, resources, float(grace),
                None if wall is None else float(wall), parser, controls,
-               str(spec.get("description", "")), extra)
+               str(spec.get("description", "")), extra, session)
 
 
 def _check_template(where: str, template: str, known: set[str], problems: list[str]) -> None:

@@ -34,7 +34,7 @@ from typing import Any
 from zephserver.errors import RpcCode, RpcError
 from zephserver.infra.service import Service
 from zephserver.launch import shim
-from zephserver.launch.apps import App, ParamError, parse_apps
+from zephserver.launch.apps import GENERATED, App, ParamError, parse_all_apps
 from zephserver.launch.output import Follower, Tail, read_range
 from zephserver.launch.parsers import make_parser
 from zephserver.launch.process import (
@@ -47,7 +47,9 @@ from zephserver.launch.process import (
     spawn,
 )
 from zephserver.launch.scheduler import Demand, Running, Waiting
+from zephserver.launch.sessions import SESSION_GENERATED
 from zephserver.launch.states import TERMINAL, WAITING, JobState, check_job_transition
+from zephserver.service.sessions import NoFreePort, SessionKeeper
 from zephserver.task.base import UserInfo
 from zephserver.web.django_setup import setup_django
 
@@ -61,6 +63,8 @@ MAX_PRIORITY = 10
 MAX_BATCH = 500  # inbox items handled in one transaction
 PLAN_MAX_DELAY = 0.05  # seconds
 EXEC_POLL = 0.02  # seconds between looks at whether a job stopped at birth has exec'd
+# Keys a session request may carry besides the app's params: echoed, never substituted.
+ECHOED_KEYS = frozenset({"application", "sessionManagerURL", "queue"})
 
 
 def _rpc(code: RpcCode, message: str, field: str | None = None) -> RpcError:
@@ -108,7 +112,8 @@ class JobManagerService(Service):
     name = "jobs"
     requires = ("rooms", "queue")
     announces_ready = True
-    reloadable = ("APPS", "JOB_ROOTS", "JOB_PROGRESS_INTERVAL", "OUTPUT_MAX_PENDING")
+    reloadable = ("APPS", "LAUNCHER_CONFIG", "JOB_ROOTS", "JOB_PROGRESS_INTERVAL",
+                  "OUTPUT_MAX_PENDING")
 
     def __init__(self) -> None:
         super().__init__()
@@ -147,6 +152,7 @@ class JobManagerService(Service):
         self.data_dir = os.path.abspath(s.DATA_DIR)
         self.jobs_dir = os.path.abspath(s.JOBS_DIR)
         self._configure(s)
+        self.sessions = SessionKeeper(self, s)
         self.boot = boot_id()
         self.queue = self.ctx.get("queue")
         self.rooms = self.ctx.get("rooms")
@@ -181,7 +187,7 @@ class JobManagerService(Service):
         self.roots = [os.path.realpath(p) for p in (self.data_dir, self.jobs_dir, *s.JOB_ROOTS)]
         self.progress_interval = float(s.JOB_PROGRESS_INTERVAL)
         self.max_pending = int(s.OUTPUT_MAX_PENDING)
-        self.apps = parse_apps(s.APPS)
+        self.apps = parse_all_apps(s.APPS, s.LAUNCHER_CONFIG)
 
     def reload(self, settings: Any) -> None:
         """New app definitions and limits. Running jobs keep the definition they started
@@ -220,6 +226,8 @@ class JobManagerService(Service):
                         # The queue's choice is committed (STARTING) with the batch that
                         # caused it: a submit and its start cost one commit.
                         prepared = self._plan()
+                        if self.sessions.pending and not self._needs_plan:
+                            self.sessions.after_plan()
             if prepared:
                 self._launch(prepared)
 
@@ -346,6 +354,8 @@ class JobManagerService(Service):
         log.info("job %d (%s, %s) %s -> %s: %s", job.pk, job.app, job.owner.username, old,
                  new, reason)
         self._publish(job)
+        if new in TERMINAL and job.kind == "session":
+            self.sessions.ended(job)
 
     def _load(self) -> None:
         """At start: re-adopt running jobs, settle what ended while we were down, and
@@ -363,6 +373,7 @@ class JobManagerService(Service):
         for pk, owner, resources, priority, seq, queued_at, created, state in rows.iterator():
             self._add_waiting(Waiting(pk, owner, Demand.of(resources), priority, seq,
                                       (queued_at or created).timestamp()), state == J.HELD)
+        self.sessions.loaded()
         log.info("job manager: %d running job(s) re-adopted, %d waiting in the queue",
                  len(self._active), len(self._waiting))
 
@@ -376,11 +387,16 @@ class JobManagerService(Service):
         if job.state == J.STARTING:
             pid = shim.recorded_pid(meta) if job.job_dir else None
             status = shim.recorded_status(meta) if job.job_dir else None
-            if pid is not None and (shim.is_shim_of(pid, meta) or status is not None):
+            if job.pid is not None:
+                pass  # a session that had started but was not ready yet
+            elif pid is not None and (shim.is_shim_of(pid, meta) or status is not None):
                 # The daemon died between spawning and recording the pid.
-                self._transition(job, J.RUNNING, "running (re-adopted)", pid=pid,
-                                 start_time=process_start_time(pid), boot_id=self.boot,
-                                 started=job.started or _now())
+                fields = dict(pid=pid, start_time=process_start_time(pid), boot_id=self.boot,
+                              started=job.started or _now())
+                if job.kind == "session":
+                    self._record_spawn(job, "waiting to be ready (re-adopted)", fields)
+                else:
+                    self._transition(job, J.RUNNING, "running (re-adopted)", **fields)
             else:
                 self._transition(job, J.QUEUED, "re-queued: the daemon stopped before "
                                  "the job started", queued_at=_now())
@@ -390,7 +406,10 @@ class JobManagerService(Service):
             self._active[job.pk] = active
             self.reaper.watch(job.pid, self._exit_callback(job.pk))
             self._follow_for_parser(active)
-            self._arm_wall_time(job)
+            if job.kind == "session":
+                self.sessions.readopted(active)
+            if job.state == J.RUNNING:
+                self._arm_wall_time(job)
             log.info("job %d re-adopted (pid %d)", job.pk, job.pid)
             return
         status = shim.recorded_status(meta)
@@ -440,8 +459,8 @@ class JobManagerService(Service):
         """Move what the queue says fits to STARTING; returns those jobs. Planning waits
         until the inbox is drained (a burst of submits then starts together), but never
         more than PLAN_MAX_DELAY under a steady stream."""
-        if not self._needs_plan or (not self._inbox.empty() and
-                                    time.monotonic() - self._planned < PLAN_MAX_DELAY):
+        if not self._needs_plan or (not self._inbox.empty() and not self.sessions.pending
+                                    and time.monotonic() - self._planned < PLAN_MAX_DELAY):
             return []
         self._needs_plan = False
         self._planned = time.monotonic()
@@ -500,11 +519,31 @@ class JobManagerService(Service):
         job_dir = os.path.join(self.jobs_dir, str(job.pk))
         generated = {"job_id": str(job.pk), "job_dir": job_dir, "data_dir": self.data_dir,
                      "user": job.owner.username, "node": self.node}
+        log_path = os.path.join(job_dir, "output.log")
+        if app.session is not None:
+            try:
+                generated.update(self.sessions.allocate(job, app))
+            except NoFreePort as exc:  # stays queued (or is refused) until a port frees
+                self._enqueue(job)
+                self._reasons[job.pk] = str(exc)
+                return
+            if app.session.log_dir:
+                log_path = os.path.join(app.session.log_dir, f"{job.pk}.txt")
         spec = app.prepare(job.params, generated)
+        argv, failure = spec.argv, ""
+        if app.session is not None:
+            try:
+                argv = self.sessions.prepare(job, app, spec, generated)
+            except Exception as exc:
+                log.exception("job %d: preparing the session failed", job.pk)
+                failure = f"preparing the session failed: {type(exc).__name__}: {exc}"
         self._env[job.pk] = spec.env
-        self._transition(job, J.STARTING, "starting", argv=spec.argv, cwd=spec.cwd,
-                         job_dir=job_dir, log_path=os.path.join(job_dir, "output.log"),
+        self._transition(job, J.STARTING, "starting", argv=argv, cwd=spec.cwd,
+                         job_dir=job_dir, log_path=log_path, extra=job.extra,
                          pid=None, start_time=None, boot_id=self.boot)
+        if failure:
+            self._env.pop(job.pk, None)
+            self._transition(job, J.FAILED, failure)
 
     def _started(self, job: Any, result: Any) -> None:
         if isinstance(result, SpawnError):
@@ -513,11 +552,29 @@ class JobManagerService(Service):
             return
         active = Active(job, self.apps.get(job.app), spawned_at=time.monotonic())
         self._active[job.pk] = active
-        self._transition(job, J.RUNNING, "running", pid=result.pid,
-                         start_time=result.start_time, started=_now())
+        fields = dict(pid=result.pid, start_time=result.start_time, started=_now())
+        session = active.app.session if active.app is not None else None
+        if session is not None:
+            what = (f"its ready line {session.ready_line!r}" if session.ready_line
+                    else f"port {job.extra['port']} to accept connections")
+            self._record_spawn(job, f"waiting for {what} (up to {session.timeout:g}s)",
+                               fields)
+        else:
+            self._transition(job, J.RUNNING, "running", **fields)
         self.reaper.watch(result.pid, self._exit_callback(job.pk), result.popen)
         self._follow_for_parser(active)
-        self._arm_wall_time(job)
+        if session is not None:
+            self.sessions.started(active)
+        else:
+            self._arm_wall_time(job)
+
+    def _record_spawn(self, job: Any, reason: str, fields: dict) -> None:
+        """A session's process runs but it is not ready: it stays STARTING, with its pid."""
+        for name, value in fields.items():
+            setattr(job, name, value)
+        job.state_reason = reason
+        job.persist("state_reason", *fields)
+        self._publish(job)
 
     def _check_launchable(self, program: str, cwd: str, env: dict, job_dir: str) -> None:
         """Refuse before spawning what the shim could only report as exit 127."""
@@ -582,8 +639,12 @@ class JobManagerService(Service):
         if job.stop_requested == J.CANCELLED:
             by = f" by {stop_by}" if stop_by else ""
             state, reason = J.CANCELLED, f"cancelled{by} ({what}){suffix}"
-        elif job.stop_requested == J.TIMED_OUT:
-            state, reason = J.TIMED_OUT, f"wall time of {job.wall_time:g}s exceeded ({what})"
+        elif job.stop_requested in (J.TIMED_OUT, J.FAILED):
+            # the reason given when it was stopped: "stopping: wall time of 60s exceeded"
+            why = job.state_reason.removeprefix("stopping: ")
+            state, reason = JobState(job.stop_requested), f"{why} ({what})"
+        elif job.state == J.STARTING:  # a session that ended before it was ready
+            state, reason = J.FAILED, f"exited before it was ready ({what}){suffix}"
         elif code is None:
             state, reason = J.LOST, what + suffix
         elif code == 0:
@@ -696,11 +757,14 @@ class JobManagerService(Service):
             cids = self._subs_job.get(job.pk, set()) | self._subs_owner.get(job.owner_id, set())
         if not cids:
             return
-        text = _notification("job.updated", self._json(job))
+        texts = [_notification("job.updated", self._json(job))]
+        if job.kind == "session":
+            texts.append(_notification("session.updated", self.sessions.view(job, owner=False)))
         for cid in cids:
             conn = self.rooms.connection(cid)
             if conn is not None:
-                conn.send_text(text)
+                for text in texts:
+                    conn.send_text(text)
 
     def _connection_gone(self, cid: str) -> None:  # rooms' thread: only bookkeeping here
         with self._subs_lock:
@@ -712,6 +776,55 @@ class JobManagerService(Service):
             followers = self._followers.pop(cid, {})
         for follower in followers.values():
             self.tail.unfollow(follower)
+
+    # -- for the session keeper (manager thread) -----------------------------------------
+
+    def active(self, job_id: int) -> Active | None:
+        return self._active.get(job_id)
+
+    def after(self, delay: float, fn: Callable[[], None]) -> None:
+        self._after(delay, fn)
+
+    def stop(self, active: Active, end_state: JobState, reason: str, by: str) -> None:
+        self._stop(active, end_state, reason, by)
+
+    def is_waiting(self, job_id: int) -> bool:
+        return job_id in self._waiting
+
+    def queue_position(self, job_id: int) -> int | None:
+        return next((i for i, w in enumerate(self._order) if w.id == job_id), None)
+
+    def queue_reason(self, job_id: int) -> str | None:
+        return self._reasons.get(job_id)
+
+    def waiting_job(self, job_id: int) -> Any:
+        from zephserver.web.models import Job
+
+        job = self._fresh.get(job_id)
+        return job if job is not None else Job.objects.select_related("owner").get(pk=job_id)
+
+    def cancel_waiting(self, job: Any, reason: str) -> None:
+        self._dequeue(job)
+        self._transition(job, J.CANCELLED, reason)
+
+    def answer(self, future: Future, result: Any = None, error: BaseException | None = None
+               ) -> None:
+        """Resolve a client's future once the current batch is committed."""
+        if self._batching:
+            self._deferred.append((future, result, error))
+        elif error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def session_ready(self, job_id: int) -> None:
+        active = self._active.get(job_id)
+        if active is None or active.job.state != J.STARTING or active.job.stop_requested:
+            return
+        job = active.job
+        self._transition(job, J.RUNNING, f"ready on {job.extra['host']}:{job.extra['port']}")
+        self._arm_wall_time(job)
+        self.sessions.ready(active)
 
     # -- the API for tasks (any thread) ---------------------------------------------------
 
@@ -803,6 +916,101 @@ class JobManagerService(Service):
         if priority > 0 and not user.is_staff:
             raise _rpc(RpcCode.FORBIDDEN, "a priority above 0 needs staff", "priority")
         return priority
+
+    # -- sessions (ParaViewWeb/wslink launcher and sessions.* methods) --------------------
+
+    def start_session(self, user: UserInfo, app_name: Any, body: dict,
+                      may_queue: bool | None) -> Future:
+        """Ask for a session. The future resolves once it is ready (its view), at once
+        if it may queue and has to wait (state QUEUED), or fails with -32003 (no
+        resources, or it died or was not ready in time) or -32602 (bad request)."""
+        from django.contrib.auth import get_user_model
+
+        from zephserver.web.models import Job
+
+        app = self.app_for(app_name)
+        if app.session is None:
+            raise _rpc(RpcCode.INVALID_PARAMS, f"app {app.name!r} is not a session app "
+                       f"(kind {app.kind})", "application")
+        params, client = {}, {}
+        for key, value in body.items():
+            if key in app.params:
+                params[key] = value
+            elif key not in ECHOED_KEYS:
+                reserved = key in app.vars or key in GENERATED or key in SESSION_GENERATED
+                raise _rpc(RpcCode.INVALID_PARAMS, f"{key!r} is set by the server and may "
+                           "not be given by a client" if reserved else
+                           f"{key!r} is not a parameter of app {app.name!r}", key)
+            client[key] = value
+        try:
+            cleaned = app.clean_params(params)
+        except ParamError as exc:
+            raise _rpc(RpcCode.INVALID_PARAMS, str(exc), exc.field) from None
+        needs = self._resources(app, cleaned, None)
+        owner = get_user_model()(pk=user.id, username=user.username)
+        now = _now()
+        job = Job(app=app.name, kind=app.kind, owner=owner, node=self.node, state=J.QUEUED,
+                  state_reason="queued", params=cleaned, resources=needs,
+                  wall_time=app.wall_time, created=now, queued_at=now, seq=time.time(),
+                  extra={"client": client})
+        queue = app.session.queue if may_queue is None else may_queue
+        return self.call(self._submit_session, job, queue)
+
+    def _submit_session(self, job: Any, may_queue: bool) -> Future:
+        self._submit(job)
+        waiter: Future = Future()
+        self.sessions.waiters.setdefault(job.pk, []).append(waiter)
+        self.sessions.pending[job.pk] = may_queue
+        return waiter
+
+    def _session(self, user: UserInfo, session_id: Any, deleted_ok: bool = False) -> Any:
+        """The session ``session_id`` ("12" or 12) for ``user``; -32005 if unknown or
+        deleted (as the wslink launcher forgets a deleted session)."""
+        if isinstance(session_id, str) and session_id.isdigit() and len(session_id) < 12:
+            session_id = int(session_id)
+        if isinstance(session_id, bool) or not isinstance(session_id, int):
+            raise _rpc(RpcCode.NOT_FOUND, f"no session {session_id!r}", "id")
+        try:
+            job = self._job(user, session_id)
+        except RpcError as exc:
+            if exc.code == RpcCode.NOT_FOUND:
+                raise _rpc(RpcCode.NOT_FOUND, f"no session {session_id}", "id") from None
+            raise
+        if job.kind != "session":
+            raise _rpc(RpcCode.NOT_FOUND, f"no session {session_id}", "id")
+        if not deleted_ok and (job.state == J.CANCELLED or job.stop_requested == J.CANCELLED):
+            raise _rpc(RpcCode.NOT_FOUND, f"session {session_id} was deleted", "id")
+        return job
+
+    def _session_view(self, user: UserInfo, job: Any) -> dict:
+        position = self.queue_position(job.pk) if job.state == J.QUEUED else None
+        return self.sessions.view(job, owner=job.owner_id == user.id, position=position)
+
+    def session_get(self, user: UserInfo, session_id: Any, deleted_ok: bool = False) -> dict:
+        return self.call(lambda: self._session_view(
+            user, self._session(user, session_id, deleted_ok)))
+
+    def session_stop(self, user: UserInfo, session_id: Any) -> dict:
+        def stop() -> dict:
+            job = self._session(user, session_id)
+            self._cancel(user, job.pk)
+            view = self._session_view(user, job)
+            view.pop("secret", None)
+            view["job"]["password_hash"] = None
+            return view
+        return self.call(stop)
+
+    def sessions_list(self, user: UserInfo, all_users: bool = False) -> list[dict]:
+        from zephserver.web.models import Job
+
+        if all_users and not user.is_staff:
+            raise _rpc(RpcCode.FORBIDDEN, "only staff may list every user's sessions", "all")
+        jobs = Job.objects.select_related("owner").filter(kind="session").exclude(
+            state__in=list(TERMINAL)).order_by("id")
+        if not all_users:
+            jobs = jobs.filter(owner_id=user.id)
+        return self.call(lambda: [self._session_view(
+            user, self._active[j.pk].job if j.pk in self._active else j) for j in jobs])
 
     def get(self, user: UserInfo, job_id: Any) -> dict:
         return self.call(lambda: self._json(self._job(user, job_id)))

@@ -1,4 +1,5 @@
-"""WebSocket client service: one tornado application serving /ws and the Django views.
+"""WebSocket client service: one tornado application serving /ws, the REST APIs
+(service.launcher_api) and the Django views.
 
 The tornado IOLoop runs in this service's thread; other threads reach it only through
 ``IOLoop.add_callback`` (WsConnection.send_text). Authentication of the upgrade request
@@ -11,6 +12,7 @@ import contextlib
 import itertools
 import json
 import logging
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -211,8 +213,15 @@ class WebSocketService(Service):
         self.closed = asyncio.Event()
         django_app = WSGIContainer(strip_header_values(StaticFilesHandler(
             get_wsgi_application())), executor=wsgi_executor)
+        from zephserver.launch.wslink import effective_endpoint
+        from zephserver.service.launcher_api import LauncherHandler
+
+        self.api_executor = ThreadPoolExecutor(8, thread_name_prefix="zeph-api")
+        endpoint = re.escape(effective_endpoint(s))
         app = tornado.web.Application(
             [(r"/ws", WsHandler, {"service": self}),
+             (rf"{endpoint}/?()", LauncherHandler, {"service": self}),
+             (rf"{endpoint}/([^/]+)", LauncherHandler, {"service": self}),
              (r".*", tornado.web.FallbackHandler, {"fallback": django_app})],
             websocket_max_message_size=int(s.WS_MAX_MESSAGE_SIZE),
             websocket_ping_interval=float(s.WS_PING_INTERVAL) or None,
@@ -232,6 +241,7 @@ class WebSocketService(Service):
             self.loop.close(all_fds=True)
             self.loop = None
             self.auth_executor.shutdown(wait=False)
+            self.api_executor.shutdown(wait=False)
             wsgi_executor.shutdown(wait=True)
 
     def disable(self) -> None:

@@ -105,4 +105,12 @@ class Job(models.Model):
                 "progress": self.progress, "pid": self.pid, "exit_code": self.exit_code,
                 "restarts": self.restarts, "created": when(self.created),
                 "started": when(self.started), "finished": when(self.finished),
-                **({"extra": self.extra} if self.extra else {})}
+                **({"extra": public_extra(self.extra)} if self.extra else {})}
+
+
+# Kind-specific values only the owner's own views show (a session's secret).
+PRIVATE_EXTRA = frozenset({"secret", "password_hash"})
+
+
+def public_extra(extra: dict) -> dict:
+    return {k: v for k, v in extra.items() if k not in PRIVATE_EXTRA}

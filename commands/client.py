@@ -1,0 +1,112 @@
+"""zephserver-client: what runs for me and how to reach it (seeds/002 client.py).
+
+    ZEPHSERVER_TOKEN=zt_... zephserver-client query [--json] [--url http://host:5558]
+
+The token comes from $ZEPHSERVER_TOKEN, else --token-file, else
+~/.config/zephserver/token (create one with ``zephserver-admin create_token USER``).
+Exit status 0 on success, 1 if the server cannot be reached or refuses the token,
+2 for bad usage.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from typing import Any
+
+from tornado.httpclient import HTTPClientError, HTTPRequest
+from tornado.websocket import websocket_connect
+
+from zephserver.errors import ExitCode
+
+DEFAULT_TOKEN_FILE = os.path.expanduser("~/.config/zephserver/token")
+
+
+class ClientError(Exception):
+    pass
+
+
+def read_token(args: argparse.Namespace) -> str:
+    token = os.environ.get("ZEPHSERVER_TOKEN")
+    if token:
+        return token.strip()
+    path = args.token_file or DEFAULT_TOKEN_FILE
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        raise ClientError(f"no token: set ZEPHSERVER_TOKEN or put one in {path} "
+                          "(zephserver-admin create_token USERNAME)") from None
+
+
+async def call(url: str, token: str, method: str, params: dict) -> Any:
+    ws_url = url.rstrip("/").replace("http://", "ws://", 1).replace("https://", "wss://", 1)
+    request = HTTPRequest(ws_url + "/ws", headers={"Authorization": f"Bearer {token}"},
+                          request_timeout=15, connect_timeout=10)
+    try:
+        conn = await websocket_connect(request)
+    except HTTPClientError as exc:
+        if exc.code == 401:
+            raise ClientError(f"{url} refused the token (invalid or revoked)") from None
+        raise ClientError(f"{url} answered HTTP {exc.code}") from None
+    except OSError as exc:
+        raise ClientError(f"cannot reach {url}: {exc.strerror or exc}") from None
+    try:
+        await conn.write_message(json.dumps({"jsonrpc": "2.0", "id": 1, "method": method,
+                                             "params": params}))
+        while True:
+            text = await asyncio.wait_for(conn.read_message(), 30)
+            if text is None:
+                raise ClientError(f"{url} closed the connection")
+            message = json.loads(text)
+            if message.get("id") == 1:
+                if "error" in message:
+                    raise ClientError(f"{method}: {message['error']['message']}")
+                return message["result"]
+    finally:
+        conn.close()
+
+
+def render(sessions: list[dict]) -> str:
+    if not sessions:
+        return "no sessions running"
+    rows = [("ID", "APP", "STATE", "PROTOCOL", "PORT", "URL")]
+    rows += [(s["id"], s["application"], s["state"], str(s["job"]["protocol"] or "-"),
+              str(s["job"]["port"] or "-"), s.get("sessionURL", "-")) for s in sessions]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  "
+                     + r[-1] for r in rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="zephserver-client", description=__doc__.split(
+        "\n")[0])
+    parser.add_argument("--url", default=os.environ.get("ZEPHSERVER_URL",
+                                                        "http://127.0.0.1:5558"),
+                        help="the server (default $ZEPHSERVER_URL or http://127.0.0.1:5558)")
+    parser.add_argument("--token-file", help=f"file holding an API token "
+                                             f"(default {DEFAULT_TOKEN_FILE})")
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    query = verbs.add_parser("query", help="list my running sessions and how to reach each")
+    query.add_argument("--json", action="store_true", help="print JSON for scripts")
+    query.add_argument("--all", action="store_true", help="every user's sessions (staff)")
+    args = parser.parse_args(argv)
+    try:
+        token = read_token(args)
+        sessions = asyncio.run(call(args.url, token, "sessions.list", {"all": args.all}))
+    except ClientError as exc:
+        print(f"zephserver-client: error: {exc}", file=sys.stderr)
+        return ExitCode.FAILED
+    if args.json:
+        print(json.dumps([{"id": s["id"], "app": s["application"], "state": s["state"],
+                           "url": s.get("sessionURL"), "host": s["job"]["host"],
+                           "port": s["job"]["port"], "protocol": s["job"]["protocol"],
+                           "pid": s["job"]["pid"]} for s in sessions], indent=2))
+    else:
+        print(render(sessions))
+    return ExitCode.OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

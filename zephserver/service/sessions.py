@@ -1,0 +1,304 @@
+"""What the job manager does for sessions (kind ``session``), on its own thread.
+
+A session is prepared with a port (bind-tested, reserved until its process exits), a
+secret and, if its app names a broker module, a password hash, configuration and
+certificate. It stays STARTING until its ready line appears in its output (or its port
+accepts a connection) and only then is RUNNING, listed in the proxy map and handed to
+the client who asked for it. A session that dies, is stopped or is not ready in time
+answers its waiting clients at once with the reason and the tail of its log.
+"""
+
+import logging
+import os
+import time
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
+
+from zephserver.errors import RpcCode, RpcError
+from zephserver.launch import broker, broker_helpers
+from zephserver.launch.apps import App, LaunchSpec
+from zephserver.launch.output import Follower, read_range
+from zephserver.launch.ports import PortPool
+from zephserver.launch.sessions import (
+    ProxyMap,
+    ReadyScanner,
+    has_connections,
+    port_accepts,
+    substitute,
+)
+from zephserver.launch.states import JobState
+from zephserver.launch.wslink import effective_proxy_file
+
+if TYPE_CHECKING:
+    from zephserver.service.job_manager import Active, JobManagerService
+
+log = logging.getLogger(__name__)
+
+J = JobState
+RETRY_AFTER = 5  # seconds a refused client is told to wait
+PORT_POLL = 0.01  # seconds between connection attempts for apps without a ready line
+LOG_TAIL = 2000  # bytes of log quoted in a start failure
+
+
+class NoFreePort(Exception):
+    pass
+
+
+def unavailable(message: str, log_tail: str | None = None) -> RpcError:
+    data: dict[str, Any] = {"retry_after": RETRY_AFTER}
+    if log_tail:
+        data["log_tail"] = log_tail
+    return RpcError(RpcCode.SERVICE_UNAVAILABLE, message, data)
+
+
+class SessionKeeper:
+    def __init__(self, manager: "JobManagerService", settings: Any) -> None:
+        self.m = manager
+        self.ports = PortPool()
+        path = effective_proxy_file(settings)
+        self.proxy = ProxyMap(path, int(settings.LAUNCHER_PROXY_FILE_MODE)) if path else None
+        self.cert_key_type = settings.SESSION_CERT_KEY
+        self.cert_days = int(settings.SESSION_CERT_DAYS)
+        self.waiters: dict[int, list[Future]] = {}
+        # Sessions just asked for: job id -> may it queue? Answered after the next plan
+        # (started: when ready; not started: QUEUED, or refused with 503).
+        self.pending: dict[int, bool] = {}
+        self._ready_followers: dict[int, Follower] = {}
+        self._activity: dict[int, float] = {}  # job id -> last time a connection was seen
+
+    # -- preparing and starting -----------------------------------------------------------
+
+    def allocate(self, job: Any, app: App) -> dict[str, str]:
+        """Port and secret for ``job``: the variables its templates get. NoFreePort if
+        every port of the app's ranges is reserved or bound by another program."""
+        assert app.session is not None
+        got = self.ports.allocate(app.session.ports, job.pk)
+        if got is None:
+            ranges = ", ".join(str(r) for r in app.session.ports)
+            raise NoFreePort(f"no free port in {ranges}")
+        host, port = got
+        return {"id": str(job.pk), "host": host, "port": str(port),
+                "secret": broker_helpers.get_password(), "application": app.name}
+
+    def prepare(self, job: Any, app: App, spec: LaunchSpec, generated: dict) -> list[str]:
+        """Run the app module (if any), fill ``job.extra``; the argv to start. Raises
+        what the module raised (the session then fails with that reason)."""
+        opts = app.session
+        assert opts is not None
+        values = {**app.vars, **{k: "" if v is None else v for k, v in spec.params.items()},
+                  **generated}
+        secret = generated["secret"]
+        extra: dict[str, Any] = {
+            "client": job.extra.get("client", {}), "host": generated["host"],
+            "port": int(generated["port"]), "protocol": opts.protocol,
+            "session_url": substitute(opts.session_url, values),
+            "session_data": {k: substitute(v, values) for k, v in opts.session_data.items()},
+            "config": None, "cert": None, "password_hash": None,
+            "hash_algorithm": opts.hash_algorithm if opts.module else None}
+        if opts.uses_secret or opts.module:
+            extra["secret"] = secret
+        argv = spec.argv
+        if opts.module:
+            module = broker.load_app_module(opts.module)
+            os.makedirs(generated["job_dir"], exist_ok=True)
+            password = module.get_password() or secret
+            extra["secret"] = password
+            extra["password_hash"] = broker.hash_password(
+                password, opts.hash_algorithm, job.owner.username, app.name)
+            obj = {**self.job_object(job, extra), "argv": list(argv),
+                   "job_root": generated["job_dir"], "cert_key_type": self.cert_key_type,
+                   "cert_days": self.cert_days}
+            extra["config"] = module.gen_config(obj)
+            obj["config"] = extra["config"]
+            extra["cert"] = module.gen_cert(obj, extra["password_hash"])
+            argv = module.get_launch_cmd(obj)
+            if not isinstance(argv, list) or not argv or not all(isinstance(a, str)
+                                                                 for a in argv):
+                raise ValueError(f"module {opts.module}: get_launch_cmd must return a "
+                                 "non-empty list of strings (never a shell line)")
+        job.extra = extra
+        return list(argv)
+
+    def started(self, active: "Active") -> None:
+        """The process runs: wait for it to be ready (event or port), with a deadline."""
+        job, opts = active.job, active.app.session  # type: ignore[union-attr]
+        assert opts is not None
+        job_id = job.pk
+        if opts.ready_line:
+            def found() -> None:  # output thread
+                self.m.post(self.m.session_ready, job_id)
+
+            scanner = ReadyScanner(opts.ready_line, found)
+            follower = Follower(job.log_path, 0, scanner.feed)
+            self._ready_followers[job_id] = follower
+            self.m.tail.follow(follower)
+        else:
+            self.m.after(PORT_POLL, lambda: self._poll_port(job_id))
+        self.m.after(opts.timeout, lambda: self._deadline(job_id, opts.timeout))
+
+    def _poll_port(self, job_id: int) -> None:
+        active = self.m.active(job_id)
+        if active is None or active.job.state != J.STARTING or active.job.stop_requested:
+            return
+        if port_accepts(active.job.extra["host"], active.job.extra["port"]):
+            self.m.session_ready(job_id)
+        else:
+            self.m.after(PORT_POLL, lambda: self._poll_port(job_id))
+
+    def _deadline(self, job_id: int, timeout: float) -> None:
+        active = self.m.active(job_id)
+        if active is not None and active.job.state == J.STARTING and \
+                not active.job.stop_requested:
+            self.m.stop(active, J.FAILED, f"stopping: not ready within {timeout:g}s", "")
+
+    def ready(self, active: "Active") -> None:
+        """Now RUNNING: listed in the proxy map, waiting clients answered."""
+        job, opts = active.job, active.app.session  # type: ignore[union-attr]
+        self._unfollow(job.pk)
+        if self.proxy is not None:
+            self.proxy.entries[job.pk] = (job.extra["host"], job.extra["port"])
+            self.proxy.write()
+        for waiter in self.waiters.pop(job.pk, []):
+            self.m.answer(waiter, self.view(job, owner=True))
+        if opts is not None:
+            self._arm_limits(job.pk, opts.idle_timeout, opts.max_age)
+
+    def _arm_limits(self, job_id: int, idle: float | None, max_age: float | None) -> None:
+        if max_age:
+            active = self.m.active(job_id)
+            age = time.time() - active.job.started.timestamp() if active and \
+                active.job.started else 0.0
+            self.m.after(max(0.0, max_age - age), lambda: self._expire(
+                job_id, f"stopping: older than its max age of {max_age:g}s"))
+        if idle:
+            self._activity[job_id] = time.monotonic()
+            self.m.after(min(idle / 4, 5.0), lambda: self._check_idle(job_id, idle))
+
+    def _check_idle(self, job_id: int, idle: float) -> None:
+        active = self.m.active(job_id)
+        if active is None or active.job.stop_requested:
+            self._activity.pop(job_id, None)
+            return
+        now = time.monotonic()
+        if has_connections(active.job.extra["port"]):
+            self._activity[job_id] = now
+        elif now - self._activity.get(job_id, now) >= idle:
+            self._expire(job_id, f"stopping: no connection for {idle:g}s")
+            return
+        self.m.after(min(idle / 4, 5.0), lambda: self._check_idle(job_id, idle))
+
+    def _expire(self, job_id: int, reason: str) -> None:
+        active = self.m.active(job_id)
+        if active is not None and not active.job.stop_requested:
+            self.m.stop(active, J.TIMED_OUT, reason, "")
+
+    # -- ending ---------------------------------------------------------------------------
+
+    def ended(self, job: Any) -> None:
+        """The session reached a final state: free its port now, unlist it, and tell
+        whoever still waits for it why it will never be ready."""
+        self.ports.release(job.pk)
+        self._unfollow(job.pk)
+        self._activity.pop(job.pk, None)
+        self.pending.pop(job.pk, None)
+        if self.proxy is not None and self.proxy.entries.pop(job.pk, None) is not None:
+            self.proxy.write()
+        waiters = self.waiters.pop(job.pk, [])
+        if waiters:
+            tail = self.log_tail(job)
+            error = unavailable(f"session {job.pk} is not available: {job.state_reason}",
+                                tail)
+            for waiter in waiters:
+                self.m.answer(waiter, error=error)
+
+    def after_plan(self) -> None:
+        """Sessions the plan did not start: refused (503), or answered QUEUED."""
+        pending, self.pending = self.pending, {}
+        for job_id, may_queue in pending.items():
+            if not self.m.is_waiting(job_id):
+                continue  # started: answered when ready (or when it fails)
+            job = self.m.waiting_job(job_id)
+            why = self.m.queue_reason(job_id) or "no free resources"
+            if may_queue:
+                view = self.view(job, owner=True, position=self.m.queue_position(job_id))
+                for waiter in self.waiters.pop(job_id, []):
+                    self.m.answer(waiter, view)
+            else:
+                self.m.cancel_waiting(job, f"refused: {why}")
+
+    def _unfollow(self, job_id: int) -> None:
+        follower = self._ready_followers.pop(job_id, None)
+        if follower is not None:
+            self.m.tail.unfollow(follower)
+
+    @staticmethod
+    def log_tail(job: Any) -> str:
+        if not job.log_path:
+            return ""
+        try:
+            size = os.path.getsize(job.log_path)
+        except OSError:
+            return ""
+        start = max(0, size - LOG_TAIL)
+        return read_range(job.log_path, start, LOG_TAIL).decode("utf-8", "replace")
+
+    # -- after a restart ------------------------------------------------------------------
+
+    def readopted(self, active: "Active") -> None:
+        job = active.job
+        if "port" in job.extra:
+            self.ports.reserve(job.extra["host"], job.extra["port"], job.pk)
+        opts = active.app.session if active.app is not None else None
+        if job.state == J.RUNNING:
+            if self.proxy is not None:
+                self.proxy.entries[job.pk] = (job.extra["host"], job.extra["port"])
+            if opts is not None:
+                self._arm_limits(job.pk, opts.idle_timeout, opts.max_age)
+        elif opts is not None:  # it was starting: look for its ready line again
+            self.started(active)
+
+    def loaded(self) -> None:
+        if self.proxy is not None:
+            self.proxy.write()  # a no-op when nothing changed while we were down
+
+    # -- what clients see -----------------------------------------------------------------
+
+    def view(self, job: Any, owner: bool, position: int | None = None) -> dict:
+        """The session as the ParaViewWeb/wslink REST API returns it: the object the
+        client posted plus id, sessionURL, secret (owner only), sessionData and state."""
+        extra = job.extra or {}
+        app = self.m.apps.get(job.app)
+        opts = app.session if app is not None else None
+        out: dict[str, Any] = {**extra.get("client", {}), "application": job.app,
+                               "id": str(job.pk)}
+        if "session_url" in extra:
+            out.update(extra.get("session_data", {}))
+            out.update(sessionURL=extra["session_url"], host=extra["host"],
+                       port=extra["port"])
+        if owner and "secret" in extra:
+            out["secret"] = extra["secret"]
+        if opts is not None and opts.fields is not None:
+            keep = {*opts.fields, "id", "sessionURL", "sessionManagerURL", "application",
+                    "secret"}
+            out = {k: v for k, v in out.items() if k in keep}
+        reason = self.m.queue_reason(job.pk) if job.state == J.QUEUED else None
+        out.update(state=job.state, state_reason=reason or job.state_reason)
+        if position is not None:
+            out["position"] = position
+        out["job"] = self.job_object(job, extra, owner)
+        return out
+
+    @staticmethod
+    def job_object(job: Any, extra: dict, owner: bool = True) -> dict:
+        """The conduit broker's job object (seeds/002), with the real state."""
+        return {"job_root": job.job_dir or None, "app": job.app, "job_id": job.pk,
+                "port": extra.get("port"),
+                "creation_timestamp": int(job.created.timestamp()) if job.created else None,
+                "config": extra.get("config"), "cert": extra.get("cert"),
+                "app_path": job.argv[0] if job.argv else None,
+                "status": str(job.state).lower(),
+                "password_hash": extra.get("password_hash") if owner else None,
+                "hash_algorithm": extra.get("hash_algorithm"), "pid": job.pid,
+                "owner": job.owner.username, "protocol": extra.get("protocol"),
+                "host": extra.get("host")}
+
