@@ -9,6 +9,7 @@ import stat
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from tornado.websocket import websocket_connect
@@ -295,10 +296,12 @@ def test_all_ports_taken_is_503_or_queued(server):
     status, first, _ = post(server, {"application": "tight"})
     assert status == 200, first
     status, refused, headers = post(server, {"application": "tight"})
-    assert status == 503 and "no free port" in refused["error"], refused
+    assert status == 503, refused
+    assert "no free port" in refused["error"]
     assert headers["Retry-After"] == "5"
     status, queued, _ = post(server, {"application": "tight", "queue": True})
-    assert status == 200 and queued["state"] == "QUEUED" and queued["position"] == 0, queued
+    assert status == 200, queued
+    assert (queued["state"], queued["position"]) == ("QUEUED", 0)
     assert "no free port" in queued["state_reason"]
     stop_and_wait_free(server, first)
 
@@ -316,9 +319,11 @@ def test_a_port_bound_by_another_program_is_never_handed_out(server):
     other = listening(low)
     try:
         status, body, _ = post(server, {"application": "pair"})
-        assert status == 200 and body["port"] == high, body
+        assert status == 200, body
+        assert body["port"] == high
         status, refused, _ = post(server, {"application": "pair"})
-        assert status == 503 and "no free port" in refused["error"], refused
+        assert status == 503, refused
+        assert "no free port" in refused["error"]
     finally:
         other.close()
     stop_and_wait_free(server, body)
@@ -378,14 +383,14 @@ def test_broker_module_config_certificate_and_job_object(server):
     assert verify_password(body["secret"], job["password_hash"])
     assert job["hash_algorithm"] == "scrypt"
     assert job["password_hash"].startswith("scrypt$")
-    config = json.loads(open(job["config"]).read())
+    config = json.loads(Path(job["config"]).read_text())
     assert config["port"] == job["port"]
     from cryptography import x509
     from cryptography.hazmat.primitives.asymmetric import ec
     for path in (job["cert"]["cert"], job["cert"]["key"], job["config"]):
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
         assert os.path.dirname(path) == job["job_root"]
-    cert = x509.load_pem_x509_certificate(open(job["cert"]["cert"], "rb").read())
+    cert = x509.load_pem_x509_certificate(Path(job["cert"]["cert"]).read_bytes())
     assert isinstance(cert.public_key(), ec.EllipticCurvePublicKey)
     ok, rpc_view, _ = _rpc(server, "sessions.get", {"id": int(body["id"])})
     assert ok

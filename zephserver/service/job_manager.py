@@ -527,7 +527,8 @@ class JobManagerService(Service):
                 self._enqueue(job)
                 self._reasons[job.pk] = str(exc)
                 return
-            if app.session.log_dir:
+            if app.session.log_dir:  # wslink's <log_dir>/<id>.txt
+                os.makedirs(app.session.log_dir, exist_ok=True)
                 log_path = os.path.join(app.session.log_dir, f"{job.pk}.txt")
         spec = app.prepare(job.params, generated)
         argv, failure = spec.argv, ""
