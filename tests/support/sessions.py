@@ -39,6 +39,7 @@ def rest(method: str, url: str, token: str | None = None, body: Any = None,
 def listening(port: int) -> socket.socket:
     """A socket of 'another program' bound and listening on ``port``."""
     s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do (TIME_WAIT)
     s.bind(("127.0.0.1", port))
     s.listen()
     return s
