@@ -411,8 +411,13 @@ def _file_mode(value: Any, s: Settings) -> list[str]:
     return [] if ok else ["must be a file mode such as 0o644"]
 
 
-def _optional_path(value: Any, s: Settings) -> list[str]:
-    return [] if value is None or (isinstance(value, str) and value) else ["must be a path"]
+def _proxy_file(value: Any, s: Settings) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, str) or not value:
+        return ["must be None or a file path"]
+    parent = os.path.dirname(os.path.abspath(value))
+    return [] if os.path.isdir(parent) else [f"directory {parent} does not exist"]
 
 
 def _str_paths(value: Any, s: Settings) -> list[str]:
@@ -497,7 +502,7 @@ SPEC: dict[str, Spec] = {
     "APPS": Spec(_apps, "Applications that may be launched."),
     "LAUNCHER_CONFIG": Spec(_launcher_config, "wslink/ParaViewWeb launcher JSON file."),
     "LAUNCHER_ENDPOINT": Spec(_endpoint, "Launcher REST path; default the file's or /paraview."),
-    "LAUNCHER_PROXY_FILE": Spec(_optional_path, "Proxy map file (<id> <host>:<port> lines)."),
+    "LAUNCHER_PROXY_FILE": Spec(_proxy_file, "Proxy map file (<id> <host>:<port> lines)."),
     "LAUNCHER_PROXY_FILE_MODE": Spec(_file_mode, "File mode of the proxy map file."),
     "SESSION_CERT_KEY": Spec(_choice("ec-p256", "rsa-3072"), "Key type of session certs."),
     "SESSION_CERT_DAYS": Spec(_integer(1), "Validity of session certificates (days)."),

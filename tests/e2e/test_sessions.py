@@ -74,12 +74,16 @@ def session_apps(work, ranges):
         "idle": {"kind": "session", "argv": [SH, "-c", "echo ready; exec sleep 600"],
                  "ready_line": "ready", "idle_timeout": 1, "grace": 1,
                  "resources": {"cores": 0}, **ports("idle")},
+        "old": {"kind": "session", "argv": [SH, "-c", "echo ready; exec sleep 600"],
+                "ready_line": "ready", "max_age": 1, "grace": 1,
+                "resources": {"cores": 0}, **ports("old")},
         "batch": {"argv": [SH, "-c", "true"]},
     }
 
 
 SIZES = {"echo": 3, "quick": 60, "tight": 1, "pair": 2, "dies": 1, "silent": 1, "web": 2,
-         "viewer": 2, "conduit": 2, "idle": 1}
+         "viewer": 2, "conduit": 2, "idle": 1,
+         "old": 1}
 
 
 def allocate_ranges():
@@ -440,6 +444,18 @@ def test_an_idle_session_is_stopped(server):
     poll_until(lambda: bind_free(body["port"]), 10, what="port free")
 
 
+def test_a_session_past_its_max_age_is_stopped(server):
+    status, body, _ = post(server, {"application": "old"})
+    assert status == 200
+
+    def ended():
+        ok, job, _ = _rpc(server, "jobs.get", {"id": int(body["id"])})
+        return job if job["state"] == "TIMED_OUT" else None
+    job = poll_until(ended, 15, interval=0.2, what="old session stopped")
+    assert "older than its max age of 1s" in job["state_reason"]
+    poll_until(lambda: bind_free(body["port"]), 10, what="port free")
+
+
 def test_zephserver_client_query(server):
     status, body, _ = post(server, {"application": "quick"})
     assert status == 200
@@ -464,3 +480,25 @@ def test_zephserver_client_query(server):
     assert none.returncode != 0
     assert "token" in none.stderr
     stop_and_wait_free(server, body)
+
+
+def test_a_client_that_leaves_before_ready_does_not_leave_a_session_behind(server):
+    """The POST's connection closes while the session starts: it is stopped, not
+    left running with an id nobody knows."""
+    import http.client
+    from urllib.parse import urlparse
+
+    u = urlparse(server.url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+    conn.request("POST", "/paraview", json.dumps({"application": "echo"}),
+                 {"Authorization": f"Bearer {server.tokens['bob']}"})
+    poll_until(lambda: _rpc(server, "sessions.list", {}, "bob")[1], 10, interval=0.02,
+               what="bob's session created")
+    conn.close()
+
+    def cancelled():
+        ok, page, _ = _rpc(server, "jobs.list", {"app": "echo", "limit": 1}, "bob")
+        job = page["jobs"][0]
+        return job if job["state"] == "CANCELLED" else None
+    job = poll_until(cancelled, 20, interval=0.1, what="abandoned session stopped")
+    assert "left before it was ready" in job["state_reason"]

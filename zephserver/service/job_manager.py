@@ -637,12 +637,13 @@ class JobManagerService(Service):
     def _finish(self, job: Any, code: int | None, when: str, stop_by: str = "") -> None:
         what = describe_exit(code)
         suffix = f" {when}" if when else ""
-        if job.stop_requested == J.CANCELLED:
+        why = job.state_reason.removeprefix("stopping: ")  # as given when it was stopped
+        if job.stop_requested == J.CANCELLED and not why.startswith("cancelled"):
+            state, reason = J.CANCELLED, f"cancelled: {why} ({what}){suffix}"
+        elif job.stop_requested == J.CANCELLED:
             by = f" by {stop_by}" if stop_by else ""
             state, reason = J.CANCELLED, f"cancelled{by} ({what}){suffix}"
         elif job.stop_requested in (J.TIMED_OUT, J.FAILED):
-            # the reason given when it was stopped: "stopping: wall time of 60s exceeded"
-            why = job.state_reason.removeprefix("stopping: ")
             state, reason = JobState(job.stop_requested), f"{why} ({what})"
         elif job.state == J.STARTING:  # a session that ended before it was ready
             state, reason = J.FAILED, f"exited before it was ready ({what}){suffix}"
@@ -1000,6 +1001,14 @@ class JobManagerService(Service):
             view["job"]["password_hash"] = None
             return view
         return self.call(stop)
+
+    def stop_abandoned(self, user: UserInfo, session_id: Any) -> None:
+        """Manager thread: the client that asked for this session left before the answer."""
+        job = self._session(user, session_id)
+        active = self._active.get(job.pk)
+        if active is not None and not job.stop_requested:
+            self._stop(active, J.CANCELLED, "stopping: the client that asked for it left "
+                       "before it was ready", user.username)
 
     def sessions_list(self, user: UserInfo, all_users: bool = False) -> list[dict]:
         from zephserver.web.models import Job

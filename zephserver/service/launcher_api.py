@@ -126,9 +126,11 @@ class LauncherHandler(JsonApiHandler):
                 raise JsonError(400, "'queue' must be true or false", field="queue")
             jobs = self.service.ctx.get("jobs")  # type: ignore[union-attr]
             future = await self.blocking(jobs.start_session, self.user, app, body, queue)
-            opts = jobs.apps[app].session
+            self._starting = future
+            defined = jobs.apps.get(app)  # (a reload may have removed it meanwhile)
+            timeout = defined.session.timeout if defined and defined.session else 60.0
             result = await asyncio.wait_for(asyncio.wrap_future(future),
-                                            opts.timeout + READY_SLACK)
+                                            timeout + READY_SLACK)
         except (JsonError, RpcError, ServiceUnavailable) as exc:
             self.fail(exc)
             return
@@ -137,6 +139,20 @@ class LauncherHandler(JsonApiHandler):
                                 retry_after=5))
             return
         self.finish(result)
+
+    def on_connection_close(self) -> None:
+        """The client left before its session was ready: nobody will ever know its id,
+        so stop it rather than leave it running."""
+        future = getattr(self, "_starting", None)
+        if future is None:
+            return
+        jobs = self.service.ctx.get("jobs")  # type: ignore[union-attr]
+        user = self.user
+
+        def stop_when_known(f: Any) -> None:  # the job manager's thread
+            if f.exception() is None and f.result().get("state") != "QUEUED":
+                jobs.post(jobs.stop_abandoned, user, f.result()["id"])
+        future.add_done_callback(stop_when_known)
 
     async def get(self, session_id: str | None = None) -> None:
         await self._one(session_id, "session_get")

@@ -157,7 +157,7 @@ class SessionKeeper:
         self._unfollow(job.pk)
         if self.proxy is not None:
             self.proxy.entries[job.pk] = (job.extra["host"], job.extra["port"])
-            self.proxy.write()
+            self._write_proxy()
         for waiter in self.waiters.pop(job.pk, []):
             self.m.answer(waiter, self.view(job, owner=True))
         if opts is not None:
@@ -202,7 +202,7 @@ class SessionKeeper:
         self._activity.pop(job.pk, None)
         self.pending.pop(job.pk, None)
         if self.proxy is not None and self.proxy.entries.pop(job.pk, None) is not None:
-            self.proxy.write()
+            self._write_proxy()
         waiters = self.waiters.pop(job.pk, [])
         if waiters:
             tail = self.log_tail(job)
@@ -259,7 +259,16 @@ class SessionKeeper:
 
     def loaded(self) -> None:
         if self.proxy is not None:
-            self.proxy.write()  # a no-op when nothing changed while we were down
+            self._write_proxy()  # a no-op when nothing changed while we were down
+
+    def _write_proxy(self) -> None:
+        """A map that cannot be written is logged, not fatal: the session runs, and the
+        next change (or restart) writes the whole map again."""
+        assert self.proxy is not None
+        try:
+            self.proxy.write()
+        except OSError as exc:
+            log.error("cannot write the proxy map %s: %s", self.proxy.path, exc.strerror)
 
     # -- what clients see -----------------------------------------------------------------
 

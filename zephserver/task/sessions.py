@@ -26,8 +26,9 @@ class SessionsStartTask(_JobTask):
             raise TaskError("'queue' must be true or false", RpcCode.INVALID_PARAMS,
                             {"field": "queue"})
         future = self.jobs.start_session(self.user, body["application"], body, queue)
-        timeout = self.jobs.apps[body["application"]].session.timeout + SLACK
-        return future.result(timeout)
+        defined = self.jobs.apps.get(body["application"])
+        timeout = defined.session.timeout if defined and defined.session else 60.0
+        return future.result(timeout + SLACK)
 
 
 class SessionsListTask(_JobTask):
