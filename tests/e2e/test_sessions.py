@@ -449,7 +449,7 @@ def test_a_session_past_its_max_age_is_stopped(server):
     assert status == 200
 
     def ended():
-        ok, job, _ = _rpc(server, "jobs.get", {"id": int(body["id"])})
+        _, job, _ = _rpc(server, "jobs.get", {"id": int(body["id"])})
         return job if job["state"] == "TIMED_OUT" else None
     job = poll_until(ended, 15, interval=0.2, what="old session stopped")
     assert "older than its max age of 1s" in job["state_reason"]
@@ -497,7 +497,7 @@ def test_a_client_that_leaves_before_ready_does_not_leave_a_session_behind(serve
     conn.close()
 
     def cancelled():
-        ok, page, _ = _rpc(server, "jobs.list", {"app": "echo", "limit": 1}, "bob")
+        _, page, _ = _rpc(server, "jobs.list", {"app": "echo", "limit": 1}, "bob")
         job = page["jobs"][0]
         return job if job["state"] == "CANCELLED" else None
     job = poll_until(cancelled, 20, interval=0.1, what="abandoned session stopped")
