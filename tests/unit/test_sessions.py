@@ -5,6 +5,7 @@ import hashlib
 import os
 import socket
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -170,3 +171,31 @@ def test_password_hashes():
     assert digest == "test:test:" + hashlib.md5(b"test:test:test").hexdigest()
     assert verify_password("test", digest)
     assert check_app_module("zephserver.examples.conduit_module") == []
+
+
+def test_apps_take_wslink_sanitize_rules_as_params():
+    app = parse_apps({"v": {"kind": "session", "argv": ["/bin/viewer", "$file"],
+                            "port_range": [9001, 9001],
+                            "sanitize": {"file": {"type": "inList", "list": ["a", "b"],
+                                                  "default": "a"}}}})["v"]
+    assert app.clean_params({}) == {"file": "a"}
+    with pytest.raises(ValueError, match="must be one of"):
+        app.clean_params({"file": "c"})  # refused, not replaced by the default
+
+
+def test_default_certificates_ec_and_rsa(tmp_path):
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    from zephserver.launch.broker_helpers import write_self_signed
+
+    for key_type, kind, size in (("ec-p256", ec.EllipticCurvePublicKey, 256),
+                                 ("rsa-3072", rsa.RSAPublicKey, 3072)):
+        paths = write_self_signed(str(tmp_path), key_type, "node1", key_type, 7)
+        cert = x509.load_pem_x509_certificate(Path(paths["cert"]).read_bytes())
+        assert isinstance(cert.public_key(), kind)
+        assert cert.public_key().key_size == size
+        days = (cert.not_valid_after_utc - cert.not_valid_before_utc).days
+        assert days == 7
+        for path in paths.values():
+            assert stat.S_IMODE(os.stat(path).st_mode) == 0o600

@@ -203,7 +203,7 @@ class App:
 # --- parsing the APPS setting -----------------------------------------------------------
 
 APP_KEYS = {"description", "kind", "argv", "cmd", "cwd", "env", "inherit_env", "vars",
-            "params", "resources", "grace", "wall_time", "parser", "controls"}
+            "params", "sanitize", "resources", "grace", "wall_time", "parser", "controls"}
 
 
 def parse_apps(apps: Any, extra_keys: frozenset[str] = frozenset()) -> dict[str, App]:
@@ -271,6 +271,11 @@ def _parse_app(name: str, spec: Any, problems: list[str],
     if not isinstance(raw_params, dict):
         problems.append("params must be a dict of name -> rule")
         raw_params = {}
+    if "sanitize" in spec:  # wslink's form of string params
+        from zephserver.launch.wslink import sanitize_to_params
+
+        raw_params = {**sanitize_to_params(spec["sanitize"], "sanitize", problems),
+                      **raw_params}
     for pname, prule in raw_params.items():
         param = _parse_param(pname, prule, problems)
         if param is not None:

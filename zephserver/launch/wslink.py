@@ -31,6 +31,28 @@ class LauncherConfig:
     warnings: list[str] = field(default_factory=list)
 
 
+def sanitize_to_params(rules: Any, where: str, problems: list[str]) -> dict[str, dict]:
+    """wslink ``sanitize`` rules as APPS params (str with inList or regexp). Unlike
+    wslink, a value that fails its rule is refused, never replaced by the default."""
+    if not isinstance(rules, dict):
+        problems.append(f"{where} must be an object of name -> rule")
+        return {}
+    params = {}
+    for name, rule in rules.items():
+        if not isinstance(rule, dict) or rule.get("type") not in ("inList", "regexp"):
+            problems.append(f"{where}.{name}: type must be inList or regexp")
+            continue
+        param: dict[str, Any] = {"type": "str"}
+        if rule["type"] == "inList":
+            param["inList"] = rule.get("list")
+        else:
+            param["regexp"] = rule.get("regexp")
+        if "default" in rule:
+            param["default"] = rule["default"]
+        params[name] = param
+    return params
+
+
 def strip_comments(text: str) -> str:
     """JSON text without comments (newlines kept, so error line numbers stay right)."""
     def keep(m: re.Match) -> str:
@@ -77,19 +99,8 @@ def convert(raw: Any) -> LauncherConfig:
     out.proxy_file = conf.get("proxy_file")
     if out.proxy_file is not None and not isinstance(out.proxy_file, str):
         problems.append("configuration.proxy_file must be a path")
-    params = {}
-    for name, rule in (conf.get("sanitize") or {}).items():
-        if not isinstance(rule, dict) or rule.get("type") not in ("inList", "regexp"):
-            problems.append(f"configuration.sanitize.{name}: type must be inList or regexp")
-            continue
-        param: dict[str, Any] = {"type": "str"}
-        if rule["type"] == "inList":
-            param["inList"] = rule.get("list")
-        else:
-            param["regexp"] = rule.get("regexp")
-        if "default" in rule:
-            param["default"] = rule["default"]
-        params[name] = param
+    params = sanitize_to_params(conf.get("sanitize") or {}, "configuration.sanitize",
+                                problems)
     ports = raw.get("resources", [])
     if not isinstance(ports, list) or not ports:
         problems.append("resources must be a non-empty list of {host, port_range}")
