@@ -73,13 +73,14 @@ class Spawned:
 
 
 def spawn(argv: Sequence[str], cwd: str | None, env: Mapping[str, str],
-          log_path: str) -> Spawned:
+          log_path: str, extra_fds: Mapping[int, int] | None = None) -> Spawned:
     """Start ``argv`` in its own session with output appended to ``log_path``.
 
     With ``cwd`` None the program starts in the daemon's directory through
     ``os.posix_spawn``. Popen releases the GIL while it waits for the exec and, in a busy
     daemon, waits up to a switch interval (5 ms) to get it back; posix_spawn does not.
     Python's posix_spawn cannot change directory, so the job shim does its own ``cd``.
+    ``extra_fds`` maps a descriptor number in the child to one of ours (posix_spawn only).
 
     Raises:
         SpawnError: with a message naming what was wrong.
@@ -96,7 +97,9 @@ def spawn(argv: Sequence[str], cwd: str | None, env: Mapping[str, str],
             # Our fds are close-on-exec (PEP 446): only these three reach the program.
             pid = os.posix_spawn(argv[0], list(argv), dict(env), setsid=True, file_actions=[
                 (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                (os.POSIX_SPAWN_DUP2, log_fd, 1), (os.POSIX_SPAWN_DUP2, log_fd, 2)])
+                (os.POSIX_SPAWN_DUP2, log_fd, 1), (os.POSIX_SPAWN_DUP2, log_fd, 2),
+                *((os.POSIX_SPAWN_DUP2, fd, target)
+                  for target, fd in (extra_fds or {}).items())])
         else:
             popen = subprocess.Popen(list(argv), cwd=cwd, env=dict(env),
                                      stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd,
