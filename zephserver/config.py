@@ -137,12 +137,12 @@ def _derive_paths(values: dict[str, Any]) -> dict[str, Any]:
         values["DATA_DIR"] = data_dir
         for name, leaf in (("LOCK_FILE", "zephserver.pid"), ("LOG_PATH", "zephserver.log"),
                            ("CONFIGURATION_NETWORK_INTERFACE_SERVER", "zephserver.sock"),
-                           ("JOBS_DIR", "jobs")):
+                           ("JOBS_DIR", "jobs"), ("AGENT_DIR", "agent")):
             if values.get(name) is None:
                 values[name] = os.path.join(data_dir, leaf)
     for name in ("LOCK_FILE", "LOG_PATH", "CONFIGURATION_NETWORK_INTERFACE_SERVER",
                  "CONFIGURATION_NETWORK_INTERFACE", "LAUNCHER_CONFIG", "JOBS_DIR",
-                 "LAUNCHER_PROXY_FILE"):
+                 "LAUNCHER_PROXY_FILE", "AGENT_DIR"):
         if isinstance(values.get(name), str):
             values[name] = os.path.abspath(values[name])
     if values.get("CONFIGURATION_NETWORK_INTERFACE") is None:
@@ -400,6 +400,10 @@ def _endpoint(value: Any, s: Settings) -> list[str]:
     return ["must be None or a URL path such as /paraview (not /ws)"]
 
 
+def _bool(value: Any, s: Settings) -> list[str]:
+    return [] if isinstance(value, bool) else ["must be True or False"]
+
+
 def _choice(*choices: str) -> Check:
     def check(value: Any, s: Settings) -> list[str]:
         return [] if value in choices else [f"must be one of {', '.join(choices)}"]
@@ -516,6 +520,22 @@ SPEC: dict[str, Spec] = {
     "QUEUE_RESERVE_AFTER": Spec(_number(0), "Wait after which a job gets a reservation (s)."),
     "QUEUE_BACKFILL_DEPTH": Spec(_integer(1), "Queued jobs looked at per scheduling pass."),
     "QUEUE_TICK": Spec(_number(0.01), "Time between safety scheduling passes (s)."),
+    "AGENT_DIR": Spec(_data_dir, "Directory of agent processes; default DATA_DIR/agent."),
+    "AGENT_FILE_ROOTS": Spec(_str_paths, "Directories file:// source URLs may point into."),
+    "AGENT_MAX_DOWNLOAD": Spec(_integer(1), "Largest source archive (bytes)."),
+    "AGENT_MAX_UNPACKED": Spec(_integer(1), "Most bytes an archive may unpack to."),
+    "AGENT_DOWNLOAD_TIMEOUT": Spec(_number(0.1), "Download stall timeout (s)."),
+    "AGENT_BACKOFF_INITIAL": Spec(_number(0), "Delay before the first restart (s)."),
+    "AGENT_BACKOFF_FACTOR": Spec(_number(1), "Growth of the restart delay."),
+    "AGENT_BACKOFF_MAX": Spec(_number(0), "Cap of the restart delay (s)."),
+    "AGENT_MIN_UPTIME": Spec(_number(0), "A run this long resets the backoff (s)."),
+    "AGENT_MAX_RESTARTS": Spec(_integer(0), "Restarts in a row before fatal (0 = no limit)."),
+    "AGENT_GRACE": Spec(_number(0), "SIGTERM to SIGKILL delay on delete (s)."),
+    "AGENT_STOP_GRACE": Spec(_number(0), "SIGTERM to SIGKILL delay at daemon stop (s)."),
+    "AGENT_KEEP_FILES": Spec(_bool, "Keep a deleted process's directory."),
+    "AGENT_CONSOLE_REPLAY": Spec(_integer(0), "Log lines a console gets first."),
+    "AGENT_CONSOLE_MAX_PENDING": Spec(_integer(1024), "Unsent characters before a console "
+                                                      "skips ahead."),
 }
 
 

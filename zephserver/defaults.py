@@ -31,6 +31,7 @@ SERVICE_LIST: list[str] = [
     "zephserver.service.router/RouterService",
     "zephserver.service.queue_manager/QueueManagerService",
     "zephserver.service.job_manager/JobManagerService",
+    "zephserver.service.agent/AgentService",
     "zephserver.service.websocket_client/WebSocketService",
 ]
 
@@ -116,6 +117,24 @@ JOB_ROOTS: list[str] = []
 JOB_PROGRESS_INTERVAL = 1.0  # seconds between persisted progress updates of one job
 OUTPUT_CHUNK = 1024 * 1024  # bytes read from a log at once
 OUTPUT_MAX_PENDING = 8 * 1024 * 1024  # bytes a subscriber may have unsent before it waits
+
+# The process agent (/agent/, smartmob-agent compatible): Procfile processes restarted
+# until deleted; they die with the daemon.
+AGENT_DIR = None  # DATA_DIR/agent: a directory per process (source, virtualenv, log)
+AGENT_FILE_ROOTS: list[str] = []  # directories file:// source URLs may point into
+AGENT_MAX_DOWNLOAD = 100 * 1024 * 1024  # bytes of a source archive
+AGENT_MAX_UNPACKED = 1024 * 1024 * 1024  # bytes an archive may unpack to
+AGENT_DOWNLOAD_TIMEOUT = 30.0  # seconds without data before a download fails
+AGENT_BACKOFF_INITIAL = 0.1  # seconds before the first restart (0: at once)
+AGENT_BACKOFF_FACTOR = 2.0
+AGENT_BACKOFF_MAX = 30.0
+AGENT_MIN_UPTIME = 10.0  # a run this long resets the backoff
+AGENT_MAX_RESTARTS = 0  # restarts in a row before "fatal" (0: no limit); per process too
+AGENT_GRACE = 5.0  # seconds between SIGTERM and SIGKILL when a process is deleted
+AGENT_STOP_GRACE = 3.0  # the same when the daemon stops (keep under SERVICE_STOP_TIMEOUT)
+AGENT_KEEP_FILES = False  # keep a deleted process's directory
+AGENT_CONSOLE_REPLAY = 100  # lines of the log an attached console gets first
+AGENT_CONSOLE_MAX_PENDING = 1024 * 1024  # unsent characters before a console skips ahead
 
 # What this node offers the queue. cores/memory None = the machine's (memory in MiB).
 # A licence is a count, or {"command": [argv]} printing the count (re-read every tick).

@@ -214,6 +214,7 @@ class WebSocketService(Service):
         django_app = WSGIContainer(strip_header_values(StaticFilesHandler(
             get_wsgi_application())), executor=wsgi_executor)
         from zephserver.launch.wslink import effective_endpoint
+        from zephserver.service import agent_api
         from zephserver.service.launcher_api import LauncherHandler
 
         self.api_executor = ThreadPoolExecutor(8, thread_name_prefix="zeph-api")
@@ -222,6 +223,12 @@ class WebSocketService(Service):
             [(r"/ws", WsHandler, {"service": self}),
              (rf"{endpoint}/?()", LauncherHandler, {"service": self}),
              (rf"{endpoint}/([^/]+)", LauncherHandler, {"service": self}),
+             (r"/agent/?", agent_api.IndexHandler, {"service": self}),
+             (r"/agent/create-process", agent_api.CreateHandler, {"service": self}),
+             (r"/agent/list-processes", agent_api.ListHandler, {"service": self}),
+             (r"/agent/process-status/([^/]+)", agent_api.StatusHandler, {"service": self}),
+             (r"/agent/delete-process/([^/]+)", agent_api.DeleteHandler, {"service": self}),
+             (r"/agent/attach-console/([^/]+)", agent_api.ConsoleHandler, {"service": self}),
              (r".*", tornado.web.FallbackHandler, {"fallback": django_app})],
             websocket_max_message_size=int(s.WS_MAX_MESSAGE_SIZE),
             websocket_ping_interval=float(s.WS_PING_INTERVAL) or None,

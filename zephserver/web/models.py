@@ -108,8 +108,9 @@ class Job(models.Model):
                 **({"extra": public_extra(self.extra)} if self.extra else {})}
 
 
-# Kind-specific values only the owner's own views show (a session's secret).
-PRIVATE_EXTRA = frozenset({"secret", "password_hash"})
+# Kind-specific values only the owner's own views show (a session's secret, the
+# environment given to an agent process).
+PRIVATE_EXTRA = frozenset({"secret", "password_hash", "env"})
 
 
 def public_extra(extra: dict) -> dict:

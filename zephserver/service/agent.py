@@ -1,0 +1,609 @@
+"""Process agent (smartmob-agent, seeds/004): Procfile processes restarted until deleted.
+
+A process is a job of kind ``service``: one Job row (its state, pid, restarts, last
+exit), a directory ``AGENT_DIR/<id>`` with the unpacked source, an optional virtualenv
+and ``output.log``. Everything that changes a process happens on this service's thread
+("zeph-svc-agent", an actor); downloads, unpacking and pip run on a worker thread per
+process and report back; exits come from the reaper.
+
+Unlike batch jobs, supervised processes die with the agent, as its documentation
+promises: each runs under a tiny shell that also starts a watcher holding the read end
+of a pipe whose write end only the daemon holds. When the daemon dies, even by
+SIGKILL, the pipe reaches end of file and the watcher kills the whole process group.
+"""
+
+import contextlib
+import heapq
+import itertools
+import logging
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from zephserver.backoff import BackoffPolicy, RestartTracker
+from zephserver.errors import RpcCode, RpcError
+from zephserver.infra.service import Service
+from zephserver.launch.apps import DEFAULT_INHERITED_ENV
+from zephserver.launch.output import Follower, Tail, read_range
+from zephserver.launch.process import Reaper, SpawnError, signal_group, spawn
+from zephserver.launch.procfile import ProcfileError, parse_procfile
+from zephserver.launch.sources import Cancelled, SourceError, check_url, fetch, unpack
+from zephserver.launch.states import TERMINAL, JobState, check_job_transition
+from zephserver.service.job_manager import describe_exit
+from zephserver.task.base import UserInfo
+from zephserver.web.django_setup import setup_django
+
+log = logging.getLogger(__name__)
+
+J = JobState
+LIFELINE_FD = 3
+# $1: the working directory, then the program's argv. The watcher blocks reading the
+# lifeline until the daemon is gone, then kills the group; the program does not get it.
+SHIM = ('cd "$1" || exit 126; shift; { read _ <&3; kill -KILL 0; } & exec "$@" 3<&-')
+NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+PREPARED = ".zeph-prepared"  # written once the source is unpacked and set up
+CALL_TIMEOUT = 30.0
+UNLIMITED = 10 ** 9
+PIP_POLL = 0.1  # seconds between looks at a delete while pip runs
+
+
+def _rpc(code: RpcCode, message: str, field_name: str | None = None) -> RpcError:
+    return RpcError(code, message, {"field": field_name} if field_name else None)
+
+
+def _now() -> Any:
+    from django.utils import timezone
+
+    return timezone.now()
+
+
+@dataclass
+class Proc:
+    job: Any
+    tracker: RestartTracker
+    cancel: threading.Event = field(default_factory=threading.Event)
+    command: str | None = None
+    cwd: str | None = None
+    env: dict[str, str] | None = None
+    pid: int | None = None
+    preparing: bool = False
+    deleted: bool = False
+    restart_token: int = 0  # a pending restart only fires if this has not moved on
+    consoles: set = field(default_factory=set)
+
+    @property
+    def slug(self) -> str:
+        return self.job.name
+
+
+class AgentService(Service):
+    name = "agent"
+    announces_ready = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._timer_ids = itertools.count()
+        self._procs: dict[str, Proc] = {}  # live slugs (not deleted)
+        self._ending: dict[int, Proc] = {}  # deleted, still stopping: job id -> proc
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def main(self) -> None:
+        assert self.ctx is not None
+        s = self.ctx.settings
+        setup_django(s)
+        self.node = s.NODE_NAME
+        self.dir = os.path.abspath(s.AGENT_DIR)
+        self.file_roots = list(s.AGENT_FILE_ROOTS)
+        self.max_download = int(s.AGENT_MAX_DOWNLOAD)
+        self.max_unpacked = int(s.AGENT_MAX_UNPACKED)
+        self.download_timeout = float(s.AGENT_DOWNLOAD_TIMEOUT)
+        self.policy = BackoffPolicy(float(s.AGENT_BACKOFF_INITIAL),
+                                    float(s.AGENT_BACKOFF_FACTOR), float(s.AGENT_BACKOFF_MAX),
+                                    UNLIMITED, float(s.AGENT_MIN_UPTIME))
+        self.max_restarts = int(s.AGENT_MAX_RESTARTS)
+        self.grace = float(s.AGENT_GRACE)
+        self.stop_grace = float(s.AGENT_STOP_GRACE)
+        self.keep_files = bool(s.AGENT_KEEP_FILES)
+        self.replay_lines = int(s.AGENT_CONSOLE_REPLAY)
+        self.console_max_pending = int(s.AGENT_CONSOLE_MAX_PENDING)
+        os.makedirs(self.dir, exist_ok=True)
+        self._thread = threading.current_thread()
+        # The lifeline: children get the read end as fd 3; only we hold the write end.
+        self._lifeline_r, self._lifeline_w = os.pipe()
+        self.reaper = Reaper()
+        self.tail = Tail(int(s.OUTPUT_CHUNK))
+        try:
+            self._resume()
+            self.ctx.ready()
+            self._run()
+        finally:
+            self.reaper.close()
+            self.tail.close()
+            os.close(self._lifeline_w)  # any child still there is killed by its watcher
+            os.close(self._lifeline_r)
+            self._procs.clear()
+            from django.db import close_old_connections
+
+            close_old_connections()
+
+    def disable(self) -> None:
+        self._disabled.set()
+        self._inbox.put(None)
+
+    def _run(self) -> None:
+        while True:
+            timeout = None
+            if self._timers:
+                timeout = max(0.0, self._timers[0][0] - time.monotonic())
+            try:
+                item = self._inbox.get(timeout=timeout)
+            except queue.Empty:
+                item = ()
+            if item is None:
+                self._stop_all()
+                return
+            if item:
+                self._execute(*item)
+            now = time.monotonic()
+            while self._timers and self._timers[0][0] <= now:
+                _, _, fn = heapq.heappop(self._timers)
+                self._execute(fn, (), None)
+
+    @staticmethod
+    def _execute(fn: Callable, args: tuple, future: Future | None) -> None:
+        try:
+            result = fn(*args)
+        except Exception as exc:
+            if future is None:
+                log.exception("agent: %s failed", getattr(fn, "__name__", fn))
+            else:
+                future.set_exception(exc)
+        else:
+            if future is not None:
+                future.set_result(result)
+
+    def post(self, fn: Callable, *args: Any) -> None:
+        self._inbox.put((fn, args, None))
+
+    def call(self, fn: Callable, *args: Any) -> Any:
+        if threading.current_thread() is self._thread:
+            return fn(*args)
+        if self._disabled.is_set():
+            raise RpcError(RpcCode.SHUTTING_DOWN, "the server is shutting down")
+        future: Future = Future()
+        self._inbox.put((fn, args, future))
+        return future.result(CALL_TIMEOUT)
+
+    def _after(self, delay: float, fn: Callable[[], None]) -> None:
+        heapq.heappush(self._timers, (time.monotonic() + delay, next(self._timer_ids), fn))
+
+    def _stop_all(self) -> None:
+        """Graceful stop (SIGINT/SIGTERM of the daemon): every child gets SIGTERM, then
+        AGENT_STOP_GRACE to exit, then SIGKILL; each exit is waited for."""
+        self._stopping = True
+        procs = [*self._procs.values(), *self._ending.values()]
+        for proc in procs:
+            proc.cancel.set()
+            if proc.pid is not None:
+                signal_group(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.stop_grace
+        while any(p.pid is not None for p in procs) and time.monotonic() < deadline:
+            with contextlib.suppress(queue.Empty):
+                item = self._inbox.get(timeout=max(0.0, deadline - time.monotonic()))
+                if item:
+                    self._execute(*item)
+        for proc in procs:
+            if proc.pid is not None:
+                log.warning("process %s (pid %d) ignored SIGTERM; killed", proc.slug, proc.pid)
+                signal_group(proc.pid, signal.SIGKILL)
+        for proc in self._procs.values():
+            job = proc.job
+            if job.state == J.RUNNING:
+                self._set(proc, J.BACKOFF, "backoff", "stopped with the daemon; it restarts "
+                          "when the daemon starts", pid=None)
+
+    # -- state changes (agent thread) -----------------------------------------------------
+
+    def _set(self, proc: Proc, state: JobState | None, phase: str, reason: str,
+             **fields: Any) -> None:
+        """The one place a process's record changes: check, stamp, persist, log."""
+        job = proc.job
+        names = ["state_reason", "extra", *fields]
+        old = JobState(job.state)
+        if state is not None and state != old:
+            check_job_transition(old, state)
+            job.state = state
+            names.append("state")
+            if state in TERMINAL:
+                job.finished = _now()
+                names.append("finished")
+        job.state_reason = reason
+        job.extra = {**job.extra, "phase": phase}
+        for name, value in fields.items():
+            setattr(job, name, value)
+        job.persist(*names)
+        log.info("process %s (job %d, %s): %s: %s", proc.slug, job.pk, job.owner.username,
+                 phase, reason)
+
+    def _resume(self) -> None:
+        """At start: processes not deleted are set up (their source is already here) and
+        started again."""
+        from zephserver.web.models import Job
+
+        jobs = Job.objects.select_related("owner").filter(
+            kind="service", node=self.node).exclude(state__in=list(TERMINAL)).order_by("id")
+        for job in jobs:
+            proc = Proc(job, self._tracker(job))
+            self._procs[job.name] = proc
+            if job.state == J.RUNNING:  # the daemon was killed: the watcher killed it
+                self._set(proc, J.BACKOFF, "backoff", "the daemon stopped; restarting",
+                          pid=None)
+            self._prepare_async(proc)
+        if jobs:
+            log.info("agent: %d process(es) resumed", len(self._procs))
+
+    def _tracker(self, job: Any) -> RestartTracker:
+        limit = job.extra.get("max_restarts") or self.max_restarts or UNLIMITED
+        policy = BackoffPolicy(self.policy.initial, self.policy.factor, self.policy.cap,
+                               limit, self.policy.min_uptime)
+        return RestartTracker(policy, restarts=job.restarts)
+
+    # -- preparing the source (worker thread) ---------------------------------------------
+
+    def _prepare_async(self, proc: Proc) -> None:
+        proc.preparing = True
+        threading.Thread(target=self._prepare, args=(proc,), daemon=True,
+                         name=f"zeph-agent-prep-{proc.job.pk}").start()
+
+    def _prepare(self, proc: Proc) -> None:
+        job = proc.job
+        extra = job.extra
+        source = os.path.join(job.job_dir, "source")
+        try:
+            if not os.path.exists(os.path.join(job.job_dir, PREPARED)):
+                shutil.rmtree(source, ignore_errors=True)
+                archive = os.path.join(job.job_dir, "source.archive")
+                self.post(self._phase, proc, "downloading", f"fetching {extra['source_url']}")
+                fetch(extra["source_url"], archive, self.max_download, self.download_timeout,
+                      proc.cancel)
+                self._check_cancel(proc)
+                self.post(self._phase, proc, "unpacking", "unpacking the source archive")
+                unpack(archive, source, self.max_unpacked)
+                os.unlink(archive)
+            command = self._command(source, extra["process_type"])
+            env = {k: os.environ[k] for k in DEFAULT_INHERITED_ENV if k in os.environ}
+            if os.path.exists(os.path.join(source, "requirements.txt")):
+                venv = os.path.join(job.job_dir, "venv")
+                if not os.path.exists(os.path.join(job.job_dir, PREPARED)):
+                    self.post(self._phase, proc, "processing",
+                              "creating a virtual environment and installing requirements")
+                    self._make_venv(proc, venv, source)
+                env["VIRTUAL_ENV"] = venv
+                env["PATH"] = os.path.join(venv, "bin") + os.pathsep + env.get("PATH",
+                                                                               os.defpath)
+            env.update(extra.get("env") or {})
+            with open(os.path.join(job.job_dir, PREPARED), "w"):
+                pass
+            self.post(self._prepared, proc, command, env, source)
+        except Cancelled:
+            self.post(self._prep_cancelled, proc)
+        except SourceError as exc:
+            self.post(self._prep_failed, proc, exc.phase, str(exc))
+        except Exception as exc:
+            log.exception("process %s: preparing failed", proc.slug)
+            self.post(self._prep_failed, proc, "unpack failure", f"{type(exc).__name__}: {exc}")
+
+    @staticmethod
+    def _check_cancel(proc: Proc) -> None:
+        if proc.cancel.is_set():
+            raise Cancelled()
+
+    @staticmethod
+    def _command(source: str, process_type: str) -> str:
+        path = os.path.join(source, "Procfile")
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except FileNotFoundError:
+            raise SourceError("no procfile", "the archive has no Procfile at its root") \
+                from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SourceError("no procfile", f"the Procfile cannot be read: {exc}") from None
+        try:
+            commands = parse_procfile(text)
+        except ProcfileError as exc:
+            raise SourceError("no procfile", str(exc)) from None
+        if process_type not in commands:
+            raise SourceError("unknown process type", f"the Procfile has no process type "
+                              f"{process_type!r} (it has {', '.join(sorted(commands))})")
+        return commands[process_type]
+
+    def _make_venv(self, proc: Proc, venv: str, source: str) -> None:
+        """A virtualenv without pip of its own (seconds saved), filled by our pip."""
+        self._run_step(proc, [sys.executable, "-m", "venv", "--without-pip", venv], source,
+                       "virtual environment failure")
+        self._run_step(proc, [sys.executable, "-m", "pip", "--python",
+                              os.path.join(venv, "bin", "python"), "install", "--quiet",
+                              "--disable-pip-version-check", "-r", "requirements.txt"],
+                       source, "pip install failure")
+
+    def _run_step(self, proc: Proc, argv: list[str], cwd: str, failure: str) -> None:
+        log_path = proc.job.log_path
+        with open(log_path, "ab") as out:
+            out.write(f"[zephserver] {' '.join(argv[1:4])} ...\n".encode())
+            out.flush()
+            child = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
+                                     stderr=out, start_new_session=True)
+        while True:
+            try:
+                code = child.wait(PIP_POLL)
+                break
+            except subprocess.TimeoutExpired:
+                if proc.cancel.is_set():
+                    signal_group(child.pid, signal.SIGKILL)
+                    child.wait()
+                    raise Cancelled() from None
+        if code != 0:
+            size = os.path.getsize(log_path)
+            tail = read_range(log_path, max(0, size - 1500), 1500).decode("utf-8", "replace")
+            raise SourceError(failure, f"{describe_exit(code)}: {tail.strip()[-1200:]}")
+
+    # -- agent thread: the process's life ---------------------------------------------------
+
+    def _phase(self, proc: Proc, phase: str, reason: str) -> None:
+        if proc.deleted or proc.job.state in TERMINAL:
+            return
+        self._set(proc, J.STARTING, phase, reason)
+
+    def _prepared(self, proc: Proc, command: str, env: dict, cwd: str) -> None:
+        proc.preparing = False
+        if proc.deleted:
+            self._finalize(proc)
+            return
+        proc.command, proc.env, proc.cwd = command, env, cwd
+        if not self._stopping:
+            self._start(proc)
+
+    def _prep_cancelled(self, proc: Proc) -> None:
+        proc.preparing = False
+        if proc.deleted:
+            self._finalize(proc)
+
+    def _prep_failed(self, proc: Proc, phase: str, reason: str) -> None:
+        proc.preparing = False
+        if proc.deleted:
+            self._finalize(proc)
+            return
+        if JobState(proc.job.state) in (J.QUEUED, J.BACKOFF):
+            self._set(proc, J.STARTING, "starting", "preparing")
+        self._set(proc, J.FAILED, phase, reason)
+
+    def _start(self, proc: Proc) -> None:
+        job = proc.job
+        assert proc.command is not None
+        assert proc.env is not None
+        assert proc.cwd is not None
+        self._set(proc, J.STARTING, "starting", "starting")
+        argv = ["/bin/sh", "-c", SHIM, "zephserver-agent", proc.cwd,
+                "/bin/sh", "-c", proc.command]
+        try:
+            spawned = spawn(argv, None, proc.env, job.log_path, {LIFELINE_FD: self._lifeline_r})
+        except SpawnError as exc:
+            self._set(proc, J.FAILED, "fatal", f"cannot start: {exc}")
+            return
+        proc.pid = spawned.pid
+        proc.tracker.started(time.monotonic())
+        self._set(proc, J.RUNNING, "running", "running", pid=spawned.pid,
+                  start_time=spawned.start_time, started=_now())
+        pid = spawned.pid
+        self.reaper.watch(pid, lambda _pid, code: self.post(self._exited, proc, pid, code))
+
+    def _exited(self, proc: Proc, pid: int, code: int | None) -> None:
+        if proc.pid != pid:
+            return
+        proc.pid = None
+        signal_group(pid, signal.SIGKILL)  # its watcher and anything it left behind
+        if proc.deleted:
+            proc.job.exit_code = code
+            self._finalize(proc)
+            return
+        if self._stopping:
+            proc.job.exit_code = code
+            return
+        what = describe_exit(code)
+        delay = proc.tracker.exited(time.monotonic())
+        if delay is None:
+            self._set(proc, J.FAILED, "fatal", f"restart limit of "
+                      f"{proc.tracker.policy.max_retries} reached; last run: {what}",
+                      exit_code=code, pid=None)
+            return
+        self._set(proc, J.BACKOFF, "backoff", f"{what}; restart {proc.tracker.restarts} in "
+                  f"{delay:.2f}s", exit_code=code, pid=None, restarts=proc.tracker.restarts)
+        if delay == 0:
+            self._start(proc)
+            return
+        token = proc.restart_token = proc.restart_token + 1
+        self._after(delay, lambda: self._restart(proc, token))
+
+    def _restart(self, proc: Proc, token: int) -> None:
+        if proc.restart_token == token and not proc.deleted and not self._stopping:
+            self._start(proc)
+
+    def _finalize(self, proc: Proc) -> None:
+        """A deleted process has stopped: record it, close its consoles, drop its files."""
+        self._ending.pop(proc.job.pk, None)
+        if proc.job.state not in TERMINAL:
+            if proc.job.state == J.QUEUED:
+                self._set(proc, J.CANCELLED, "stopped", "deleted before it started")
+            else:
+                self._set(proc, J.CANCELLED, "stopped", "deleted",
+                          exit_code=proc.job.exit_code, pid=None)
+        for console in list(proc.consoles):
+            self.tail.unfollow(console.follower)
+            console.close()
+        proc.consoles.clear()
+        if not self.keep_files:
+            shutil.rmtree(proc.job.job_dir, ignore_errors=True)
+
+    # -- the API (any thread) ---------------------------------------------------------------
+
+    def create(self, user: UserInfo, body: Any) -> dict:
+        fields = self._check_create(body)
+        return self.call(self._create, user, fields)
+
+    def _check_create(self, body: Any) -> dict:
+        if not isinstance(body, dict):
+            raise _rpc(RpcCode.INVALID_PARAMS, "the body must be a JSON object")
+        for key in ("app", "node", "process_type", "source_url"):
+            if key not in body:
+                raise _rpc(RpcCode.INVALID_PARAMS, f"missing field {key!r}", key)
+            if not isinstance(body[key], str):
+                raise _rpc(RpcCode.INVALID_PARAMS, f"{key!r} must be a string", key)
+        for key in ("app", "node"):
+            if not NAME.fullmatch(body[key]):
+                raise _rpc(RpcCode.INVALID_PARAMS, f"{key!r} must be 1-64 letters, digits, "
+                           "'_', '.', '-'", key)
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", body["process_type"]):
+            raise _rpc(RpcCode.INVALID_PARAMS, "'process_type' must be a Procfile name",
+                       "process_type")
+        why = check_url(body["source_url"], self.file_roots)
+        if why:
+            raise _rpc(RpcCode.INVALID_PARAMS, why, "source_url")
+        env = body.get("env", {})
+        if env is None:
+            env = {}
+        if not isinstance(env, dict) or not all(
+                isinstance(k, str) and ENV_NAME.fullmatch(k) and isinstance(v, str)
+                and "\0" not in v for k, v in env.items()):
+            raise _rpc(RpcCode.INVALID_PARAMS, "'env' must map variable names to strings",
+                       "env")
+        max_restarts = body.get("max_restarts")
+        if max_restarts is not None and (isinstance(max_restarts, bool) or not isinstance(
+                max_restarts, int) or max_restarts < 1):
+            raise _rpc(RpcCode.INVALID_PARAMS, "'max_restarts' must be an integer >= 1",
+                       "max_restarts")
+        unknown = sorted(set(body) - {"app", "node", "process_type", "source_url", "env",
+                                      "max_restarts"})
+        if unknown:
+            raise _rpc(RpcCode.INVALID_PARAMS, f"unknown field {unknown[0]!r}", unknown[0])
+        return {"app": body["app"], "node": body["node"], "process_type": body["process_type"],
+                "source_url": body["source_url"], "env": env, "max_restarts": max_restarts}
+
+    def _create(self, user: UserInfo, f: dict) -> dict:
+        from django.contrib.auth import get_user_model
+
+        from zephserver.web.models import Job
+
+        slug = f"{f['app']}.{f['node']}"
+        if slug in self._procs:
+            raise _rpc(RpcCode.CONFLICT, f"a process {slug!r} already exists", "node")
+        owner = get_user_model()(pk=user.id, username=user.username)
+        job = Job(app=f["app"], kind="service", name=slug, owner=owner, node=self.node,
+                  state=J.QUEUED, state_reason="pending", created=_now(),
+                  params={"process_type": f["process_type"]},
+                  extra={"phase": "pending", "agent_node": f["node"],
+                         "process_type": f["process_type"], "source_url": f["source_url"],
+                         "env": f["env"], "max_restarts": f["max_restarts"]})
+        job.save()
+        job.job_dir = os.path.join(self.dir, str(job.pk))
+        job.log_path = os.path.join(job.job_dir, "output.log")
+        os.makedirs(job.job_dir, exist_ok=True)
+        open(job.log_path, "ab").close()
+        job.persist("job_dir", "log_path")
+        proc = Proc(job, self._tracker(job))
+        self._procs[slug] = proc
+        log.info("process %s (job %d) created by %s", slug, job.pk, user.username)
+        self._prepare_async(proc)
+        return self.status(proc)
+
+    def _visible(self, user: UserInfo, slug: str) -> Proc:
+        proc = self._procs.get(slug)
+        if proc is None or (proc.job.owner_id != user.id and not user.is_staff):
+            raise _rpc(RpcCode.NOT_FOUND, f"no process {slug!r}", "slug")
+        return proc
+
+    def get(self, user: UserInfo, slug: str) -> dict:
+        return self.call(lambda: self.status(self._visible(user, slug)))
+
+    def list(self, user: UserInfo) -> list[dict]:
+        return self.call(lambda: [self.status(p) for p in self._procs.values()
+                                  if user.is_staff or p.job.owner_id == user.id])
+
+    def delete(self, user: UserInfo, slug: str) -> None:
+        self.call(self._delete, user, slug)
+
+    def _delete(self, user: UserInfo, slug: str) -> None:
+        proc = self._visible(user, slug)
+        del self._procs[slug]
+        proc.deleted = True
+        proc.cancel.set()
+        proc.restart_token += 1  # a pending restart will not fire
+        log.info("process %s (job %d) deleted by %s", slug, proc.job.pk, user.username)
+        if proc.pid is not None:
+            self._ending[proc.job.pk] = proc
+            self.reaper.stop_process(proc.pid, self.grace)
+        elif proc.preparing:
+            self._ending[proc.job.pk] = proc  # finalized when the worker notices
+        else:
+            self._finalize(proc)
+
+    @staticmethod
+    def status(proc: Proc) -> dict:
+        """The process status document, without URLs (the REST face adds them)."""
+        job = proc.job
+        return {"app": job.app, "node": job.extra.get("agent_node"), "slug": job.name,
+                "state": job.extra.get("phase", "pending"), "state_reason": job.state_reason,
+                "process_type": job.extra.get("process_type"), "pid": proc.pid,
+                "restarts": job.restarts, "exit_code": job.exit_code,
+                "started": job.started.isoformat() if job.started else None,
+                "owner": job.owner.username, "id": job.pk}
+
+    # -- consoles -------------------------------------------------------------------------
+
+    def attach(self, user: UserInfo, slug: str, console: Any) -> None:
+        """Replay the last AGENT_CONSOLE_REPLAY lines to ``console``, then follow live."""
+        self.call(self._attach, user, slug, console)
+
+    def _attach(self, user: UserInfo, slug: str, console: Any) -> None:
+        proc = self._visible(user, slug)
+        path = proc.job.log_path
+        try:
+            size = os.path.getsize(path)
+        except OSError:
+            size = 0
+        if self.replay_lines:
+            back = min(size, self.replay_lines * 256 + 4096)
+            recent = read_range(path, size - back, back).split(b"\n")
+            if back < size:
+                recent = recent[1:]  # a partial first line
+            complete, partial = recent[:-1], recent[-1]
+            console.send_lines([line.decode("utf-8", "replace")
+                                for line in complete[-self.replay_lines:]])
+            size -= len(partial)  # the live feed starts with the unfinished line
+        console.follower = Follower(path, size, console.feed)
+        proc.consoles.add(console)
+        self.tail.follow(console.follower)
+
+    def detach(self, slug: str, console: Any) -> None:
+        def forget() -> None:
+            for proc in [*self._procs.values(), *self._ending.values()]:
+                proc.consoles.discard(console)
+            if getattr(console, "follower", None) is not None:
+                self.tail.unfollow(console.follower)
+        self.post(forget)

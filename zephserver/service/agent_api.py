@@ -1,0 +1,220 @@
+"""The smartmob-agent REST API under /agent/ (seeds/004), and its live console.
+
+Links in answers are absolute URLs built from the request. A user sees and deletes
+their own processes, staff everybody's; another user's slug is a 404, as an unknown one.
+``attach-console`` is a WebSocket sending one text frame per output line: the last lines
+of the log first, then live. A console that cannot keep up skips ahead (with a marker
+line) instead of slowing the process or the other consoles.
+"""
+
+import contextlib
+import threading
+from typing import Any
+from urllib.parse import urlparse
+
+import tornado.web
+import tornado.websocket
+from tornado.ioloop import IOLoop
+
+from zephserver.errors import RpcError, ServiceUnavailable
+from zephserver.service.rest import JsonApiHandler, JsonError, authenticate_request
+
+MAX_CARRY = 64 * 1024  # a "line" this long without a newline is sent as it is
+
+
+def _links(handler: tornado.web.RequestHandler, status: dict) -> dict:
+    base = f"{handler.request.protocol}://{handler.request.host}/agent"
+    ws = base.replace("http", "ws", 1)
+    slug = status["slug"]
+    return {**status, "attach": f"{ws}/attach-console/{slug}",
+            "details": f"{base}/process-status/{slug}",
+            "status": f"{base}/process-status/{slug}",
+            "delete": f"{base}/delete-process/{slug}"}
+
+
+class AgentHandler(JsonApiHandler):
+    """Calls into the agent service with the errors mapped to HTTP."""
+
+    async def agent_call(self, method: str, *args: Any) -> Any:
+        try:
+            agent = self.service.ctx.get("agent")  # type: ignore[union-attr]
+            return await self.blocking(getattr(agent, method), self.user, *args)
+        except (RpcError, ServiceUnavailable) as exc:
+            self.fail(exc)
+            return None
+
+
+class IndexHandler(AgentHandler):
+    def get(self) -> None:
+        base = f"{self.request.protocol}://{self.request.host}/agent"
+        self.finish({"list": f"{base}/list-processes", "create": f"{base}/create-process"})
+
+
+class CreateHandler(AgentHandler):
+    async def post(self) -> None:
+        try:
+            body = self.json_body()
+        except JsonError as exc:
+            self.fail(exc)
+            return
+        status = await self.agent_call("create", body)
+        if status is not None:
+            doc = _links(self, status)
+            self.set_status(201)
+            self.set_header("Location", doc["details"])
+            self.finish(doc)
+
+
+class ListHandler(AgentHandler):
+    async def get(self) -> None:
+        listing = await self.agent_call("list")
+        if listing is not None:
+            self.finish({"processes": [_links(self, s) for s in listing]})
+
+
+class StatusHandler(AgentHandler):
+    async def get(self, slug: str) -> None:
+        status = await self.agent_call("get", slug)
+        if status is not None:
+            self.finish(_links(self, status))
+
+    async def delete(self, slug: str) -> None:
+        await self._delete(slug)
+
+    async def _delete(self, slug: str) -> None:
+        try:
+            agent = self.service.ctx.get("agent")  # type: ignore[union-attr]
+            await self.blocking(agent.delete, self.user, slug)
+        except (RpcError, ServiceUnavailable) as exc:
+            self.fail(exc)
+            return
+        self.finish({})
+
+
+class DeleteHandler(StatusHandler):
+    async def get(self, slug: str) -> None:  # type: ignore[override]
+        raise tornado.web.HTTPError(405)
+
+    async def post(self, slug: str) -> None:
+        await self._delete(slug)
+
+
+class Console:
+    """One attached console: lines from the output thread, frames on the loop thread."""
+
+    def __init__(self, handler: "ConsoleHandler", max_pending: int) -> None:
+        self.handler = handler
+        self.loop = IOLoop.current()
+        self.max_pending = max_pending
+        self.follower: Any = None
+        self._lock = threading.Lock()
+        self._pending = 0
+        self._skipped = 0
+        self._carry = b""
+
+    def feed(self, offset: int, data: bytes) -> None:  # output thread
+        with self._lock:
+            if self._pending > self.max_pending:
+                self._skipped += len(data) + len(self._carry)
+                self._carry = b""
+                return
+            out = self._marker()
+        lines = (self._carry + data).split(b"\n")
+        self._carry = lines.pop()
+        if len(self._carry) > MAX_CARRY:
+            lines.append(self._carry)
+            self._carry = b""
+        out += [line.decode("utf-8", "replace") for line in lines]
+        if out:
+            self.send_lines(out)
+
+    def _marker(self) -> list[str]:
+        """The line telling the reader what it missed (once it has caught up)."""
+        if not self._skipped:
+            return []
+        skipped, self._skipped = self._skipped, 0
+        return [f"[zephserver: {skipped} bytes skipped: this console fell behind]"]
+
+    def send_lines(self, lines: list[str]) -> None:  # any thread
+        with self._lock:
+            self._pending += sum(len(line) for line in lines)
+        self.loop.add_callback(self.handler.write_lines, lines)
+
+    def written(self, size: int) -> None:  # loop thread
+        with self._lock:
+            self._pending -= size
+            # caught up after skipping, and nothing new may come: say so now
+            marker = self._marker() if self._pending == 0 else []
+        if marker:
+            self.send_lines(marker)
+
+    def close(self) -> None:  # any thread
+        self.loop.add_callback(self.handler.close, 1000, "process deleted")
+
+
+class ConsoleHandler(tornado.websocket.WebSocketHandler):
+    def initialize(self, service: Any) -> None:
+        self.service = service
+        self.console: Console | None = None
+
+    async def prepare(self) -> None:
+        try:
+            self.user = await IOLoop.current().run_in_executor(
+                self.service.api_executor, authenticate_request, self.service, self)
+        except JsonError as exc:
+            self.set_status(exc.status)
+            self.finish({"error": exc.message})
+
+    def check_origin(self, origin: str) -> bool:
+        return origin in self.service.allowed_origins or \
+            urlparse(origin).netloc.lower() == self.request.host.lower()
+
+    async def get(self, slug: str) -> None:  # type: ignore[override]
+        """Refuse an unknown slug with 404 before the upgrade, as the other endpoints."""
+        try:
+            agent = self.service.ctx.get("agent")
+            await IOLoop.current().run_in_executor(self.service.api_executor, agent.get,
+                                                   self.user, slug)
+        except RpcError as exc:
+            self.set_status(404 if exc.code == -32005 else 503)
+            self.finish({"error": exc.message})
+            return
+        except ServiceUnavailable as exc:
+            self.set_status(503)
+            self.finish({"error": f"the agent is not available now: {exc}"})
+            return
+        await super().get(slug)
+
+    async def open(self, slug: str) -> None:  # type: ignore[override]
+        self.set_nodelay(True)
+        self.slug = slug
+        agent = self.service.ctx.get("agent")
+        self.console = Console(self, agent.console_max_pending)
+        try:
+            await IOLoop.current().run_in_executor(self.service.api_executor, agent.attach,
+                                                   self.user, slug, self.console)
+        except (RpcError, ServiceUnavailable):
+            self.close(1011, "the process is gone")
+
+    def write_lines(self, lines: list[str]) -> None:  # loop thread
+        console = self.console
+        if console is None or self.ws_connection is None or self.ws_connection.is_closing():
+            return
+        for line in lines:
+            try:
+                future = self.write_message(line)
+            except tornado.websocket.WebSocketClosedError:
+                return
+            size = len(line)
+            if future.done():
+                console.written(size)
+            else:
+                future.add_done_callback(lambda f, n=size: (f.exception(), console.written(n)))
+
+    def on_message(self, message: str | bytes) -> None:
+        pass  # the console is output only
+
+    def on_close(self) -> None:
+        if self.console is not None:
+            with contextlib.suppress(ServiceUnavailable):
+                self.service.ctx.get("agent").detach(self.slug, self.console)
