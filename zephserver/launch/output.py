@@ -50,6 +50,16 @@ def utf8_cut(data: bytes) -> int:
     return n  # continuation bytes only, or invalid: deliver as is
 
 
+def valid_utf8(data: bytes) -> bytes:
+    """``data`` as valid UTF-8 (what WebSocket text frames must be): a log's stray bytes
+    become U+FFFD; valid text (the usual case) is returned as is, after one C-speed check."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("utf-8", "replace").encode()
+    return data
+
+
 class Follower:
     """One reader of one file: ``deliver(offset, data)`` gets every byte once, in order.
 
@@ -59,12 +69,19 @@ class Follower:
 
     def __init__(self, path: str, offset: int, deliver: Callable[[int, bytes], None],
                  ready: Callable[[], bool] = lambda: True,
-                 done: Callable[[int], None] | None = None) -> None:
+                 done: Callable[[int], None] | None = None,
+                 max_lag: int | None = None,
+                 skipped: Callable[[int], None] | None = None) -> None:
         self.path = path
         self.offset = offset
         self.deliver = deliver
         self.ready = ready
         self.done = done
+        # A follower that may miss output (a live console): when more than ``max_lag``
+        # bytes wait, it jumps to the end of the file without reading them and
+        # ``skipped(n)`` says how many it missed.
+        self.max_lag = max_lag
+        self.skipped = skipped
         self.final = False  # the writer finished: deliver the tail, then call done()
         self.closed = False
 
@@ -202,6 +219,12 @@ class Tail:
             while fd is not None:
                 if not f.ready():
                     return True
+                if f.max_lag is not None:
+                    lag = os.fstat(fd).st_size - f.offset
+                    if lag > f.max_lag:
+                        f.offset += lag
+                        if f.skipped is not None:
+                            f.skipped(lag)
                 data = os.pread(fd, self.chunk, f.offset)
                 if not data:
                     break

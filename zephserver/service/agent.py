@@ -34,11 +34,12 @@ from zephserver.backoff import BackoffPolicy, RestartTracker
 from zephserver.errors import RpcCode, RpcError
 from zephserver.infra.service import Service
 from zephserver.launch.apps import DEFAULT_INHERITED_ENV
-from zephserver.launch.output import Follower, Tail, read_range
+from zephserver.launch.output import Tail, read_range
 from zephserver.launch.process import Reaper, SpawnError, signal_group, spawn
 from zephserver.launch.procfile import ProcfileError, parse_procfile
 from zephserver.launch.sources import Cancelled, SourceError, check_url, fetch, unpack
 from zephserver.launch.states import TERMINAL, JobState, check_job_transition
+from zephserver.service.consoles import Console, ConsoleGroup
 from zephserver.service.job_manager import describe_exit
 from zephserver.task.base import UserInfo
 from zephserver.web.django_setup import setup_django
@@ -56,6 +57,8 @@ PREPARED = ".zeph-prepared"  # written once the source is unpacked and set up
 CALL_TIMEOUT = 30.0
 UNLIMITED = 10 ** 9
 PIP_POLL = 0.1  # seconds between looks at a delete while pip runs
+PREP_WORKERS = 8  # sources fetched and set up at once
+CONSOLE_MAX_LAG = 4 * 1024 * 1024  # unread log bytes after which consoles skip ahead
 
 
 def _rpc(code: RpcCode, message: str, field_name: str | None = None) -> RpcError:
@@ -80,7 +83,7 @@ class Proc:
     preparing: bool = False
     deleted: bool = False
     restart_token: int = 0  # a pending restart only fires if this has not moved on
-    consoles: set = field(default_factory=set)
+    consoles: ConsoleGroup | None = None
 
     @property
     def slug(self) -> str:
@@ -128,11 +131,20 @@ class AgentService(Service):
         self._lifeline_r, self._lifeline_w = os.pipe()
         self.reaper = Reaper()
         self.tail = Tail(int(s.OUTPUT_CHUNK))
+        # A few reused workers, not a thread per process: each new thread may get its own
+        # malloc arena, and 100 processes would cost tens of MiB for nothing. Daemon
+        # threads: a download stalled on the network must not hold up the daemon's exit.
+        self._work: queue.SimpleQueue = queue.SimpleQueue()
+        for i in range(PREP_WORKERS):
+            threading.Thread(target=self._worker, name=f"zeph-agent-prep-{i}",
+                             daemon=True).start()
         try:
             self._resume()
             self.ctx.ready()
             self._run()
         finally:
+            for _ in range(PREP_WORKERS):
+                self._work.put(None)
             self.reaper.close()
             self.tail.close()
             os.close(self._lifeline_w)  # any child still there is killed by its watcher
@@ -268,8 +280,11 @@ class AgentService(Service):
 
     def _prepare_async(self, proc: Proc) -> None:
         proc.preparing = True
-        threading.Thread(target=self._prepare, args=(proc,), daemon=True,
-                         name=f"zeph-agent-prep-{proc.job.pk}").start()
+        self._work.put(proc)
+
+    def _worker(self) -> None:
+        while (proc := self._work.get()) is not None:
+            self._prepare(proc)
 
     def _prepare(self, proc: Proc) -> None:
         job = proc.job
@@ -454,10 +469,11 @@ class AgentService(Service):
             else:
                 self._set(proc, J.CANCELLED, "stopped", "deleted",
                           exit_code=proc.job.exit_code, pid=None)
-        for console in list(proc.consoles):
-            self.tail.unfollow(console.follower)
-            console.close()
-        proc.consoles.clear()
+        if proc.consoles is not None:
+            self.tail.unfollow(proc.consoles.follower)
+            for console in list(proc.consoles.consoles):
+                console.close()
+            proc.consoles = None
         if not self.keep_files:
             shutil.rmtree(proc.job.job_dir, ignore_errors=True)
 
@@ -576,34 +592,27 @@ class AgentService(Service):
 
     # -- consoles -------------------------------------------------------------------------
 
-    def attach(self, user: UserInfo, slug: str, console: Any) -> None:
+    def attach(self, user: UserInfo, slug: str, console: Console) -> None:
         """Replay the last AGENT_CONSOLE_REPLAY lines to ``console``, then follow live."""
         self.call(self._attach, user, slug, console)
 
-    def _attach(self, user: UserInfo, slug: str, console: Any) -> None:
+    def _attach(self, user: UserInfo, slug: str, console: Console) -> None:
         proc = self._visible(user, slug)
-        path = proc.job.log_path
-        try:
-            size = os.path.getsize(path)
-        except OSError:
-            size = 0
-        if self.replay_lines:
-            back = min(size, self.replay_lines * 256 + 4096)
-            recent = read_range(path, size - back, back).split(b"\n")
-            if back < size:
-                recent = recent[1:]  # a partial first line
-            complete, partial = recent[:-1], recent[-1]
-            console.send_lines([line.decode("utf-8", "replace")
-                                for line in complete[-self.replay_lines:]])
-            size -= len(partial)  # the live feed starts with the unfinished line
-        console.follower = Follower(path, size, console.feed)
-        proc.consoles.add(console)
-        self.tail.follow(console.follower)
+        if proc.consoles is None:
+            try:
+                size = os.path.getsize(proc.job.log_path)
+            except OSError:
+                size = 0
+            proc.consoles = ConsoleGroup(proc.job.log_path, size, CONSOLE_MAX_LAG)
+            proc.consoles.attach(console, self.replay_lines)
+            self.tail.follow(proc.consoles.follower)
+        else:
+            proc.consoles.attach(console, self.replay_lines)
 
-    def detach(self, slug: str, console: Any) -> None:
+    def detach(self, slug: str, console: Console) -> None:
         def forget() -> None:
             for proc in [*self._procs.values(), *self._ending.values()]:
-                proc.consoles.discard(console)
-            if getattr(console, "follower", None) is not None:
-                self.tail.unfollow(console.follower)
+                if proc.consoles is not None and proc.consoles.detach(console):
+                    self.tail.unfollow(proc.consoles.follower)
+                    proc.consoles = None
         self.post(forget)

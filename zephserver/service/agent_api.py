@@ -8,18 +8,17 @@ line) instead of slowing the process or the other consoles.
 """
 
 import contextlib
-import threading
 from typing import Any
 from urllib.parse import urlparse
 
+import tornado.iostream
 import tornado.web
 import tornado.websocket
 from tornado.ioloop import IOLoop
 
 from zephserver.errors import RpcError, ServiceUnavailable
+from zephserver.service.consoles import Console
 from zephserver.service.rest import JsonApiHandler, JsonError, authenticate_request
-
-MAX_CARRY = 64 * 1024  # a "line" this long without a newline is sent as it is
 
 
 def _links(handler: tornado.web.RequestHandler, status: dict) -> dict:
@@ -99,54 +98,14 @@ class DeleteHandler(StatusHandler):
         await self._delete(slug)
 
 
-class Console:
-    """One attached console: lines from the output thread, frames on the loop thread."""
+class HandlerConsole(Console):
+    """A console whose frames go to a WebSocket handler on the loop thread."""
 
     def __init__(self, handler: "ConsoleHandler", max_pending: int) -> None:
         self.handler = handler
         self.loop = IOLoop.current()
-        self.max_pending = max_pending
-        self.follower: Any = None
-        self._lock = threading.Lock()
-        self._pending = 0
-        self._skipped = 0
-        self._carry = b""
-
-    def feed(self, offset: int, data: bytes) -> None:  # output thread
-        with self._lock:
-            if self._pending > self.max_pending:
-                self._skipped += len(data) + len(self._carry)
-                self._carry = b""
-                return
-            out = self._marker()
-        lines = (self._carry + data).split(b"\n")
-        self._carry = lines.pop()
-        if len(self._carry) > MAX_CARRY:
-            lines.append(self._carry)
-            self._carry = b""
-        out += [line.decode("utf-8", "replace") for line in lines]
-        if out:
-            self.send_lines(out)
-
-    def _marker(self) -> list[str]:
-        """The line telling the reader what it missed (once it has caught up)."""
-        if not self._skipped:
-            return []
-        skipped, self._skipped = self._skipped, 0
-        return [f"[zephserver: {skipped} bytes skipped: this console fell behind]"]
-
-    def send_lines(self, lines: list[str]) -> None:  # any thread
-        with self._lock:
-            self._pending += sum(len(line) for line in lines)
-        self.loop.add_callback(self.handler.write_lines, lines)
-
-    def written(self, size: int) -> None:  # loop thread
-        with self._lock:
-            self._pending -= size
-            # caught up after skipping, and nothing new may come: say so now
-            marker = self._marker() if self._pending == 0 else []
-        if marker:
-            self.send_lines(marker)
+        super().__init__(lambda frames: self.loop.add_callback(handler.write_frames, frames),
+                         max_pending)
 
     def close(self) -> None:  # any thread
         self.loop.add_callback(self.handler.close, 1000, "process deleted")
@@ -155,7 +114,7 @@ class Console:
 class ConsoleHandler(tornado.websocket.WebSocketHandler):
     def initialize(self, service: Any) -> None:
         self.service = service
-        self.console: Console | None = None
+        self.console: HandlerConsole | None = None
 
     async def prepare(self) -> None:
         try:
@@ -189,27 +148,27 @@ class ConsoleHandler(tornado.websocket.WebSocketHandler):
         self.set_nodelay(True)
         self.slug = slug
         agent = self.service.ctx.get("agent")
-        self.console = Console(self, agent.console_max_pending)
+        self.console = HandlerConsole(self, agent.console_max_pending)
         try:
             await IOLoop.current().run_in_executor(self.service.api_executor, agent.attach,
                                                    self.user, slug, self.console)
         except (RpcError, ServiceUnavailable):
             self.close(1011, "the process is gone")
 
-    def write_lines(self, lines: list[str]) -> None:  # loop thread
+    def write_frames(self, frames: bytes) -> None:  # loop thread
         console = self.console
-        if console is None or self.ws_connection is None or self.ws_connection.is_closing():
+        conn = self.ws_connection
+        if console is None or conn is None or conn.is_closing() or conn.stream is None:
             return
-        for line in lines:
-            try:
-                future = self.write_message(line)
-            except tornado.websocket.WebSocketClosedError:
-                return
-            size = len(line)
-            if future.done():
-                console.written(size)
-            else:
-                future.add_done_callback(lambda f, n=size: (f.exception(), console.written(n)))
+        try:
+            future = conn.stream.write(frames)
+        except tornado.iostream.StreamClosedError:
+            return
+        size = len(frames)
+        if future.done():
+            console.written(size)
+        else:
+            future.add_done_callback(lambda f: (f.exception(), console.written(size)))
 
     def on_message(self, message: str | bytes) -> None:
         pass  # the console is output only
