@@ -333,3 +333,13 @@ def test_children_die_with_the_daemon(archives):
         daemon.close()
         shutil.rmtree(work, ignore_errors=True)
 
+
+
+def test_a_restart_limit_makes_the_process_fatal(server, archives):
+    doc = create(server, archives, "limited.0", "crash", max_restarts=2)
+    fatal = wait_state(server, doc["slug"], {"fatal"})
+    assert "restart limit of 2 reached" in fatal["state_reason"]
+    assert "exit code 3" in fatal["state_reason"]
+    assert fatal["restarts"] == 2
+    assert fatal["pid"] is None
+    assert call(server, "POST", f"/agent/delete-process/{doc['slug']}", {})[0] == 200
