@@ -40,8 +40,12 @@ def render(status: dict) -> str:
             if s["state"] in ("FATAL", "BACKOFF") and s.get("last_error"):
                 line += f"  {s['last_error']}"
             lines.append(line)
-    lines.extend(f"peer {peer['node']}: {peer['state']}"
-                 for peer in status.get("cluster", {}).get("peers", []))
+    now = time.time()
+    for peer in status.get("cluster", {}).get("peers", []):
+        seen = (f"last seen {format_duration(now - peer['last_seen'])} ago"
+                if peer.get("last_seen") else "never seen")
+        lines.append(f"peer {peer['node']}: {peer['state']}, {seen}, "
+                     f"{peer.get('buffered', 0)} buffered, {peer.get('lost', 0)} lost")
     return "\n".join(lines)
 
 

@@ -319,6 +319,16 @@ def _tasks_path(value: Any, s: Settings) -> list[str]:
     return errors
 
 
+def _cluster_secret(value: Any, s: Settings) -> list[str]:
+    nodes = s.CLUSTER_SERVER_LIST
+    if not isinstance(nodes, list | tuple) or len(nodes) < 2:
+        return []
+    if not isinstance(value, str) or len(value) < 16:
+        return ["a cluster needs a shared secret of at least 16 characters (the same on "
+                "every node)"]
+    return []
+
+
 def _cluster_list(value: Any, s: Settings) -> list[str]:
     if not isinstance(value, list | tuple):
         return ["must be a list of {'hostname', 'address', 'port'} dicts"]
@@ -501,6 +511,13 @@ SPEC: dict[str, Spec] = {
     "SESSION_CACHE_TTL": Spec(_number(0), "Life of a cached session/token lookup (s)."),
     "WSGI_POOL_SIZE": Spec(_integer(1), "Threads running Django views."),
     "CLUSTER_SERVER_LIST": Spec(_cluster_list, "Cluster nodes; fewer than two = no cluster."),
+    "CLUSTER_SECRET": Spec(_cluster_secret, "Shared secret the nodes' CURVE keys come from."),
+    "CLUSTER_HEARTBEAT": Spec(_number(0.01), "Heartbeat interval to each peer (s)."),
+    "CLUSTER_HEARTBEAT_TIMEOUT": Spec(_number(0.05), "Silence after which a peer is down (s)."),
+    "CLUSTER_RETRY": Spec(_number(0.01), "Resend delay of unacknowledged messages (s)."),
+    "CLUSTER_BUFFER_MESSAGES": Spec(_integer(1), "Messages kept per peer until acknowledged."),
+    "CLUSTER_BUFFER_AGE": Spec(_number(0.1), "Age after which unacknowledged messages go (s)."),
+    "CLUSTER_MAX_MESSAGE": Spec(_integer(1024), "Largest message frame from a peer (bytes)."),
     "NODE_NAME": Spec(_is_str, "This node's hostname in CLUSTER_SERVER_LIST."),
     "DJANGO_SETTINGS_MODULE": Spec(_module_name, "Django settings module."),
     "APPS": Spec(_apps, "Applications that may be launched."),

@@ -94,6 +94,13 @@ SERVICE_START_TIMEOUT = 30.0  # how long start waits for every service before re
 # Cluster (fewer than two entries = no cluster).
 CLUSTER_SERVER_LIST: list[dict] = []
 NODE_NAME = socket.gethostname()
+CLUSTER_SECRET = None  # shared by the nodes; their CURVE keys are derived from it
+CLUSTER_HEARTBEAT = 1.0  # seconds between heartbeats to each peer
+CLUSTER_HEARTBEAT_TIMEOUT = 3.0  # a peer silent this long is down (cluster.node_down)
+CLUSTER_RETRY = 0.5  # seconds before unacknowledged messages are sent again
+CLUSTER_BUFFER_MESSAGES = 100000  # messages kept per peer until acknowledged
+CLUSTER_BUFFER_AGE = 300.0  # seconds a message is kept for a peer that does not answer
+CLUSTER_MAX_MESSAGE = 64 * 1024 * 1024  # bytes; a larger frame from a peer is refused
 
 # Django.
 DJANGO_SETTINGS_MODULE = "settings.django_settings"

@@ -145,7 +145,10 @@ class Daemon:
         self._install_signal_handlers()
         try:
             self.control.start()
-            self.cluster.start()
+            try:
+                self.cluster.start()
+            except OSError as exc:
+                raise HaltServer(str(exc), ExitCode.FAILED) from None
             self.manager = ServiceManager(self.settings, self.cluster,
                                           on_public_url=self._set_public_url)
             self.manager.start()
@@ -153,6 +156,7 @@ class Daemon:
             if not_up:
                 log.warning("services not yet running after %.0fs: %s",
                             self.settings.SERVICE_START_TIMEOUT, ", ".join(not_up))
+            self.cluster.open()  # services have subscribed: deliver what came meanwhile
             line = f"zephserver ready on {self.public_url}"
             log.info(line)
             print(line, file=out, flush=True)

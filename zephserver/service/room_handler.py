@@ -30,6 +30,9 @@ def notification(method: str, params: Any) -> str:
                       separators=(",", ":"))
 
 
+CLUSTER_EVENT = "rooms.deliver"
+
+
 class RoomHandlerService(Service):
     name = "rooms"
 
@@ -139,6 +142,35 @@ class RoomHandlerService(Service):
             return sorted({self._conns[c].user.username for c in self._rooms.get(room, ())
                            if c in self._conns})
 
+    # -- other nodes ------------------------------------------------------------------
+
+    def main(self) -> None:
+        cluster = getattr(self.ctx, "cluster", None)
+        if cluster is not None:
+            cluster.subscribe(CLUSTER_EVENT, self._from_cluster)
+        try:
+            super().main()
+        finally:
+            if cluster is not None:
+                cluster.unsubscribe(CLUSTER_EVENT, self._from_cluster)
+
+    def _tell_cluster(self, kind: str, target: Any, method: str, params: Any,
+                      exclude: str | None = None) -> None:
+        cluster = getattr(self.ctx, "cluster", None)
+        if cluster is not None and cluster.enabled:
+            cluster.say(CLUSTER_EVENT, {"kind": kind, "target": target, "method": method,
+                                        "params": params, "exclude": exclude})
+
+    def _from_cluster(self, m: dict) -> None:  # cluster dispatcher thread
+        with self._lock:
+            if m["kind"] == "room":
+                cids = [c for c in self._rooms.get(m["target"], ()) if c != m["exclude"]]
+            elif m["kind"] == "user":
+                cids = list(self._by_user.get(m["target"], ()))
+            else:
+                cids = list(self._conns)
+        self._send(cids, m["method"], m["params"])
+
     # -- sending (any thread) -------------------------------------------------------------
 
     def _send(self, cids: list[str], method: str, params: Any) -> int:
@@ -155,16 +187,22 @@ class RoomHandlerService(Service):
         return self._send([cid], method, params) == 1
 
     def send_to_user(self, user_id: int, method: str, params: Any) -> int:
+        """Every connection of the user, on this node and the others (the count is
+        this node's)."""
         with self._lock:
             cids = list(self._by_user.get(user_id, ()))
+        self._tell_cluster("user", user_id, method, params)
         return self._send(cids, method, params)
 
     def send_to_room(self, room: str, method: str, params: Any, exclude: str | None = None) -> int:
+        """Every member of ``room`` on any node (the count is this node's)."""
         with self._lock:
             cids = [c for c in self._rooms.get(room, ()) if c != exclude]
+        self._tell_cluster("room", room, method, params, exclude)
         return self._send(cids, method, params)
 
     def send_to_all(self, method: str, params: Any) -> int:
         with self._lock:
             cids = list(self._conns)
+        self._tell_cluster("all", None, method, params)
         return self._send(cids, method, params)

@@ -1,0 +1,210 @@
+"""Three real daemons on 127.0.0.1 form a cluster over ZeroMQ (CURVE): say / subscribe,
+rooms across nodes, a node killed and restarted, a big payload, a stranger refused,
+garbage on the cluster port."""
+
+import asyncio
+import shutil
+import signal
+import socket
+
+import pytest
+
+from tests.support.daemon import DaemonProcess, child_env, short_tmpdir, write_settings
+from tests.support.poll import poll_until
+from tests.support.sessions import free_port_range
+from tests.support.web import Ws, admin, create_users, run
+from zephserver import defaults
+
+pytestmark = pytest.mark.e2e
+
+SECRET = "a shared secret for the test cluster"
+TASKS = {**defaults.TASKS_PATH, "probe.say": "tests.support.cluster_probe/ProbeSayTask",
+         "probe.heard": "tests.support.cluster_probe/ProbeHeardTask",
+         "probe.unsubscribe": "tests.support.cluster_probe/ProbeUnsubscribeTask"}
+SERVICES = [*defaults.SERVICE_LIST, "tests.support.cluster_probe/ProbeService"]
+
+
+def node_settings(work, name, nodes, secret=SECRET):
+    return write_settings(
+        work, f"{name}.py", DATA_DIR=str(work / name), NODE_NAME=name,
+        DJANGO_SETTINGS_MODULE="tests.support.django_test_settings",
+        CLUSTER_SERVER_LIST=nodes, CLUSTER_SECRET=secret, CLUSTER_HEARTBEAT=0.2,
+        CLUSTER_HEARTBEAT_TIMEOUT=1.0, CLUSTER_RETRY=0.2, SERVICE_LIST=SERVICES,
+        TASKS_PATH=TASKS)
+
+
+def start_node(path, env):
+    admin(path, "migrate", "-v0", env=env)
+    tokens = create_users(path, env)  # same order on every node: same user ids
+    daemon = DaemonProcess(path, env).start()
+    daemon.tokens = tokens
+    return daemon
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    work = short_tmpdir("zc")
+    low, _ = free_port_range(4, 31000)
+    nodes = [{"hostname": f"n{i}", "address": "127.0.0.1", "port": low + i}
+             for i in range(1, 4)]
+    env = child_env()
+    paths = {n["hostname"]: node_settings(work, n["hostname"], nodes) for n in nodes}
+    daemons = {name: start_node(path, env) for name, path in paths.items()}
+    state = {"work": work, "nodes": nodes, "paths": paths, "daemons": daemons, "env": env,
+             "spare_port": low + 4}
+    for name in daemons:  # everyone sees everyone before the tests start
+        poll_until(lambda name=name: sum(1 for h in heard(state, name)
+                                         if h["event"] == "cluster.node_up") >= 2, 15,
+                   0.05, f"{name} sees both peers")
+    yield state
+    for d in state["daemons"].values():
+        d.cli("zephserver-stop")
+        d.close()
+        print(d.output[-3000:])
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def rpc(state, name, method, params=None):
+    d = state["daemons"][name]
+
+    async def call():
+        ws = await Ws.connect(d.url, token=d.tokens["alice"])
+        try:
+            answer = await ws.call(method, params or {})
+        finally:
+            await ws.aclose()
+        assert "error" not in answer, answer
+        return answer["result"]
+    return run(call())
+
+
+def heard(state, name, event=None):
+    return [h for h in rpc(state, name, "probe.heard")
+            if event is None or h["event"] == event]
+
+
+def test_say_reaches_every_other_node_once(cluster):
+    rpc(cluster, "n1", "probe.say", {"event": "probe.msg", "data": {"hello": "once"}})
+    for name in ("n2", "n3"):
+        poll_until(lambda name=name: heard(cluster, name, "probe.msg"), 10, 0.05, name)
+    rpc(cluster, "n1", "probe.say", {"event": "probe.other", "data": "fence"})
+    for name in ("n2", "n3"):  # per-sender order: the fence comes after the message
+        poll_until(lambda name=name: heard(cluster, name, "probe.other"), 10, 0.05, name)
+        assert [h["data"] for h in heard(cluster, name, "probe.msg")] == [{"hello": "once"}]
+    assert heard(cluster, "n1", "probe.msg") == []  # never to the sender
+
+
+def test_unsubscribe_stops_delivery(cluster):
+    rpc(cluster, "n3", "probe.unsubscribe", {"event": "probe.msg"})
+    before = len(heard(cluster, "n3", "probe.msg"))
+    rpc(cluster, "n1", "probe.say", {"event": "probe.msg", "data": "after"})
+    rpc(cluster, "n1", "probe.say", {"event": "probe.other", "data": "fence 2"})
+    poll_until(lambda: len(heard(cluster, "n3", "probe.other")) >= 2, 10, 0.05, "fence")
+    assert len(heard(cluster, "n3", "probe.msg")) == before
+    assert heard(cluster, "n2", "probe.msg")[-1]["data"] == "after"
+
+
+def test_a_room_message_reaches_a_client_on_another_node(cluster):
+    a, c = cluster["daemons"]["n1"], cluster["daemons"]["n3"]
+
+    async def scenario():
+        ws_a = await Ws.connect(a.url, token=a.tokens["alice"])
+        ws_c = await Ws.connect(c.url, token=c.tokens["bob"])
+        await ws_a.call("room.join", {"room": "lobby"})
+        await ws_c.call("room.join", {"room": "lobby"})
+        said = await ws_a.call("room.say", {"room": "lobby", "message": "hello from n1"})
+        assert "error" not in said, said
+        message = await ws_c.until("room.message")
+        await ws_a.aclose()
+        await ws_c.aclose()
+        return message
+
+    message = run(scenario())
+    assert message["message"] == "hello from n1"
+    assert message["user"] == "alice"
+
+
+def test_a_ten_megabyte_payload_arrives_intact(cluster):
+    import hashlib
+
+    size = 10 * 1024 * 1024
+    rpc(cluster, "n2", "probe.say", {"event": "probe.big", "data": size})
+    got = poll_until(lambda: heard(cluster, "n3", "probe.big"), 20, 0.1, "big payload")
+    assert got[0]["data"] == {"len": size,
+                              "sha256": hashlib.sha256(b"x" * size).hexdigest()}
+
+
+def test_garbage_on_the_cluster_port_does_not_hurt(cluster):
+    port = cluster["nodes"][0]["port"]
+    for junk in (b"\xff" * 64, b"GET / HTTP/1.1\r\n\r\n", bytes(range(256)) * 100):
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(junk)
+    rpc(cluster, "n1", "probe.say", {"event": "probe.other", "data": "still fine"})
+    poll_until(lambda: any(h["data"] == "still fine" for h in heard(cluster, "n2",
+                                                                     "probe.other")), 10, 0.05)
+
+
+def test_a_peer_with_a_wrong_key_is_refused(cluster):
+    work = cluster["work"]
+    stranger_nodes = [cluster["nodes"][0], {"hostname": "n9", "address": "127.0.0.1",
+                                            "port": cluster["spare_port"]}]
+    path = node_settings(work, "n9", stranger_nodes, secret="not the cluster's secret!!")
+    stranger = start_node(path, cluster["env"])
+    try:
+        rpc({"daemons": {"n9": stranger}}, "n9", "probe.say",
+            {"event": "probe.other", "data": "from a stranger"})
+        n1 = cluster["daemons"]["n1"]
+        poll_until(lambda: "refused" in n1.output, 10, 0.05, "n1 logs the refusal")
+        rpc(cluster, "n2", "probe.say", {"event": "probe.other", "data": "fence 3"})
+        poll_until(lambda: any(h["data"] == "fence 3" for h in heard(cluster, "n1",
+                                                                     "probe.other")), 10)
+        assert not any(h["data"] == "from a stranger"
+                       for h in heard(cluster, "n1", "probe.other"))
+    finally:
+        stranger.cli("zephserver-stop")
+        stranger.close()
+
+
+def test_kill9_node_down_then_up_and_buffered_messages_arrive_in_order(cluster):
+    daemons = cluster["daemons"]
+    daemons["n2"].kill(signal.SIGKILL)
+    daemons["n2"].wait_exit()
+    for name in ("n1", "n3"):
+        poll_until(lambda name=name: any(h["data"] == {"node": "n2"}
+                                         for h in heard(cluster, name, "cluster.node_down")),
+                   5, 0.05, f"{name} sees n2 down")
+    for i in range(5):
+        rpc(cluster, "n1", "probe.say", {"event": "probe.msg", "data": f"while down {i}"})
+    daemons["n2"].close()
+    restarted = DaemonProcess(cluster["paths"]["n2"], cluster["env"]).start()
+    restarted.tokens = daemons["n2"].tokens
+    daemons["n2"] = restarted
+    for name in ("n1", "n3"):
+        poll_until(lambda name=name: sum(1 for h in heard(cluster, name, "cluster.node_up")
+                                         if h["data"] == {"node": "n2"}) >= 2, 10, 0.05,
+                   f"{name} sees n2 up again")
+    expected = [f"while down {i}" for i in range(5)]
+    got = poll_until(lambda: [h["data"] for h in heard(cluster, "n2", "probe.msg")] == expected
+                     and expected, 10, 0.05, "the buffered messages, once, in order")
+    assert got == expected
+    status = restarted.cli("zephserver-status")
+    assert "peer n1: up" in status.stdout
+    assert "peer n3: up" in status.stdout
+
+
+def test_status_and_one_node_list(cluster):
+    out = cluster["daemons"]["n1"].cli("zephserver-status").stdout
+    assert "peer n2:" in out
+    assert "last seen" in out
+    from zephserver.infra.cluster import ClusterManager
+
+    class One:
+        NODE_NAME = "solo"
+        CLUSTER_SERVER_LIST = [{"hostname": "solo", "address": "127.0.0.1", "port": 1}]
+    single = ClusterManager(One())
+    single.start()
+    single.say("anything", {"x": 1})  # a silent success
+    assert single.status() == {"enabled": False, "node": "solo", "peers": [], "delivered": 0,
+                               "refused": 0}
+    single.stop()
+    asyncio.get_event_loop_policy()
