@@ -2,7 +2,6 @@
 rooms across nodes, a node killed and restarted, a big payload, a stranger refused,
 garbage on the cluster port."""
 
-import asyncio
 import shutil
 import signal
 import socket
@@ -207,4 +206,3 @@ def test_status_and_one_node_list(cluster):
     assert single.status() == {"enabled": False, "node": "solo", "peers": [], "delivered": 0,
                                "refused": 0}
     single.stop()
-    asyncio.get_event_loop_policy()
