@@ -315,6 +315,8 @@ def test_children_die_with_the_daemon(archives):
     try:
         docs = [create(daemon, archives, f"life.{i}", "sleeper") for i in range(3)]
         pids = [wait_state(daemon, d["slug"], {"running"})["pid"] for d in docs]
+        broken = create(daemon, archives, "broken.0", archive="noproc.zip")
+        wait_state(daemon, broken["slug"], {"no procfile"})
         result = daemon.cli("zephserver-stop")
         assert result.returncode == 0, result.stderr
         daemon.wait_exit()
@@ -325,6 +327,7 @@ def test_children_die_with_the_daemon(archives):
         daemon.tokens, daemon.settings_path = tokens, path
         again = [wait_state(daemon, d["slug"], {"running"})["pid"] for d in docs]
         assert set(again).isdisjoint(pids)
+        assert wait_state(daemon, broken["slug"], {"no procfile"})  # still listed
         daemon.kill(signal.SIGKILL)
         daemon.wait_exit()
         poll_until(lambda: all(processes_in_group(pid) == [] for pid in again), 10,

@@ -255,14 +255,17 @@ class AgentService(Service):
 
     def _resume(self) -> None:
         """At start: processes not deleted are set up (their source is already here) and
-        started again."""
+        started again; failed ones are listed as they were."""
         from zephserver.web.models import Job
 
         jobs = Job.objects.select_related("owner").filter(
-            kind="service", node=self.node).exclude(state__in=list(TERMINAL)).order_by("id")
+            kind="service", node=self.node).exclude(
+            state__in=[s for s in TERMINAL if s != J.FAILED]).order_by("id")
         for job in jobs:
             proc = Proc(job, self._tracker(job))
             self._procs[job.name] = proc
+            if job.state == J.FAILED:
+                continue  # failed and not deleted: still listed, with its reason
             if job.state == J.RUNNING:  # the daemon was killed: the watcher killed it
                 self._set(proc, J.BACKOFF, "backoff", "the daemon stopped; restarting",
                           pid=None)
