@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Browser tests drive Debian's Chromium (never a downloaded browser).
+CHROMIUM := /usr/bin/chromium
 
 .PHONY: run test lint format bench docs clean
 
@@ -16,7 +18,10 @@ run: $(STAMP)
 	$(BIN)/zephserver-admin migrate --noinput
 	$(BIN)/zephserver-start
 
-test: $(STAMP)
+$(CHROMIUM):
+	apt-get install -y chromium || (apt-get update && apt-get install -y chromium)
+
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 

@@ -61,6 +61,9 @@ TASKS_PATH: dict[str, str] = {
     "sessions.list": "zephserver.task.sessions/SessionsListTask",
     "sessions.get": "zephserver.task.sessions/SessionsGetTask",
     "sessions.stop": "zephserver.task.sessions/SessionsStopTask",
+    "tokens.list": "zephserver.task.tokens/TokensListTask",
+    "tokens.create": "zephserver.task.tokens/TokensCreateTask",
+    "tokens.revoke": "zephserver.task.tokens/TokensRevokeTask",
 }
 
 # WebSocket /ws.
