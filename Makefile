@@ -19,7 +19,8 @@ run: $(STAMP)
 	$(BIN)/zephserver-start
 
 $(CHROMIUM):
-	apt-get install -y chromium || (apt-get update && apt-get install -y chromium)
+	DEBIAN_FRONTEND=noninteractive apt-get install -y chromium || \
+	  (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
 
 test: $(STAMP) $(CHROMIUM)
 	$(BIN)/ruff check .
