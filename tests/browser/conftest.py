@@ -13,6 +13,9 @@ from tests.support.web import admin, create_users
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts"
+FLOOD = ("import sys\nw = sys.stdout.write\n"
+         "for i in range(1250000): w(f'line {i:7d} ' + 'x' * 63 + (' end' if i == 1249999 "
+         "else '') + '\\n')\n")
 PROCFILE = 'web: while true; do echo "console line $$"; sleep 0.1; done\n'
 
 
@@ -33,6 +36,8 @@ def ui_apps(low):
                             "delay": {"type": "float", "default": 0.1, "min": 0, "max": 60}},
                  "resources": {"cores": 1}, "grace": 2,
                  "parser": {"progress": r"step (?P<value>\d+) of (?P<total>\d+)"}},
+        "flood": {"description": "writes 100 MB of log",
+                  "argv": ["$python", "-c", FLOOD], "resources": {"cores": 1}},
         "quick": {"kind": "session", "description": "a session that is ready at once",
                   "argv": ["/bin/sh", "-c", "echo ready; exec sleep 600"],
                   "ready_line": "ready", "port_range": [low, low + 4],
@@ -40,7 +45,7 @@ def ui_apps(low):
     }
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ui_server():
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(f"{CHROMIUM} is missing: `make test` installs it (apt-get install -y "
@@ -71,8 +76,10 @@ def ui_server():
     shutil.rmtree(work, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    # Module scope: while Playwright's sync API is up, an event loop counts as running in
+    # this thread and asyncio.run() (used by the other tests) refuses to start.
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

@@ -59,9 +59,11 @@ def test_another_user_does_not_see_my_jobs(ui_server, page_for):
     alice = page_for(ui_server, "alice")
     job_id = submit_demo(alice, 1, 0)
     bob = page_for(ui_server, "bob")
-    bob.wait_for_selector("#app option[value=demo]", state="attached")
-    bob.wait_for_timeout(0)
-    assert bob.query_selector(f"#jobs tr[data-id='{job_id}']") is None
+    own = submit_demo(bob, 1, 0)
+    bob.wait_for_selector(f"#jobs tr[data-id='{own}']")  # his list is on the page...
+    assert bob.query_selector(f"#jobs tr[data-id='{job_id}']") is None  # ...without hers
+    bob.goto(bob.url.split("#")[0] + f"#/job/{job_id}")
+    bob.wait_for_selector("#job-info:has-text('belongs to another user')")
     boss = page_for(ui_server, "boss")  # staff see everyone's, with an owner column
     boss.wait_for_selector(f"#jobs tr[data-id='{job_id}']:has-text('alice')")
 
@@ -124,3 +126,22 @@ def test_account_tokens(ui_server, page_for):
     page.wait_for_selector("td:has-text('laptop script')")
     page.click("tr:has-text('laptop script') button:has-text('Revoke')")
     page.wait_for_selector("tr:has-text('laptop script') td:has-text('revoked')")
+
+
+def test_a_100_mb_log_opens_at_its_end_and_pages_back(ui_server, page_for):
+    page = page_for(ui_server)
+    page.goto(page.url.split("#")[0] + "#/jobs")
+    page.wait_for_selector("#app option[value=flood]", state="attached")
+    page.select_option("#app", "flood")
+    page.click("#submit-form button[type=submit]")
+    page.wait_for_selector("#submit-msg:has-text('submitted')")
+    job_id = int(re.search(r"Job (\d+)", page.inner_text("#submit-msg"))[1])
+    page.wait_for_selector(f"#jobs tr[data-id='{job_id}'][data-state=SUCCEEDED]",
+                           timeout=60000)
+    page.click(f"#jobs tr[data-id='{job_id}'] a")
+    page.wait_for_selector("#log:has-text('line 1249999')")
+    shown = page.evaluate("document.querySelector('#log').textContent.length")
+    assert shown <= 600 * 1024  # the last 512 KiB, not 100 MB
+    assert page.evaluate("1 + 1") == 2  # the page still answers
+    page.click("#earlier")
+    page.wait_for_function("document.querySelector('#log').textContent.length > 1000000")
