@@ -553,6 +553,7 @@ SPEC: dict[str, Spec] = {
     "AGENT_CONSOLE_REPLAY": Spec(_integer(0), "Log lines a console gets first."),
     "AGENT_CONSOLE_MAX_PENDING": Spec(_integer(1024), "Unsent characters before a console "
                                                       "skips ahead."),
+    "AGENT_CONSOLE_MAX_RATE": Spec(_integer(0), "Bytes/s a console gets at most (0 = any)."),
 }
 
 

@@ -145,6 +145,7 @@ AGENT_STOP_GRACE = 3.0  # the same when the daemon stops (keep under SERVICE_STO
 AGENT_KEEP_FILES = False  # keep a deleted process's directory
 AGENT_CONSOLE_REPLAY = 100  # lines of the log an attached console gets first
 AGENT_CONSOLE_MAX_PENDING = 1024 * 1024  # unsent characters before a console skips ahead
+AGENT_CONSOLE_MAX_RATE = 4 * 1024 * 1024  # bytes/s a console gets at most (0: no limit)
 
 # What this node offers the queue. cores/memory None = the machine's (memory in MiB).
 # A licence is a count, or {"command": [argv]} printing the count (re-read every tick).

@@ -125,6 +125,7 @@ class AgentService(Service):
         self.keep_files = bool(s.AGENT_KEEP_FILES)
         self.replay_lines = int(s.AGENT_CONSOLE_REPLAY)
         self.console_max_pending = int(s.AGENT_CONSOLE_MAX_PENDING)
+        self.console_max_rate = int(s.AGENT_CONSOLE_MAX_RATE)
         os.makedirs(self.dir, exist_ok=True)
         self._thread = threading.current_thread()
         # The lifeline: children get the read end as fd 3; only we hold the write end.

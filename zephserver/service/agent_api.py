@@ -101,11 +101,11 @@ class DeleteHandler(StatusHandler):
 class HandlerConsole(Console):
     """A console whose frames go to a WebSocket handler on the loop thread."""
 
-    def __init__(self, handler: "ConsoleHandler", max_pending: int) -> None:
+    def __init__(self, handler: "ConsoleHandler", max_pending: int, max_rate: int) -> None:
         self.handler = handler
         self.loop = IOLoop.current()
         super().__init__(lambda frames: self.loop.add_callback(handler.write_frames, frames),
-                         max_pending)
+                         max_pending, max_rate)
 
     def close(self) -> None:  # any thread
         self.loop.add_callback(self.handler.close, 1000, "process deleted")
@@ -148,7 +148,8 @@ class ConsoleHandler(tornado.websocket.WebSocketHandler):
         self.set_nodelay(True)
         self.slug = slug
         agent = self.service.ctx.get("agent")
-        self.console = HandlerConsole(self, agent.console_max_pending)
+        self.console = HandlerConsole(self, agent.console_max_pending,
+                                      agent.console_max_rate)
         try:
             await IOLoop.current().run_in_executor(self.service.api_executor, agent.attach,
                                                    self.user, slug, self.console)

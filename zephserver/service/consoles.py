@@ -11,12 +11,14 @@ consoles cost about what one does.
 
 import struct
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from zephserver.launch.output import Follower, read_range, valid_utf8
 
 MAX_CARRY = 64 * 1024  # a "line" this long without a newline is sent as it is
+WINDOW = 0.1  # seconds over which a console's rate is counted
 
 
 def text_frames(lines: list[bytes]) -> bytes:
@@ -34,24 +36,39 @@ class Console:
     """One attached console. ``write(frames)`` must be callable from any thread and hand
     the bytes to its connection; ``written(n)`` is called back once they are sent."""
 
-    def __init__(self, write: Callable[[bytes], None], max_pending: int) -> None:
+    def __init__(self, write: Callable[[bytes], None], max_pending: int,
+                 max_rate: int = 0) -> None:
         self._write = write
         self.max_pending = max_pending
+        # bytes per second at most (0: no limit): a console is for watching, and a cap
+        # keeps what a fast printer costs the machine (and so the printer) small
+        self._budget = max_rate * WINDOW
+        self._window = 0.0
+        self._window_sent = 0
         self._lock = threading.Lock()
         self._pending = 0
         self._skipped = 0
 
     def ready(self) -> bool:
-        return self._pending < self.max_pending
+        return self._pending < self.max_pending and not self._over_budget(0)
+
+    def _over_budget(self, size: int) -> bool:
+        if not self._budget:
+            return False
+        now = time.monotonic()
+        if now - self._window >= WINDOW:
+            self._window, self._window_sent = now, 0
+        return self._window_sent + size > self._budget and self._window_sent > 0
 
     def offer(self, frames: bytes, size: int) -> None:
         """New lines (``size`` bytes of log): sent if this console keeps up, else counted."""
         with self._lock:
-            if self._pending >= self.max_pending:
+            if self._pending >= self.max_pending or self._over_budget(len(frames)):
                 self._skipped += size
                 return
             marker = self._marker()
             self._pending += len(marker) + len(frames)
+            self._window_sent += len(frames)
         self._write(marker + frames if marker else frames)
 
     def missed(self, size: int) -> None:
