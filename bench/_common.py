@@ -1,5 +1,6 @@
 """Helpers shared by the benchmarks: percentiles and a one-line report format."""
 
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -26,3 +27,19 @@ def report(what: str, value: float, unit: str, baseline_name: str, baseline: flo
     if goal:
         line += f" | goal {goal}"
     print(line, flush=True)
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of ``pid`` (MiB)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time ``pid`` has used (s)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

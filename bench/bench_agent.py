@@ -17,7 +17,7 @@ import signal
 import sys
 import time
 
-from _common import REPO, median, pct
+from _common import REPO, cpu_seconds, median, pct, rss_mib
 
 from tests.support.archives import ArchiveServer, make_zip
 from tests.support.console import RawConsole
@@ -163,18 +163,8 @@ def bench_console(url: str, token: str, archives: ArchiveServer, agent_dir: str)
           f"{(1 - median(rates5) / median(rates0)) * 100:.1f}% | goal < 10%", flush=True)
 
 
-def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def bench_idle(url: str, token: str, archives: ArchiveServer, pid: int) -> None:

@@ -23,7 +23,7 @@ import sys
 import time
 from datetime import datetime
 
-from _common import REPO, median, pct
+from _common import REPO, cpu_seconds, median, pct, rss_mib
 
 from tests.support.daemon import DaemonProcess, run_cli, short_tmpdir, write_settings
 from tests.support.web import Ws, django_shell
@@ -74,18 +74,8 @@ def floor_spawn_many(n: int = 100) -> float:
     return elapsed
 
 
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        fields = f.read().rsplit(b")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 async def until_state(ws: Ws, ids: set[int], state: str) -> None:

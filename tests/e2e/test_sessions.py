@@ -432,27 +432,19 @@ def test_sessions_over_jsonrpc_with_updates(server):
     poll_until(lambda: bind_free(session["port"]), 10, what="port free")
 
 
-def test_an_idle_session_is_stopped(server):
-    status, body, _ = post(server, {"application": "idle"})
-    assert status == 200
-
-    def ended():
-        _ok, job, _ = _rpc(server, "jobs.get", {"id": int(body["id"])})
-        return job if job["state"] == "TIMED_OUT" else None
-    job = poll_until(ended, 15, interval=0.2, what="idle session stopped")
-    assert "no connection for 1s" in job["state_reason"]
-    poll_until(lambda: bind_free(body["port"]), 10, what="port free")
-
-
-def test_a_session_past_its_max_age_is_stopped(server):
-    status, body, _ = post(server, {"application": "old"})
+@pytest.mark.parametrize(("app", "reason"), [
+    ("idle", "no connection for 1s"),
+    ("old", "older than its max age of 1s"),
+])
+def test_an_idle_or_old_session_is_stopped(server, app, reason):
+    status, body, _ = post(server, {"application": app})
     assert status == 200
 
     def ended():
         _, job, _ = _rpc(server, "jobs.get", {"id": int(body["id"])})
         return job if job["state"] == "TIMED_OUT" else None
-    job = poll_until(ended, 15, interval=0.2, what="old session stopped")
-    assert "older than its max age of 1s" in job["state_reason"]
+    job = poll_until(ended, 15, interval=0.2, what=f"{app} session stopped")
+    assert reason in job["state_reason"]
     poll_until(lambda: bind_free(body["port"]), 10, what="port free")
 
 

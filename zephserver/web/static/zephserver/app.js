@@ -111,6 +111,16 @@ function paramFields(app) {
   return fields;
 }
 
+// the apps of one kind, offered in a <select> (filled once; its params follow the choice)
+async function loadApps(select, kind) {
+  const apps = (await rpc.call("apps.list")).filter((a) => a.kind === kind);
+  if (!select.options.length) {
+    select.replaceChildren(...apps.map((a) => h("option", { value: a.name }, `${a.name} — ${a.description}`)));
+    select.dispatchEvent(new Event("change"));
+  }
+  return apps;
+}
+
 function readParams(form) {
   const params = {};
   for (const el of form.querySelectorAll("[data-field] input, [data-field] select")) {
@@ -234,11 +244,7 @@ function jobsPage(el) {
   }
   cleanup.push(rpc.on("job.updated", (job) => { upsert(job); resources(); }));
   cleanup.push(rpc.whenOpen(async () => {
-    apps = (await rpc.call("apps.list")).filter((a) => a.kind === "batch");
-    if (!appSel.options.length) {
-      appSel.replaceChildren(...apps.map((a) => h("option", { value: a.name }, `${a.name} — ${a.description}`)));
-      appSel.dispatchEvent(new Event("change"));
-    }
+    apps = await loadApps(appSel, "batch");
     await rpc.call("jobs.subscribe", {});
     const page = await rpc.call("jobs.list", { limit: 200 });
     jobs.clear();
@@ -363,11 +369,7 @@ function sessionsPage(el) {
   });
   cleanup.push(rpc.on("session.updated", (s) => { sessions.set(s.id, { ...(sessions.get(s.id) || {}), ...s }); render(); }));
   cleanup.push(rpc.whenOpen(async () => {
-    apps = (await rpc.call("apps.list")).filter((a) => a.kind === "session");
-    if (!appSel.options.length) {
-      appSel.replaceChildren(...apps.map((a) => h("option", { value: a.name }, `${a.name} — ${a.description}`)));
-      appSel.dispatchEvent(new Event("change"));
-    }
+    apps = await loadApps(appSel, "session");
     await rpc.call("jobs.subscribe", {});
     sessions.clear();
     for (const s of await rpc.call("sessions.list", {})) sessions.set(s.id, s);
