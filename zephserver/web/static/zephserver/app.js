@@ -114,6 +114,7 @@ function paramFields(app) {
 // the apps of one kind, offered in a <select> (filled once; its params follow the choice)
 async function loadApps(select, kind) {
   const apps = (await rpc.call("apps.list")).filter((a) => a.kind === kind);
+  select.apps = apps;
   if (!select.options.length) {
     select.replaceChildren(...apps.map((a) => h("option", { value: a.name }, `${a.name} — ${a.description}`)));
     select.dispatchEvent(new Event("change"));
@@ -173,11 +174,10 @@ function jobsPage(el) {
   el.append(h("section", { class: "card" }, h("h2", {}, "Submit a job"), form),
     h("section", { class: "card" }, h("h2", {}, "Resources"), strip),
     h("section", { class: "card" }, h("h2", {}, "Jobs"), table));
-  let apps = [];
   const jobs = new Map();
 
   appSel.addEventListener("change", () => {
-    const app = apps.find((a) => a.name === appSel.value);
+    const app = (appSel.apps || []).find((a) => a.name === appSel.value);
     paramBox.replaceChildren(...(app ? paramFields(app) : []));
   });
   form.addEventListener("submit", async (ev) => {
@@ -244,7 +244,7 @@ function jobsPage(el) {
   }
   cleanup.push(rpc.on("job.updated", (job) => { upsert(job); resources(); }));
   cleanup.push(rpc.whenOpen(async () => {
-    apps = await loadApps(appSel, "batch");
+    await loadApps(appSel, "batch");
     await rpc.call("jobs.subscribe", {});
     const page = await rpc.call("jobs.list", { limit: 200 });
     jobs.clear();
@@ -342,10 +342,9 @@ function sessionsPage(el) {
   el.append(h("section", { class: "card" }, h("h2", {}, "Launch a session"), form),
     h("section", { class: "card" }, h("h2", {}, "Sessions"), h("table", { id: "sessions" }, h("thead", {}, h("tr", {},
       h("th", {}, "Id"), h("th", {}, "App"), h("th", {}, "State"), h("th", {}, "URL"), h("th", {}, "Actions"))), body)));
-  let apps = [];
   const sessions = new Map();
   appSel.addEventListener("change", () => {
-    const app = apps.find((a) => a.name === appSel.value);
+    const app = (appSel.apps || []).find((a) => a.name === appSel.value);
     paramBox.replaceChildren(...(app ? paramFields(app) : []));
   });
   function render() {
@@ -369,7 +368,7 @@ function sessionsPage(el) {
   });
   cleanup.push(rpc.on("session.updated", (s) => { sessions.set(s.id, { ...(sessions.get(s.id) || {}), ...s }); render(); }));
   cleanup.push(rpc.whenOpen(async () => {
-    apps = await loadApps(appSel, "session");
+    await loadApps(appSel, "session");
     await rpc.call("jobs.subscribe", {});
     sessions.clear();
     for (const s of await rpc.call("sessions.list", {})) sessions.set(s.id, s);
