@@ -48,19 +48,23 @@ def cluster():
              for i in range(1, 4)]
     env = child_env()
     paths = {n["hostname"]: node_settings(work, n["hostname"], nodes) for n in nodes}
-    daemons = {name: start_node(path, env) for name, path in paths.items()}
+    daemons: dict = {}
     state = {"work": work, "nodes": nodes, "paths": paths, "daemons": daemons, "env": env,
              "spare_port": low + 4}
-    for name in daemons:  # everyone sees everyone before the tests start
-        poll_until(lambda name=name: sum(1 for h in heard(state, name)
-                                         if h["event"] == "cluster.node_up") >= 2, 15,
-                   0.05, f"{name} sees both peers")
-    yield state
-    for d in state["daemons"].values():
-        d.cli("zephserver-stop")
-        d.close()
-        print(d.output[-3000:])
-    shutil.rmtree(work, ignore_errors=True)
+    try:  # a setup that fails half way still stops the daemons it started
+        for name, path in paths.items():
+            daemons[name] = start_node(path, env)
+        for name in daemons:  # everyone sees everyone before the tests start
+            poll_until(lambda name=name: sum(1 for h in heard(state, name)
+                                             if h["event"] == "cluster.node_up") >= 2, 15,
+                       0.05, f"{name} sees both peers")
+        yield state
+    finally:
+        for d in state["daemons"].values():
+            d.cli("zephserver-stop")
+            d.close()
+            print(d.output[-3000:])
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def rpc(state, name, method, params=None):

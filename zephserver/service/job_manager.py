@@ -106,6 +106,12 @@ class Active:
     stop_by: str = ""
     last_progress: float = 0.0
     spawned_at: float = 0.0  # monotonic; 0 for a re-adopted job
+    running: Running | None = None  # what it holds, as the queue sees it (made once)
+
+    def holds(self) -> Running:
+        if self.running is None:
+            self.running = Running(self.job.owner_id, Demand.of(self.job.resources))
+        return self.running
 
 
 class JobManagerService(Service):
@@ -464,8 +470,7 @@ class JobManagerService(Service):
             return []
         self._needs_plan = False
         self._planned = time.monotonic()
-        running = [Running(a.job.owner_id, Demand.of(a.job.resources))
-                   for a in self._active.values()]
+        running = [a.holds() for a in self._active.values()]
         plan = self.queue.plan(self._order, running, time.time())
         self._reasons = plan.reasons
         from zephserver.web.models import Job
@@ -1163,7 +1168,7 @@ class JobManagerService(Service):
         capacity = self.queue.capacity()
         free = capacity.copy()
         for a in self._active.values():
-            free.take(Demand.of(a.job.resources))
+            free.take(a.holds().demand)
         return {"node": self.node, "capacity": capacity.to_json(), "free": free.to_json(),
                 "running": len(self._active),
                 "queued": len(self._order), "held": len(self._held)}
