@@ -43,3 +43,20 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+USER = """
+from django.contrib.auth.models import User
+from zephserver.web.models import ApiToken
+print(ApiToken.issue(User.objects.create_user("bench", is_staff={staff}))[1])
+"""
+
+
+def start_daemon(settings: Path, staff: bool = False) -> tuple:
+    """Migrate, create the user "bench", start the daemon: (DaemonProcess, its token)."""
+    from tests.support.daemon import DaemonProcess, run_cli
+    from tests.support.web import django_shell
+
+    run_cli("zephserver-admin", "--settings", str(settings), "migrate", "-v0")
+    token = django_shell(settings, USER.format(staff=staff), None).splitlines()[-1]
+    return DaemonProcess(settings).start(), token

@@ -17,21 +17,15 @@ import signal
 import sys
 import time
 
-from _common import REPO, cpu_seconds, median, pct, rss_mib
+from _common import REPO, cpu_seconds, median, pct, rss_mib, start_daemon
 
 from tests.support.archives import ArchiveServer, make_zip
 from tests.support.console import RawConsole
-from tests.support.daemon import DaemonProcess, run_cli, short_tmpdir, write_settings
+from tests.support.daemon import run_cli, short_tmpdir, write_settings
 from tests.support.sessions import rest
-from tests.support.web import django_shell
 
 LINES = int(os.environ.get("LINES", "3000000"))
 KILLS = 50
-USER = """
-from django.contrib.auth.models import User
-from zephserver.web.models import ApiToken
-print(ApiToken.issue(User.objects.create_user("bench", is_staff=True))[1])
-"""
 PRODUCER = """
 import os, sys, time
 while not os.path.exists("go"):
@@ -191,9 +185,7 @@ def main() -> None:
     archives = ArchiveServer(archive_dir)
     settings = write_settings(work, LOG_LEVEL="WARNING", AGENT_BACKOFF_INITIAL=0.0,
                               AGENT_MIN_UPTIME=0.05, WS_MAX_IN_FLIGHT=256)
-    run_cli("zephserver-admin", "--settings", str(settings), "migrate", "-v0")
-    token = django_shell(settings, USER, None).splitlines()[-1]
-    daemon = DaemonProcess(settings).start()
+    daemon, token = start_daemon(settings, staff=True)
     pid = json.loads(daemon.cli("zephserver-status", "--json").stdout)["pid"]
     agent_dir = str(work / "var" / "agent")
     try:

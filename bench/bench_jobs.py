@@ -23,10 +23,10 @@ import sys
 import time
 from datetime import datetime
 
-from _common import REPO, cpu_seconds, median, pct, rss_mib
+from _common import REPO, cpu_seconds, median, pct, rss_mib, start_daemon
 
-from tests.support.daemon import DaemonProcess, run_cli, short_tmpdir, write_settings
-from tests.support.web import Ws, django_shell
+from tests.support.daemon import run_cli, short_tmpdir, write_settings
+from tests.support.web import Ws
 
 LINES = int(os.environ.get("LINES", "10000000"))
 N_SHORT = int(os.environ.get("N", "2000"))
@@ -39,11 +39,6 @@ out = sys.stdout.buffer
 for _ in range(n // 10000):
     out.write(block)
 out.write(line * (n % 10000))
-"""
-USER = """
-from django.contrib.auth.models import User
-from zephserver.web.models import ApiToken
-print(ApiToken.issue(User.objects.create_user("bench"))[1])
 """
 
 
@@ -214,9 +209,7 @@ def main() -> None:
     settings = write_settings(work, LOG_LEVEL="WARNING", APPS=apps,
                               RESOURCES={"cores": 200, "memory": 100000, "licenses": {}},
                               WS_MAX_IN_FLIGHT=256, WS_MAX_BATCH=200, TASK_QUEUE_SIZE=512)
-    run_cli("zephserver-admin", "--settings", str(settings), "migrate", "-v0")
-    token = django_shell(settings, USER, None).splitlines()[-1]
-    daemon = DaemonProcess(settings).start()
+    daemon, token = start_daemon(settings)
     pid = json.loads(daemon.cli("zephserver-status", "--json").stdout)["pid"]
     try:
         asyncio.run(run_bench(daemon.url, token, pid, str(work)))

@@ -18,20 +18,14 @@ import threading
 import time
 from urllib.parse import urlparse
 
-from _common import REPO, median, pct
+from _common import REPO, median, pct, start_daemon
 
-from tests.support.daemon import DaemonProcess, run_cli, short_tmpdir, write_settings
+from tests.support.daemon import run_cli, short_tmpdir, write_settings
 from tests.support.sessions import free_port_range
-from tests.support.web import django_shell
 
 N = int(os.environ.get("N", "200"))
 CONCURRENT = 50
 PROGRAM = ["/bin/sh", "-c", "echo ready; exec sleep 600"]
-USER = """
-from django.contrib.auth.models import User
-from zephserver.web.models import ApiToken
-print(ApiToken.issue(User.objects.create_user("bench"))[1])
-"""
 
 
 def spawn_until_ready() -> tuple[float, int]:
@@ -136,9 +130,7 @@ def main() -> None:
                       "port_range": [low, high], "resources": {"cores": 0}, "grace": 1}}
     settings = write_settings(work, LOG_LEVEL="WARNING", APPS=apps,
                               LAUNCHER_PROXY_FILE=str(work / "proxy.map"))
-    run_cli("zephserver-admin", "--settings", str(settings), "migrate", "-v0")
-    token = django_shell(settings, USER, None).splitlines()[-1]
-    daemon = DaemonProcess(settings).start()
+    daemon, token = start_daemon(settings)
     try:
         run_bench(daemon.url, token)
     finally:

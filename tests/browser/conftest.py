@@ -7,9 +7,9 @@ import shutil
 import pytest
 
 from tests.support.archives import ArchiveServer, make_zip
-from tests.support.daemon import REPO, DaemonProcess, child_env, short_tmpdir, write_settings
+from tests.support.daemon import REPO, child_env, short_tmpdir, write_settings
 from tests.support.sessions import free_port_range
-from tests.support.web import admin, create_users
+from tests.support.web import start_with_users
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts"
@@ -61,10 +61,8 @@ def ui_server():
     path = write_settings(work, APPS=ui_apps(low), PORT_ZEPH=low + 5,
                           DJANGO_SETTINGS_MODULE="tests.support.django_test_settings",
                           RESOURCES={"cores": 4, "memory": 4096, "licenses": {}})
-    admin(path, "migrate", "-v0", env=env)
-    tokens = create_users(path, env)
-    daemon = DaemonProcess(path, env).start()
-    daemon.tokens, daemon.work, daemon.archives = tokens, work, archives
+    daemon = start_with_users(path, env)
+    daemon.work, daemon.archives = work, archives
     yield daemon
     daemon.cli("zephserver-stop")
     daemon.close()

@@ -20,7 +20,7 @@ from tests.support.daemon import DaemonProcess, child_env, short_tmpdir, write_s
 from tests.support.jobs import is_zombie_or_gone, processes_in_group
 from tests.support.poll import poll_until
 from tests.support.sessions import rest
-from tests.support.web import admin, create_users, run
+from tests.support.web import run, start_with_users
 
 pytestmark = pytest.mark.e2e
 
@@ -59,11 +59,7 @@ def start_agent(work, archives, **settings):
               "AGENT_MIN_UPTIME": 5.0, "AGENT_GRACE": 2.0, "AGENT_CONSOLE_REPLAY": 5,
               "AGENT_CONSOLE_MAX_PENDING": 2048, **settings}
     path = write_settings(work, **values)
-    admin(path, "migrate", "-v0", env=env)
-    daemon = DaemonProcess(path, env).start()
-    daemon.tokens = create_users(path, env)
-    daemon.settings_path = path
-    return daemon
+    return start_with_users(path, env)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from tests.support.jobs import (
     wait_job,
 )
 from tests.support.poll import poll_until
-from tests.support.web import Ws, admin, create_users, run
+from tests.support.web import Ws, run, start_with_users
 
 pytestmark = pytest.mark.e2e
 
@@ -30,10 +30,7 @@ def start_server(work, **settings):
               "RESOURCES": {"cores": 4, "memory": 4096, "licenses": {"lic": 2}},
               "JOB_PROGRESS_INTERVAL": 0.0, **settings}
     path = write_settings(work, **values)
-    admin(path, "migrate", "-v0", env=env)
-    tokens = create_users(path, env)
-    daemon = DaemonProcess(path, env).start()
-    daemon.tokens = tokens
+    daemon = start_with_users(path, env)
     daemon.work = work
     return daemon
 

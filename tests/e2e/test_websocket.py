@@ -8,8 +8,8 @@ import time
 import pytest
 from tornado.httpclient import HTTPClientError
 
-from tests.support.daemon import DaemonProcess, child_env, short_tmpdir, write_settings
-from tests.support.web import Ws, admin, create_users, login, run
+from tests.support.daemon import child_env, short_tmpdir, write_settings
+from tests.support.web import Ws, admin, create_users, login, run, start_with_users
 from zephserver import defaults
 
 pytestmark = pytest.mark.e2e
@@ -25,10 +25,7 @@ def server():
         work, TASKS_PATH=TASKS, DJANGO_SETTINGS_MODULE="tests.support.django_test_settings",
         TASK_POOL_SIZE=2, TASK_QUEUE_SIZE=8, WS_MAX_IN_FLIGHT=4, WS_MAX_BATCH=100,
         SESSION_CACHE_TTL=1.0, WS_MAX_MESSAGE_SIZE=64 * 1024)
-    admin(settings, "migrate", "-v0", env=env)
-    tokens = create_users(settings, env)
-    daemon = DaemonProcess(settings, env).start()
-    daemon.tokens = tokens
+    daemon = start_with_users(settings, env)
     daemon.work = work
     yield daemon
     daemon.cli("zephserver-stop")

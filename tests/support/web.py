@@ -43,6 +43,19 @@ def create_users(daemon_settings, env: dict) -> dict[str, str]:
     return json.loads(django_shell(daemon_settings, USERS, env).splitlines()[-1])
 
 
+def start_with_users(settings_path, env: dict):
+    """Migrate a fresh database, create the test users (alice, bob, boss: the same ids on
+    every fresh database), start the daemon; their tokens are in ``.tokens``."""
+    from tests.support.daemon import DaemonProcess
+
+    admin(settings_path, "migrate", "-v0", env=env)
+    tokens = create_users(settings_path, env)
+    daemon = DaemonProcess(settings_path, env).start()
+    daemon.tokens = tokens
+    daemon.settings_path = settings_path
+    return daemon
+
+
 def login(base_url: str, username: str, password: str) -> str:
     """Log in through the real form (CSRF token included); return the sessionid cookie."""
     jar = http.cookiejar.CookieJar()

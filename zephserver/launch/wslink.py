@@ -7,6 +7,7 @@ params (a client value reaches a command only through a declared, checked param)
 silently ignored.
 """
 
+import functools
 import json
 import os
 import re
@@ -62,7 +63,20 @@ def strip_comments(text: str) -> str:
 
 
 def load_launcher_config(path: str) -> LauncherConfig:
-    """The file's apps and settings. ValueError lists every problem found."""
+    """The file's apps and settings. ValueError lists every problem found.
+
+    The settings check, the apps, the endpoint and the proxy map all ask for it at start:
+    the file is read and converted once per version of it (its mtime and size).
+    """
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    return _load(path, st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _load(path: str, mtime_ns: int, size: int) -> LauncherConfig:
     try:
         with open(path, encoding="utf-8") as f:
             raw = json.loads(strip_comments(f.read()))

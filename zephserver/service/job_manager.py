@@ -544,9 +544,11 @@ class JobManagerService(Service):
                 log.exception("job %d: preparing the session failed", job.pk)
                 failure = f"preparing the session failed: {type(exc).__name__}: {exc}"
         self._env[job.pk] = spec.env
+        # a session's port, secret and URL are written with the rest, before the spawn
+        session_fields = {"extra": job.extra} if app.session is not None else {}
         self._transition(job, J.STARTING, "starting", argv=argv, cwd=spec.cwd,
-                         job_dir=job_dir, log_path=log_path, extra=job.extra,
-                         pid=None, start_time=None, boot_id=self.boot)
+                         job_dir=job_dir, log_path=log_path, pid=None, start_time=None,
+                         boot_id=self.boot, **session_fields)
         if failure:
             self._env.pop(job.pk, None)
             self._transition(job, J.FAILED, failure)
