@@ -159,7 +159,11 @@ class Daemon:
             self.cluster.open()  # services have subscribed: deliver what came meanwhile
             line = f"zephserver ready on {self.public_url}"
             log.info(line)
-            print(line, file=out, flush=True)
+            # one write: with PYTHONUNBUFFERED, print() writes the text and its newline
+            # apart, and a service logging at that moment lands inside the line that
+            # scripts read the URL from
+            out.write(line + "\n")
+            out.flush()
             self._notify_parent(f"ready {self.public_url}")
             code = self._wait_for_stop()
         except HaltServer as exc:
