@@ -35,3 +35,16 @@ def test_full_queue_refuses_and_stop_drains():
         assert pool.stop(5) == []
     assert ran == []
     assert not pool.submit(lambda: None)  # stopped
+
+
+def test_jobs_queued_without_a_wake_wait_for_one_wake_then_all_run():
+    pool = TaskPool(size=2, queue_size=10, eager=2)
+    done = [threading.Event() for _ in range(5)]
+    try:
+        for event in done:
+            assert pool.submit(event.set, wake=False)
+        assert not done[0].wait(0.05), "a worker took a job nobody woke it for"
+        pool.wake()
+        assert all(event.wait(5) for event in done)
+    finally:
+        assert pool.stop(5) == []

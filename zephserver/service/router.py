@@ -1,12 +1,14 @@
 """Router: JSON-RPC 2.0 method -> task class, run on a bounded pool of named task threads.
 
-``handle_text`` runs on the event-loop thread and only parses and enqueues; tasks run on
+``handle_text`` runs on the event-loop thread and only parses and enqueues (the workers
+are woken once per loop turn, however many messages the turn read); tasks run on
 TASK_POOL_SIZE worker threads fed by a queue of TASK_QUEUE_SIZE. A full queue, or a
 connection with WS_MAX_IN_FLIGHT requests already running, gets -32004 at once.
 Replies are serialised in the worker and reach the client through the connection's
 thread-safe ``send_text``.
 """
 
+import asyncio
 import collections
 import json
 import logging
@@ -53,14 +55,29 @@ class TaskPool:
         for t in self._threads:
             t.start()
 
-    def submit(self, job: Job) -> bool:
+    def submit(self, job: Job, wake: bool = True) -> bool:
+        """Queue ``job``; False when the queue is full or the pool stopping. With
+        ``wake=False`` no worker is woken until ``wake()`` is called (a caller queueing
+        several jobs in a row wakes the workers once, not once per job)."""
         with self._cond:
             if self._stopping or len(self._jobs) >= self._queue_size:
                 return False
             self._jobs.append((job, time.monotonic()))
-            if len(self._running) < self._eager or not self._standby:
-                self._cond.notify()  # a worker takes it now, or becomes the standby
+            if wake:
+                self._wake()
         return True
+
+    def wake(self) -> None:
+        with self._cond:
+            self._wake()
+
+    def _wake(self) -> None:
+        # wake a worker for each queued job, up to ``eager`` runnable, or one standby
+        idle = self._eager - len(self._running)
+        if idle > 0:
+            self._cond.notify(min(idle, len(self._jobs)))
+        elif not self._standby:
+            self._cond.notify()
 
     def _may_take(self, now: float) -> bool:
         if len(self._running) < self._eager:
@@ -149,6 +166,7 @@ class RouterService(Service):
         self.stopping = False
         self._running: dict[int, Any] = {}
         self._running_lock = threading.Lock()
+        self._wake_pending = False
 
     def main(self) -> None:
         assert self.ctx is not None
@@ -238,10 +256,21 @@ class RouterService(Service):
             answer(_error(request_id, RpcCode.QUEUE_FULL, "too many requests in flight on "
                           f"this connection (limit {self.max_in_flight})"))
             return
-        if not pool.submit(lambda: self._run(conn, cls, method, params, request_id, answer)):
+        if not pool.submit(lambda: self._run(conn, cls, method, params, request_id, answer),
+                           wake=False):
             conn.release_slot()
             answer(_error(request_id, RpcCode.QUEUE_FULL, "server overloaded: task queue "
                           "full, retry later"))
+        elif not self._wake_pending:
+            # The loop reads many clients' messages in one turn: wake the workers once, at
+            # the start of the next turn, rather than once per message (each wake is a
+            # futex call and a GIL hand-off that the loop thread pays for).
+            self._wake_pending = True
+            asyncio.get_running_loop().call_soon(self._wake_pool, pool)
+
+    def _wake_pool(self, pool: TaskPool) -> None:
+        self._wake_pending = False
+        pool.wake()
 
     # -- task threads ---------------------------------------------------------------------
 
