@@ -11,7 +11,8 @@
    directly.
 5. daemon RSS and idle CPU with 100 running jobs, vs `sleep` for CPU.
 
-    python bench/bench_jobs.py      (LINES=10000000 by default; N=2000 short jobs)
+    python bench/bench_jobs.py      (LINES=10000000 by default; N=2000 short jobs;
+                                     PARTS=2,3 runs only those parts; RUNS=3 for part 2)
 """
 
 import asyncio
@@ -30,6 +31,8 @@ from tests.support.web import Ws
 
 LINES = int(os.environ.get("LINES", "10000000"))
 N_SHORT = int(os.environ.get("N", "2000"))
+PARTS = {int(p) for p in os.environ.get("PARTS", "1,2,3,4,5").split(",")}
+RUNS = int(os.environ.get("RUNS", "3"))
 PRODUCER = """
 import sys
 n = int(sys.argv[1])
@@ -97,7 +100,21 @@ async def run_bench(url: str, token: str, pid: int, work: str) -> None:
     ws = await Ws.connect(url, token=token)
     await ws.call("jobs.subscribe", {})
 
-    # 1. submit -> RUNNING, one at a time
+    # (5 before 4: the big output test grows the page cache and the daemon)
+    if 1 in PARTS:
+        await submit_latency(ws)
+    if 2 in PARTS:
+        await hundred_at_once(ws)
+    if 3 in PARTS:
+        await short_job_rate(ws)
+    if 5 in PARTS:
+        await idle_with_100(ws, pid)
+    if 4 in PARTS:
+        await capture(ws, work)
+    await ws.aclose()
+
+
+async def submit_latency(ws: Ws) -> None:
     floor = floor_spawn_ms()
     lat = []
     for _ in range(200):
@@ -111,10 +128,12 @@ async def run_bench(url: str, token: str, pid: int, work: str) -> None:
           f" | baseline posix_spawn+wait /bin/true p50 {median(floor):.2f} ms | ratio "
           f"{median(lat) / median(floor):.1f}x | goal p50 < 5 ms", flush=True)
 
-    # 2. 100 at once with room for all
+
+
+async def hundred_at_once(ws: Ws) -> None:
     floor100 = floor_spawn_many()
     times = []
-    for _ in range(3):
+    for _ in range(RUNS):
         t = time.perf_counter()
         ids = await submit_batch(ws, "hold", 100)
         await until_state(ws, set(ids), "RUNNING")
@@ -126,8 +145,11 @@ async def run_bench(url: str, token: str, pid: int, work: str) -> None:
           f"{', '.join(f'{x:.3f}' for x in times)}) | baseline 100 posix_spawns "
           f"{floor100:.3f} s | goal < 0.3 s", flush=True)
 
-    # 3. throughput of short jobs through the queue: N jobs wait behind a job holding
-    # every core; when it is cancelled the clock starts and stops when all have ended.
+
+
+async def short_job_rate(ws: Ws) -> None:
+    """N jobs wait behind a job holding every core; when it is cancelled the clock starts
+    and stops when all have ended."""
     popen_rate = floor_popen_rate()
     gate = (await ws.call("jobs.submit", {"app": "gate"}))["result"]
     await until_state(ws, {gate["id"]}, "RUNNING")
@@ -142,7 +164,10 @@ async def run_bench(url: str, token: str, pid: int, work: str) -> None:
           f"sequential Popen /bin/true {popen_rate:,.0f}/s | ratio {rate / popen_rate:.2f} | "
           f"goal >= 0.30", flush=True)
 
-    # 5. RSS and idle CPU with 100 running jobs (before the big output test)
+
+
+async def idle_with_100(ws: Ws, pid: int) -> None:
+    """Runs before the big output test, which grows the page cache and the daemon."""
     ids = await submit_batch(ws, "hold", 100)
     await until_state(ws, set(ids), "RUNNING")
     c0, t0 = cpu_seconds(pid), time.perf_counter()
@@ -158,7 +183,9 @@ async def run_bench(url: str, token: str, pid: int, work: str) -> None:
         await ws.call("jobs.cancel", {"id": i})
     await until_state(ws, set(ids), "CANCELLED")
 
-    # 4. output capture
+
+
+async def capture(ws: Ws, work: str) -> None:
     direct = os.path.join(work, "direct.log")
 
     def floor_capture() -> float:
@@ -193,7 +220,6 @@ async def run_bench(url: str, token: str, pid: int, work: str) -> None:
           f" into the log, delivered to 1 subscriber {LINES / (delivered_at - t) / 1e6:.2f} M "
           f"lines/s ({received:,} of {size:,} bytes) | baseline same program to a file "
           f"{floor_rate / 1e6:.2f} M lines/s | goal >= 1 M lines/s, every byte", flush=True)
-    await ws.aclose()
 
 
 def main() -> None:

@@ -16,7 +16,8 @@ pytestmark = pytest.mark.e2e
 T = "tests.support.tasks"
 TASKS = {**defaults.TASKS_PATH, "echo": f"{T}/EchoRequestTask", "boom": f"{T}/BoomTask",
          "refuse": f"{T}/RefuseTask", "staff.only": f"{T}/StaffOnlyTask",
-         "a.only": f"{T}/ATask", "slow": f"{T}/SlowTask", "long": f"{T}/LongTask"}
+         "a.only": f"{T}/ATask", "slow": f"{T}/SlowTask", "long": f"{T}/LongTask",
+         "later": f"{T}/LaterTask"}
 @pytest.fixture(scope="module")
 def server():
     work = short_tmpdir()
@@ -162,6 +163,40 @@ def test_task_errors(server):
     log = (server.work / "var" / "zephserver.log").read_text()
     assert f"error id {error_id}" in log
     assert "secret internal detail" in log
+
+
+def test_a_task_answering_through_a_future(server):
+    """A task may return a Future: its thread is free at once, the request keeps its
+    in-flight slot until the future settles, and a failure is reported as from main()."""
+    async def scenario():
+        ws = await Ws.connect(server.url, token=server.tokens["alice"])
+        for i in range(4):  # WS_MAX_IN_FLIGHT requests, answered in 2 s
+            await ws.send({"jsonrpc": "2.0", "id": f"l{i}", "method": "later",
+                           "params": {"after": 2.0, "value": i}})
+        await ws.send({"jsonrpc": "2.0", "id": "over", "method": "ping"})
+        over = await ws.recv()
+        other = await Ws.connect(server.url)  # both task threads are free meanwhile
+        started = time.monotonic()
+        pong = await other.call("ping")
+        waited = time.monotonic() - started
+        later = {r["id"]: r["result"] for r in [await ws.recv() for _ in range(4)]}
+        failures = [await ws.call("later", {"outcome": o}) for o in ("refuse", "boom", "unjson")]
+        after = await ws.call("ping")  # every slot was given back
+        await ws.aclose()
+        await other.aclose()
+        return over, pong, waited, later, failures, after
+
+    over, pong, waited, later, (refuse, boom, unjson), after = run(scenario())
+    assert over["id"] == "over" and over["error"]["code"] == -32004
+    assert pong["result"] == "pong" and waited < 1.5
+    assert later == {"l0": 0, "l1": 1, "l2": 2, "l3": 3}
+    assert refuse["error"] == {"code": -32006, "message": "refused later"}
+    for failed in (boom, unjson):
+        assert failed["error"]["code"] == -32603
+        assert "error_id" in failed["error"]["data"]
+    assert "secret" not in json.dumps(boom)
+    assert "secret later detail" in (server.work / "var" / "zephserver.log").read_text()
+    assert after["result"] == "pong"
 
 
 @pytest.mark.parametrize(("message", "code"), [

@@ -3,6 +3,7 @@
 import os
 import threading
 import time
+from concurrent.futures import Future
 
 from zephserver.task.base import Task, TaskError, staff_required, user_passes_test
 
@@ -62,3 +63,27 @@ class LongTask(Task):
 
     def interrupt(self):
         self._stop.set()
+
+
+class LaterTask(Task):
+    """Answers through a Future that a timer thread settles ``after`` seconds later: with
+    ``value``, or per ``outcome`` a TaskError ("refuse"), a ValueError ("boom") or a value
+    JSON cannot encode ("unjson")."""
+
+    def main(self):
+        p = self.request.data
+        future = Future()
+
+        def settle():
+            outcome = p.get("outcome", "value")
+            if outcome == "refuse":
+                future.set_exception(TaskError("refused later", code=-32006))
+            elif outcome == "boom":
+                future.set_exception(ValueError("secret later detail"))
+            elif outcome == "unjson":
+                future.set_result({1, 2})
+            else:
+                future.set_result(p.get("value"))
+
+        threading.Timer(p.get("after", 0), settle).start()
+        return future

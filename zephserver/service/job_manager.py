@@ -137,7 +137,7 @@ class JobManagerService(Service):
         self._planned = 0.0
         self._batching = False
         self._deferred: list = []
-        self._unpublished: list = []
+        self._unpublished: dict[int, Any] = {}  # job id -> job: one update per batch
         self._env: dict[int, dict[str, str]] = {}  # launch environments between phases
         self._programs: dict[tuple[str, str], tuple[str, float]] = {}
         self._fresh: dict[int, Any] = {}  # jobs submitted since the last plan
@@ -232,6 +232,11 @@ class JobManagerService(Service):
                         # The queue's choice is committed (STARTING) with the batch that
                         # caused it: a submit and its start cost one commit.
                         prepared = self._plan()
+                        # Spawned right after this commit: their STARTING is persisted
+                        # but announced with the outcome (RUNNING or FAILED), one
+                        # update per job instead of two within a few milliseconds.
+                        for job in prepared:
+                            self._unpublished.pop(job.pk, None)
                         if self.sessions.pending and not self._needs_plan:
                             self.sessions.after_plan()
             if prepared:
@@ -244,7 +249,7 @@ class JobManagerService(Service):
         from django.db import transaction
 
         self._deferred: list[tuple[Future | None, Any, BaseException | None]] = []
-        self._unpublished: list[Any] = []
+        self._unpublished: dict[int, Any] = {}
         try:
             with transaction.atomic():
                 yield
@@ -253,9 +258,9 @@ class JobManagerService(Service):
             self._deferred = [(f, None, exc) for f, _, _ in self._deferred]
         finally:
             deferred, self._deferred = self._deferred, []
-            unpublished, self._unpublished = self._unpublished, []
+            unpublished, self._unpublished = self._unpublished, {}
             self._batching = False
-        for job in unpublished:
+        for job in unpublished.values():
             self._send_update(job)
         for future, result, exc in deferred:
             if future is None:
@@ -307,11 +312,16 @@ class JobManagerService(Service):
         """Run ``fn(*args)`` on the manager's thread and return its result. Blocking."""
         if threading.current_thread() is self._thread:
             return fn(*args)
+        return self.call_soon(fn, *args).result(CALL_TIMEOUT)
+
+    def call_soon(self, fn: Callable, *args: Any) -> Future:
+        """Run ``fn(*args)`` on the manager's thread; a Future of its result, settled once
+        the batch it ran in is committed (or failed when the manager stops first)."""
         if self._disabled.is_set():
             raise RpcError(RpcCode.SHUTTING_DOWN, "the server is shutting down")
         future: Future = Future()
         self._inbox.put((fn, args, future))
-        return future.result(CALL_TIMEOUT)
+        return future
 
     def kick(self) -> None:
         """Plan the queue again soon (resources changed outside the manager's view)."""
@@ -757,7 +767,7 @@ class JobManagerService(Service):
     def _publish(self, job: Any) -> None:
         """Tell subscribers (after the commit when inside a batch)."""
         if self._batching:
-            self._unpublished.append(job)
+            self._unpublished[job.pk] = job
         else:
             self._send_update(job)
 
@@ -862,7 +872,13 @@ class JobManagerService(Service):
         return app
 
     def submit(self, user: UserInfo, app_name: Any, params: Any, resources: Any,
-               priority: Any, name: Any) -> dict:
+               priority: Any, name: Any) -> Future:
+        """Check and queue a job: a Future of its record (a burst of submits from many
+        task threads then reaches the manager together, and is written in one commit).
+
+        Raises:
+            RpcError: a bad app, param, resource, priority or name (-32602).
+        """
         from django.contrib.auth import get_user_model
 
         from zephserver.web.models import Job
@@ -884,7 +900,7 @@ class JobManagerService(Service):
                   state=J.QUEUED, state_reason="queued", params=cleaned, resources=needs,
                   priority=prio, wall_time=app.wall_time, created=now, queued_at=now,
                   seq=time.time())  # FIFO; queue.move reassigns
-        return self.call(self._submit, job)
+        return self.call_soon(self._submit, job)
 
     def _submit(self, job: Any) -> dict:
         job.save()

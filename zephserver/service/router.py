@@ -5,7 +5,9 @@ are woken once per loop turn, however many messages the turn read); tasks run on
 TASK_POOL_SIZE worker threads fed by a queue of TASK_QUEUE_SIZE. A full queue, or a
 connection with WS_MAX_IN_FLIGHT requests already running, gets -32004 at once.
 Replies are serialised in the worker and reach the client through the connection's
-thread-safe ``send_text``.
+thread-safe ``send_text``. A task whose answer comes from another service returns a
+``concurrent.futures.Future``: its worker is free at once, the request keeps its in-flight
+slot, and the reply goes out from the thread that settles the future.
 """
 
 import asyncio
@@ -17,6 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 from zephserver.config import resolve_class
@@ -278,6 +281,7 @@ class RouterService(Service):
              answer: Callable[[dict | str], None]) -> None:
         thread = threading.current_thread()
         base_name = thread.name
+        response: dict | str | Future = ""
         try:
             if self.stopping:
                 response = _error(request_id, RpcCode.SHUTTING_DOWN,
@@ -287,16 +291,32 @@ class RouterService(Service):
                 response = self._execute(conn, cls, method, params, request_id)
         finally:
             thread.name = base_name
-            # Free the slot before answering: a client that sends its next request as soon
-            # as it reads this reply must find the slot free.
-            conn.release_slot()
             from django.db import close_old_connections
 
             close_old_connections()
-        answer(response)
+            if not isinstance(response, Future):
+                # Free the slot before answering: a client that sends its next request as
+                # soon as it reads this reply must find the slot free.
+                conn.release_slot()
+        if isinstance(response, Future):
+            # The answer comes later from a service (the job manager): this thread is free
+            # now, and the reply goes out from whichever thread settles the future.
+            response.add_done_callback(
+                lambda future: self._settled(conn, method, request_id, future, answer))
+        else:
+            answer(response)
+
+    def _settled(self, conn: Any, method: str, request_id: Any, future: Future,
+                 answer: Callable[[dict | str], None]) -> None:
+        conn.release_slot()
+        try:
+            reply: dict | str = _result(request_id, future.result())
+        except Exception as exc:
+            reply = _failure(method, request_id, exc)
+        answer(reply)
 
     def _execute(self, conn: Any, cls: type, method: str, params: Any,
-                 request_id: Any) -> dict | str:
+                 request_id: Any) -> dict | str | Future:
         assert self.ctx is not None
         task = None
         try:
@@ -307,17 +327,26 @@ class RouterService(Service):
             with self._running_lock:
                 self._running[id(task)] = task
             result = task.main()
-            # serialised once, here, so a result that is not JSON is an internal error
-            return json.dumps({"jsonrpc": "2.0", "id": request_id, "result": result},
-                              separators=(",", ":"))
-        except RpcError as exc:
-            return {"jsonrpc": "2.0", "id": request_id, "error": exc.to_json()}
-        except Exception:
-            error_id = uuid.uuid4().hex[:12]
-            log.exception("task %s failed (error id %s)", method, error_id)
-            return _error(request_id, RpcCode.INTERNAL_ERROR,
-                          f"internal error (error id {error_id})", {"error_id": error_id})
+            return result if isinstance(result, Future) else _result(request_id, result)
+        except Exception as exc:
+            return _failure(method, request_id, exc)
         finally:
             if task is not None:
                 with self._running_lock:
                     self._running.pop(id(task), None)
+
+
+def _result(request_id: Any, result: Any) -> str:
+    """The reply text; serialised here, so a result that is not JSON raises (TypeError)."""
+    return json.dumps({"jsonrpc": "2.0", "id": request_id, "result": result},
+                      separators=(",", ":"))
+
+
+def _failure(method: str, request_id: Any, exc: Exception) -> dict:
+    """A task's RpcError as it is; anything else -32603 with an id that is in the log."""
+    if isinstance(exc, RpcError):
+        return {"jsonrpc": "2.0", "id": request_id, "error": exc.to_json()}
+    error_id = uuid.uuid4().hex[:12]
+    log.error("task %s failed (error id %s)", method, error_id, exc_info=exc)
+    return _error(request_id, RpcCode.INTERNAL_ERROR, f"internal error (error id {error_id})",
+                  {"error_id": error_id})

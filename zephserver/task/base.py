@@ -1,7 +1,9 @@
 """What a task is (the original contract) and who may call it.
 
 A task is a class with ``__init__(self, request)``, ``main(self)`` and ``interrupt(self)``.
-``main`` returns the JSON-RPC result or raises ``TaskError``. Access is stated by a class
+``main`` returns the JSON-RPC result or raises ``TaskError``; it may instead return a
+``concurrent.futures.Future`` of the result (an answer another service gives later), which
+frees the task thread while it waits. Access is stated by a class
 decorator; a task without one requires a logged-in user.
 """
 

@@ -4,6 +4,7 @@ Every method needs a logged-in user; a user sees and acts on their own jobs, sta
 all (the job manager enforces it and answers -32002 otherwise).
 """
 
+from concurrent.futures import Future
 from typing import Any
 
 from zephserver.infra.service_manager import get_service
@@ -27,7 +28,7 @@ class AppsListTask(_JobTask):
 
 
 class JobsSubmitTask(_JobTask):
-    def main(self) -> dict:
+    def main(self) -> Future:
         p = self.params(app=str, params=(dict, None), resources=(dict, None),
                         priority=(int, None), name=(str, None))
         return self.jobs.submit(self.user, p["app"], p["params"], p["resources"],
