@@ -8,6 +8,7 @@
   group, a grace period, SIGKILL to the group (grandchildren included).
 """
 
+import dataclasses
 import heapq
 import logging
 import os
@@ -17,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from zephserver.launch.wakeup import WAKE, WakeableSelector
 
@@ -31,11 +33,16 @@ class SpawnError(Exception):
 
 def _stat(pid: int) -> list[bytes] | None:
     """/proc/PID/stat from field 3 (state) on, or None if the process is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
+    try:  # a bare read: this runs for every spawn and every watchdog pass
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
+    try:
+        stat = os.read(fd, 4096)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
     return stat[stat.rindex(b")") + 2:].split()
 
@@ -73,8 +80,13 @@ class Spawned:
 
 
 def spawn(argv: Sequence[str], cwd: str | None, env: Mapping[str, str],
-          log_path: str, extra_fds: Mapping[int, int] | None = None) -> Spawned:
+          log_path: str, extra_fds: Mapping[int, int] | None = None,
+          read_start_time: bool = True) -> Spawned:
     """Start ``argv`` in its own session with output appended to ``log_path``.
+
+    A caller starting many programs in a row passes ``read_start_time=False`` and then
+    ``with_start_times``: read at once, /proc/PID/stat waits on the exec still under way,
+    and costs several times more than when read after the last spawn.
 
     With ``cwd`` None the program starts in the daemon's directory through
     ``os.posix_spawn``. Popen releases the GIL while it waits for the exec and, in a busy
@@ -115,7 +127,13 @@ def spawn(argv: Sequence[str], cwd: str | None, env: Mapping[str, str],
         raise SpawnError(f"cannot start {argv[0]}: {exc.strerror}") from exc
     finally:
         os.close(log_fd)
-    return Spawned(pid, process_start_time(pid), popen)
+    return Spawned(pid, process_start_time(pid) if read_start_time else None, popen)
+
+
+def with_start_times(results: list[Any]) -> list[Any]:
+    """``results`` with each Spawned's start time read (anything else passes through)."""
+    return [dataclasses.replace(r, start_time=process_start_time(r.pid))
+            if isinstance(r, Spawned) and r.start_time is None else r for r in results]
 
 
 def signal_group(pgid: int, sig: int) -> bool:

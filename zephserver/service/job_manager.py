@@ -45,6 +45,7 @@ from zephserver.launch.process import (
     process_start_time,
     signal_group,
     spawn,
+    with_start_times,
 )
 from zephserver.launch.scheduler import Demand, Running, Waiting
 from zephserver.launch.sessions import SESSION_GENERATED
@@ -511,9 +512,10 @@ class JobManagerService(Service):
         Right here: posix_spawn keeps the GIL until the exec, so other threads would not
         spawn in parallel anyway, and nothing else can touch these jobs meanwhile.
         """
-        results = [(job, self._spawn(job, self._env.pop(job.pk))) for job in prepared]
+        spawned = with_start_times([self._spawn(job, self._env.pop(job.pk))
+                                    for job in prepared])
         with self._group_commit():
-            for job, result in results:
+            for job, result in zip(prepared, spawned, strict=True):
                 self._execute(self._started, (job, result), None)
 
     def _spawn(self, job: Any, env: dict[str, str]) -> Any:
@@ -521,7 +523,7 @@ class JobManagerService(Service):
         try:
             self._check_launchable(job.argv[0], job.cwd, env, job.job_dir)
             return spawn(shim.wrap(job.argv, self._meta(job), job.cwd), None, env,
-                         job.log_path)
+                         job.log_path, read_start_time=False)
         except SpawnError as exc:
             return exc
 
