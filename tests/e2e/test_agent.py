@@ -24,11 +24,13 @@ from tests.support.web import run, start_with_users
 
 pytestmark = pytest.mark.e2e
 
-PROCFILE = """# the demo app
+FLOOD = ('while [ ! -e go ]; do sleep 0.02; done; '  # starts when the test says go
+         'yes "a line with some padding to make it longer" | head -n 400000; exec sleep 600')
+PROCFILE = f"""# the demo app
 web: while true; do echo "tick $GREETING"; sleep 0.05; done
 crash: echo "dying now"; exit 3
 sleeper: exec sleep 600
-flood: yes "a line with some padding to make it longer" | head -n 400000; exec sleep 600
+flood: {FLOOD}
 """
 VENV_PROCFILE = ("web: exec python -c \"import sys, time; print('prefix', sys.prefix, "
                  "flush=True); time.sleep(600)\"\n")
@@ -289,6 +291,9 @@ def test_a_slow_console_skips_ahead_with_a_marker(server, archives):
     log = _log(server, flood["id"])
     token = server.tokens["alice"]
     slow = RawConsole(doc["attach"], token, count=True, rcvbuf=4096, paused=True)
+    # the flood waits for this file: it starts once the console is attached, not before
+    with open(os.path.join(os.path.dirname(log), "source", "go"), "w"):
+        pass
     poll_until(lambda: os.path.getsize(log) >= 400000 * 43, 30, 0.05, "the whole flood")
     slow.go.set()
     poll_until(lambda: slow.markers, 20, 0.02, "the marker")

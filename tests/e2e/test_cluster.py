@@ -98,7 +98,9 @@ def test_unsubscribe_stops_delivery(cluster):
     before = len(heard(cluster, "n3", "probe.msg"))
     rpc(cluster, "n1", "probe.say", {"event": "probe.msg", "data": "after"})
     rpc(cluster, "n1", "probe.say", {"event": "probe.other", "data": "fence 2"})
-    poll_until(lambda: len(heard(cluster, "n3", "probe.other")) >= 2, 10, 0.05, "fence")
+    for name in ("n2", "n3"):  # each node's fence: what n1 said before it has arrived
+        poll_until(lambda name=name: len(heard(cluster, name, "probe.other")) >= 2, 10, 0.05,
+                   f"fence on {name}")
     assert len(heard(cluster, "n3", "probe.msg")) == before
     assert heard(cluster, "n2", "probe.msg")[-1]["data"] == "after"
 

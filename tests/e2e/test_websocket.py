@@ -187,8 +187,10 @@ def test_a_task_answering_through_a_future(server):
         return over, pong, waited, later, failures, after
 
     over, pong, waited, later, (refuse, boom, unjson), after = run(scenario())
-    assert over["id"] == "over" and over["error"]["code"] == -32004
-    assert pong["result"] == "pong" and waited < 1.5
+    assert over["id"] == "over"
+    assert over["error"]["code"] == -32004
+    assert pong["result"] == "pong"
+    assert waited < 1.5
     assert later == {"l0": 0, "l1": 1, "l2": 2, "l3": 3}
     assert refuse["error"] == {"code": -32006, "message": "refused later"}
     for failed in (boom, unjson):
