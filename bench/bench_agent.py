@@ -109,7 +109,6 @@ def bench_restart(url: str, token: str, archives: ArchiveServer, agent_dir: str,
     rest("POST", f"{url}/agent/delete-process/{doc['slug']}", token, {})
 
 
-
 def flood_run(url: str, token: str, archives: ArchiveServer, agent_dir: str,
               node: str, consoles: int, count: bool = False) -> tuple[float, list]:
     doc = wait_running(url, token, create(url, token, archives, node, "flood")["slug"])
@@ -155,10 +154,6 @@ def bench_console(url: str, token: str, archives: ArchiveServer, agent_dir: str)
           f"{median(rates0) / 1e6:.2f} M lines/s, with 5 consoles "
           f"{median(rates5) / 1e6:.2f} M lines/s | cost of 5 consoles "
           f"{(1 - median(rates5) / median(rates0)) * 100:.1f}% | goal < 10%", flush=True)
-
-
-
-
 
 
 def bench_idle(url: str, token: str, archives: ArchiveServer, pid: int) -> None:

@@ -72,10 +72,6 @@ def floor_spawn_many(n: int = 100) -> float:
     return elapsed
 
 
-
-
-
-
 async def until_state(ws: Ws, ids: set[int], state: str) -> None:
     left = set(ids)
     while left:
@@ -129,7 +125,6 @@ async def submit_latency(ws: Ws) -> None:
           f"{median(lat) / median(floor):.1f}x | goal p50 < 5 ms", flush=True)
 
 
-
 async def hundred_at_once(ws: Ws) -> None:
     floor100 = floor_spawn_many()
     times = []
@@ -144,7 +139,6 @@ async def hundred_at_once(ws: Ws) -> None:
     print(f"100 jobs at once -> all RUNNING: median {median(times):.3f} s (runs "
           f"{', '.join(f'{x:.3f}' for x in times)}) | baseline 100 posix_spawns "
           f"{floor100:.3f} s | goal < 0.3 s", flush=True)
-
 
 
 async def short_job_rate(ws: Ws) -> None:
@@ -165,7 +159,6 @@ async def short_job_rate(ws: Ws) -> None:
           f"goal >= 0.30", flush=True)
 
 
-
 async def idle_with_100(ws: Ws, pid: int) -> None:
     """Runs before the big output test, which grows the page cache and the daemon."""
     ids = await submit_batch(ws, "hold", 100)
@@ -182,7 +175,6 @@ async def idle_with_100(ws: Ws, pid: int) -> None:
     for i in ids:
         await ws.call("jobs.cancel", {"id": i})
     await until_state(ws, set(ids), "CANCELLED")
-
 
 
 async def capture(ws: Ws, work: str) -> None:

@@ -338,7 +338,6 @@ def test_children_die_with_the_daemon(archives):
         shutil.rmtree(work, ignore_errors=True)
 
 
-
 def test_a_restart_limit_makes_the_process_fatal(server, archives):
     doc = create(server, archives, "limited.0", "crash", max_restarts=2)
     fatal = wait_state(server, doc["slug"], {"fatal"})

@@ -484,7 +484,6 @@ def test_kill9_daemon_with_20_running_jobs(workdir, daemons):
         kill_jobs_under(workdir)
 
 
-
 def test_burst_then_cancel_all_at_once(server):
     """A burst of submits cancelled at once, most right after their spawn (before the
     program's exec): every one ends CANCELLED by SIGTERM, no process left in the groups."""

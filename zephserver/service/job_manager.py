@@ -1294,7 +1294,6 @@ class JobManagerService(Service):
         return {"unsubscribed": job_id if job_id is not None else "all"}
 
 
-
 def _order_key(w: Waiting) -> tuple:
     return (-w.priority, w.seq, w.id)
 
