@@ -14,8 +14,8 @@
     python bench/bench_jobs.py      (LINES=10000000 by default; N=2000 short jobs;
                                      PARTS=2,3 runs only those parts; RUNS=3 for part 2)
 
-Job directories go under ./var (where `make run` keeps them), not /tmp: part 2 prints
-what creating 100 of them costs in each place.
+Job directories go under ./var (where `make run` keeps them); part 2 prints what creating
+100 of them costs there and in /tmp (ext4 is slow where many files were just deleted).
 """
 
 import asyncio
@@ -237,8 +237,9 @@ async def capture(ws: Ws, work: str) -> None:
 def main() -> None:
     os.chdir(REPO)
     work = short_tmpdir("zb")
-    # Jobs live where `make run` puts them (./var), not in /tmp, whose churn (every test
-    # run deletes thousands of files there) makes each ext4 inode cost about a millisecond.
+    # Jobs live where `make run` puts them (./var). Where many files were deleted in the
+    # last minutes (a test run's or this bench's cleanup), ext4 spends up to ~1.5 ms per
+    # new inode: part 2 prints what 100 job directories cost here and in /tmp.
     os.makedirs(os.path.dirname(JOBS_DIR), exist_ok=True)
     apps = {
         "true": {"argv": ["/bin/true"], "resources": {"cores": 1}},
