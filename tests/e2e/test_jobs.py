@@ -72,8 +72,8 @@ def test_submit_runs_to_success_with_output_and_updates(server):
     assert job["owner"] == "alice"
     assert job["params"] == {
         "text": "hello world"}
-    # each state once; STARTING, spawned in the same batch, is announced with its outcome
-    assert [u["state"] for u in seen] == ["RUNNING", "SUCCEEDED"]
+    # each transition announced once, in order (QUEUED and STARTING commit together)
+    assert [u["state"] for u in seen] == ["STARTING", "RUNNING", "SUCCEEDED"]
     final = seen[-1]
     assert final["exit_code"] == 0
     assert final["pid"]

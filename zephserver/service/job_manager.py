@@ -233,11 +233,6 @@ class JobManagerService(Service):
                         # The queue's choice is committed (STARTING) with the batch that
                         # caused it: a submit and its start cost one commit.
                         prepared = self._plan()
-                        # Spawned right after this commit: their STARTING is persisted
-                        # but announced with the outcome (RUNNING or FAILED), one
-                        # update per job instead of two within a few milliseconds.
-                        for job in prepared:
-                            self._unpublished.pop(job.pk, None)
                         if self.sessions.pending and not self._needs_plan:
                             self.sessions.after_plan()
             if prepared:
