@@ -508,6 +508,7 @@ SPEC: dict[str, Spec] = {
     "TASK_POOL_SIZE": Spec(_integer(1), "Task threads."),
     "TASK_QUEUE_SIZE": Spec(_integer(1), "Tasks waiting for a thread before -32004."),
     "TASK_SHUTDOWN_TIMEOUT": Spec(_number(0), "Time tasks get after interrupt() (s)."),
+    "TASK_REPLY_TIMEOUT": Spec(_number(0.01), "Wait for a task's Future before -32012 (s)."),
     "SESSION_CACHE_TTL": Spec(_number(0), "Life of a cached session/token lookup (s)."),
     "WSGI_POOL_SIZE": Spec(_integer(1), "Threads running Django views."),
     "CLUSTER_SERVER_LIST": Spec(_cluster_list, "Cluster nodes; fewer than two = no cluster."),

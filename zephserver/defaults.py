@@ -78,6 +78,7 @@ WS_MAX_IN_FLIGHT = 32  # requests one connection may have running or queued
 TASK_POOL_SIZE = 8
 TASK_QUEUE_SIZE = 256
 TASK_SHUTDOWN_TIMEOUT = 5.0  # seconds running tasks get after interrupt() at shutdown
+TASK_REPLY_TIMEOUT = 30.0  # seconds a task's Future may take before the client gets -32012
 
 # Session manager: how long a resolved session or token is trusted before a re-check.
 SESSION_CACHE_TTL = 5.0

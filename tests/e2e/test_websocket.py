@@ -25,7 +25,7 @@ def server():
     settings = write_settings(
         work, TASKS_PATH=TASKS, DJANGO_SETTINGS_MODULE="tests.support.django_test_settings",
         TASK_POOL_SIZE=2, TASK_QUEUE_SIZE=8, WS_MAX_IN_FLIGHT=4, WS_MAX_BATCH=100,
-        SESSION_CACHE_TTL=1.0, WS_MAX_MESSAGE_SIZE=64 * 1024)
+        SESSION_CACHE_TTL=1.0, WS_MAX_MESSAGE_SIZE=64 * 1024, TASK_REPLY_TIMEOUT=3.0)
     daemon = start_with_users(settings, env)
     daemon.work = work
     yield daemon
@@ -198,6 +198,36 @@ def test_a_task_answering_through_a_future(server):
         assert "error_id" in failed["error"]["data"]
     assert "secret" not in json.dumps(boom)
     assert "secret later detail" in (server.work / "var" / "zephserver.log").read_text()
+    assert after["result"] == "pong"
+
+
+def test_a_future_never_settled_is_answered_at_the_reply_timeout(server):
+    """A Future nobody settles (a wedged service) still gets its client an answer,
+    -32012 with an error id in the log, after TASK_REPLY_TIMEOUT (3 s here), and gives
+    the connection's in-flight slots back."""
+    async def scenario():
+        ws = await Ws.connect(server.url, token=server.tokens["alice"])
+        started = time.monotonic()
+        for i in range(4):  # WS_MAX_IN_FLIGHT
+            await ws.send({"jsonrpc": "2.0", "id": f"n{i}", "method": "later",
+                           "params": {"outcome": "never"}})
+        await ws.send({"jsonrpc": "2.0", "id": "over", "method": "ping"})
+        over = await ws.recv()
+        replies = [await ws.recv(timeout=10) for _ in range(4)]
+        waited = time.monotonic() - started
+        after = await ws.call("ping")
+        await ws.aclose()
+        return over, replies, waited, after
+
+    over, replies, waited, after = run(scenario())
+    log = server.work / "var" / "zephserver.log"  # written before the reply is sent
+    assert over["error"]["code"] == -32004
+    assert sorted(r["id"] for r in replies) == ["n0", "n1", "n2", "n3"]
+    for reply in replies:
+        assert reply["error"]["code"] == -32012, reply
+        assert "no answer within 3s" in reply["error"]["message"]
+        assert reply["error"]["data"]["error_id"] in log.read_text()
+    assert 3.0 <= waited < 8.0
     assert after["result"] == "pong"
 
 

@@ -68,7 +68,7 @@ class LongTask(Task):
 class LaterTask(Task):
     """Answers through a Future that a timer thread settles ``after`` seconds later: with
     ``value``, or per ``outcome`` a TaskError ("refuse"), a ValueError ("boom") or a value
-    JSON cannot encode ("unjson")."""
+    JSON cannot encode ("unjson"); with outcome "never" nothing settles it."""
 
     def main(self):
         p = self.request.data
@@ -85,5 +85,6 @@ class LaterTask(Task):
             else:
                 future.set_result(p.get("value"))
 
-        threading.Timer(p.get("after", 0), settle).start()
+        if p.get("outcome") != "never":
+            threading.Timer(p.get("after", 0), settle).start()
         return future

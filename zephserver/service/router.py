@@ -7,7 +7,9 @@ connection with WS_MAX_IN_FLIGHT requests already running, gets -32004 at once.
 Replies are serialised in the worker and reach the client through the connection's
 thread-safe ``send_text``. A task whose answer comes from another service returns a
 ``concurrent.futures.Future``: its worker is free at once, the request keeps its in-flight
-slot, and the reply goes out from the thread that settles the future.
+slot, and the reply goes out from the thread that settles the future, or from the router
+with -32012 once TASK_REPLY_TIMEOUT has passed (a wedged service never leaves a client
+waiting forever, nor its slot taken).
 """
 
 import asyncio
@@ -170,6 +172,9 @@ class RouterService(Service):
         self._running: dict[int, Any] = {}
         self._running_lock = threading.Lock()
         self._wake_pending = False
+        self.reply_timeout = 30.0
+        self._owed: dict[int, _Owed] = {}  # replies that futures owe, by id()
+        self._owed_lock = threading.Lock()
 
     def main(self) -> None:
         assert self.ctx is not None
@@ -179,8 +184,11 @@ class RouterService(Service):
         self.max_in_flight = int(s.WS_MAX_IN_FLIGHT)
         self.stopping = False
         self.pool = TaskPool(int(s.TASK_POOL_SIZE), int(s.TASK_QUEUE_SIZE))
+        self.reply_timeout = float(s.TASK_REPLY_TIMEOUT)
         self.ctx.ready()
-        self._disabled.wait()
+        sweep = min(1.0, self.reply_timeout / 4)
+        while not self._disabled.wait(sweep):
+            self._expire_owed(time.monotonic())
         self._shutdown(float(s.TASK_SHUTDOWN_TIMEOUT))
 
     def _shutdown(self, timeout: float) -> None:
@@ -203,6 +211,25 @@ class RouterService(Service):
         stuck = pool.stop(timeout)
         if stuck:
             log.error("task threads still busy after %.1fs: %s", timeout, ", ".join(stuck))
+        with self._owed_lock:
+            owed, self._owed = list(self._owed.values()), {}
+        for reply in owed:  # futures the stopping services did not settle
+            reply.give(lambda r: _error(r.request_id, RpcCode.SHUTTING_DOWN,
+                                        "the server is shutting down"))
+
+    def _expire_owed(self, now: float) -> None:
+        with self._owed_lock:
+            overdue = [key for key, reply in self._owed.items() if reply.deadline <= now]
+            expired = [self._owed.pop(key) for key in overdue]
+        for reply in expired:
+            reply.give(self._timed_out)
+
+    def _timed_out(self, reply: "_Owed") -> dict:
+        error_id = uuid.uuid4().hex[:12]
+        log.error("task %s: no answer within %gs (error id %s)", reply.method,
+                  self.reply_timeout, error_id)
+        return _error(reply.request_id, RpcCode.TASK_TIMEOUT, f"no answer within "
+                      f"{self.reply_timeout:g}s (error id {error_id})", {"error_id": error_id})
 
     # -- the loop thread ------------------------------------------------------------------
 
@@ -301,19 +328,18 @@ class RouterService(Service):
         if isinstance(response, Future):
             # The answer comes later from a service (the job manager): this thread is free
             # now, and the reply goes out from whichever thread settles the future.
-            response.add_done_callback(
-                lambda future: self._settled(conn, method, request_id, future, answer))
+            owed = _Owed(conn, method, request_id, answer,
+                         time.monotonic() + self.reply_timeout)
+            with self._owed_lock:
+                self._owed[id(owed)] = owed
+            response.add_done_callback(lambda future: self._settled(owed, future))
         else:
             answer(response)
 
-    def _settled(self, conn: Any, method: str, request_id: Any, future: Future,
-                 answer: Callable[[dict | str], None]) -> None:
-        conn.release_slot()
-        try:
-            reply: dict | str = _result(request_id, future.result())
-        except Exception as exc:
-            reply = _failure(method, request_id, exc)
-        answer(reply)
+    def _settled(self, owed: "_Owed", future: Future) -> None:
+        with self._owed_lock:
+            self._owed.pop(id(owed), None)
+        owed.give(lambda r: _outcome(r.method, r.request_id, future))
 
     def _execute(self, conn: Any, cls: type, method: str, params: Any,
                  request_id: Any) -> dict | str | Future:
@@ -334,6 +360,34 @@ class RouterService(Service):
             if task is not None:
                 with self._running_lock:
                     self._running.pop(id(task), None)
+
+
+class _Owed:
+    """A reply that a task's Future owes its client. Given once: by the future when it
+    settles, or by the router when it is overdue or stopping; whichever comes second is
+    dropped. Giving it frees the connection's in-flight slot."""
+
+    __slots__ = ("_once", "answer", "conn", "deadline", "method", "request_id")
+
+    def __init__(self, conn: Any, method: str, request_id: Any,
+                 answer: Callable[[dict | str], None], deadline: float) -> None:
+        self.conn, self.method, self.request_id = conn, method, request_id
+        self.answer, self.deadline = answer, deadline
+        self._once = threading.Lock()
+
+    def give(self, make_reply: Callable[["_Owed"], dict | str]) -> None:
+        if not self._once.acquire(blocking=False):
+            return
+        self.conn.release_slot()
+        self.answer(make_reply(self))
+
+
+def _outcome(method: str, request_id: Any, future: Future) -> dict | str:
+    """The reply for a settled future, as if its value came from main()."""
+    try:
+        return _result(request_id, future.result())
+    except Exception as exc:
+        return _failure(method, request_id, exc)
 
 
 def _result(request_id: Any, result: Any) -> str:
