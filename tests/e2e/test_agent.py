@@ -304,7 +304,7 @@ def test_a_slow_console_skips_ahead_with_a_marker(server, archives):
 
 
 def _log(server, job_id):
-    return os.path.join(os.path.dirname(server.settings_path), "var", "agent", str(job_id),
+    return os.path.join(os.path.dirname(server.settings), "var", "agent", str(job_id),
                         "output.log")
 
 
@@ -323,9 +323,9 @@ def test_children_die_with_the_daemon(archives):
         daemon.wait_exit()
         assert all(processes_in_group(pid) == [] for pid in pids)
         daemon.close()
-        tokens, path = daemon.tokens, daemon.settings_path
-        daemon = DaemonProcess(path, daemon.env).start()
-        daemon.tokens, daemon.settings_path = tokens, path
+        tokens = daemon.tokens
+        daemon = DaemonProcess(daemon.settings, daemon.env).start()
+        daemon.tokens = tokens
         again = [wait_state(daemon, d["slug"], {"running"})["pid"] for d in docs]
         assert set(again).isdisjoint(pids)
         assert wait_state(daemon, broken["slug"], {"no procfile"})  # still listed

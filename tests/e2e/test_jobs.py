@@ -52,8 +52,8 @@ def connect(server, who="alice"):
 
 
 def test_submit_runs_to_success_with_output_and_updates(server):
-    """A job is submitted, seen RUNNING then SUCCEEDED through job.updated (one update per
-    state), with its output."""
+    """A job is submitted, seen STARTING, RUNNING then SUCCEEDED through job.updated (one
+    update per state), with its output."""
     async def scenario():
         ws = await connect(server)
         assert (await ws.call("jobs.subscribe", {}))["result"] == {"subscribed": "all"}

@@ -82,7 +82,7 @@ def test_kill9_with_five_live_sessions_then_restart():
         daemon.wait_exit()
         assert not any(is_zombie_or_gone(pid) for pid in pids.values())
         daemon.close()
-        daemon = DaemonProcess(daemon.settings_path, daemon.env).start()
+        daemon = DaemonProcess(daemon.settings, daemon.env).start()
         daemon.tokens = {"alice": token}
         url = daemon.url + "/visualizer"
         for s in sessions:

@@ -52,7 +52,6 @@ def start_with_users(settings_path, env: dict):
     tokens = create_users(settings_path, env)
     daemon = DaemonProcess(settings_path, env).start()
     daemon.tokens = tokens
-    daemon.settings_path = settings_path
     return daemon
 
 

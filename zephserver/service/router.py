@@ -173,7 +173,7 @@ class RouterService(Service):
         self._running_lock = threading.Lock()
         self._wake_pending = False
         self.reply_timeout = 30.0
-        self._owed: dict[int, _Owed] = {}  # replies that futures owe, by id()
+        self._owed: set[_Owed] = set()  # replies that futures still owe
         self._owed_lock = threading.Lock()
 
     def main(self) -> None:
@@ -212,15 +212,15 @@ class RouterService(Service):
         if stuck:
             log.error("task threads still busy after %.1fs: %s", timeout, ", ".join(stuck))
         with self._owed_lock:
-            owed, self._owed = list(self._owed.values()), {}
+            owed, self._owed = self._owed, set()
         for reply in owed:  # futures the stopping services did not settle
             reply.give(lambda r: _error(r.request_id, RpcCode.SHUTTING_DOWN,
                                         "the server is shutting down"))
 
     def _expire_owed(self, now: float) -> None:
         with self._owed_lock:
-            overdue = [key for key, reply in self._owed.items() if reply.deadline <= now]
-            expired = [self._owed.pop(key) for key in overdue]
+            expired = {reply for reply in self._owed if reply.deadline <= now}
+            self._owed -= expired
         for reply in expired:
             reply.give(self._timed_out)
 
@@ -331,14 +331,14 @@ class RouterService(Service):
             owed = _Owed(conn, method, request_id, answer,
                          time.monotonic() + self.reply_timeout)
             with self._owed_lock:
-                self._owed[id(owed)] = owed
+                self._owed.add(owed)
             response.add_done_callback(lambda future: self._settled(owed, future))
         else:
             answer(response)
 
     def _settled(self, owed: "_Owed", future: Future) -> None:
         with self._owed_lock:
-            self._owed.pop(id(owed), None)
+            self._owed.discard(owed)
         owed.give(lambda r: _outcome(r.method, r.request_id, future))
 
     def _execute(self, conn: Any, cls: type, method: str, params: Any,
