@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps([{"id": s["id"], "app": s["application"], "state": s["state"],
                            "url": s.get("sessionURL"), "host": s["job"]["host"],
-                           "port": s["job"]["port"], "protocol": s["job"]["protocol"],
+                           "port": int(s["job"]["port"]) if s["job"]["port"] else None,
+                           "protocol": s["job"]["protocol"],
                            "pid": s["job"]["pid"]} for s in sessions], indent=2))
     else:
         print(render(sessions))

@@ -142,8 +142,8 @@ def _derive_paths(values: dict[str, Any]) -> dict[str, Any]:
                 values[name] = os.path.join(data_dir, leaf)
     for name in ("LOCK_FILE", "LOG_PATH", "CONFIGURATION_NETWORK_INTERFACE_SERVER",
                  "CONFIGURATION_NETWORK_INTERFACE", "LAUNCHER_CONFIG", "JOBS_DIR",
-                 "LAUNCHER_PROXY_FILE", "AGENT_DIR"):
-        if isinstance(values.get(name), str):
+                 "LAUNCHER_PROXY_FILE", "AGENT_DIR", "LAUNCHER_CWD"):
+        if isinstance(values.get(name), str) and not values[name].startswith("$"):
             values[name] = os.path.abspath(values[name])
     if values.get("CONFIGURATION_NETWORK_INTERFACE") is None:
         values["CONFIGURATION_NETWORK_INTERFACE"] = values["CONFIGURATION_NETWORK_INTERFACE_SERVER"]
@@ -362,7 +362,9 @@ def _apps(value: Any, s: Settings) -> list[str]:
     from zephserver.launch.apps import AppConfigError, parse_all_apps
 
     try:
-        parse_all_apps(value, s.LAUNCHER_CONFIG)
+        from zephserver.launch.wslink import effective_cwd
+
+        parse_all_apps(value, s.LAUNCHER_CONFIG, effective_cwd(s))
     except AppConfigError as exc:
         return exc.problems
     return []
@@ -380,6 +382,14 @@ def _launcher_config(value: Any, s: Settings) -> list[str]:
     return []
 
 
+def _launcher_cwd(value: Any, s: Settings) -> list[str]:
+    if value is None or value == "$job_dir" or (isinstance(value, str)
+                                                 and os.path.isdir(value)):
+        return []
+    return ["must be None (the launcher file's directory), \"$job_dir\" or an existing "
+            "directory"]
+
+
 def _launcher_warnings(s: Settings) -> list[str]:
     """What a launcher file says that zephserver does not act on (reported, not fatal)."""
     if s.LAUNCHER_CONFIG is None:
@@ -391,6 +401,12 @@ def _launcher_warnings(s: Settings) -> list[str]:
     except ValueError:
         return []  # already an error
     warnings = list(conf.warnings)
+    if any("cwd" not in app for app in conf.apps.values()):
+        where = (f"LAUNCHER_CWD ({s.LAUNCHER_CWD})" if s.LAUNCHER_CWD is not None
+                 else f"the launcher file's directory {os.path.dirname(s.LAUNCHER_CONFIG)}")
+        warnings.append(f"apps: they run in {where}, as wslink runs them in its own "
+                        "working directory (relative paths in cmd are taken from there; "
+                        "LAUNCHER_CWD = \"$job_dir\" runs each in its job directory)")
     if conf.port is not None and conf.port != s.PORT_ZEPH:
         warnings.append(f"configuration.port {conf.port}: the launcher is served on "
                         f"PORT_ZEPH ({s.PORT_ZEPH}); set PORT_ZEPH to change it")
@@ -500,6 +516,7 @@ SPEC: dict[str, Spec] = {
     "SERVICE_STOP_TIMEOUT": Spec(_number(0), "Time a service has to stop after disable() (s)."),
     "SERVICE_START_TIMEOUT": Spec(_number(0), "Time start waits for every service (s)."),
     "WS_ALLOWED_ORIGINS": Spec(_str_list, "Origins allowed on /ws besides our own host."),
+    "LEGACY_WS_PATH": Spec(_endpoint, "Path of the 2015 client's wire format; None: off."),
     "WS_MAX_MESSAGE_SIZE": Spec(_integer(1), "Largest WebSocket message (bytes)."),
     "WS_PING_INTERVAL": Spec(_number(0), "Keepalive ping interval (s; 0 = off)."),
     "WS_PING_TIMEOUT": Spec(_number(0), "Close when a pong is this late (s)."),
@@ -523,6 +540,8 @@ SPEC: dict[str, Spec] = {
     "DJANGO_SETTINGS_MODULE": Spec(_module_name, "Django settings module."),
     "APPS": Spec(_apps, "Applications that may be launched."),
     "LAUNCHER_CONFIG": Spec(_launcher_config, "wslink/ParaViewWeb launcher JSON file."),
+    "LAUNCHER_CWD": Spec(_launcher_cwd, "Where LAUNCHER_CONFIG apps run; default the "
+                         "file's directory."),
     "LAUNCHER_ENDPOINT": Spec(_endpoint, "Launcher REST path; default the file's or /paraview."),
     "LAUNCHER_PROXY_FILE": Spec(_proxy_file, "Proxy map file (<id> <host>:<port> lines)."),
     "LAUNCHER_PROXY_FILE_MODE": Spec(_file_mode, "File mode of the proxy map file."),

@@ -106,6 +106,10 @@ CLUSTER_BUFFER_MESSAGES = 100000  # messages kept per peer until acknowledged
 CLUSTER_BUFFER_AGE = 300.0  # seconds a message is kept for a peer that does not answer
 CLUSTER_MAX_MESSAGE = 64 * 1024 * 1024  # bytes; a larger frame from a peer is refused
 
+# The 2015 Zephserver client's wire format ({task, data, room, session_id} frames), on
+# a path of its own, e.g. "/zephws"; None: off. /ws is JSON-RPC only.
+LEGACY_WS_PATH = None
+
 # Django.
 DJANGO_SETTINGS_MODULE = "settings.django_settings"
 
@@ -115,6 +119,10 @@ APPS: dict[str, dict] = {}
 LAUNCHER_CONFIG = None
 
 # Sessions (apps of kind "session") and the ParaViewWeb/wslink launcher REST API.
+# Where LAUNCHER_CONFIG apps run: None is the launcher file's directory (wslink runs its
+# apps in its working directory, so launcher files use relative paths), "$job_dir" each
+# session's own directory, or a directory.
+LAUNCHER_CWD = None
 LAUNCHER_ENDPOINT = None  # "/paraview", or the endpoint LAUNCHER_CONFIG names
 LAUNCHER_PROXY_FILE = None  # "<id> <host>:<port>" per ready session; the file's proxy_file
 LAUNCHER_PROXY_FILE_MODE = 0o644

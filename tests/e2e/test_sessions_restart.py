@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from tests.e2e.test_sessions import start_server
+from tests.e2e.test_sessions import _rpc, start_server
 from tests.support.daemon import DaemonProcess, short_tmpdir
 from tests.support.jobs import is_zombie_or_gone, kill_jobs_under
 from tests.support.poll import poll_until
@@ -48,6 +48,12 @@ LAUNCHER_FILE = """{
 """
 
 
+def details(daemon, session_id):
+    ok, view, error = _rpc(daemon, "sessions.get", {"id": int(session_id)})
+    assert ok, error
+    return view
+
+
 def test_kill9_with_five_live_sessions_then_restart():
     work = short_tmpdir()
     low, high = free_port_range(6)
@@ -70,13 +76,16 @@ def test_kill9_with_five_live_sessions_then_restart():
             assert "port" not in body  # not among the file's fields
             sessions.append(body)
         assert rest("POST", url, token, {"application": "cone", "file": "c.vtk"})[0] == 400
-        ports = sorted(s["job"]["port"] for s in sessions)
+        # the REST answers show the file's fields only: the job is read over JSON-RPC
+        jobs = {s["id"]: details(daemon, s["id"])["job"] for s in sessions}
+        ports = sorted(int(job["port"]) for job in jobs.values())
         assert ports == list(range(low, low + 5))
         proxy = (work / "proxy.map").read_text()
-        assert proxy == "".join(f"{s['id']} localhost:{s['job']['port']}\n" for s in sessions)
+        assert proxy == "".join(f"{s['id']} localhost:{jobs[s['id']]['port']}\n"
+                                for s in sessions)
         logs = sorted(os.listdir(work / "viz-logs"))
         assert logs == sorted(f"{s['id']}.txt" for s in sessions)
-        pids = {s["id"]: s["job"]["pid"] for s in sessions}
+        pids = {i: job["pid"] for i, job in jobs.items()}
 
         daemon.kill(signal.SIGKILL)
         daemon.wait_exit()
@@ -88,13 +97,15 @@ def test_kill9_with_five_live_sessions_then_restart():
         for s in sessions:
             status, body, _ = rest("GET", f"{url}/{s['id']}", token)
             assert status == 200, body
-            assert (body["state"], body["job"]["pid"], body["job"]["port"], body["secret"]) == \
-                ("RUNNING", pids[s["id"]], s["job"]["port"], s["secret"])
+            assert body == s  # the same answer as before the restart
+            view = details(daemon, s["id"])
+            assert (view["state"], view["job"]["pid"], view["job"]["port"]) == \
+                ("RUNNING", pids[s["id"]], jobs[s["id"]]["port"])
         assert (work / "proxy.map").read_text() == proxy
         # the five ports are still reserved: a new session gets the sixth
         status, sixth, _ = rest("POST", url, token, {"application": "cone"})
         assert status == 200, sixth
-        assert sixth["job"]["port"] == high
+        assert int(details(daemon, sixth["id"])["job"]["port"]) == high
         status, refused, _ = rest("POST", url, token, {"application": "cone"})
         assert status == 503, refused
         for s in [*sessions, sixth]:

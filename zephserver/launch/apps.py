@@ -226,8 +226,10 @@ def parse_apps(apps: Any, extra_keys: frozenset[str] = frozenset()) -> dict[str,
     return out
 
 
-def parse_all_apps(apps: Any, launcher_config: str | None) -> dict[str, App]:
-    """APPS plus the session apps of a wslink launcher file (LAUNCHER_CONFIG)."""
+def parse_all_apps(apps: Any, launcher_config: str | None,
+                   launcher_cwd: str | None = None) -> dict[str, App]:
+    """APPS plus the session apps of a wslink launcher file (LAUNCHER_CONFIG); those
+    that name no ``cwd`` run in ``launcher_cwd`` (wslink.effective_cwd)."""
     if launcher_config is None:
         return parse_apps(apps)
     from zephserver.launch.wslink import load_launcher_config
@@ -236,6 +238,8 @@ def parse_all_apps(apps: Any, launcher_config: str | None) -> dict[str, App]:
         extra = load_launcher_config(launcher_config).apps
     except ValueError:
         extra = {}  # reported by the LAUNCHER_CONFIG check
+    if launcher_cwd is not None:  # (the loaded apps are cached: copied, not changed)
+        extra = {name: {"cwd": launcher_cwd, **spec} for name, spec in extra.items()}
     clash = sorted(set(extra) & set(apps)) if isinstance(apps, dict) else []
     if clash:
         raise AppConfigError([f"app {n!r} is defined both in APPS and LAUNCHER_CONFIG"

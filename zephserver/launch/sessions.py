@@ -216,5 +216,21 @@ class ProxyMap:
         self._written = text
 
 
+WSLINK_ALWAYS = ("id", "sessionURL", "sessionManagerURL", "secret")
+
+
+def wslink_answer(view: dict, fields: tuple[str, ...] | None) -> dict:
+    """The launcher REST answer for a session ``view``. With the app's ``fields``
+    (wslink's ``configuration.fields``), only those plus what wslink always returns; a
+    session that is not running yet also says its state (queueing is ours)."""
+    if fields is None:
+        return view
+    keep = {*fields, *WSLINK_ALWAYS}
+    out = {k: v for k, v in view.items() if k in keep}
+    if view.get("state") != "RUNNING":
+        out.update({k: view[k] for k in ("state", "state_reason", "position") if k in view})
+    return out
+
+
 def substitute(template: str, values: Mapping[str, Any]) -> str:
     return string.Template(template).substitute({k: str(v) for k, v in values.items()})

@@ -4,8 +4,8 @@
   allowed roots; a cancel event is checked between chunks, so deleting a process while
   its source downloads returns at once.
 - ``unpack``: zip or tar (gzip, bzip2, xz), recognised by their magic bytes, never by
-  name. Absolute paths, ``..``, links leading out of the tree, device files and
-  archives over the size limit are refused before anything is written.
+  name. Absolute paths, ``..``, links, device files and archives over the size limit
+  are refused before anything is written (tar links must stay inside the tree).
 """
 
 import os
@@ -48,11 +48,15 @@ def check_url(url: str, file_roots: list[str]) -> str | None:
 
 
 def fetch(url: str, dest: str, max_bytes: int, timeout: float,
-          cancel: threading.Event) -> None:
-    """Download ``url`` to the file ``dest``. SourceError("download failure", ...)."""
+          cancel: threading.Event, request_id: str | None = None) -> None:
+    """Download ``url`` to the file ``dest``. SourceError("download failure", ...).
+
+    ``request_id`` goes out as ``X-Request-Id`` (smartmob's file servers log it)."""
     fail = "download failure"
+    headers = {"X-Request-Id": request_id} if request_id else {}
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp, open(dest, "wb") as out:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+                                    timeout=timeout) as resp, open(dest, "wb") as out:
             length = resp.headers.get("Content-Length")
             if length and length.isdigit() and int(length) > max_bytes:
                 raise SourceError(fail, f"the archive is {int(length)} bytes, over the "
@@ -121,7 +125,10 @@ def _unzip(archive: str, dest: str, max_bytes: int) -> None:
             if not _safe_name(info.filename):
                 raise SourceError("unpack failure", f"unsafe path in the archive: "
                                                     f"{info.filename!r}")
-            if mode and (stat.S_ISLNK(mode) or not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))):
+            # Entries made by ZipFile.writestr carry permission bits without type bits
+            # (0o600): no type is a plain file. Only a type that says link, device, fifo
+            # or socket is refused.
+            if stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
                 raise SourceError("unpack failure", f"the archive holds a link or special "
                                                     f"file: {info.filename!r}")
         if sum(i.file_size for i in infos) > max_bytes:

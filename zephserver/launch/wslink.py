@@ -19,7 +19,7 @@ CONFIGURATION_KEYS = {"host", "port", "endpoint", "content", "proxy_file", "sess
                       "timeout", "log_dir", "fields", "sanitize", "upload_dir",
                       "upload_port"}
 TOP_KEYS = {"configuration", "resources", "properties", "apps", "sessionData"}
-APP_KEYS = {"cmd", "ready_line"}
+APP_KEYS = {"cmd", "ready_line", "cwd"}  # cwd: ours (wslink runs apps where it runs)
 
 
 @dataclass
@@ -140,7 +140,8 @@ def convert(raw: Any) -> LauncherConfig:
             "kind": "session", "argv": app.get("cmd"), "vars": properties,
             "params": params, "ports": ports, "resources": {"cores": 0},
             "description": f"from the launcher configuration ({name})"}
-        given = {"ready_line": app.get("ready_line"), "session_url": conf.get("sessionURL"),
+        given = {"ready_line": app.get("ready_line"), "cwd": app.get("cwd"),
+                 "session_url": conf.get("sessionURL"),
                  "timeout": conf.get("timeout"), "fields": conf.get("fields"),
                  "session_data": session_data or None, "log_dir": log_dir}
         spec.update({k: v for k, v in given.items() if v is not None})
@@ -157,6 +158,17 @@ def effective_endpoint(settings: object) -> str:
     if endpoint is None and path is not None:
         endpoint = load_launcher_config(path).endpoint
     return endpoint or "/paraview"
+
+
+def effective_cwd(settings: object) -> str | None:
+    """Where the apps of LAUNCHER_CONFIG run (those that name no ``cwd``): LAUNCHER_CWD,
+    else the launcher file's directory. wslink runs its apps in its own working
+    directory, so real launcher files name their scripts by relative paths."""
+    path = getattr(settings, "LAUNCHER_CONFIG", None)
+    if path is None:
+        return None
+    cwd = getattr(settings, "LAUNCHER_CWD", None)
+    return cwd if cwd is not None else os.path.dirname(os.path.abspath(path))
 
 
 def effective_proxy_file(settings: object) -> str | None:

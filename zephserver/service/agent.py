@@ -234,8 +234,9 @@ class AgentService(Service):
     # -- state changes (agent thread) -----------------------------------------------------
 
     def _set(self, proc: Proc, state: JobState | None, phase: str, reason: str,
-             **fields: Any) -> None:
-        """The one place a process's record changes: check, stamp, persist, log."""
+             marks: dict | None = None, **fields: Any) -> None:
+        """The one place a process's record changes: check, stamp, persist, log.
+        ``marks``: more keys for ``job.extra`` (``deleted``)."""
         job = proc.job
         names = ["state_reason", "extra", *fields]
         old = JobState(job.state)
@@ -247,12 +248,12 @@ class AgentService(Service):
                 job.finished = _now()
                 names.append("finished")
         job.state_reason = reason
-        job.extra = {**job.extra, "phase": phase}
+        job.extra = {**job.extra, **(marks or {}), "phase": phase}
         for name, value in fields.items():
             setattr(job, name, value)
         job.persist(*names)
-        log.info("process %s (job %d, %s): %s: %s", proc.slug, job.pk, job.owner.username,
-                 phase, reason)
+        log.info("process %s (job %d, %s, request %s): %s: %s", proc.slug, job.pk,
+                 job.owner.username, job.extra.get("request_id", "-"), phase, reason)
 
     def _resume(self) -> None:
         """At start: processes not deleted are set up (their source is already here) and
@@ -263,6 +264,8 @@ class AgentService(Service):
             kind="service", node=self.node).exclude(
             state__in=[s for s in TERMINAL if s != J.FAILED]).order_by("id")
         for job in jobs:
+            if job.extra.get("deleted"):
+                continue  # deleted in a failure state: it stays deleted
             proc = Proc(job, self._tracker(job))
             self._procs[job.name] = proc
             if job.state == J.FAILED:
@@ -300,7 +303,7 @@ class AgentService(Service):
                 archive = os.path.join(job.job_dir, "source.archive")
                 self.post(self._phase, proc, "downloading", f"fetching {extra['source_url']}")
                 fetch(extra["source_url"], archive, self.max_download, self.download_timeout,
-                      proc.cancel)
+                      proc.cancel, extra.get("request_id"))
                 self._check_cancel(proc)
                 self.post(self._phase, proc, "unpacking", "unpacking the source archive")
                 unpack(archive, source, self.max_unpacked)
@@ -467,12 +470,15 @@ class AgentService(Service):
     def _finalize(self, proc: Proc) -> None:
         """A deleted process has stopped: record it, close its consoles, drop its files."""
         self._ending.pop(proc.job.pk, None)
-        if proc.job.state not in TERMINAL:
-            if proc.job.state == J.QUEUED:
-                self._set(proc, J.CANCELLED, "stopped", "deleted before it started")
-            else:
-                self._set(proc, J.CANCELLED, "stopped", "deleted",
-                          exit_code=proc.job.exit_code, pid=None)
+        deleted = {"deleted": True}
+        if proc.job.state == J.QUEUED:
+            self._set(proc, J.CANCELLED, "stopped", "deleted before it started", deleted)
+        elif proc.job.state not in TERMINAL:
+            self._set(proc, J.CANCELLED, "stopped", "deleted", deleted,
+                      exit_code=proc.job.exit_code, pid=None)
+        else:  # a failure state: the record keeps its reason, marked deleted
+            self._set(proc, None, proc.job.extra.get("phase", "stopped"),
+                      proc.job.state_reason, deleted)
         if proc.consoles is not None:
             self.tail.unfollow(proc.consoles.follower)
             for console in list(proc.consoles.consoles):
@@ -483,9 +489,11 @@ class AgentService(Service):
 
     # -- the API (any thread) ---------------------------------------------------------------
 
-    def create(self, user: UserInfo, body: Any) -> dict:
+    def create(self, user: UserInfo, body: Any, request_id: str | None = None) -> dict:
+        """``request_id``: the creating request's X-Request-Id, logged with the process
+        and sent with its source download."""
         fields = self._check_create(body)
-        return self.call(self._create, user, fields)
+        return self.call(self._create, user, fields, request_id)
 
     def _check_create(self, body: Any) -> dict:
         if not isinstance(body, dict):
@@ -525,7 +533,7 @@ class AgentService(Service):
         return {"app": body["app"], "node": body["node"], "process_type": body["process_type"],
                 "source_url": body["source_url"], "env": env, "max_restarts": max_restarts}
 
-    def _create(self, user: UserInfo, f: dict) -> dict:
+    def _create(self, user: UserInfo, f: dict, request_id: str | None) -> dict:
         from django.contrib.auth import get_user_model
 
         from zephserver.web.models import Job
@@ -539,7 +547,8 @@ class AgentService(Service):
                   params={"process_type": f["process_type"]},
                   extra={"phase": "pending", "agent_node": f["node"],
                          "process_type": f["process_type"], "source_url": f["source_url"],
-                         "env": f["env"], "max_restarts": f["max_restarts"]})
+                         "env": f["env"], "max_restarts": f["max_restarts"],
+                         "request_id": request_id})
         job.save()
         job.job_dir = os.path.join(self.dir, str(job.pk))
         job.log_path = os.path.join(job.job_dir, "output.log")
@@ -548,7 +557,8 @@ class AgentService(Service):
         job.persist("job_dir", "log_path")
         proc = Proc(job, self._tracker(job))
         self._procs[slug] = proc
-        log.info("process %s (job %d) created by %s", slug, job.pk, user.username)
+        log.info("process %s (job %d) created by %s (request %s)", slug, job.pk,
+                 user.username, request_id or "-")
         self._prepare_async(proc)
         return self.status(proc)
 

@@ -18,7 +18,12 @@ from tornado.ioloop import IOLoop
 
 from zephserver.errors import RpcError, ServiceUnavailable
 from zephserver.service.consoles import Console
-from zephserver.service.rest import JsonApiHandler, JsonError, authenticate_request
+from zephserver.service.rest import (
+    JsonApiHandler,
+    JsonError,
+    RequestIdMixin,
+    authenticate_request,
+)
 
 
 def _links(handler: tornado.web.RequestHandler, status: dict) -> dict:
@@ -56,7 +61,7 @@ class CreateHandler(AgentHandler):
         except JsonError as exc:
             self.fail(exc)
             return
-        status = await self.agent_call("create", body)
+        status = await self.agent_call("create", body, self.request_id)
         if status is not None:
             doc = _links(self, status)
             self.set_status(201)
@@ -111,7 +116,7 @@ class HandlerConsole(Console):
         self.loop.add_callback(self.handler.close, 1000, "process deleted")
 
 
-class ConsoleHandler(tornado.websocket.WebSocketHandler):
+class ConsoleHandler(RequestIdMixin, tornado.websocket.WebSocketHandler):
     def initialize(self, service: Any) -> None:
         self.service = service
         self.console: HandlerConsole | None = None

@@ -50,6 +50,7 @@ from zephserver.launch.process import (
 from zephserver.launch.scheduler import Demand, Running, Waiting
 from zephserver.launch.sessions import SESSION_GENERATED
 from zephserver.launch.states import TERMINAL, WAITING, JobState, check_job_transition
+from zephserver.launch.wslink import effective_cwd
 from zephserver.service.sessions import NoFreePort, SessionKeeper
 from zephserver.task.base import UserInfo
 from zephserver.web.django_setup import setup_django
@@ -191,10 +192,14 @@ class JobManagerService(Service):
         self._inbox.put(None)
 
     def _configure(self, s: Any) -> None:
-        self.roots = [os.path.realpath(p) for p in (self.data_dir, self.jobs_dir, *s.JOB_ROOTS)]
+        launcher_cwd = effective_cwd(s)
+        # The launcher file's apps may run where the administrator's file says.
+        extra_roots = [launcher_cwd] if launcher_cwd and "$" not in launcher_cwd else []
+        self.roots = [os.path.realpath(p) for p in (self.data_dir, self.jobs_dir,
+                                                     *s.JOB_ROOTS, *extra_roots)]
         self.progress_interval = float(s.JOB_PROGRESS_INTERVAL)
         self.max_pending = int(s.OUTPUT_MAX_PENDING)
-        self.apps = parse_all_apps(s.APPS, s.LAUNCHER_CONFIG)
+        self.apps = parse_all_apps(s.APPS, s.LAUNCHER_CONFIG, launcher_cwd)
 
     def reload(self, settings: Any) -> None:
         """New app definitions and limits. Running jobs keep the definition they started
@@ -374,7 +379,9 @@ class JobManagerService(Service):
         reload the queue (it lives in the database)."""
         from zephserver.web.models import Job
 
-        mine = Job.objects.select_related("owner").filter(node=self.node)
+        # The agent's processes (kind "service") are its own: it resumes them itself.
+        mine = Job.objects.select_related("owner").filter(node=self.node).exclude(
+            kind="service")
         for job in mine.filter(state__in=[J.STARTING, J.RUNNING]).order_by("id"):
             try:
                 self._readopt(job)
@@ -545,6 +552,7 @@ class JobManagerService(Service):
         spec = app.prepare(job.params, generated)
         argv, failure = spec.argv, ""
         if app.session is not None:
+            job.job_dir, job.log_path = job_dir, log_path  # (persisted just below)
             try:
                 argv = self.sessions.prepare(job, app, spec, generated)
             except Exception as exc:
@@ -611,6 +619,8 @@ class JobManagerService(Service):
                 raise SpawnError(f"cannot create {cwd}: {exc.strerror}") from exc
             if not os.path.isdir(real_cwd):
                 raise SpawnError(f"working directory not found: {cwd}")
+        if os.sep in program and not os.path.isabs(program):
+            program = os.path.join(cwd, program)  # the shim execs it from the cwd
         if self._find_program(program, env.get("PATH", os.defpath)) is None:
             raise SpawnError(f"program not found or not executable: {program}")
 

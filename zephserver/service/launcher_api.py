@@ -15,6 +15,7 @@ from typing import Any
 import tornado.web
 
 from zephserver.errors import RpcError, ServiceUnavailable
+from zephserver.launch.sessions import wslink_answer
 from zephserver.service.rest import JsonApiHandler, JsonError
 
 READY_SLACK = 30.0  # seconds beyond an app's own timeout before a POST gives up waiting
@@ -48,7 +49,12 @@ class LauncherHandler(JsonApiHandler):
             self.fail(JsonError(503, "the session did not report back in time",
                                 retry_after=5))
             return
-        self.finish(result)
+        self._answer(result)
+
+    def _answer(self, view: dict) -> None:
+        jobs = self.service.ctx.get("jobs")  # type: ignore[union-attr]
+        app = jobs.apps.get(view.get("application"))
+        self.finish(wslink_answer(view, app.session.fields if app and app.session else None))
 
     def on_connection_close(self) -> None:
         """The client left before its session was ready: nobody will ever know its id,
@@ -79,4 +85,4 @@ class LauncherHandler(JsonApiHandler):
         except (JsonError, RpcError, ServiceUnavailable) as exc:
             self.fail(exc)
             return
-        self.finish(result)
+        self._answer(result)

@@ -3,9 +3,12 @@ token, off the event loop), JSON bodies, and errors as ``{"error": ...}`` with t
 status a JSON-RPC code stands for."""
 
 import json
+import re
+import uuid
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+import tornado.httputil
 import tornado.web
 from tornado.ioloop import IOLoop
 
@@ -19,6 +22,7 @@ HTTP_STATUS = {RpcCode.INVALID_PARAMS: 400, RpcCode.NOT_AUTHENTICATED: 401,
                RpcCode.SERVICE_UNAVAILABLE: 503, RpcCode.SHUTTING_DOWN: 503,
                RpcCode.QUEUE_FULL: 503}
 MAX_BODY = 64 * 1024
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 
 
 class JsonError(Exception):
@@ -40,20 +44,39 @@ def authenticate_request(service: "WebSocketService", handler: tornado.web.Reque
     from zephserver.service.session_manager import AuthenticationFailed
 
     try:
-        user, _ = sessions.authenticate(cookies, authorization)
+        user, _ = sessions.authenticate(cookies, authorization, allow_basic=True)
     except AuthenticationFailed as exc:
         raise JsonError(401, str(exc)) from None
     if not user.is_authenticated:
         raise JsonError(401, "authentication required: a session cookie or "
                              "'Authorization: Bearer <token>'")
+    # Cookies and Basic credentials are sent by browsers on their own: only a bearer
+    # token proves the request was written by its sender.
+    ambient = not authorization or authorization[:6].lower() == "basic "
     origin = handler.request.headers.get("Origin")
-    if not authorization and origin and origin not in service.allowed_origins and \
+    if ambient and origin and origin not in service.allowed_origins and \
             urlparse(origin).netloc.lower() != handler.request.host.lower():
         raise JsonError(403, f"requests from origin {origin} are not allowed")
     return user
 
 
-class JsonApiHandler(tornado.web.RequestHandler):
+class RequestIdMixin:
+    """Every response carries ``X-Request-Id``: the request's own (when it is a sane
+    token) or a new one. Deploy clients (smartmob's) read it from every response.
+    ``set_default_headers`` runs again when tornado clears a response for an error, so
+    error responses carry it too."""
+
+    request: tornado.httputil.HTTPServerRequest
+    request_id: str
+
+    def set_default_headers(self) -> None:
+        if not hasattr(self, "request_id"):
+            given = self.request.headers.get("X-Request-Id", "")
+            self.request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        self.set_header("X-Request-Id", self.request_id)  # type: ignore[attr-defined]
+
+
+class JsonApiHandler(RequestIdMixin, tornado.web.RequestHandler):
     """JSON in and out, authentication off the loop, RpcError -> HTTP status."""
 
     def initialize(self, service: "WebSocketService") -> None:

@@ -273,6 +273,13 @@ class RouterService(Service):
         def answer(response: dict | str) -> None:
             reply(None if notify else response)
 
+        self.route(conn, method, params, request_id, answer)
+
+    def route(self, conn: Any, method: str, params: Any, request_id: Any,
+              answer: Callable[[dict | str], None]) -> None:
+        """Run task ``method`` with ``params`` for ``conn``; ``answer`` gets the JSON-RPC
+        response (a dict, or its JSON text). Loop thread; never blocks. The JSON-RPC
+        face above and the 2015 wire format (service.legacy_ws) both come here."""
         cls = self.tasks.get(method)
         if cls is None:
             answer(_error(request_id, RpcCode.METHOD_NOT_FOUND, f"method not found: {method}",

@@ -6,6 +6,7 @@ Lookups hit the database and so run off the event loop (the websocket service ca
 revoked token takes effect within seconds without a database hit per message.
 """
 
+import base64
 import logging
 import threading
 import time
@@ -23,6 +24,20 @@ Credential = tuple[str, str] | None
 
 class AuthenticationFailed(Exception):
     """A credential was presented and is not valid (a wrong or revoked bearer token)."""
+
+
+def _basic_credentials(value: str) -> tuple[str, str]:
+    """(user name, token) from the value of a ``Basic`` Authorization header."""
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        raise AuthenticationFailed("Basic credentials must be base64 of 'user:token'") \
+            from None
+    username, sep, token = decoded.partition(":")
+    if not sep or not username or not token:
+        raise AuthenticationFailed("Basic credentials must be 'user:token' (an API token "
+                                   "as the password)")
+    return username, token
 
 
 class SessionManagerService(Service):
@@ -43,23 +58,36 @@ class SessionManagerService(Service):
 
     # -- API (any thread but the loop's: these may query the database) --------------------
 
-    def authenticate(self, cookies: dict[str, str], authorization: str | None
-                     ) -> tuple[UserInfo, Credential]:
-        """Resolve an upgrade request's credentials. Blocking.
+    def authenticate(self, cookies: dict[str, str], authorization: str | None,
+                     allow_basic: bool = False) -> tuple[UserInfo, Credential]:
+        """Resolve a request's credentials. Blocking.
+
+        With ``allow_basic`` (the REST faces, for deploy tools that can only send Basic
+        credentials), ``Basic`` carries an API token as the password and its owner's
+        user name.
 
         Raises:
-            AuthenticationFailed: a bearer token was sent and is not valid.
+            AuthenticationFailed: a token was sent and is not valid.
         """
         if authorization:
-            scheme, _, token = authorization.partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
-                raise AuthenticationFailed("Authorization must be 'Bearer <token>'")
+            scheme, _, value = authorization.partition(" ")
+            scheme = scheme.lower()
+            username = None
+            if scheme == "basic" and allow_basic:
+                username, token = _basic_credentials(value)
+            elif scheme == "bearer" and value.strip():
+                token = value.strip()
+            else:
+                raise AuthenticationFailed("Authorization must be 'Bearer <token>'" + (
+                    " or 'Basic' with a token as the password" if allow_basic else ""))
             from zephserver.web.tokens import token_digest
 
-            credential = ("token", token_digest(token.strip()))
+            credential = ("token", token_digest(token))
             user = self._resolve(credential)
             if not user.is_authenticated:
                 raise AuthenticationFailed("invalid or revoked API token")
+            if username is not None and username != user.username:
+                raise AuthenticationFailed("the Basic user name is not the token's owner")
             return user, credential
         session_key = cookies.get("sessionid")
         if session_key:

@@ -15,8 +15,9 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from zephserver.errors import RpcCode, RpcError
-from zephserver.launch import broker, broker_helpers
+from zephserver.launch import broker_helpers
 from zephserver.launch.apps import App, LaunchSpec
+from zephserver.launch.broker_run import run_app_module
 from zephserver.launch.output import Follower, read_range
 from zephserver.launch.ports import PortPool
 from zephserver.launch.sessions import (
@@ -99,23 +100,17 @@ class SessionKeeper:
             extra["secret"] = secret
         argv = spec.argv
         if opts.module:
-            module = broker.load_app_module(opts.module)
-            os.makedirs(generated["job_dir"], exist_ok=True)
-            password = module.get_password() or secret
-            extra["secret"] = password
-            extra["password_hash"] = broker.hash_password(
-                password, opts.hash_algorithm, job.owner.username, app.name)
+            session_dir = job.job_dir
+            os.makedirs(session_dir, exist_ok=True)
             obj = {**self.job_object(job, extra), "argv": list(argv),
-                   "job_root": generated["job_dir"], "cert_key_type": self.cert_key_type,
-                   "cert_days": self.cert_days}
-            extra["config"] = module.gen_config(obj)
-            obj["config"] = extra["config"]
-            extra["cert"] = module.gen_cert(obj, extra["password_hash"])
-            argv = module.get_launch_cmd(obj)
-            if not isinstance(argv, list) or not argv or not all(isinstance(a, str)
-                                                                 for a in argv):
-                raise ValueError(f"module {opts.module}: get_launch_cmd must return a "
-                                 "non-empty list of strings (never a shell line)")
+                   "cert_key_type": self.cert_key_type, "cert_days": self.cert_days}
+            answer = run_app_module(opts.module, obj, secret, opts.hash_algorithm,
+                                    job.owner.username, app.name, session_dir, job.log_path)
+            for note in answer["notes"]:
+                log.warning("session %d (module %s): %s", job.pk, opts.module, note)
+            extra.update(secret=answer["password"], password_hash=answer["password_hash"],
+                         config=answer["config"], cert=answer["cert"])
+            argv = answer["argv"]
         job.extra = extra
         return list(argv)
 
@@ -299,9 +294,12 @@ class SessionKeeper:
 
     @staticmethod
     def job_object(job: Any, extra: dict, owner: bool = True) -> dict:
-        """The conduit broker's job object (seeds/002), with the real state."""
-        return {"job_root": job.job_dir or None, "app": job.app, "job_id": job.pk,
-                "port": extra.get("port"),
+        """The conduit broker's job object (seeds/002) with its types (``job_id``
+        "job_<id>", ``port`` a string, ``job_root`` ending in "/"), and the real state."""
+        port = extra.get("port")
+        return {"job_root": os.path.join(job.job_dir, "") if job.job_dir else None,
+                "app": job.app, "job_id": f"job_{job.pk}",
+                "port": None if port is None else str(port),
                 "creation_timestamp": int(job.created.timestamp()) if job.created else None,
                 "config": extra.get("config"), "cert": extra.get("cert"),
                 "app_path": job.argv[0] if job.argv else None,

@@ -86,6 +86,8 @@ class WsConnection:
 
 
 class WsHandler(tornado.websocket.WebSocketHandler):
+    connection_class = WsConnection
+
     def initialize(self, service: "WebSocketService") -> None:
         self.service = service
         self.conn: WsConnection | None = None
@@ -118,7 +120,7 @@ class WsHandler(tornado.websocket.WebSocketHandler):
         # notification waits for the peer's delayed ACK (Nagle), about 40 ms here.
         self.set_nodelay(True)
         cid = f"{self.service.node}-{next(self.service.cids)}"
-        self.conn = WsConnection(self, cid, self.user, self.credential)
+        self.conn = self.connection_class(self, cid, self.user, self.credential)
         self.service.handlers.add(self)
         self.service.ctx.get("rooms").register(self.conn)  # type: ignore[union-attr]
         access_log.info("ws open %s user=%s from %s", cid, self.user.username or "-",
@@ -219,8 +221,13 @@ class WebSocketService(Service):
 
         self.api_executor = ThreadPoolExecutor(8, thread_name_prefix="zeph-api")
         endpoint = re.escape(effective_endpoint(s))
+        legacy = []
+        if s.LEGACY_WS_PATH:  # the 2015 client's wire format
+            from zephserver.service.legacy_ws import LegacyWsHandler
+
+            legacy = [(re.escape(s.LEGACY_WS_PATH), LegacyWsHandler, {"service": self})]
         app = tornado.web.Application(
-            [(r"/ws", WsHandler, {"service": self}),
+            [(r"/ws", WsHandler, {"service": self}), *legacy,
              (rf"{endpoint}/?()", LauncherHandler, {"service": self}),
              (rf"{endpoint}/([^/]+)", LauncherHandler, {"service": self}),
              (r"/agent/?", agent_api.IndexHandler, {"service": self}),
