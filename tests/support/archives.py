@@ -29,17 +29,20 @@ def make_tar(path: Path, files: dict[str, str]) -> Path:
 
 class ArchiveServer:
     """Serves files of a directory over HTTP; ``/stall/...`` sends headers and a little
-    data, then waits until released (a download that hangs)."""
+    data, then waits until released (a download that hangs). ``requests`` records the
+    path and headers of each GET."""
 
     def __init__(self, root: Path) -> None:
         self.release = threading.Event()
-        release = self.release
+        self.requests: list[tuple[str, dict]] = []  # (path, headers) of every GET
+        release, requests = self.release, self.requests
 
         class Handler(http.server.SimpleHTTPRequestHandler):
             def __init__(self, *args, **kwargs):
                 super().__init__(*args, directory=str(root), **kwargs)
 
             def do_GET(self):
+                requests.append((self.path, dict(self.headers)))
                 if self.path.startswith("/stall/"):
                     self.send_response(200)
                     self.send_header("Content-Length", str(10 * 1024 * 1024))
