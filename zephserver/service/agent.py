@@ -12,9 +12,6 @@ of a pipe whose write end only the daemon holds. When the daemon dies, even by
 SIGKILL, the pipe reaches end of file and the watcher kills the whole process group.
 """
 
-import contextlib
-import heapq
-import itertools
 import logging
 import os
 import queue
@@ -25,11 +22,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from zephserver.actor import Actor
 from zephserver.backoff import BackoffPolicy, RestartTracker
 from zephserver.errors import RpcCode, RpcError
 from zephserver.infra.service import Service
@@ -54,7 +50,6 @@ SHIM = ('cd "$1" || exit 126; shift; { read _ <&3; kill -KILL 0; } & exec "$@" 3
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 PREPARED = ".zeph-prepared"  # written once the source is unpacked and set up
-CALL_TIMEOUT = 30.0
 UNLIMITED = 10 ** 9
 PIP_POLL = 0.1  # seconds between looks at a delete while pip runs
 PREP_WORKERS = 8  # sources fetched and set up at once
@@ -90,18 +85,15 @@ class Proc:
         return self.job.name
 
 
-class AgentService(Service):
+class AgentService(Actor, Service):
     name = "agent"
     announces_ready = True
 
     def __init__(self) -> None:
-        super().__init__()
-        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
-        self._timers: list[tuple[float, int, Callable[[], None]]] = []
-        self._timer_ids = itertools.count()
+        Actor.__init__(self)
+        Service.__init__(self)
         self._procs: dict[str, Proc] = {}  # live slugs (not deleted)
         self._ending: dict[int, Proc] = {}  # deleted, still stopping: job id -> proc
-        self._thread: threading.Thread | None = None
         self._stopping = False
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -127,7 +119,6 @@ class AgentService(Service):
         self.console_max_pending = int(s.AGENT_CONSOLE_MAX_PENDING)
         self.console_max_rate = int(s.AGENT_CONSOLE_MAX_RATE)
         os.makedirs(self.dir, exist_ok=True)
-        self._thread = threading.current_thread()
         # The lifeline: children get the read end as fd 3; only we hold the write end.
         self._lifeline_r, self._lifeline_w = os.pipe()
         self.reaper = Reaper()
@@ -142,8 +133,10 @@ class AgentService(Service):
         try:
             self._resume()
             self.ctx.ready()
-            self._run()
+            self.run_inbox()
+            self._stop_all()
         finally:
+            self.refuse(self.drain_inbox())
             for _ in range(PREP_WORKERS):
                 self._work.put(None)
             self.reaper.close()
@@ -157,54 +150,7 @@ class AgentService(Service):
 
     def disable(self) -> None:
         self._disabled.set()
-        self._inbox.put(None)
-
-    def _run(self) -> None:
-        while True:
-            timeout = None
-            if self._timers:
-                timeout = max(0.0, self._timers[0][0] - time.monotonic())
-            try:
-                item = self._inbox.get(timeout=timeout)
-            except queue.Empty:
-                item = ()
-            if item is None:
-                self._stop_all()
-                return
-            if item:
-                self._execute(*item)
-            now = time.monotonic()
-            while self._timers and self._timers[0][0] <= now:
-                _, _, fn = heapq.heappop(self._timers)
-                self._execute(fn, (), None)
-
-    @staticmethod
-    def _execute(fn: Callable, args: tuple, future: Future | None) -> None:
-        try:
-            result = fn(*args)
-        except Exception as exc:
-            if future is None:
-                log.exception("agent: %s failed", getattr(fn, "__name__", fn))
-            else:
-                future.set_exception(exc)
-        else:
-            if future is not None:
-                future.set_result(result)
-
-    def post(self, fn: Callable, *args: Any) -> None:
-        self._inbox.put((fn, args, None))
-
-    def call(self, fn: Callable, *args: Any) -> Any:
-        if threading.current_thread() is self._thread:
-            return fn(*args)
-        if self._disabled.is_set():
-            raise RpcError(RpcCode.SHUTTING_DOWN, "the server is shutting down")
-        future: Future = Future()
-        self._inbox.put((fn, args, future))
-        return future.result(CALL_TIMEOUT)
-
-    def _after(self, delay: float, fn: Callable[[], None]) -> None:
-        heapq.heappush(self._timers, (time.monotonic() + delay, next(self._timer_ids), fn))
+        self.close_inbox()
 
     def _stop_all(self) -> None:
         """Graceful stop (SIGINT/SIGTERM of the daemon): every child gets SIGTERM, then
@@ -217,10 +163,7 @@ class AgentService(Service):
                 signal_group(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + self.stop_grace
         while any(p.pid is not None for p in procs) and time.monotonic() < deadline:
-            with contextlib.suppress(queue.Empty):
-                item = self._inbox.get(timeout=max(0.0, deadline - time.monotonic()))
-                if item:
-                    self._execute(*item)
+            self.step(deadline - time.monotonic())  # exits arrive through the inbox
         for proc in procs:
             if proc.pid is not None:
                 log.warning("process %s (pid %d) ignored SIGTERM; killed", proc.slug, proc.pid)
@@ -461,7 +404,7 @@ class AgentService(Service):
             self._start(proc)
             return
         token = proc.restart_token = proc.restart_token + 1
-        self._after(delay, lambda: self._restart(proc, token))
+        self.after(delay, lambda: self._restart(proc, token))
 
     def _restart(self, proc: Proc, token: int) -> None:
         if proc.restart_token == token and not proc.deleted and not self._stopping:

@@ -16,12 +16,9 @@ import bisect
 import collections
 import contextlib
 import dataclasses
-import heapq
-import itertools
 import json
 import logging
 import os
-import queue
 import shutil
 import signal
 import threading
@@ -31,6 +28,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
+from zephserver.actor import Actor
 from zephserver.errors import RpcCode, RpcError
 from zephserver.infra.service import Service
 from zephserver.launch import shim
@@ -59,7 +57,6 @@ log = logging.getLogger(__name__)
 
 J = JobState
 PROGRAM_CACHE_TTL = 10.0  # seconds a found program path is trusted
-CALL_TIMEOUT = 30.0
 MAX_OUTPUT_READ = 1 << 20
 MAX_PRIORITY = 10
 MAX_BATCH = 500  # inbox items handled in one transaction
@@ -116,18 +113,18 @@ class Active:
         return self.running
 
 
-class JobManagerService(Service):
+class JobManagerService(Actor, Service):
     name = "jobs"
     requires = ("rooms", "queue")
     announces_ready = True
     reloadable = ("APPS", "LAUNCHER_CONFIG", "JOB_ROOTS", "JOB_PROGRESS_INTERVAL",
                   "OUTPUT_MAX_PENDING")
 
+    max_batch = MAX_BATCH
+
     def __init__(self) -> None:
-        super().__init__()
-        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
-        self._timers: list[tuple[float, int, Callable[[], None]]] = []
-        self._timer_ids = itertools.count()
+        Actor.__init__(self)
+        Service.__init__(self)
         self._active: dict[int, Active] = {}
         # QUEUED and HELD jobs, kept light (a queue of 100,000 must not hold 100,000 model
         # objects); the record is read when the job starts or is shown.
@@ -143,7 +140,6 @@ class JobManagerService(Service):
         self._env: dict[int, dict[str, str]] = {}  # launch environments between phases
         self._programs: dict[tuple[str, str], tuple[str, float]] = {}
         self._fresh: dict[int, Any] = {}  # jobs submitted since the last plan
-        self._thread: threading.Thread | None = None
         self._subs_lock = threading.Lock()
         self._subs_job: dict[int, set[str]] = {}
         self._subs_owner: dict[int, set[str]] = {}
@@ -165,7 +161,6 @@ class JobManagerService(Service):
         self.queue = self.ctx.get("queue")
         self.rooms = self.ctx.get("rooms")
         os.makedirs(self.jobs_dir, exist_ok=True)
-        self._thread = threading.current_thread()
         self.reaper = Reaper()
         self.tail = Tail(int(s.OUTPUT_CHUNK))
         self.rooms.add_unregister_listener(self._connection_gone)
@@ -173,10 +168,10 @@ class JobManagerService(Service):
             self._load()
             self.kick()  # start what the reloaded queue allows
             self.ctx.ready()
-            self._run()
+            self.run_inbox()
         finally:
             self.rooms.remove_unregister_listener(self._connection_gone)
-            self._refuse(self._drain_inbox())
+            self.refuse(self.drain_inbox())
             self.reaper.close()  # jobs keep running: a restarted daemon re-adopts them
             self.tail.close()
             self._active.clear()
@@ -189,7 +184,7 @@ class JobManagerService(Service):
 
     def disable(self) -> None:
         self._disabled.set()
-        self._inbox.put(None)
+        self.close_inbox()
 
     def _configure(self, s: Any) -> None:
         launcher_cwd = effective_cwd(s)
@@ -207,41 +202,25 @@ class JobManagerService(Service):
         self.call(self._configure, settings)
         self.kick()
 
-    def _run(self) -> None:
-        while not self._disabled.is_set():
-            timeout = None
-            if self._timers:
-                timeout = max(0.0, self._timers[0][0] - time.monotonic())
-            try:
-                items = [self._inbox.get(timeout=timeout)]
-            except queue.Empty:
-                items = []
-            # Take what else is waiting: one transaction (one commit) for the lot.
-            while len(items) < MAX_BATCH and items[-1:] != [None]:
-                try:
-                    items.append(self._inbox.get_nowait())
-                except queue.Empty:
-                    break
-            if None in items:
-                self._refuse(item for item in items if item is not None)
-                return
-            pending = collections.deque(items)
-            first, prepared = True, []
-            while pending or first:
-                # A database error ends a group early; what is left goes in the next one.
-                with self._group_commit():
-                    while pending:
-                        self._execute(*pending.popleft())
-                    if first:
-                        first = False
-                        self._fire_timers()
-                        # The queue's choice is committed (STARTING) with the batch that
-                        # caused it: a submit and its start cost one commit.
-                        prepared = self._plan()
-                        if self.sessions.pending and not self._needs_plan:
-                            self.sessions.after_plan()
-            if prepared:
-                self._launch(prepared)
+    def handle(self, items: list) -> None:
+        """What the inbox holds is run in one transaction (one commit for the lot)."""
+        pending = collections.deque(items)
+        first, prepared = True, []
+        while pending or first:
+            # A database error ends a group early; what is left goes in the next one.
+            with self._group_commit():
+                while pending:
+                    self.execute(*pending.popleft())
+                if first:
+                    first = False
+                    self.fire_timers()
+                    # The queue's choice is committed (STARTING) with the batch that
+                    # caused it: a submit and its start cost one commit.
+                    prepared = self._plan()
+                    if self.sessions.pending and not self._needs_plan:
+                        self.sessions.after_plan()
+        if prepared:
+            self._launch(prepared)
 
     @contextlib.contextmanager
     def _group_commit(self) -> Any:
@@ -271,7 +250,7 @@ class JobManagerService(Service):
             else:
                 future.set_exception(exc)
 
-    def _execute(self, fn: Callable, args: tuple, future: Future | None) -> None:
+    def execute(self, fn: Callable, args: tuple, future: Future | None) -> None:
         from django.db import DatabaseError
 
         self._batching = True
@@ -288,49 +267,13 @@ class JobManagerService(Service):
         else:
             self._deferred.append((future, result, None))
 
-    def _drain_inbox(self) -> list:
-        items = []
-        while True:
-            try:
-                items.append(self._inbox.get_nowait())
-            except queue.Empty:
-                return [item for item in items if item is not None]
-
-    @staticmethod
-    def _refuse(items: Any) -> None:
-        """At stop: callers still waiting get an answer now, not after CALL_TIMEOUT (what
-        was posted, exits and progress, is settled again by the next start)."""
-        for _, _, future in items:
-            if future is not None and not future.done():
-                future.set_exception(RpcError(RpcCode.SHUTTING_DOWN,
-                                              "the server is shutting down"))
-
-    def post(self, fn: Callable, *args: Any) -> None:
-        """Run ``fn(*args)`` on the manager's thread soon. Any thread, non-blocking."""
-        self._inbox.put((fn, args, None))
-
-    def call(self, fn: Callable, *args: Any) -> Any:
-        """Run ``fn(*args)`` on the manager's thread and return its result. Blocking."""
-        if threading.current_thread() is self._thread:
-            return fn(*args)
-        return self.call_soon(fn, *args).result(CALL_TIMEOUT)
-
-    def call_soon(self, fn: Callable, *args: Any) -> Future:
-        """Run ``fn(*args)`` on the manager's thread; a Future of its result, settled once
-        the batch it ran in is committed (or failed when the manager stops first)."""
-        if self._disabled.is_set():
-            raise RpcError(RpcCode.SHUTTING_DOWN, "the server is shutting down")
-        future: Future = Future()
-        self._inbox.put((fn, args, future))
-        return future
-
     def kick(self) -> None:
         """Plan the queue again soon (resources changed outside the manager's view)."""
-        self._inbox.put((self._mark_plan, (), None))
+        self.post(self._mark_plan)
 
     def tick(self) -> None:
         """The slow safety pass: check every running process is still there, then plan."""
-        self._inbox.put((self._watchdog, (), None))
+        self.post(self._watchdog)
 
     def _mark_plan(self) -> None:
         self._needs_plan = True
@@ -345,14 +288,6 @@ class JobManagerService(Service):
                 self._on_exit(job_id, None)
         self._needs_plan = True
 
-    def _after(self, delay: float, fn: Callable[[], None]) -> None:
-        heapq.heappush(self._timers, (time.monotonic() + delay, next(self._timer_ids), fn))
-
-    def _fire_timers(self) -> None:
-        now = time.monotonic()
-        while self._timers and self._timers[0][0] <= now:
-            _, _, fn = heapq.heappop(self._timers)
-            self._execute(fn, (), None)
 
     # -- state changes (manager thread) ---------------------------------------------------
 
@@ -503,7 +438,7 @@ class JobManagerService(Service):
                 log.error("job %d: queued here but %s in the database; not started", job_id,
                           "missing" if job is None else job.state)
                 continue
-            self._execute(self._prepare, (job,), None)
+            self.execute(self._prepare, (job,), None)
             if job.state == J.STARTING:
                 prepared.append(job)
         return prepared
@@ -518,7 +453,7 @@ class JobManagerService(Service):
                                     for job in prepared])
         with self._group_commit():
             for job, result in zip(prepared, spawned, strict=True):
-                self._execute(self._started, (job, result), None)
+                self.execute(self._started, (job, result), None)
 
     def _spawn(self, job: Any, env: dict[str, str]) -> Any:
         """Start one prepared job; the Spawned result or the SpawnError."""
@@ -691,7 +626,7 @@ class JobManagerService(Service):
         if not job.wall_time:
             return
         elapsed = (_now() - job.started).total_seconds() if job.started else 0.0
-        self._after(max(0.0, job.wall_time - elapsed), lambda: self._wall_time_up(job.pk))
+        self.after(max(0.0, job.wall_time - elapsed), lambda: self._wall_time_up(job.pk))
 
     def _wall_time_up(self, job_id: int) -> None:
         active = self._active.get(job_id)
@@ -715,7 +650,7 @@ class JobManagerService(Service):
             # TERM trap and swallows this SIGTERM: say it once more as soon as the program
             # runs (not at all if it never got that far), rather than wait for SIGKILL.
             deadline = time.monotonic() + grace
-            self._after(EXEC_POLL, lambda: self._term_when_started(job.pk, deadline))
+            self.after(EXEC_POLL, lambda: self._term_when_started(job.pk, deadline))
 
     def _term_when_started(self, job_id: int, deadline: float) -> None:
         active = self._active.get(job_id)
@@ -724,7 +659,7 @@ class JobManagerService(Service):
         if shim.program_started(active.job.pid, self._meta(active.job)):
             signal_group(active.job.pid, signal.SIGTERM)
         elif time.monotonic() < deadline:
-            self._after(EXEC_POLL, lambda: self._term_when_started(job_id, deadline))
+            self.after(EXEC_POLL, lambda: self._term_when_started(job_id, deadline))
 
     # -- progress (parsers run on the output thread, results land here) -------------------
 
@@ -808,9 +743,6 @@ class JobManagerService(Service):
     def active(self, job_id: int) -> Active | None:
         return self._active.get(job_id)
 
-    def after(self, delay: float, fn: Callable[[], None]) -> None:
-        self._after(delay, fn)
-
     def stop(self, active: Active, end_state: JobState, reason: str, by: str) -> None:
         self._stop(active, end_state, reason, by)
 
@@ -861,7 +793,7 @@ class JobManagerService(Service):
         if isinstance(job_id, bool) or not isinstance(job_id, int):
             raise _rpc(RpcCode.INVALID_PARAMS, "id must be an integer", "id")
         job = None
-        if threading.current_thread() is self._thread:
+        if self.on_actor_thread():
             active = self._active.get(job_id)
             job = active.job if active is not None else None
         if job is None:
