@@ -8,6 +8,7 @@ agent are actors; the job manager's ``handle`` runs each batch of its inbox in o
 database transaction.
 """
 
+import functools
 import heapq
 import itertools
 import logging
@@ -153,3 +154,13 @@ class Actor:
             if future is not None and not future.done():
                 future.set_exception(RpcError(RpcCode.SHUTTING_DOWN,
                                               "the server is shutting down"))
+
+
+def on_actor(method: Callable) -> Callable:
+    """Declare a method that runs on its actor's thread: called from another thread, it
+    is handed to the actor and waited for (``Actor.call``); from that thread, it runs at
+    once. One declaration per call, no forwarding pair."""
+    @functools.wraps(method)
+    def run(self: Actor, *args: Any, **kwargs: Any) -> Any:
+        return self.call(functools.partial(method, self, *args, **kwargs))
+    return run

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from zephserver.launch.sessions import (
+from zephserver.launch.interactive import (
     SESSION_GENERATED,
     SESSION_KEYS,
     SessionOptions,

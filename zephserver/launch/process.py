@@ -252,3 +252,23 @@ class Reaper:
                 log.info("pid %d ignored SIGTERM; killed its process group", pid)
 
 
+
+
+def describe_exit(code: int | None) -> str:
+    """What an exit status means, as the user reads it."""
+    if code is None:
+        return "the process ended but its exit status was not recorded"
+    if code < 0:
+        return f"killed by signal {_signame(-code)}"
+    if code > 128 and _signame(code - 128, None):
+        return f"exit code {code} (signal {_signame(code - 128)})"
+    if code == 127:
+        return "exit code 127 (command not found)"
+    return f"exit code {code}"
+
+
+def _signame(num: int, default: str | None = "?") -> str | None:
+    try:
+        return signal.Signals(num).name
+    except ValueError:
+        return default if default is None else f"{num}"

@@ -12,6 +12,7 @@ of a pipe whose write end only the daemon holds. When the daemon dies, even by
 SIGKILL, the pipe reaches end of file and the watcher kills the whole process group.
 """
 
+import contextlib
 import logging
 import os
 import queue
@@ -27,16 +28,16 @@ from typing import Any
 
 from zephserver.actor import Actor
 from zephserver.backoff import BackoffPolicy, RestartTracker
-from zephserver.errors import RpcCode, RpcError
+from zephserver.errors import RpcCode, RpcError, ServiceUnavailable
 from zephserver.infra.service import Service
+from zephserver.jobs.transition import now, transition
 from zephserver.launch.apps import DEFAULT_INHERITED_ENV
 from zephserver.launch.output import Tail, read_range
-from zephserver.launch.process import Reaper, SpawnError, signal_group, spawn
+from zephserver.launch.process import Reaper, SpawnError, describe_exit, signal_group, spawn
 from zephserver.launch.procfile import ProcfileError, parse_procfile
 from zephserver.launch.sources import Cancelled, SourceError, check_url, fetch, unpack
-from zephserver.launch.states import TERMINAL, JobState, check_job_transition
+from zephserver.launch.states import TERMINAL, JobState
 from zephserver.service.consoles import Console, ConsoleGroup
-from zephserver.service.job_manager import describe_exit
 from zephserver.task.base import UserInfo
 from zephserver.web.django_setup import setup_django
 
@@ -58,12 +59,6 @@ CONSOLE_MAX_LAG = 4 * 1024 * 1024  # unread log bytes after which consoles skip 
 
 def _rpc(code: RpcCode, message: str, field_name: str | None = None) -> RpcError:
     return RpcError(code, message, {"field": field_name} if field_name else None)
-
-
-def _now() -> Any:
-    from django.utils import timezone
-
-    return timezone.now()
 
 
 @dataclass
@@ -178,25 +173,15 @@ class AgentService(Actor, Service):
 
     def _set(self, proc: Proc, state: JobState | None, phase: str, reason: str,
              marks: dict | None = None, **fields: Any) -> None:
-        """The one place a process's record changes: check, stamp, persist, log.
-        ``marks``: more keys for ``job.extra`` (``deleted``)."""
-        job = proc.job
-        names = ["state_reason", "extra", *fields]
-        old = JobState(job.state)
-        if state is not None and state != old:
-            check_job_transition(old, state)
-            job.state = state
-            names.append("state")
-            if state in TERMINAL:
-                job.finished = _now()
-                names.append("finished")
-        job.state_reason = reason
-        job.extra = {**job.extra, **(marks or {}), "phase": phase}
-        for name, value in fields.items():
-            setattr(job, name, value)
-        job.persist(*names)
-        log.info("process %s (job %d, %s, request %s): %s: %s", proc.slug, job.pk,
-                 job.owner.username, job.extra.get("request_id", "-"), phase, reason)
+        """A process's record changes: its phase (smartmob's state) and ``marks``
+        (``deleted``) go in ``job.extra``; the rest is the one transition of every job."""
+        transition(proc.job, state, reason, self._publish,
+                   extra={**(marks or {}), "phase": phase}, **fields)
+
+    def _publish(self, job: Any) -> None:
+        """``job.updated`` to the job's subscribers (the job manager's feed)."""
+        with contextlib.suppress(ServiceUnavailable):
+            self.ctx.get("jobs").feed.send_update(job)  # type: ignore[union-attr]
 
     def _resume(self) -> None:
         """At start: processes not deleted are set up (their source is already here) and
@@ -375,7 +360,7 @@ class AgentService(Actor, Service):
         proc.pid = spawned.pid
         proc.tracker.started(time.monotonic())
         self._set(proc, J.RUNNING, "running", "running", pid=spawned.pid,
-                  start_time=spawned.start_time, started=_now())
+                  start_time=spawned.start_time, started=now())
         pid = spawned.pid
         self.reaper.watch(pid, lambda _pid, code: self.post(self._exited, proc, pid, code))
 
@@ -486,7 +471,7 @@ class AgentService(Actor, Service):
             raise _rpc(RpcCode.CONFLICT, f"a process {slug!r} already exists", "node")
         owner = get_user_model()(pk=user.id, username=user.username)
         job = Job(app=f["app"], kind="service", name=slug, owner=owner, node=self.node,
-                  state=J.QUEUED, state_reason="pending", created=_now(),
+                  state=J.QUEUED, state_reason="pending", created=now(),
                   params={"process_type": f["process_type"]},
                   extra={"phase": "pending", "agent_node": f["node"],
                          "process_type": f["process_type"], "source_url": f["source_url"],

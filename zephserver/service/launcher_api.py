@@ -15,7 +15,7 @@ from typing import Any
 import tornado.web
 
 from zephserver.errors import RpcError, ServiceUnavailable
-from zephserver.launch.sessions import wslink_answer
+from zephserver.launch.interactive import wslink_answer
 from zephserver.service.rest import JsonApiHandler, JsonError
 
 READY_SLACK = 30.0  # seconds beyond an app's own timeout before a POST gives up waiting

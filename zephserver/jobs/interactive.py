@@ -1,4 +1,5 @@
-"""What the job manager does for sessions (kind ``session``), on its own thread.
+"""Interactive sessions (kind ``session``): what the job core does for them, on its
+thread.
 
 A session is prepared with a port (bind-tested, reserved until its process exits), a
 secret and, if its app names a broker module, a password hash, configuration and
@@ -6,32 +7,34 @@ certificate. It stays STARTING until its ready line appears in its output (or it
 accepts a connection) and only then is RUNNING, listed in the proxy map and handed to
 the client who asked for it. A session that dies, is stopped or is not ready in time
 answers its waiting clients at once with the reason and the tail of its log.
+
+The keeper reaches the rest of the job core only through ``SessionHost`` (a handful of
+methods the job manager provides) and the waiting queue.
 """
 
 import logging
 import os
 import time
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from zephserver.errors import RpcCode, RpcError
+from zephserver.jobs.waiting import WaitingQueue
 from zephserver.launch import broker_helpers
 from zephserver.launch.apps import App, LaunchSpec
 from zephserver.launch.broker_run import run_app_module
-from zephserver.launch.output import Follower, read_range
-from zephserver.launch.ports import PortPool
-from zephserver.launch.sessions import (
+from zephserver.launch.interactive import (
     ProxyMap,
     ReadyScanner,
     has_connections,
     port_accepts,
     substitute,
 )
+from zephserver.launch.output import Follower, Tail, read_range
+from zephserver.launch.ports import PortPool
 from zephserver.launch.states import JobState
 from zephserver.launch.wslink import effective_proxy_file
-
-if TYPE_CHECKING:
-    from zephserver.service.job_manager import Active, JobManagerService
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +55,40 @@ def unavailable(message: str, log_tail: str | None = None) -> RpcError:
     return RpcError(RpcCode.SERVICE_UNAVAILABLE, message, data)
 
 
+class SessionHost(Protocol):
+    """What sessions need of the job core (the job manager). Manager thread."""
+
+    apps: Mapping[str, App]
+
+    def post(self, fn: Callable, *args: Any) -> None:
+        """Run ``fn(*args)`` on the core's thread (any thread)."""
+
+    def after(self, delay: float, fn: Callable[[], None]) -> None: ...
+
+    def active(self, job_id: int) -> Any:
+        """The job's ``Active`` (it has a process here), or None."""
+
+    def stop(self, active: Any, end_state: JobState, reason: str, by: str) -> None: ...
+
+    def session_ready(self, job_id: int) -> None:
+        """The session is ready: RUNNING, then ``ready`` below."""
+
+    def waiting_job(self, job_id: int) -> Any:
+        """The record of a job in the waiting queue."""
+
+    def cancel_waiting(self, job: Any, reason: str) -> None: ...
+
+    def answer(self, future: Future, result: Any = None,
+               error: BaseException | None = None) -> None:
+        """Settle a client's future once the current batch is committed."""
+
+
 class SessionKeeper:
-    def __init__(self, manager: "JobManagerService", settings: Any) -> None:
-        self.m = manager
+    def __init__(self, host: SessionHost, queue: WaitingQueue, tail: Tail,
+                 settings: Any) -> None:
+        self.host = host
+        self.queue = queue
+        self.tail = tail
         self.ports = PortPool()
         path = effective_proxy_file(settings)
         self.proxy = ProxyMap(path, int(settings.LAUNCHER_PROXY_FILE_MODE)) if path else None
@@ -68,6 +102,14 @@ class SessionKeeper:
         self._activity: dict[int, float] = {}  # job id -> last time a connection was seen
 
     # -- preparing and starting -----------------------------------------------------------
+
+    def wait_for(self, job_id: int, may_queue: bool) -> Future:
+        """A Future answered once the just-queued session ``job_id`` is ready; or after
+        the next plan, QUEUED (``may_queue``) or refused if it did not start."""
+        waiter: Future = Future()
+        self.waiters.setdefault(job_id, []).append(waiter)
+        self.pending[job_id] = may_queue
+        return waiter
 
     def allocate(self, job: Any, app: App) -> dict[str, str]:
         """Port and secret for ``job``: the variables its templates get. NoFreePort if
@@ -114,39 +156,39 @@ class SessionKeeper:
         job.extra = extra
         return list(argv)
 
-    def started(self, active: "Active") -> None:
+    def started(self, active: Any) -> None:
         """The process runs: wait for it to be ready (event or port), with a deadline."""
         job, opts = active.job, active.app.session  # type: ignore[union-attr]
         assert opts is not None
         job_id = job.pk
         if opts.ready_line:
             def found() -> None:  # output thread
-                self.m.post(self.m.session_ready, job_id)
+                self.host.post(self.host.session_ready, job_id)
 
             scanner = ReadyScanner(opts.ready_line, found)
             follower = Follower(job.log_path, 0, scanner.feed)
             self._ready_followers[job_id] = follower
-            self.m.tail.follow(follower)
+            self.tail.follow(follower)
         else:
-            self.m.after(PORT_POLL, lambda: self._poll_port(job_id))
-        self.m.after(opts.timeout, lambda: self._deadline(job_id, opts.timeout))
+            self.host.after(PORT_POLL, lambda: self._poll_port(job_id))
+        self.host.after(opts.timeout, lambda: self._deadline(job_id, opts.timeout))
 
     def _poll_port(self, job_id: int) -> None:
-        active = self.m.active(job_id)
+        active = self.host.active(job_id)
         if active is None or active.job.state != J.STARTING or active.job.stop_requested:
             return
         if port_accepts(active.job.extra["host"], active.job.extra["port"]):
-            self.m.session_ready(job_id)
+            self.host.session_ready(job_id)
         else:
-            self.m.after(PORT_POLL, lambda: self._poll_port(job_id))
+            self.host.after(PORT_POLL, lambda: self._poll_port(job_id))
 
     def _deadline(self, job_id: int, timeout: float) -> None:
-        active = self.m.active(job_id)
+        active = self.host.active(job_id)
         if active is not None and active.job.state == J.STARTING and \
                 not active.job.stop_requested:
-            self.m.stop(active, J.FAILED, f"stopping: not ready within {timeout:g}s", "")
+            self.host.stop(active, J.FAILED, f"stopping: not ready within {timeout:g}s", "")
 
-    def ready(self, active: "Active") -> None:
+    def ready(self, active: Any) -> None:
         """Now RUNNING: listed in the proxy map, waiting clients answered."""
         job, opts = active.job, active.app.session  # type: ignore[union-attr]
         self._unfollow(job.pk)
@@ -154,23 +196,23 @@ class SessionKeeper:
             self.proxy.entries[job.pk] = (job.extra["host"], job.extra["port"])
             self._write_proxy()
         for waiter in self.waiters.pop(job.pk, []):
-            self.m.answer(waiter, self.view(job, owner=True))
+            self.host.answer(waiter, self.view(job, owner=True))
         if opts is not None:
             self._arm_limits(job.pk, opts.idle_timeout, opts.max_age)
 
     def _arm_limits(self, job_id: int, idle: float | None, max_age: float | None) -> None:
         if max_age:
-            active = self.m.active(job_id)
+            active = self.host.active(job_id)
             age = time.time() - active.job.started.timestamp() if active and \
                 active.job.started else 0.0
-            self.m.after(max(0.0, max_age - age), lambda: self._expire(
+            self.host.after(max(0.0, max_age - age), lambda: self._expire(
                 job_id, f"stopping: older than its max age of {max_age:g}s"))
         if idle:
             self._activity[job_id] = time.monotonic()
-            self.m.after(min(idle / 4, 5.0), lambda: self._check_idle(job_id, idle))
+            self.host.after(min(idle / 4, 5.0), lambda: self._check_idle(job_id, idle))
 
     def _check_idle(self, job_id: int, idle: float) -> None:
-        active = self.m.active(job_id)
+        active = self.host.active(job_id)
         if active is None or active.job.stop_requested:
             self._activity.pop(job_id, None)
             return
@@ -180,12 +222,12 @@ class SessionKeeper:
         elif now - self._activity.get(job_id, now) >= idle:
             self._expire(job_id, f"stopping: no connection for {idle:g}s")
             return
-        self.m.after(min(idle / 4, 5.0), lambda: self._check_idle(job_id, idle))
+        self.host.after(min(idle / 4, 5.0), lambda: self._check_idle(job_id, idle))
 
     def _expire(self, job_id: int, reason: str) -> None:
-        active = self.m.active(job_id)
+        active = self.host.active(job_id)
         if active is not None and not active.job.stop_requested:
-            self.m.stop(active, J.TIMED_OUT, reason, "")
+            self.host.stop(active, J.TIMED_OUT, reason, "")
 
     # -- ending ---------------------------------------------------------------------------
 
@@ -204,27 +246,27 @@ class SessionKeeper:
             error = unavailable(f"session {job.pk} is not available: {job.state_reason}",
                                 tail)
             for waiter in waiters:
-                self.m.answer(waiter, error=error)
+                self.host.answer(waiter, error=error)
 
     def after_plan(self) -> None:
         """Sessions the plan did not start: refused (503), or answered QUEUED."""
         pending, self.pending = self.pending, {}
         for job_id, may_queue in pending.items():
-            if not self.m.is_waiting(job_id):
+            if job_id not in self.queue:
                 continue  # started: answered when ready (or when it fails)
-            job = self.m.waiting_job(job_id)
-            why = self.m.queue_reason(job_id) or "no free resources"
+            job = self.host.waiting_job(job_id)
+            why = self.queue.reason(job_id) or "no free resources"
             if may_queue:
-                view = self.view(job, owner=True, position=self.m.queue_position(job_id))
+                view = self.view(job, owner=True, position=self.queue.position(job_id))
                 for waiter in self.waiters.pop(job_id, []):
-                    self.m.answer(waiter, view)
+                    self.host.answer(waiter, view)
             else:
-                self.m.cancel_waiting(job, f"refused: {why}")
+                self.host.cancel_waiting(job, f"refused: {why}")
 
     def _unfollow(self, job_id: int) -> None:
         follower = self._ready_followers.pop(job_id, None)
         if follower is not None:
-            self.m.tail.unfollow(follower)
+            self.tail.unfollow(follower)
 
     @staticmethod
     def log_tail(job: Any) -> str:
@@ -239,7 +281,7 @@ class SessionKeeper:
 
     # -- after a restart ------------------------------------------------------------------
 
-    def readopted(self, active: "Active") -> None:
+    def readopted(self, active: Any) -> None:
         job = active.job
         if "port" in job.extra:
             self.ports.reserve(job.extra["host"], job.extra["port"], job.pk)
@@ -271,7 +313,7 @@ class SessionKeeper:
         """The session as the ParaViewWeb/wslink REST API returns it: the object the
         client posted plus id, sessionURL, secret (owner only), sessionData and state."""
         extra = job.extra or {}
-        app = self.m.apps.get(job.app)
+        app = self.host.apps.get(job.app)
         opts = app.session if app is not None else None
         out: dict[str, Any] = {**extra.get("client", {}), "application": job.app,
                                "id": str(job.pk)}
@@ -285,7 +327,7 @@ class SessionKeeper:
             keep = {*opts.fields, "id", "sessionURL", "sessionManagerURL", "application",
                     "secret"}
             out = {k: v for k, v in out.items() if k in keep}
-        reason = self.m.queue_reason(job.pk) if job.state == J.QUEUED else None
+        reason = self.queue.reason(job.pk) if job.state == J.QUEUED else None
         out.update(state=job.state, state_reason=reason or job.state_reason)
         if position is not None:
             out["position"] = position

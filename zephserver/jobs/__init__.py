@@ -1,0 +1,13 @@
+"""The job core: one model for batch jobs, interactive sessions and the agent's processes.
+
+- ``transition``: the one function that changes a job's state (check, stamp, persist,
+  log, publish);
+- ``waiting``: the waiting queue (QUEUED and HELD jobs in order);
+- ``executor``: where processes run (``LocalExecutor``: this node, under the shim);
+- ``feed``: subscriptions, ``job.updated`` and ``job.output``;
+- ``interactive``: what sessions add (ports, secrets, readiness, the proxy map);
+- ``api``: what tasks and the REST faces call.
+
+The job manager service (``zephserver.service.job_manager``) ties them together on its
+actor thread; the agent (``zephserver.service.agent``) uses the same transition and feed.
+"""

@@ -1,0 +1,452 @@
+"""The job core's API: what the JSON-RPC tasks and the REST faces call.
+
+Any thread may call these. Methods marked ``@on_actor`` run on the job manager's thread
+(they read or change what it holds); the others only read the database. Every method
+checks the caller: a user sees and acts on their own jobs, staff on all; a bad argument
+is an RpcError naming the field (-32602), another user's job -32002, an unknown one
+-32005, a state that does not allow it -32006.
+
+``JobsApi`` is a part of ``JobManagerService`` (service/job_manager.py), which provides
+the attributes it uses: ``apps``, ``node``, ``waiting``, ``feed``, ``interactive``,
+``scheduler``, ``rooms`` and the state-changing methods.
+"""
+
+import contextlib
+import logging
+import os
+import time
+from concurrent.futures import Future
+from typing import Any
+
+from zephserver.actor import on_actor
+from zephserver.errors import RpcCode, RpcError
+from zephserver.jobs.transition import now
+from zephserver.launch.apps import GENERATED, App, ParamError
+from zephserver.launch.interactive import SESSION_GENERATED
+from zephserver.launch.output import read_range
+from zephserver.launch.states import TERMINAL, WAITING, JobState
+from zephserver.task.base import UserInfo
+
+log = logging.getLogger("zephserver.jobs")
+
+J = JobState
+MAX_OUTPUT_READ = 1 << 20
+MAX_PRIORITY = 10
+# Keys a session request may carry besides the app's params: echoed, never substituted.
+ECHOED_KEYS = frozenset({"application", "sessionManagerURL", "queue"})
+
+
+def rpc_error(code: RpcCode, message: str, field: str | None = None) -> RpcError:
+    return RpcError(code, message, {"field": field} if field else None)
+
+
+class JobsApi:
+    # provided by the job manager
+    apps: dict[str, App]
+    node: str
+    waiting: Any
+    feed: Any
+    interactive: Any
+    scheduler: Any
+    rooms: Any
+
+    # -- looking things up ----------------------------------------------------------------
+
+    def _job(self, user: UserInfo, job_id: Any) -> Any:
+        """The job (the live object when the manager holds one), if ``user`` may see it."""
+        from zephserver.web.models import Job
+
+        if isinstance(job_id, bool) or not isinstance(job_id, int):
+            raise rpc_error(RpcCode.INVALID_PARAMS, "id must be an integer", "id")
+        job = None
+        if self.on_actor_thread():  # type: ignore[attr-defined]
+            active = self.active(job_id)  # type: ignore[attr-defined]
+            job = active.job if active is not None else None
+        if job is None:
+            job = Job.objects.select_related("owner").filter(pk=job_id).first()
+        if job is None:
+            raise rpc_error(RpcCode.NOT_FOUND, f"no job {job_id}", "id")
+        if job.owner_id != user.id and not user.is_staff:
+            raise rpc_error(RpcCode.FORBIDDEN, f"job {job_id} belongs to another user", "id")
+        return job
+
+    def app_for(self, name: Any) -> App:
+        app = self.apps.get(name) if isinstance(name, str) else None
+        if app is None:
+            raise rpc_error(RpcCode.INVALID_PARAMS, f"unknown app {name!r}", "app")
+        return app
+
+    def to_json(self, job: Any) -> dict:
+        data = job.to_json()
+        if job.state == J.QUEUED:
+            reason = self.waiting.reason(job.pk)
+            if reason:
+                data["state_reason"] = reason
+        return data
+
+    # -- submitting -----------------------------------------------------------------------
+
+    def _checked(self, app: App, params: Any, resources: Any) -> tuple[dict, dict]:
+        """The params and resources of a new job of ``app``, checked."""
+        try:
+            cleaned = app.clean_params(params)
+        except ParamError as exc:
+            raise rpc_error(RpcCode.INVALID_PARAMS, str(exc), exc.field) from None
+        return cleaned, self._resources(app, cleaned, resources)
+
+    def _new_job(self, user: UserInfo, app: App, cleaned: dict, needs: dict, priority: int,
+                 **fields: Any) -> Any:
+        """A QUEUED record of checked values, not saved yet."""
+        from django.contrib.auth import get_user_model
+
+        from zephserver.web.models import Job
+
+        # The caller is authenticated: no need to fetch the user row again.
+        owner = get_user_model()(pk=user.id, username=user.username)
+        created = now()
+        return Job(app=app.name, kind=app.kind, owner=owner, node=self.node, state=J.QUEUED,
+                   state_reason="queued", params=cleaned, resources=needs, priority=priority,
+                   wall_time=app.wall_time, created=created, queued_at=created,
+                   seq=time.time(), **fields)  # seq: FIFO; queue.move reassigns it
+
+    def submit(self, user: UserInfo, app_name: Any, params: Any, resources: Any,
+               priority: Any, name: Any) -> Future:
+        """Check and queue a job: a Future of its record (a burst of submits from many
+        task threads then reaches the manager together, and is written in one commit)."""
+        app = self.app_for(app_name)
+        cleaned, needs = self._checked(app, params, resources)
+        prio = self._priority(user, priority)
+        if name is not None and (not isinstance(name, str) or len(name) > 200):
+            raise rpc_error(RpcCode.INVALID_PARAMS, "name must be a string of at most 200 "
+                            "characters", "name")
+        job = self._new_job(user, app, cleaned, needs, prio, name=name or "")
+        return self.call_soon(self._queue_new, job)  # type: ignore[attr-defined]
+
+    def _resources(self, app: App, params: dict, override: Any) -> dict:
+        needs = app.resources_for(params)
+        if override is not None:
+            if not isinstance(override, dict) or set(override) - {"cores", "memory"}:
+                raise rpc_error(RpcCode.INVALID_PARAMS, "resources may set only cores and "
+                                "memory", "resources")
+            for key, value in override.items():
+                if isinstance(value, bool) or not isinstance(value, int) or value < needs[key]:
+                    raise rpc_error(RpcCode.INVALID_PARAMS, f"resources.{key} must be an "
+                                    f"integer >= {needs[key]} (what app {app.name!r} needs)",
+                                    f"resources.{key}")
+                needs[key] = value
+        refused = self.scheduler.never_fits(needs)
+        if refused is not None:
+            resource, why = refused
+            field = _param_feeding(app, resource) or (
+                f"resources.{resource}" if resource in ("cores", "memory") else "resources")
+            raise rpc_error(RpcCode.INVALID_PARAMS, why, field)
+        return needs
+
+    @staticmethod
+    def _priority(user: UserInfo, priority: Any) -> int:
+        if priority is None:
+            return 0
+        if isinstance(priority, bool) or not isinstance(priority, int) or not (
+                -MAX_PRIORITY <= priority <= MAX_PRIORITY):
+            raise rpc_error(RpcCode.INVALID_PARAMS, f"priority must be an integer from "
+                            f"{-MAX_PRIORITY} to {MAX_PRIORITY}", "priority")
+        if priority > 0 and not user.is_staff:
+            raise rpc_error(RpcCode.FORBIDDEN, "a priority above 0 needs staff", "priority")
+        return priority
+
+    # -- reading --------------------------------------------------------------------------
+
+    @on_actor
+    def get(self, user: UserInfo, job_id: Any) -> dict:
+        return self.to_json(self._job(user, job_id))
+
+    def list_jobs(self, user: UserInfo, state: Any = None, app: Any = None, owner: Any = None,
+                  limit: int = 50, offset: int = 0) -> dict:
+        from zephserver.web.models import Job
+
+        jobs = Job.objects.select_related("owner").order_by("-id")
+        if not user.is_staff:
+            if owner not in (None, user.username):
+                raise rpc_error(RpcCode.FORBIDDEN, "only staff may list other users' jobs",
+                                "owner")
+            jobs = jobs.filter(owner_id=user.id)
+        elif owner is not None:
+            jobs = jobs.filter(owner__username=owner)
+        if state is not None:
+            states = [state] if isinstance(state, str) else state
+            if not isinstance(states, list) or not all(s in J.__members__ for s in states):
+                raise rpc_error(RpcCode.INVALID_PARAMS, f"state must be one or a list of "
+                                f"{', '.join(J.__members__)}", "state")
+            jobs = jobs.filter(state__in=states)
+        if app is not None:
+            jobs = jobs.filter(app=app)
+        if not 1 <= limit <= 500:
+            raise rpc_error(RpcCode.INVALID_PARAMS, "limit must be from 1 to 500", "limit")
+        if offset < 0:
+            raise rpc_error(RpcCode.INVALID_PARAMS, "offset must be >= 0", "offset")
+        page = [self.to_json(j) for j in jobs[offset:offset + limit]]
+        return {"jobs": page, "total": jobs.count(), "offset": offset, "limit": limit}
+
+    def output(self, user: UserInfo, job_id: Any, offset: int, limit: int) -> dict:
+        job = self._job(user, job_id)
+        if offset < 0:
+            raise rpc_error(RpcCode.INVALID_PARAMS, "offset must be >= 0", "offset")
+        if not 1 <= limit <= MAX_OUTPUT_READ:
+            raise rpc_error(RpcCode.INVALID_PARAMS, f"limit must be from 1 to "
+                            f"{MAX_OUTPUT_READ}", "limit")
+        data, size = b"", 0
+        if job.log_path:  # a job that never started has no log yet
+            data = read_range(job.log_path, offset, limit)
+            with contextlib.suppress(FileNotFoundError):
+                size = os.path.getsize(job.log_path)
+        end = offset + len(data)
+        return {"id": job.pk, "offset": offset, "data": data.decode("utf-8", "replace"),
+                "next_offset": end, "size": size,
+                "eof": job.state in TERMINAL and end >= size}
+
+    @on_actor
+    def queue_list(self, user: UserInfo) -> list[dict]:
+        from zephserver.web.models import Job
+
+        listed = self.waiting.listing(None if user.is_staff else user.id)
+        jobs = Job.objects.select_related("owner").in_bulk([i for _, i in listed])
+        return [{**self.to_json(jobs[i]), "position": position} for position, i in listed
+                if i in jobs]
+
+    @on_actor
+    def resources_status(self) -> dict:
+        capacity = self.scheduler.capacity()
+        free = capacity.copy()
+        for held in self.holdings():  # type: ignore[attr-defined]
+            free.take(held.demand)
+        return {"node": self.node, "capacity": capacity.to_json(), "free": free.to_json(),
+                "running": len(self.holdings()),  # type: ignore[attr-defined]
+                "queued": self.waiting.queued, "held": self.waiting.held}
+
+    # -- acting ---------------------------------------------------------------------------
+
+    @on_actor
+    def cancel(self, user: UserInfo, job_id: Any) -> dict:
+        job = self._job(user, job_id)
+        state = JobState(job.state)
+        if state in TERMINAL:
+            raise rpc_error(RpcCode.CONFLICT, f"job {job.pk} has already ended ({state})",
+                            "id")
+        by = user.username
+        if state in WAITING:
+            self.dequeue(job.pk)  # type: ignore[attr-defined]
+            self.change(job, J.CANCELLED,  # type: ignore[attr-defined]
+                        f"cancelled by {by} before it started")
+        elif state == J.BACKOFF:
+            self.change(job, J.CANCELLED, f"cancelled by {by}")  # type: ignore[attr-defined]
+        elif not job.stop_requested:
+            self.stop(self.active(job.pk), J.CANCELLED,  # type: ignore[attr-defined]
+                      f"stopping: cancelled by {by}", by)
+        return self.to_json(job)
+
+    @on_actor
+    def update(self, user: UserInfo, job_id: Any, params: Any, resources: Any,
+               priority: Any) -> dict:
+        job = self._job(user, job_id)
+        if job.state not in WAITING:
+            raise rpc_error(RpcCode.CONFLICT, f"job {job.pk} is {job.state}: only a queued "
+                            "or held job can be changed", "id")
+        app = self.app_for(job.app)
+        cleaned = job.params
+        if params is not None:
+            try:
+                cleaned = app.clean_params({**job.params, **params} if isinstance(params, dict)
+                                           else params)
+            except ParamError as exc:
+                raise rpc_error(RpcCode.INVALID_PARAMS, str(exc), exc.field) from None
+        needs = self._resources(app, cleaned, resources)
+        prio = job.priority if priority is None else self._priority(user, priority)
+        self.dequeue(job.pk)  # type: ignore[attr-defined]
+        job.params, job.resources, job.priority = cleaned, needs, prio
+        job.persist("params", "resources", "priority")
+        self.enqueue(job)  # type: ignore[attr-defined]
+        self.publish(job)  # type: ignore[attr-defined]
+        self.replan()  # type: ignore[attr-defined]
+        return self.to_json(job)
+
+    @on_actor
+    def hold(self, user: UserInfo, job_id: Any, hold: bool) -> dict:
+        job = self._job(user, job_id)
+        want, need = (J.HELD, J.QUEUED) if hold else (J.QUEUED, J.HELD)
+        if job.state != need:
+            raise rpc_error(RpcCode.CONFLICT, f"job {job.pk} is {job.state}, not {need}",
+                            "id")
+        self.dequeue(job.pk)  # type: ignore[attr-defined]
+        self.change(job, want, f"held by {user.username}" if hold  # type: ignore
+                    else f"released by {user.username}")
+        self.enqueue(job)  # type: ignore[attr-defined]
+        self.replan()  # type: ignore[attr-defined]
+        return self.to_json(job)
+
+    @on_actor
+    def move(self, user: UserInfo, job_id: Any, position: Any) -> dict:
+        """Move a queued job to ``position`` among the jobs of its priority (staff), or
+        among the caller's own jobs of that priority (others keep their places)."""
+        from zephserver.web.models import Job
+
+        job = self._job(user, job_id)
+        if job.state != J.QUEUED:
+            raise rpc_error(RpcCode.CONFLICT, f"job {job.pk} is {job.state}, not QUEUED",
+                            "id")
+        if isinstance(position, bool) or not isinstance(position, int) or position < 0:
+            raise rpc_error(RpcCode.INVALID_PARAMS, "position must be an integer >= 0",
+                            "position")
+        among = None if user.is_staff else job.owner_id
+        for peer_id, seq in self.waiting.move(job.pk, position, among):
+            Job.objects.filter(pk=peer_id).update(seq=seq)
+            self.forget_fresh(peer_id)  # type: ignore[attr-defined]
+        self.replan()  # type: ignore[attr-defined]
+        return self.to_json(job)
+
+    @on_actor
+    def control(self, user: UserInfo, job_id: Any, name: Any) -> dict:
+        job = self._job(user, job_id)
+        app = self.app_for(job.app)
+        control = app.controls.get(name) if isinstance(name, str) else None
+        if control is None:
+            raise rpc_error(RpcCode.INVALID_PARAMS, f"app {app.name!r} has no control "
+                            f"{name!r} (it has: {', '.join(app.controls) or 'none'})",
+                            "control")
+        if job.state != J.RUNNING:
+            raise rpc_error(RpcCode.CONFLICT, f"job {job.pk} is {job.state}, not RUNNING",
+                            "id")
+        path = os.path.join(job.cwd, control.file)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+            with os.fdopen(fd, "w") as f:
+                f.write(control.payload)
+        except OSError as exc:
+            raise RpcError(RpcCode.TASK_FAILED, f"cannot write {control.file}: "
+                           f"{exc.strerror}") from None
+        log.info("job %d: control %s written to %s by %s", job.pk, name, path, user.username)
+        return {"id": job.pk, "control": name, "file": control.file}
+
+    # -- subscriptions --------------------------------------------------------------------
+
+    @on_actor
+    def subscribe(self, user: UserInfo, cid: str, job_id: Any, offset: Any) -> dict:
+        if job_id is None:
+            self.feed.subscribe_owner(user.id, cid)
+            return {"subscribed": "all"}
+        job = self._job(user, job_id)
+        if offset is None:
+            offset = 0
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise rpc_error(RpcCode.INVALID_PARAMS, "offset must be an integer >= 0",
+                            "offset")
+        conn = self.rooms.connection(cid)
+        if conn is None:
+            raise RpcError(RpcCode.NOT_FOUND, "connection closed")
+        self.feed.subscribe_job(job, conn, offset)
+        return {"subscribed": job.pk, "offset": offset, "job": self.to_json(job)}
+
+    def unsubscribe(self, user: UserInfo, cid: str, job_id: Any) -> dict:
+        self.feed.unsubscribe(user.id, cid, job_id)
+        return {"unsubscribed": job_id if job_id is not None else "all"}
+
+    # -- interactive sessions (the ParaViewWeb/wslink launcher and sessions.*) -------------
+
+    def start_session(self, user: UserInfo, app_name: Any, body: dict,
+                      may_queue: bool | None) -> Future:
+        """Ask for a session. The future resolves once it is ready (its view), at once
+        if it may queue and has to wait (state QUEUED), or fails with -32003 (no
+        resources, or it died or was not ready in time) or -32602 (bad request)."""
+        app = self.app_for(app_name)
+        if app.session is None:
+            raise rpc_error(RpcCode.INVALID_PARAMS, f"app {app.name!r} is not a session app "
+                            f"(kind {app.kind})", "application")
+        params, client = {}, {}
+        for key, value in body.items():
+            if key in app.params:
+                params[key] = value
+            elif key not in ECHOED_KEYS:
+                reserved = key in app.vars or key in GENERATED or key in SESSION_GENERATED
+                raise rpc_error(RpcCode.INVALID_PARAMS, f"{key!r} is set by the server and "
+                                "may not be given by a client" if reserved else
+                                f"{key!r} is not a parameter of app {app.name!r}", key)
+            client[key] = value
+        cleaned, needs = self._checked(app, params, None)
+        job = self._new_job(user, app, cleaned, needs, 0, extra={"client": client})
+        queue = app.session.queue if may_queue is None else may_queue
+        return self.call(self._queue_session, job, queue)  # type: ignore[attr-defined]
+
+    def _queue_session(self, job: Any, may_queue: bool) -> Future:
+        self._queue_new(job)  # type: ignore[attr-defined]
+        return self.interactive.wait_for(job.pk, may_queue)
+
+    def _session(self, user: UserInfo, session_id: Any, deleted_ok: bool = False) -> Any:
+        """The session ``session_id`` ("12" or 12) for ``user``; -32005 if unknown or
+        deleted (as the wslink launcher forgets a deleted session)."""
+        if isinstance(session_id, str) and session_id.isdigit() and len(session_id) < 12:
+            session_id = int(session_id)
+        if isinstance(session_id, bool) or not isinstance(session_id, int):
+            raise rpc_error(RpcCode.NOT_FOUND, f"no session {session_id!r}", "id")
+        try:
+            job = self._job(user, session_id)
+        except RpcError as exc:
+            if exc.code == RpcCode.NOT_FOUND:
+                raise rpc_error(RpcCode.NOT_FOUND, f"no session {session_id}", "id") \
+                    from None
+            raise
+        if job.kind != "session":
+            raise rpc_error(RpcCode.NOT_FOUND, f"no session {session_id}", "id")
+        if not deleted_ok and (job.state == J.CANCELLED or job.stop_requested == J.CANCELLED):
+            raise rpc_error(RpcCode.NOT_FOUND, f"session {session_id} was deleted", "id")
+        return job
+
+    def _session_view(self, user: UserInfo, job: Any) -> dict:
+        position = self.waiting.position(job.pk) if job.state == J.QUEUED else None
+        return self.interactive.view(job, owner=job.owner_id == user.id, position=position)
+
+    @on_actor
+    def session_get(self, user: UserInfo, session_id: Any, deleted_ok: bool = False) -> dict:
+        return self._session_view(user, self._session(user, session_id, deleted_ok))
+
+    @on_actor
+    def session_stop(self, user: UserInfo, session_id: Any) -> dict:
+        job = self._session(user, session_id)
+        self.cancel(user, job.pk)
+        view = self._session_view(user, job)
+        view.pop("secret", None)
+        view["job"]["password_hash"] = None
+        return view
+
+    @on_actor
+    def stop_abandoned(self, user: UserInfo, session_id: Any) -> None:
+        """The client that asked for this session left before the answer."""
+        job = self._session(user, session_id)
+        active = self.active(job.pk)  # type: ignore[attr-defined]
+        if active is not None and not job.stop_requested:
+            self.stop(active, J.CANCELLED, "stopping: the client that asked for it "  # type: ignore
+                      "left before it was ready", user.username)
+
+    def sessions_list(self, user: UserInfo, all_users: bool = False) -> list[dict]:
+        from zephserver.web.models import Job
+
+        if all_users and not user.is_staff:
+            raise rpc_error(RpcCode.FORBIDDEN, "only staff may list every user's sessions",
+                            "all")
+        jobs = Job.objects.select_related("owner").filter(kind="session").exclude(
+            state__in=list(TERMINAL)).order_by("id")
+        if not all_users:
+            jobs = jobs.filter(owner_id=user.id)
+        return self._views(user, list(jobs))
+
+    @on_actor
+    def _views(self, user: UserInfo, jobs: list) -> list[dict]:
+        out = []
+        for j in jobs:
+            active = self.active(j.pk)  # type: ignore[attr-defined]
+            out.append(self._session_view(user, active.job if active is not None else j))
+        return out
+
+
+def _param_feeding(app: App, resource: str) -> str | None:
+    """The param an app computes ``resource`` from (to name it in an error)."""
+    value = app.resources.get(resource, app.resources.get("licenses", {}).get(resource))
+    return value[1:] if isinstance(value, str) and value.startswith("$") else None

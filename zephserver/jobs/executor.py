@@ -1,0 +1,178 @@
+"""Where a job's process runs: the executor boundary.
+
+The job manager decides *what* runs and records it; an executor *runs* it: starts a
+batch of prepared jobs, tells when each ends, stops one, and after a restart says
+whether a recorded process is still the one it started. ``LocalExecutor`` (this node,
+under the shim) is today's; a Slurm executor (sbatch/squeue/scancel) or a remote node
+plugs in behind the same methods without touching the manager.
+
+A job given to an executor has ``argv``, ``cwd``, ``job_dir`` (where the shim keeps its
+pid and exit status files), ``log_path``, and after the start ``pid``, ``start_time``
+and ``boot_id``.
+"""
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from zephserver.launch import shim
+from zephserver.launch.process import (
+    Reaper,
+    Spawned,
+    SpawnError,
+    boot_id,
+    is_alive,
+    process_start_time,
+    signal_group,
+    spawn,
+    with_start_times,
+)
+
+PROGRAM_CACHE_TTL = 10.0  # seconds a found program path is trusted
+
+OnExit = Callable[[int | None], None]  # the exit status, None if it was not seen
+
+
+class Executor(Protocol):
+    name: str
+    boot: str | None  # this run of the machine, recorded with each process
+    roots: list[str]  # where working directories may be (realpaths)
+
+    def launch(self, jobs: list[Any], envs: list[dict[str, str]]
+               ) -> list[Spawned | SpawnError]:
+        """Start each prepared job (in order); what each start gave."""
+
+    def watch(self, job: Any, on_exit: OnExit, handle: Any = None) -> None:
+        """Call ``on_exit`` (from another thread) when the job's process ends."""
+
+    def stop(self, job: Any, grace: float) -> None:
+        """SIGTERM to everything the job started, SIGKILL after ``grace`` seconds."""
+
+    def signal(self, job: Any, sig: int) -> None: ...
+
+    def program_started(self, job: Any) -> bool:
+        """Whether the job's own program runs yet (not only its wrapper)."""
+
+    def alive(self, job: Any) -> bool:
+        """Whether the recorded process is still the one this executor started."""
+
+    def recorded_exit(self, job: Any) -> int | None:
+        """The exit status recorded for an ended job (None: none was)."""
+
+    def orphan(self, job: Any) -> dict | None:
+        """For a job recorded as starting but with no pid (the daemon died in between):
+        the fields of the process it did start, or None if it started none."""
+
+    def close(self) -> None: ...
+
+
+class LocalExecutor:
+    """This node: each job under the ``/bin/sh`` shim (``launch.shim``), in a session of
+    its own, its output straight to its log, so it outlives the daemon and its exit
+    status is still recorded. Exits are seen by the reaper (pidfd)."""
+
+    name = "local"
+
+    def __init__(self, roots: list[str] | None = None) -> None:
+        self.boot = boot_id()
+        self.roots = roots or []
+        self.reaper = Reaper()
+        self._programs: dict[tuple[str, str], tuple[str, float]] = {}
+
+    def close(self) -> None:
+        self.reaper.close()  # jobs keep running: a restarted daemon re-adopts them
+
+    # -- starting -------------------------------------------------------------------------
+
+    def launch(self, jobs: list[Any], envs: list[dict[str, str]]
+               ) -> list[Spawned | SpawnError]:
+        # Start times are read after the last spawn: read at once, /proc/PID/stat waits
+        # on the exec under way (about twice the cost).
+        return with_start_times([self._spawn(job, env) for job, env in zip(jobs, envs,
+                                                                           strict=True)])
+
+    def _spawn(self, job: Any, env: dict[str, str]) -> Spawned | SpawnError:
+        try:
+            self._check_launchable(job.argv[0], job.cwd, env, job.job_dir)
+            return spawn(shim.wrap(job.argv, job.job_dir, job.cwd), None, env,
+                         job.log_path, read_start_time=False)
+        except SpawnError as exc:
+            return exc
+
+    def _check_launchable(self, program: str, cwd: str, env: dict, job_dir: str) -> None:
+        """Refuse before spawning what the shim could only report as exit 127."""
+        try:
+            os.mkdir(job_dir)  # its parent, JOBS_DIR, exists: one syscall, not makedirs'
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise SpawnError(f"cannot create the job directory {job_dir}: "
+                             f"{exc.strerror}") from exc
+        if cwd != job_dir:  # the default needs no check: the job directory is ours
+            real_cwd = os.path.realpath(cwd)
+            if not any(os.path.commonpath([real_cwd, root]) == root for root in self.roots):
+                raise SpawnError(f"working directory {cwd} is outside DATA_DIR and JOB_ROOTS")
+            try:
+                if os.path.commonpath([real_cwd, job_dir]) == job_dir:
+                    os.makedirs(real_cwd, exist_ok=True)
+            except OSError as exc:
+                raise SpawnError(f"cannot create {cwd}: {exc.strerror}") from exc
+            if not os.path.isdir(real_cwd):
+                raise SpawnError(f"working directory not found: {cwd}")
+        if os.sep in program and not os.path.isabs(program):
+            program = os.path.join(cwd, program)  # the shim execs it from the cwd
+        if self._find_program(program, env.get("PATH", os.defpath)) is None:
+            raise SpawnError(f"program not found or not executable: {program}")
+
+    def _find_program(self, program: str, path: str) -> str | None:
+        """``program``'s executable, remembered for a few seconds (a burst of jobs of one
+        app would otherwise search PATH for each)."""
+        key = (program, path)
+        now = time.monotonic()
+        hit = self._programs.get(key)
+        if hit is not None and now - hit[1] < PROGRAM_CACHE_TTL:
+            return hit[0]
+        if os.sep in program:
+            found = program if os.access(program, os.X_OK) and os.path.isfile(program) else None
+        else:
+            found = shutil.which(program, path=path)
+        if found is not None:
+            if len(self._programs) > 1000:
+                self._programs.clear()
+            self._programs[key] = (found, now)
+        return found
+
+    # -- running --------------------------------------------------------------------------
+
+    def watch(self, job: Any, on_exit: OnExit, handle: Any = None) -> None:
+        self.reaper.watch(job.pid, lambda _pid, code: on_exit(code), handle)
+
+    def stop(self, job: Any, grace: float) -> None:
+        self.reaper.stop_process(job.pid, grace)
+
+    def signal(self, job: Any, sig: int) -> None:
+        signal_group(job.pid, sig)
+
+    def program_started(self, job: Any) -> bool:
+        return shim.program_started(job.pid, job.job_dir)
+
+    # -- after a restart ------------------------------------------------------------------
+
+    def alive(self, job: Any) -> bool:
+        # same boot and same kernel start time: never a pid the kernel has reused
+        return job.boot_id == self.boot and is_alive(job.pid, job.start_time)
+
+    def recorded_exit(self, job: Any) -> int | None:
+        return shim.recorded_status(job.job_dir) if job.job_dir else None
+
+    def orphan(self, job: Any) -> dict | None:
+        if not job.job_dir:
+            return None
+        pid = shim.recorded_pid(job.job_dir)
+        if pid is None or not (shim.is_shim_of(pid, job.job_dir)
+                               or shim.recorded_status(job.job_dir) is not None):
+            return None
+        return {"pid": pid, "start_time": process_start_time(pid), "boot_id": self.boot}
+
