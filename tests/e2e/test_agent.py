@@ -346,3 +346,28 @@ def test_a_restart_limit_makes_the_process_fatal(server, archives):
     assert fatal["restarts"] == 2
     assert fatal["pid"] is None
     assert call(server, "POST", f"/agent/delete-process/{doc['slug']}", {})[0] == 200
+
+
+def test_every_phase_of_a_process_is_published_as_job_updated(server, archives):
+    """The agent changes its records through the job core's one transition function:
+    subscribers of the owner's jobs see each phase, in order."""
+    from tests.support.web import Ws
+
+    async def watch():
+        ws = await Ws.connect(server.url, token=server.tokens["alice"])
+        try:
+            await ws.call("jobs.subscribe", {})
+            doc = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: create(server, archives, "seen.0", "sleeper"))
+            phases = []
+            while "running" not in phases:
+                note = await ws.until("job.updated", timeout=20)
+                if note["kind"] == "service" and note["name"] == doc["slug"]:
+                    phases.append(note["extra"]["phase"])
+            return doc, phases
+        finally:
+            await ws.aclose()
+
+    doc, phases = run(watch())
+    assert phases == ["downloading", "unpacking", "starting", "running"], phases
+    assert call(server, "POST", f"/agent/delete-process/{doc['slug']}", {})[0] == 200
