@@ -6,12 +6,23 @@ Positional params are mapped onto the declared argument names, so
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from zephserver.errors import RpcCode, RpcError, ServiceUnavailable
 
-if TYPE_CHECKING:
-    from zephserver.infra.bootstrap import Daemon
+
+class Daemon(Protocol):
+    """What the verbs use of the daemon (``infra.bootstrap.Daemon``)."""
+
+    pid: int
+    stopping: bool
+    manager: Any  # the ServiceManager
+
+    def status(self) -> dict: ...
+
+    def request_stop(self, why: str) -> None: ...
+
+    def reload(self) -> dict: ...
 
 
 @dataclass(frozen=True)

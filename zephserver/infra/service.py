@@ -10,7 +10,9 @@ original 2015 contract). ``Service`` below is an optional base that documents th
   (otherwise it counts as RUNNING as soon as ``main`` is entered);
 - ``bind_context(ctx)``: called once after ``__init__`` with a ServiceContext;
 - ``reload(settings)`` and ``reloadable``: on ``zephserver-command reload`` (or SIGHUP)
-  the service gets the new settings and applies the names listed in ``reloadable``.
+  the service gets the new settings and applies the names listed in ``reloadable``;
+- ``http_routes()``: the ``(pattern, RequestHandler class)`` pairs it serves on
+  PORT_ZEPH; the web service assembles them (each handler gets it as ``service``).
 """
 
 import threading
@@ -26,12 +28,14 @@ class ServiceContext:
 
     def __init__(self, settings: "Settings", get: Callable[[str], Any],
                  ready: Callable[[], None], cluster: Any,
-                 set_public_url: Callable[[str], None]) -> None:
+                 set_public_url: Callable[[str], None],
+                 http_routes: Callable[[], list] = list) -> None:
         self.settings = settings
         self._get = get
         self._ready = ready
         self.cluster = cluster
         self._set_public_url = set_public_url
+        self._http_routes = http_routes
 
     def get(self, name: str) -> Any:
         """The RUNNING service named ``name``; raises ServiceUnavailable otherwise. Any thread."""
@@ -44,6 +48,10 @@ class ServiceContext:
     def set_public_url(self, url: str) -> None:
         """Tell the daemon the URL it serves on (printed in the ready line)."""
         self._set_public_url(url)
+
+    def http_routes(self) -> list[tuple[str, type]]:
+        """Every service's ``http_routes()``, in SERVICE_LIST order."""
+        return self._http_routes()
 
 
 class Service:
@@ -70,3 +78,7 @@ class Service:
     def disable(self) -> None:
         """Make ``main`` return soon. Idempotent, thread-safe, non-blocking."""
         self._disabled.set()
+
+    def http_routes(self) -> list[tuple[str, type]]:
+        """What this service serves over HTTP on PORT_ZEPH (none by default)."""
+        return []

@@ -220,13 +220,21 @@ class ServiceManager:
             bind = getattr(runner.instance, "bind_context", None)
             if callable(bind):
                 bind(ServiceContext(self.settings, self.get, runner.ready, self.cluster,
-                                    self._on_public_url))
+                                    self._on_public_url, self.http_routes))
         except Exception as exc:
             log.exception("service %s could not be created", runner.name)
             runner.last_error = f"{type(exc).__name__}: {exc}"
             with self.cond:
                 runner.state = S.FATAL
                 self.cond.notify_all()
+
+    def http_routes(self) -> list[tuple[str, type]]:
+        routes = []
+        for runner in self.runners:
+            hook = getattr(runner.instance, "http_routes", None)
+            if callable(hook):
+                routes += hook()
+        return routes
 
     def wait_started(self, timeout: float) -> list[str]:
         """Block until every service has been RUNNING once or is FATAL; return those not up.

@@ -32,12 +32,12 @@ from zephserver.errors import RpcCode, RpcError, ServiceUnavailable
 from zephserver.infra.service import Service
 from zephserver.jobs.transition import now, transition
 from zephserver.launch.apps import DEFAULT_INHERITED_ENV
+from zephserver.launch.consoles import Console, ConsoleGroup
 from zephserver.launch.output import Tail, read_range
 from zephserver.launch.process import Reaper, SpawnError, describe_exit, signal_group, spawn
 from zephserver.launch.procfile import ProcfileError, parse_procfile
 from zephserver.launch.sources import Cancelled, SourceError, check_url, fetch, unpack
 from zephserver.launch.states import TERMINAL, JobState
-from zephserver.service.consoles import Console, ConsoleGroup
 from zephserver.task.base import UserInfo
 from zephserver.web.django_setup import setup_django
 
@@ -146,6 +146,12 @@ class AgentService(Actor, Service):
     def disable(self) -> None:
         self._disabled.set()
         self.close_inbox()
+
+    def http_routes(self) -> list[tuple[str, type]]:
+        """The smartmob-agent REST API under /agent/ and its consoles."""
+        from zephserver.http import agent
+
+        return agent.routes()
 
     def _stop_all(self) -> None:
         """Graceful stop (SIGINT/SIGTERM of the daemon): every child gets SIGTERM, then

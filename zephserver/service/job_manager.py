@@ -44,7 +44,7 @@ from zephserver.launch.parsers import make_parser
 from zephserver.launch.process import SpawnError, describe_exit
 from zephserver.launch.scheduler import Demand, Running, Waiting
 from zephserver.launch.states import TERMINAL, JobState
-from zephserver.launch.wslink import effective_cwd
+from zephserver.launch.wslink import effective_cwd, effective_endpoint
 from zephserver.web.django_setup import setup_django
 
 log = logging.getLogger(__name__)
@@ -142,6 +142,13 @@ class JobManagerService(JobsApi, Actor, Service):
         self.progress_interval = float(s.JOB_PROGRESS_INTERVAL)
         self.feed.max_pending = int(s.OUTPUT_MAX_PENDING)
         self.apps = parse_all_apps(s.APPS, s.LAUNCHER_CONFIG, launcher_cwd)
+
+    def http_routes(self) -> list[tuple[str, type]]:
+        """The ParaViewWeb/wslink launcher REST API."""
+        from zephserver.http import launcher
+
+        assert self.ctx is not None
+        return launcher.routes(effective_endpoint(self.ctx.settings))
 
     def reload(self, settings: Any) -> None:
         """New app definitions and limits. Running jobs keep the definition they started

@@ -5,7 +5,7 @@ status a JSON-RPC code stands for."""
 import json
 import re
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlparse
 
 import tornado.httputil
@@ -13,9 +13,6 @@ import tornado.web
 from tornado.ioloop import IOLoop
 
 from zephserver.errors import RpcCode, RpcError, ServiceUnavailable
-
-if TYPE_CHECKING:
-    from zephserver.service.websocket_client import WebSocketService
 
 HTTP_STATUS = {RpcCode.INVALID_PARAMS: 400, RpcCode.NOT_AUTHENTICATED: 401,
                RpcCode.FORBIDDEN: 403, RpcCode.NOT_FOUND: 404, RpcCode.CONFLICT: 409,
@@ -31,7 +28,7 @@ class JsonError(Exception):
         self.status, self.message, self.more = status, message, more
 
 
-def authenticate_request(service: "WebSocketService", handler: tornado.web.RequestHandler
+def authenticate_request(service: Any, handler: tornado.web.RequestHandler
                          ) -> Any:
     """The request's user (session cookie or bearer token); JsonError 401 / 403.
 
@@ -79,7 +76,7 @@ class RequestIdMixin:
 class JsonApiHandler(RequestIdMixin, tornado.web.RequestHandler):
     """JSON in and out, authentication off the loop, RpcError -> HTTP status."""
 
-    def initialize(self, service: "WebSocketService") -> None:
+    def initialize(self, service: Any) -> None:  # the web service (its ctx, executors)
         self.service = service
 
     async def prepare(self) -> None:

@@ -20,12 +20,13 @@ is ``room.join`` (leaving the room joined before).
 import itertools
 import json
 import logging
+import re
 from typing import Any
 
 from tornado.ioloop import IOLoop
 
 from zephserver.errors import RpcCode, RpcError
-from zephserver.service.websocket_client import WsConnection, WsHandler
+from zephserver.http.ws import WsConnection, WsHandler
 
 log = logging.getLogger(__name__)
 
@@ -131,3 +132,7 @@ class LegacyWsHandler(WsHandler):
             conn.send_frame(frame)
 
         self.service.router.route(conn, task, data, next(self.ids), answer)
+
+
+def routes(path: str) -> list[tuple[str, type]]:
+    return [(re.escape(path), LegacyWsHandler)]

@@ -10,13 +10,14 @@ future that the event loop awaits.
 """
 
 import asyncio
+import re
 from typing import Any
 
 import tornado.web
 
 from zephserver.errors import RpcError, ServiceUnavailable
+from zephserver.http.rest import JsonApiHandler, JsonError
 from zephserver.launch.interactive import wslink_answer
-from zephserver.service.rest import JsonApiHandler, JsonError
 
 READY_SLACK = 30.0  # seconds beyond an app's own timeout before a POST gives up waiting
 
@@ -86,3 +87,9 @@ class LauncherHandler(JsonApiHandler):
             self.fail(exc)
             return
         self._answer(result)
+
+
+def routes(endpoint: str) -> list[tuple[str, type]]:
+    """``endpoint`` (e.g. /paraview) and ``endpoint/<id>``."""
+    escaped = re.escape(endpoint)
+    return [(rf"{escaped}/?()", LauncherHandler), (rf"{escaped}/([^/]+)", LauncherHandler)]

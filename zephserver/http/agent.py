@@ -17,13 +17,13 @@ import tornado.websocket
 from tornado.ioloop import IOLoop
 
 from zephserver.errors import RpcError, ServiceUnavailable
-from zephserver.service.consoles import Console
-from zephserver.service.rest import (
+from zephserver.http.rest import (
     JsonApiHandler,
     JsonError,
     RequestIdMixin,
     authenticate_request,
 )
+from zephserver.launch.consoles import Console
 
 
 def _links(handler: tornado.web.RequestHandler, status: dict) -> dict:
@@ -183,3 +183,12 @@ class ConsoleHandler(RequestIdMixin, tornado.websocket.WebSocketHandler):
         if self.console is not None:
             with contextlib.suppress(ServiceUnavailable):
                 self.service.ctx.get("agent").detach(self.slug, self.console)
+
+
+def routes() -> list[tuple[str, type]]:
+    return [(r"/agent/?", IndexHandler),
+            (r"/agent/create-process", CreateHandler),
+            (r"/agent/list-processes", ListHandler),
+            (r"/agent/process-status/([^/]+)", StatusHandler),
+            (r"/agent/delete-process/([^/]+)", DeleteHandler),
+            (r"/agent/attach-console/([^/]+)", ConsoleHandler)]

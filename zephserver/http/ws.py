@@ -1,0 +1,146 @@
+"""``/ws``: JSON-RPC 2.0 over a WebSocket (the connection and its handler).
+
+Authentication of the upgrade request (Django session cookie or bearer token) runs on
+the web service's auth executor because it queries the database; each message goes to
+the router, which answers through the connection's thread-safe ``send_text``.
+"""
+
+import contextlib
+import json
+import logging
+import threading
+from typing import Any
+from urllib.parse import urlparse
+
+import tornado.websocket
+from tornado.ioloop import IOLoop
+
+from zephserver.errors import RpcCode
+from zephserver.task.base import UserInfo
+
+access_log = logging.getLogger("zephserver.access")
+
+
+class WsConnection:
+    """One client connection as the rooms and router services see it (thread-safe)."""
+
+    def __init__(self, handler: "WsHandler", cid: str, user: UserInfo,
+                 credential: Any) -> None:
+        self.handler = handler
+        self.cid = cid
+        self.user = user
+        self.credential = credential
+        self._slots = 0
+        self._lock = threading.Lock()
+        self._pending = 0  # characters queued or buffered but not yet written to the socket
+
+    def send_text(self, text: str) -> None:
+        """Queue ``text`` for the client. Any thread, non-blocking."""
+        with self._lock:
+            self._pending += len(text)
+        self.handler.service.post(self.handler, text)
+
+    def pending_bytes(self) -> int:
+        """How much sent text the client has not taken yet (producers back off on it)."""
+        return self._pending
+
+    def written(self, size: int) -> None:
+        with self._lock:
+            self._pending -= size
+
+    def send_json(self, message: Any) -> None:
+        self.send_text(json.dumps(message, separators=(",", ":")))
+
+    def acquire_slot(self, limit: int) -> bool:
+        with self._lock:
+            if self._slots >= limit:
+                return False
+            self._slots += 1
+            return True
+
+    def release_slot(self) -> None:
+        with self._lock:
+            self._slots -= 1
+
+
+class WsHandler(tornado.websocket.WebSocketHandler):
+    connection_class = WsConnection
+
+    def initialize(self, service: Any) -> None:  # the web service
+        self.service = service
+        self.conn: WsConnection | None = None
+
+    async def prepare(self) -> None:
+        sessions = self.service.ctx.get("sessions")  # type: ignore[union-attr]
+        cookies = {name: morsel.value for name, morsel in self.request.cookies.items()}
+        authorization = self.request.headers.get("Authorization")
+        from zephserver.service.session_manager import AuthenticationFailed
+
+        try:
+            self.user, self.credential = await IOLoop.current().run_in_executor(
+                self.service.auth_executor, sessions.authenticate, cookies, authorization)
+        except AuthenticationFailed as exc:
+            access_log.info("ws refused from %s: %s", self.request.remote_ip, exc)
+            self.set_status(401)
+            self.finish({"error": str(exc)})
+
+    def check_origin(self, origin: str) -> bool:
+        if origin in self.service.allowed_origins:
+            return True
+        allowed = urlparse(origin).netloc.lower() == self.request.host.lower()
+        if not allowed:
+            access_log.info("ws refused from %s: foreign origin %s", self.request.remote_ip,
+                            origin)
+        return allowed
+
+    def open(self) -> None:
+        # Small JSON-RPC messages are latency bound: without this, a reply followed by a
+        # notification waits for the peer's delayed ACK (Nagle), about 40 ms here.
+        self.set_nodelay(True)
+        cid = f"{self.service.node}-{next(self.service.cids)}"
+        self.conn = self.connection_class(self, cid, self.user, self.credential)
+        self.service.handlers.add(self)
+        self.service.ctx.get("rooms").register(self.conn)  # type: ignore[union-attr]
+        access_log.info("ws open %s user=%s from %s", cid, self.user.username or "-",
+                        self.request.remote_ip)
+
+    def on_message(self, message: str | bytes) -> None:
+        assert self.conn is not None
+        if isinstance(message, bytes):
+            self.conn.send_json({"jsonrpc": "2.0", "id": None, "error": {
+                "code": int(RpcCode.INVALID_REQUEST),
+                "message": "binary frames are not supported: send JSON-RPC as text"}})
+            return
+        self.service.router.handle_text(self.conn, message)
+
+    def send_now(self, text: str) -> None:
+        """Loop thread: write if the connection is still open (it may have closed since)."""
+        if self.ws_connection is None or self.ws_connection.is_closing():
+            return
+        try:
+            future = self.write_message(text)
+        except tornado.websocket.WebSocketClosedError:
+            return
+        conn, size = self.conn, len(text)
+        if conn is not None:
+            def flushed(f: Any) -> None:
+                if not f.cancelled():
+                    f.exception()  # retrieved: a closed stream is not an error here
+                conn.written(size)
+
+            if future.done():
+                flushed(future)  # the common case: written at once, no extra loop turn
+            else:
+                future.add_done_callback(flushed)
+
+    def on_close(self) -> None:
+        self.service.handlers.discard(self)
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.service.ctx.get("rooms").unregister(self.conn.cid)  # type: ignore
+            access_log.info("ws close %s code=%s", self.conn.cid, self.close_code)
+        self.service.closed.set()
+
+
+def routes() -> list[tuple[str, type]]:
+    return [(r"/ws", WsHandler)]
