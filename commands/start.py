@@ -13,7 +13,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_for(args, check=True)
-    return Daemon(settings).run(daemonize=args.daemon)
+    from zephserver.web.django_setup import setup_django
+
+    return Daemon(settings, prepare=setup_django).run(daemonize=args.daemon)
 
 
 def main() -> int:

@@ -1,11 +1,8 @@
-"""Django settings for zephserver. Values that depend on the zephserver settings file
-(DATA_DIR, the secret key) arrive through environment variables set by
-zephserver.web.django_setup.setup_django before django.setup()."""
+"""Django settings for zephserver. What depends on the zephserver settings file (the
+SQLite file under DATA_DIR, the secret key kept there) is filled in from it by
+zephserver.web.django_setup, once, before django.setup()."""
 
-import os
-
-DATA_DIR = os.environ.get("ZEPHSERVER_DATA_DIR", os.path.abspath("var"))
-SECRET_KEY = os.environ.get("ZEPHSERVER_SECRET_KEY", "")
+SECRET_KEY = ""  # empty: the install's key, kept in DATA_DIR/secret_key
 DEBUG = False
 ALLOWED_HOSTS = ["*"]  # the HTTP server binds BIND_ADDRESS; Origin checks guard /ws
 
@@ -49,7 +46,7 @@ TEMPLATES = [
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
-        "NAME": os.path.join(DATA_DIR, "zephserver.sqlite3"),
+        "NAME": None,  # DATA_DIR/zephserver.sqlite3
         "OPTIONS": {
             # WAL lets readers run beside the writer; IMMEDIATE avoids upgrade deadlocks.
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",

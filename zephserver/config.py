@@ -120,17 +120,24 @@ def load_settings(path: str | None = None) -> Settings:
     given = {k: v for k, v in namespace.items() if k.isupper() and not k.startswith("_")}
     unknown = tuple(sorted(k for k in given if k not in values))
     values.update(given)
-    return Settings(_derive_paths(values), os.path.abspath(path), unknown)
+    return Settings(_complete(values), os.path.abspath(path), unknown)
 
 
 def settings_from_values(**values: Any) -> Settings:
     """Settings built in code (tests, embedding): defaults overlaid with ``values``."""
     merged = default_values()
     merged.update(values)
-    return Settings(_derive_paths(merged))
+    return Settings(_complete(merged))
 
 
-def _derive_paths(values: dict[str, Any]) -> dict[str, Any]:
+def _complete(values: dict[str, Any]) -> dict[str, Any]:
+    """Paths derived from DATA_DIR where unset, made absolute; numbers as their type
+    (``AGENT_GRACE = 2`` reads as 2.0), so no service casts a setting again."""
+    for name, spec in SPEC.items():
+        cast = getattr(spec.check, "cast", None)
+        value = values.get(name)
+        if cast is not None and isinstance(value, int) and not isinstance(value, bool):
+            values[name] = cast(value)
     data_dir = values["DATA_DIR"]
     if isinstance(data_dir, str) and data_dir:
         data_dir = os.path.abspath(data_dir)
@@ -267,6 +274,7 @@ def _number(minimum: float) -> Check:
         if isinstance(value, int | float) and not isinstance(value, bool) and value >= minimum:
             return []
         return [f"{value!r} must be a number >= {minimum}"]
+    check.cast = float  # type: ignore[attr-defined]  # a number setting reads as a float
     return check
 
 

@@ -378,7 +378,8 @@ def test_an_app_without_ready_line_is_ready_when_its_port_accepts(server):
     status, body, _ = post(server, {"application": "web"})
     assert status == 200, body
     import urllib.request
-    page = urllib.request.urlopen(f"http://127.0.0.1:{body['port']}/", timeout=10).read()
+    with urllib.request.urlopen(f"http://127.0.0.1:{body['port']}/", timeout=10) as resp:
+        page = resp.read()
     assert b"Directory listing" in page
     stop_and_wait_free(server, body)
 

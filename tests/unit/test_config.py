@@ -124,3 +124,16 @@ def test_cluster_list_entries_checked(tmp_path):
     s = s.replace(CLUSTER_SERVER_LIST=[{"hostname": "a", "address": "x", "port": 1},
                                        {"hostname": "b", "address": "x", "port": 2}])
     assert any("NODE_NAME 'c'" in e for e in errors_of(s))
+
+
+def test_number_settings_read_as_floats_and_integers_as_ints(tmp_path):
+    """Validated once, typed: a service reads a setting as it is, never casts it."""
+    path = tmp_path / "s.py"
+    path.write_text(f"DATA_DIR = {str(tmp_path)!r}\nAGENT_GRACE = 2\nTASK_POOL_SIZE = 3\n")
+    from zephserver.config import load_settings
+
+    s = load_settings(str(path))
+    assert type(s.AGENT_GRACE) is float
+    assert s.AGENT_GRACE == 2.0
+    assert type(s.TASK_POOL_SIZE) is int
+    assert type(s.QUEUE_TICK) is float  # a default too

@@ -13,8 +13,8 @@ from tests.support.poll import poll_until
 from tests.support.sessions import free_port_range, listening
 from zephserver.launch.apps import AppConfigError, parse_apps
 from zephserver.launch.broker import check_app_module, hash_password, verify_password
-from zephserver.launch.ports import PortPool, PortRange, bind_free
 from zephserver.launch.interactive import ProxyMap, ReadyScanner, has_connections
+from zephserver.launch.ports import PortPool, PortRange, bind_free
 from zephserver.launch.wslink import convert, strip_comments
 
 

@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from zephserver import __version__
@@ -39,8 +40,12 @@ log = logging.getLogger(__name__)
 
 
 class Daemon:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings,
+                 prepare: Callable[[Settings], None] | None = None) -> None:
+        """``prepare(settings)`` runs once before any service starts: what the services
+        share is configured there (the commands pass Django's setup)."""
         self.settings = settings
+        self._prepare = prepare
         self.pid = os.getpid()
         self.started_at = time.time()
         self.stopping = False
@@ -145,6 +150,8 @@ class Daemon:
             return ExitCode.NO_PERMISSION if isinstance(exc, PermissionError) else ExitCode.FAILED
         self._install_signal_handlers()
         try:
+            if self._prepare is not None:
+                self._prepare(self.settings)
             self.control.start()
             try:
                 self.cluster.start()

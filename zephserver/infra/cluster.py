@@ -106,11 +106,11 @@ class ClusterManager:
         from zmq.auth.thread import ThreadAuthenticator
 
         s = self.settings
-        self.heartbeat = float(s.CLUSTER_HEARTBEAT)
-        self.timeout = float(s.CLUSTER_HEARTBEAT_TIMEOUT)
-        self.retry = float(s.CLUSTER_RETRY)
-        self.max_buffered = int(s.CLUSTER_BUFFER_MESSAGES)
-        self.max_age = float(s.CLUSTER_BUFFER_AGE)
+        self.heartbeat = s.CLUSTER_HEARTBEAT
+        self.timeout = s.CLUSTER_HEARTBEAT_TIMEOUT
+        self.retry = s.CLUSTER_RETRY
+        self.max_buffered = s.CLUSTER_BUFFER_MESSAGES
+        self.max_age = s.CLUSTER_BUFFER_AGE
         self.public, self.secret = derive_keys(s.CLUSTER_SECRET, self.node)
         for entry in self._entries:
             public, _ = derive_keys(s.CLUSTER_SECRET, entry["hostname"])

@@ -91,9 +91,9 @@ class SessionKeeper:
         self.tail = tail
         self.ports = PortPool()
         path = effective_proxy_file(settings)
-        self.proxy = ProxyMap(path, int(settings.LAUNCHER_PROXY_FILE_MODE)) if path else None
+        self.proxy = ProxyMap(path, settings.LAUNCHER_PROXY_FILE_MODE) if path else None
         self.cert_key_type = settings.SESSION_CERT_KEY
-        self.cert_days = int(settings.SESSION_CERT_DAYS)
+        self.cert_days = settings.SESSION_CERT_DAYS
         self.waiters: dict[int, list[Future]] = {}
         # Sessions just asked for: job id -> may it queue? Answered after the next plan
         # (started: when ready; not started: QUEUED, or refused with 503).

@@ -39,7 +39,6 @@ from zephserver.launch.procfile import ProcfileError, parse_procfile
 from zephserver.launch.sources import Cancelled, SourceError, check_url, fetch, unpack
 from zephserver.launch.states import TERMINAL, JobState
 from zephserver.task.base import UserInfo
-from zephserver.web.django_setup import setup_django
 
 log = logging.getLogger(__name__)
 
@@ -96,28 +95,27 @@ class AgentService(Actor, Service):
     def main(self) -> None:
         assert self.ctx is not None
         s = self.ctx.settings
-        setup_django(s)
         self.node = s.NODE_NAME
         self.dir = os.path.abspath(s.AGENT_DIR)
         self.file_roots = list(s.AGENT_FILE_ROOTS)
-        self.max_download = int(s.AGENT_MAX_DOWNLOAD)
-        self.max_unpacked = int(s.AGENT_MAX_UNPACKED)
-        self.download_timeout = float(s.AGENT_DOWNLOAD_TIMEOUT)
-        self.policy = BackoffPolicy(float(s.AGENT_BACKOFF_INITIAL),
-                                    float(s.AGENT_BACKOFF_FACTOR), float(s.AGENT_BACKOFF_MAX),
-                                    UNLIMITED, float(s.AGENT_MIN_UPTIME))
-        self.max_restarts = int(s.AGENT_MAX_RESTARTS)
-        self.grace = float(s.AGENT_GRACE)
-        self.stop_grace = float(s.AGENT_STOP_GRACE)
-        self.keep_files = bool(s.AGENT_KEEP_FILES)
-        self.replay_lines = int(s.AGENT_CONSOLE_REPLAY)
-        self.console_max_pending = int(s.AGENT_CONSOLE_MAX_PENDING)
-        self.console_max_rate = int(s.AGENT_CONSOLE_MAX_RATE)
+        self.max_download = s.AGENT_MAX_DOWNLOAD
+        self.max_unpacked = s.AGENT_MAX_UNPACKED
+        self.download_timeout = s.AGENT_DOWNLOAD_TIMEOUT
+        self.policy = BackoffPolicy(s.AGENT_BACKOFF_INITIAL,
+                                    s.AGENT_BACKOFF_FACTOR, s.AGENT_BACKOFF_MAX,
+                                    UNLIMITED, s.AGENT_MIN_UPTIME)
+        self.max_restarts = s.AGENT_MAX_RESTARTS
+        self.grace = s.AGENT_GRACE
+        self.stop_grace = s.AGENT_STOP_GRACE
+        self.keep_files = s.AGENT_KEEP_FILES
+        self.replay_lines = s.AGENT_CONSOLE_REPLAY
+        self.console_max_pending = s.AGENT_CONSOLE_MAX_PENDING
+        self.console_max_rate = s.AGENT_CONSOLE_MAX_RATE
         os.makedirs(self.dir, exist_ok=True)
         # The lifeline: children get the read end as fd 3; only we hold the write end.
         self._lifeline_r, self._lifeline_w = os.pipe()
         self.reaper = Reaper()
-        self.tail = Tail(int(s.OUTPUT_CHUNK))
+        self.tail = Tail(s.OUTPUT_CHUNK)
         # A few reused workers, not a thread per process: each new thread may get its own
         # malloc arena, and 100 processes would cost tens of MiB for nothing. Daemon
         # threads: a download stalled on the network must not hold up the daemon's exit.

@@ -45,7 +45,6 @@ from zephserver.launch.process import SpawnError, describe_exit
 from zephserver.launch.scheduler import Demand, Running, Waiting
 from zephserver.launch.states import TERMINAL, JobState
 from zephserver.launch.wslink import effective_cwd, effective_endpoint
-from zephserver.web.django_setup import setup_django
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +98,6 @@ class JobManagerService(JobsApi, Actor, Service):
     def main(self) -> None:
         assert self.ctx is not None
         s = self.ctx.settings
-        setup_django(s)
         self.node = s.NODE_NAME
         self.data_dir = os.path.abspath(s.DATA_DIR)
         self.jobs_dir = os.path.abspath(s.JOBS_DIR)
@@ -107,7 +105,7 @@ class JobManagerService(JobsApi, Actor, Service):
         self.rooms = self.ctx.get("rooms")
         os.makedirs(self.jobs_dir, exist_ok=True)
         self.executor: Executor = LocalExecutor()
-        self.tail = Tail(int(s.OUTPUT_CHUNK))
+        self.tail = Tail(s.OUTPUT_CHUNK)
         self.interactive = SessionKeeper(self, self.waiting, self.tail, s)
         self.feed = Feed(self.rooms, self.tail, self.to_json,
                          lambda job: self.interactive.view(job, owner=False))
@@ -139,8 +137,8 @@ class JobManagerService(JobsApi, Actor, Service):
         extra_roots = [launcher_cwd] if launcher_cwd and "$" not in launcher_cwd else []
         self.executor.roots = [os.path.realpath(p) for p in (
             self.data_dir, self.jobs_dir, *s.JOB_ROOTS, *extra_roots)]
-        self.progress_interval = float(s.JOB_PROGRESS_INTERVAL)
-        self.feed.max_pending = int(s.OUTPUT_MAX_PENDING)
+        self.progress_interval = s.JOB_PROGRESS_INTERVAL
+        self.feed.max_pending = s.OUTPUT_MAX_PENDING
         self.apps = parse_all_apps(s.APPS, s.LAUNCHER_CONFIG, launcher_cwd)
 
     def http_routes(self) -> list[tuple[str, type]]:

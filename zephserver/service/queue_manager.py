@@ -66,11 +66,11 @@ class QueueManagerService(Service):
 
     def _configure(self, s: Any) -> None:
         res = s.RESOURCES
-        self.limits = Limits(int(s.QUEUE_USER_LIMITS.get("running", 0)),
-                             int(s.QUEUE_USER_LIMITS.get("cores", 0)))
-        self.reserve_after = float(s.QUEUE_RESERVE_AFTER)
-        self.depth = int(s.QUEUE_BACKFILL_DEPTH)
-        self.tick = float(s.QUEUE_TICK)
+        self.limits = Limits(s.QUEUE_USER_LIMITS.get("running", 0),
+                             s.QUEUE_USER_LIMITS.get("cores", 0))
+        self.reserve_after = s.QUEUE_RESERVE_AFTER
+        self.depth = s.QUEUE_BACKFILL_DEPTH
+        self.tick = s.QUEUE_TICK
         fixed = {k: v for k, v in res.get("licenses", {}).items() if isinstance(v, int)}
         commands = {k: v["command"] for k, v in res.get("licenses", {}).items()
                     if isinstance(v, dict)}

@@ -180,16 +180,16 @@ class RouterService(Service):
         assert self.ctx is not None
         s = self.ctx.settings
         self.tasks = {m: resolve_class(p) for m, p in s.TASKS_PATH.items()}
-        self.max_batch = int(s.WS_MAX_BATCH)
-        self.max_in_flight = int(s.WS_MAX_IN_FLIGHT)
+        self.max_batch = s.WS_MAX_BATCH
+        self.max_in_flight = s.WS_MAX_IN_FLIGHT
         self.stopping = False
-        self.pool = TaskPool(int(s.TASK_POOL_SIZE), int(s.TASK_QUEUE_SIZE))
-        self.reply_timeout = float(s.TASK_REPLY_TIMEOUT)
+        self.pool = TaskPool(s.TASK_POOL_SIZE, s.TASK_QUEUE_SIZE)
+        self.reply_timeout = s.TASK_REPLY_TIMEOUT
         self.ctx.ready()
         sweep = min(1.0, self.reply_timeout / 4)
         while not self._disabled.wait(sweep):
             self._expire_owed(time.monotonic())
-        self._shutdown(float(s.TASK_SHUTDOWN_TIMEOUT))
+        self._shutdown(s.TASK_SHUTDOWN_TIMEOUT)
 
     def _shutdown(self, timeout: float) -> None:
         self.stopping = True

@@ -14,7 +14,6 @@ from types import SimpleNamespace
 
 from zephserver.infra.service import Service
 from zephserver.task.base import ANONYMOUS, UserInfo
-from zephserver.web.django_setup import setup_django
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +50,7 @@ class SessionManagerService(Service):
 
     def main(self) -> None:
         assert self.ctx is not None
-        setup_django(self.ctx.settings)
-        self.ttl = float(self.ctx.settings.SESSION_CACHE_TTL)
+        self.ttl = self.ctx.settings.SESSION_CACHE_TTL
         self.ctx.ready()
         self._disabled.wait()
 

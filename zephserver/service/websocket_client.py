@@ -25,7 +25,6 @@ from tornado.wsgi import WSGIContainer
 
 from zephserver.http import legacy_ws, ws
 from zephserver.infra.service import Service
-from zephserver.web.django_setup import setup_django
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +76,6 @@ class WebSocketService(Service):
     def main(self) -> None:
         assert self.ctx is not None
         s = self.ctx.settings
-        setup_django(s)
         from django.contrib.staticfiles.handlers import StaticFilesHandler
         from django.core.wsgi import get_wsgi_application
 
@@ -85,7 +83,7 @@ class WebSocketService(Service):
         self.allowed_origins = set(s.WS_ALLOWED_ORIGINS)
         self.router = self.ctx.get("router")
         self.auth_executor = ThreadPoolExecutor(2, thread_name_prefix="zeph-auth")
-        wsgi_executor = ThreadPoolExecutor(int(s.WSGI_POOL_SIZE), thread_name_prefix="zeph-wsgi")
+        wsgi_executor = ThreadPoolExecutor(s.WSGI_POOL_SIZE, thread_name_prefix="zeph-wsgi")
         asyncio.set_event_loop(asyncio.new_event_loop())
         self.loop = IOLoop.current()
         self.closed = asyncio.Event()
@@ -96,9 +94,9 @@ class WebSocketService(Service):
                   for pattern, handler in self.ctx.http_routes()]
         app = tornado.web.Application(
             [*routes, (r".*", tornado.web.FallbackHandler, {"fallback": django_app})],
-            websocket_max_message_size=int(s.WS_MAX_MESSAGE_SIZE),
-            websocket_ping_interval=float(s.WS_PING_INTERVAL) or None,
-            websocket_ping_timeout=float(s.WS_PING_TIMEOUT) or None)
+            websocket_max_message_size=s.WS_MAX_MESSAGE_SIZE,
+            websocket_ping_interval=s.WS_PING_INTERVAL or None,
+            websocket_ping_timeout=s.WS_PING_TIMEOUT or None)
         sockets = bind_sockets(s.PORT_ZEPH, s.BIND_ADDRESS)
         server = HTTPServer(app)
         server.add_sockets(sockets)
