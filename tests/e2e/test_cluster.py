@@ -2,6 +2,7 @@
 rooms across nodes, a node killed and restarted, a big payload, a stranger refused,
 garbage on the cluster port."""
 
+import json
 import shutil
 import signal
 import socket
@@ -197,3 +198,22 @@ def test_status_shows_the_peers(cluster):
     out = cluster["daemons"]["n1"].cli("zephserver-status").stdout
     assert "peer n2:" in out
     assert "last seen" in out
+
+
+def test_the_cluster_loop_is_a_supervised_service(cluster):
+    """Shown in the status with the other services; restarted (as after a crash), it
+    comes back, and what is said then is delivered once, in order."""
+    n1 = cluster["daemons"]["n1"]
+    status = json.loads(n1.cli("zephserver-status", "--json").stdout)
+    assert {s["name"]: s["state"] for s in status["services"]}["cluster"] == "RUNNING"
+    before = len(heard(cluster, "n2", "probe.other"))
+    result = n1.cli("zephserver-command", "restart-service", "cluster")
+    assert result.returncode == 0, result.stderr
+    for i in range(3):
+        rpc(cluster, "n1", "probe.say", {"event": "probe.other", "data": f"after {i}"})
+    expected = [f"after {i}" for i in range(3)]
+    got = poll_until(lambda: [h["data"] for h in heard(cluster, "n2", "probe.other")]
+                     [before:] == expected, 10, 0.05, "the messages after the restart")
+    assert got
+    status = json.loads(n1.cli("zephserver-status", "--json").stdout)
+    assert {s["name"]: s["state"] for s in status["services"]}["cluster"] == "RUNNING"

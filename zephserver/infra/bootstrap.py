@@ -31,7 +31,7 @@ from zephserver.errors import (
     SettingsError,
 )
 from zephserver.infra import control_commands
-from zephserver.infra.cluster import ClusterManager
+from zephserver.infra.cluster import CLUSTER_SERVICE, ClusterManager
 from zephserver.infra.control import ControlServer, SocketInUse
 from zephserver.infra.service_manager import ServiceManager
 from zephserver.lock import PidLock
@@ -157,8 +157,10 @@ class Daemon:
                 self.cluster.start()
             except OSError as exc:
                 raise HaltServer(str(exc), ExitCode.FAILED) from None
+            builtins = [CLUSTER_SERVICE] if self.cluster.enabled else []
             self.manager = ServiceManager(self.settings, self.cluster,
-                                          on_public_url=self._set_public_url)
+                                          on_public_url=self._set_public_url,
+                                          builtins=builtins)
             self.manager.start()
             not_up = self.manager.wait_started(self.settings.SERVICE_START_TIMEOUT)
             if not_up:

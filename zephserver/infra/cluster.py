@@ -3,7 +3,10 @@
 With fewer than two nodes there is no cluster and every call is a silent success, so
 applications run unchanged on one node.
 
-How it works (one thread, "zeph-cluster", owns every ZeroMQ socket):
+How it works (one thread owns every ZeroMQ socket: the ``cluster`` service's,
+"zeph-svc-cluster", supervised like any service: if the socket loop fails it is run again
+after a backoff, messages not yet acknowledged are kept and sent again, and
+``zephserver-status`` shows its state):
 
 - each node binds a ROUTER on its own address and connects a DEALER to every peer's
   ROUTER; all of them use CURVE, with keys derived from CLUSTER_SECRET, and a ZAP
@@ -35,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zephserver.config import Settings
+from zephserver.infra.service import Service
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +90,6 @@ class ClusterManager:
         self._outbox: queue.SimpleQueue = queue.SimpleQueue()
         self._dispatch: queue.SimpleQueue = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
-        self._stopping = False
         self.peers: dict[str, Peer] = {}
         self.me: dict = next((n for n in nodes if n["hostname"] == self.node), {})
         self._entries = [n for n in nodes if n["hostname"] != self.node]
@@ -100,6 +103,8 @@ class ClusterManager:
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Keys, the ZeroMQ context and the dispatcher (the daemon calls it at boot); the
+        sockets are the cluster service's (``serve``)."""
         if not self.enabled:
             return
         import zmq
@@ -121,18 +126,10 @@ class ClusterManager:
         self.auth.start()
         self.auth.configure_curve_callback("*", credentials_provider=_Allowed(self))
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        ready: queue.SimpleQueue = queue.SimpleQueue()
-        thread = threading.Thread(target=self._run, args=(ready,), name="zeph-cluster",
-                                  daemon=True)
-        thread.start()
-        failure = ready.get(timeout=10)
-        if failure is not None:
-            self._cleanup()
-            raise failure
         dispatcher = threading.Thread(target=self._dispatcher, name="zeph-cluster-dispatch",
                                       daemon=True)
         dispatcher.start()
-        self._threads = [thread, dispatcher]
+        self._threads = [dispatcher]
         log.info("cluster: node %s on %s with peers %s", self.node,
                  f"tcp://{self.me['address']}:{self.me['port']}", ", ".join(self.peers))
 
@@ -145,8 +142,7 @@ class ClusterManager:
         self._open.set()
         if not self._threads:
             return
-        self._stopping = True
-        self._wake()
+        self.stop_serving()
         self._dispatch.put(None)
         for thread in self._threads:
             thread.join(5)
@@ -169,7 +165,7 @@ class ClusterManager:
         Raises:
             TypeError / ValueError: ``data`` is not JSON-serialisable (said here, at once).
         """
-        if not self.enabled or not self._threads:
+        if not self.enabled:
             return
         if not isinstance(event, str):
             raise TypeError("the event must be a string")
@@ -199,9 +195,20 @@ class ClusterManager:
             with contextlib.suppress(BlockingIOError, OSError):
                 os.write(self._wake_w, b"x")
 
-    # -- the socket thread ----------------------------------------------------------------
+    # -- the socket thread (the cluster service's) -----------------------------------------
 
-    def _run(self, ready: queue.SimpleQueue) -> None:
+    def stop_serving(self) -> None:
+        """Wake ``serve`` to see its stop event set. Any thread."""
+        self._wake()
+
+    def serve(self, ready: Callable[[], None], stop: threading.Event) -> None:
+        """Own the sockets and run until ``stop`` is set (``stop_serving`` wakes the
+        loop to see it); ``ready()`` once listening.
+
+        Raises:
+            OSError: this node's address cannot be listened on.
+            Exception: the loop failed (the service runs it again after a backoff).
+        """
         import zmq
 
         try:
@@ -211,9 +218,8 @@ class ClusterManager:
                                                 | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
                                                 | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
         except zmq.ZMQError as exc:
-            ready.put(OSError(f"cluster: cannot listen on {self.me['address']}:"
-                              f"{self.me['port']}: {exc}"))
-            return
+            raise OSError(f"cluster: cannot listen on {self.me['address']}:"
+                          f"{self.me['port']}: {exc}") from None
         poller = zmq.Poller()
         poller.register(router, zmq.POLLIN)
         poller.register(monitor, zmq.POLLIN)
@@ -222,10 +228,11 @@ class ClusterManager:
             peer.socket = self._socket(zmq.DEALER, server=False, peer=peer)
             peer.socket.connect(peer.endpoint)
             poller.register(peer.socket, zmq.POLLIN)
-        ready.put(None)
+        ready()
+        self._send_outbox()  # what was said while no loop ran
         next_beat = next_retry = 0.0
         try:
-            while not self._stopping:
+            while not stop.is_set():
                 now = time.monotonic()
                 wait = max(0.0, min(next_beat, next_retry) - now)
                 for sock, _ in poller.poll(wait * 1000):
@@ -245,13 +252,13 @@ class ClusterManager:
                 if now >= next_retry:
                     self._resend(now)
                     next_retry = now + min(self.retry, self.heartbeat)
-        except Exception:
-            log.exception("cluster: the socket thread failed")
         finally:
             router.disable_monitor()
             for sock in [router, monitor, *(p.socket for p in self.peers.values())]:
                 if sock is not None:
                     sock.close(linger=0)
+            for peer in self.peers.values():
+                peer.socket = None
 
     def _socket(self, kind: int, server: bool, peer: Peer | None = None) -> Any:
         import zmq
@@ -452,6 +459,29 @@ class ClusterManager:
             if took > SLOW_CALLBACK:
                 log.warning("cluster: a callback for %s took %.1fs (it delays every "
                             "other cluster event)", event, took)
+
+
+class ClusterService(Service):
+    """The cluster manager's socket loop as a service (the daemon adds it when
+    CLUSTER_SERVER_LIST names two nodes or more): if the loop fails, the service manager
+    runs it again after a backoff, and ``zephserver-status`` shows its state."""
+
+    name = "cluster"
+    announces_ready = True
+    critical = True
+
+    def main(self) -> None:
+        assert self.ctx is not None
+        self._disabled.clear()
+        self.ctx.cluster.serve(self.ctx.ready, self._disabled)
+
+    def disable(self) -> None:
+        self._disabled.set()
+        if self.ctx is not None:
+            self.ctx.cluster.stop_serving()
+
+
+CLUSTER_SERVICE = f"{__name__}/ClusterService"
 
 
 class _Allowed:

@@ -167,7 +167,9 @@ class ServiceManager:
     """Owns every ServiceRunner; thread-safe; one per daemon."""
 
     def __init__(self, settings: Settings, cluster: Any = None, clock: Clock | None = None,
-                 on_public_url: Callable[[str], None] | None = None) -> None:
+                 on_public_url: Callable[[str], None] | None = None,
+                 builtins: Iterable[str] = ()) -> None:
+        """``builtins``: services of the daemon itself (the cluster's), started first."""
         self.settings = settings
         self.cluster = cluster
         self.clock = clock or SystemClock()
@@ -177,7 +179,8 @@ class ServiceManager:
             min_uptime=settings.SERVICE_MIN_UPTIME, jitter=0.1)
         self.cond = threading.Condition()
         self._on_public_url = on_public_url or (lambda url: None)
-        runners = [ServiceRunner(self, path, resolve_class(path)) for path in settings.SERVICE_LIST]
+        runners = [ServiceRunner(self, path, resolve_class(path))
+                   for path in [*builtins, *settings.SERVICE_LIST]]
         aliases = {r.path: r.name for r in runners}
         for r in runners:
             r.requires = tuple(aliases.get(dep, dep) for dep in r.requires)
