@@ -2,7 +2,10 @@
 
 One table, SPEC, declares every setting's validator and doc; ``check_settings`` runs them
 all and returns every problem (Django system-check style) so an operator fixes a file in
-one pass. Relative paths are resolved against the current directory at load time.
+one pass. Relative paths are resolved against the current directory at load time, and
+number settings are read as floats, so services use values as they are.
+
+Long because every setting is declared here, in one table, with its check.
 """
 
 import importlib

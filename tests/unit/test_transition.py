@@ -69,3 +69,35 @@ def test_a_non_final_move_is_not_stamped_finished():
     transition(job, J.STARTING, "starting", lambda job: None, clock=clock, argv=["x"])
     assert job.finished is None
     assert job.persisted == [{"state", "state_reason", "argv"}]
+
+
+class Ended:
+    def __init__(self, state=J.RUNNING, stop_requested="", reason="running"):
+        self.state, self.stop_requested, self.state_reason = state, stop_requested, reason
+        self.job_dir = "/nonexistent"
+
+
+@pytest.mark.parametrize(("job", "code", "stop_by", "expected"), [
+    (Ended(), 0, "", (J.SUCCEEDED, "exit code 0")),
+    (Ended(), 3, "", (J.FAILED, "exit code 3")),
+    (Ended(), -9, "", (J.FAILED, "killed by signal SIGKILL")),
+    (Ended(), None, "", (J.LOST, "the process ended but its exit status was not recorded")),
+    (Ended(stop_requested=J.CANCELLED, reason="stopping: cancelled by bob"), -15, "bob",
+     (J.CANCELLED, "cancelled by bob (killed by signal SIGTERM)")),
+    (Ended(stop_requested=J.CANCELLED, reason="stopping: the client left"), 0, "",
+     (J.CANCELLED, "cancelled: the client left (exit code 0)")),
+    (Ended(stop_requested=J.TIMED_OUT, reason="stopping: wall time of 5s exceeded"), -15, "",
+     (J.TIMED_OUT, "wall time of 5s exceeded (killed by signal SIGTERM)")),
+    (Ended(state=J.STARTING), 1, "", (J.FAILED, "exited before it was ready (exit code 1)")),
+])
+def test_the_final_state_of_an_ended_process(job, code, stop_by, expected):
+    from zephserver.jobs.transition import ended
+
+    assert ended(job, code, "", stop_by) == expected
+
+
+def test_an_exit_seen_after_a_restart_says_so():
+    from zephserver.jobs.transition import ended
+
+    assert ended(Ended(), 2, "while the daemon was down") == (
+        J.FAILED, "exit code 2 while the daemon was down")

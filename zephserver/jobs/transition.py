@@ -8,9 +8,11 @@ published all the same.
 """
 
 import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
+from zephserver.launch.process import describe_exit
 from zephserver.launch.states import TERMINAL, JobState, check_job_transition
 
 log = logging.getLogger("zephserver.jobs")
@@ -52,3 +54,34 @@ def transition(job: Any, new: JobState | None, reason: str, publish: Publish, *,
     log.info("job %d (%s %s, %s) %s -> %s: %s", job.pk, job.kind, job.app,
              job.owner.username, old, job.state, reason)
     publish(job)
+
+
+def ended(job: Any, code: int | None, when: str = "", stop_by: str = "") -> tuple[JobState, str]:
+    """The final state and reason of a job whose process ended with ``code`` (None: no
+    status was seen); ``when`` ("while the daemon was down") and ``stop_by`` (who
+    cancelled it) go in the reason. A stop that was asked for decides the state."""
+    what = describe_exit(code)
+    suffix = f" {when}" if when else ""
+    why = job.state_reason.removeprefix("stopping: ")  # as given when it was stopped
+    if job.stop_requested == JobState.CANCELLED and not why.startswith("cancelled"):
+        return JobState.CANCELLED, f"cancelled: {why} ({what}){suffix}"
+    if job.stop_requested == JobState.CANCELLED:
+        by = f" by {stop_by}" if stop_by else ""
+        return JobState.CANCELLED, f"cancelled{by} ({what}){suffix}"
+    if job.stop_requested in (JobState.TIMED_OUT, JobState.FAILED):
+        return JobState(job.stop_requested), f"{why} ({what})"
+    if job.state == JobState.STARTING:  # a session that ended before it was ready
+        return JobState.FAILED, f"exited before it was ready ({what}){suffix}"
+    if code is None:
+        return JobState.LOST, what + suffix
+    if code == 0:
+        return JobState.SUCCEEDED, what + suffix
+    return JobState.FAILED, what + suffix + _disk_note(job)
+
+
+def _disk_note(job: Any) -> str:
+    try:
+        st = os.statvfs(job.job_dir)
+    except OSError:
+        return ""
+    return "; the disk holding its log is full" if st.f_bavail == 0 else ""

@@ -36,12 +36,12 @@ from zephserver.jobs.api import JobsApi
 from zephserver.jobs.executor import Executor, LocalExecutor
 from zephserver.jobs.feed import Feed
 from zephserver.jobs.interactive import NoFreePort, SessionKeeper
-from zephserver.jobs.transition import now, transition
+from zephserver.jobs.transition import ended, now, transition
 from zephserver.jobs.waiting import WaitingQueue, entry_for
 from zephserver.launch.apps import App, parse_all_apps
 from zephserver.launch.output import Follower, Tail
 from zephserver.launch.parsers import make_parser
-from zephserver.launch.process import SpawnError, describe_exit
+from zephserver.launch.process import SpawnError
 from zephserver.launch.scheduler import Demand, Running, Waiting
 from zephserver.launch.states import TERMINAL, JobState
 from zephserver.launch.wslink import effective_cwd, effective_endpoint
@@ -500,24 +500,7 @@ class JobManagerService(JobsApi, Actor, Service):
         self._needs_plan = True
 
     def _finish(self, job: Any, code: int | None, when: str, stop_by: str = "") -> None:
-        what = describe_exit(code)
-        suffix = f" {when}" if when else ""
-        why = job.state_reason.removeprefix("stopping: ")  # as given when it was stopped
-        if job.stop_requested == J.CANCELLED and not why.startswith("cancelled"):
-            state, reason = J.CANCELLED, f"cancelled: {why} ({what}){suffix}"
-        elif job.stop_requested == J.CANCELLED:
-            by = f" by {stop_by}" if stop_by else ""
-            state, reason = J.CANCELLED, f"cancelled{by} ({what}){suffix}"
-        elif job.stop_requested in (J.TIMED_OUT, J.FAILED):
-            state, reason = JobState(job.stop_requested), f"{why} ({what})"
-        elif job.state == J.STARTING:  # a session that ended before it was ready
-            state, reason = J.FAILED, f"exited before it was ready ({what}){suffix}"
-        elif code is None:
-            state, reason = J.LOST, what + suffix
-        elif code == 0:
-            state, reason = J.SUCCEEDED, what + suffix
-        else:
-            state, reason = J.FAILED, what + suffix + _disk_note(job)
+        state, reason = ended(job, code, when, stop_by)
         self.change(job, state, reason, exit_code=code)
 
     def _arm_wall_time(self, job: Any) -> None:
@@ -598,10 +581,3 @@ class JobManagerService(JobsApi, Actor, Service):
         job.persist("progress")
         self.publish(job)
 
-
-def _disk_note(job: Any) -> str:
-    try:
-        st = os.statvfs(job.job_dir)
-    except OSError:
-        return ""
-    return "; the disk holding its log is full" if st.f_bavail == 0 else ""
