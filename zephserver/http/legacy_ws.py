@@ -91,9 +91,9 @@ class LegacyWsHandler(WsHandler):
 
     async def _authenticate(self, conn: LegacyConnection, session_id: str, task: Any
                             ) -> bool:
-        sessions = self.service.ctx.get("sessions")  # type: ignore[union-attr]
+        auth = self.service.ctx.get("auth")
         user, credential = await IOLoop.current().run_in_executor(
-            self.service.auth_executor, sessions.authenticate, {"sessionid": session_id},
+            self.service.auth_executor, auth.authenticate, {"sessionid": session_id},
             None)
         if not user.is_authenticated:
             conn.send_frame(_error_frame(task, RpcCode.NOT_AUTHENTICATED,

@@ -35,13 +35,13 @@ def authenticate_request(service: Any, handler: tornado.web.RequestHandler
     A cookie is sent by browsers on any site's request, so a cookie-authenticated
     request from a foreign Origin is refused (403): no cross-site launching.
     """
-    sessions = service.ctx.get("sessions")  # type: ignore[union-attr]
+    auth = service.ctx.get("auth")
     cookies = {name: morsel.value for name, morsel in handler.request.cookies.items()}
     authorization = handler.request.headers.get("Authorization")
     from zephserver.service.session_manager import AuthenticationFailed
 
     try:
-        user, _ = sessions.authenticate(cookies, authorization, allow_basic=True)
+        user, _ = auth.authenticate(cookies, authorization, allow_basic=True)
     except AuthenticationFailed as exc:
         raise JsonError(401, str(exc)) from None
     if not user.is_authenticated:

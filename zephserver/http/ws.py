@@ -71,14 +71,14 @@ class WsHandler(tornado.websocket.WebSocketHandler):
         self.conn: WsConnection | None = None
 
     async def prepare(self) -> None:
-        sessions = self.service.ctx.get("sessions")  # type: ignore[union-attr]
+        auth = self.service.ctx.get("auth")
         cookies = {name: morsel.value for name, morsel in self.request.cookies.items()}
         authorization = self.request.headers.get("Authorization")
         from zephserver.service.session_manager import AuthenticationFailed
 
         try:
             self.user, self.credential = await IOLoop.current().run_in_executor(
-                self.service.auth_executor, sessions.authenticate, cookies, authorization)
+                self.service.auth_executor, auth.authenticate, cookies, authorization)
         except AuthenticationFailed as exc:
             access_log.info("ws refused from %s: %s", self.request.remote_ip, exc)
             self.set_status(401)

@@ -161,7 +161,7 @@ class _Batch:
 
 class RouterService(Service):
     name = "router"
-    requires = ("sessions", "rooms")
+    requires = ("auth", "rooms")
     announces_ready = True
 
     def __init__(self) -> None:
@@ -353,7 +353,7 @@ class RouterService(Service):
         assert self.ctx is not None
         task = None
         try:
-            user = self.ctx.get("sessions").recheck(conn.credential)
+            user = self.ctx.get("auth").recheck(conn.credential)
             conn.user = user
             check_access(cls, user)
             task = cls(Request({} if params is None else params, conn.cid, user, method))

@@ -1,4 +1,6 @@
-"""Session manager: who is on a connection (Django session cookie or API bearer token).
+"""Session manager (the "auth" service): who is on a connection, from a Django login
+session cookie, an API bearer token, or (on the REST faces) a token as a Basic password.
+The interactive sessions users launch are elsewhere (``jobs.interactive``).
 
 Lookups hit the database and so run off the event loop (the websocket service calls
 ``authenticate`` from its auth executor, the router calls ``recheck`` from task threads).
@@ -40,7 +42,7 @@ def _basic_credentials(value: str) -> tuple[str, str]:
 
 
 class SessionManagerService(Service):
-    name = "sessions"
+    name = "auth"  # not "sessions": those are the interactive apps (jobs.interactive)
     announces_ready = True
 
     def __init__(self) -> None:

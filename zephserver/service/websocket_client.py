@@ -41,7 +41,7 @@ def strip_header_values(app: Any) -> Any:
 
 class WebSocketService(Service):
     name = "websocket"
-    requires = ("sessions", "rooms", "router")
+    requires = ("auth", "rooms", "router")
     announces_ready = True
     critical = True
 
