@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
@@ -41,7 +42,7 @@ def rpc_error(code: RpcCode, message: str, field: str | None = None) -> RpcError
 
 
 class JobsApi:
-    # provided by the job manager
+    # provided by the job manager (service/job_manager.py) and its Actor base
     apps: dict[str, App]
     node: str
     waiting: Any
@@ -49,6 +50,19 @@ class JobsApi:
     interactive: Any
     scheduler: Any
     rooms: Any
+    active: Callable[[int], Any]
+    holdings: Callable[[], list]
+    change: Callable[..., None]
+    stop: Callable[..., None]
+    publish: Callable[[Any], None]
+    enqueue: Callable[[Any], None]
+    dequeue: Callable[[int], Any]
+    replan: Callable[[], None]
+    forget_fresh: Callable[[int], None]
+    on_actor_thread: Callable[[], bool]
+    call: Callable[..., Any]
+    call_soon: Callable[..., Future]
+    _queue_new: Callable[[Any], dict]
 
     # -- looking things up ----------------------------------------------------------------
 
@@ -59,8 +73,8 @@ class JobsApi:
         if isinstance(job_id, bool) or not isinstance(job_id, int):
             raise rpc_error(RpcCode.INVALID_PARAMS, "id must be an integer", "id")
         job = None
-        if self.on_actor_thread():  # type: ignore[attr-defined]
-            active = self.active(job_id)  # type: ignore[attr-defined]
+        if self.on_actor_thread():
+            active = self.active(job_id)
             job = active.job if active is not None else None
         if job is None:
             job = Job.objects.select_related("owner").filter(pk=job_id).first()
@@ -120,7 +134,7 @@ class JobsApi:
             raise rpc_error(RpcCode.INVALID_PARAMS, "name must be a string of at most 200 "
                             "characters", "name")
         job = self._new_job(user, app, cleaned, needs, prio, name=name or "")
-        return self.call_soon(self._queue_new, job)  # type: ignore[attr-defined]
+        return self.call_soon(self._queue_new, job)
 
     def _resources(self, app: App, params: dict, override: Any) -> dict:
         needs = app.resources_for(params)
@@ -217,10 +231,10 @@ class JobsApi:
     def resources_status(self) -> dict:
         capacity = self.scheduler.capacity()
         free = capacity.copy()
-        for held in self.holdings():  # type: ignore[attr-defined]
+        for held in self.holdings():
             free.take(held.demand)
         return {"node": self.node, "capacity": capacity.to_json(), "free": free.to_json(),
-                "running": len(self.holdings()),  # type: ignore[attr-defined]
+                "running": len(self.holdings()),
                 "queued": self.waiting.queued, "held": self.waiting.held}
 
     # -- acting ---------------------------------------------------------------------------
@@ -234,13 +248,13 @@ class JobsApi:
                             "id")
         by = user.username
         if state in WAITING:
-            self.dequeue(job.pk)  # type: ignore[attr-defined]
-            self.change(job, J.CANCELLED,  # type: ignore[attr-defined]
+            self.dequeue(job.pk)
+            self.change(job, J.CANCELLED,
                         f"cancelled by {by} before it started")
         elif state == J.BACKOFF:
-            self.change(job, J.CANCELLED, f"cancelled by {by}")  # type: ignore[attr-defined]
+            self.change(job, J.CANCELLED, f"cancelled by {by}")
         elif not job.stop_requested:
-            self.stop(self.active(job.pk), J.CANCELLED,  # type: ignore[attr-defined]
+            self.stop(self.active(job.pk), J.CANCELLED,
                       f"stopping: cancelled by {by}", by)
         return self.to_json(job)
 
@@ -261,12 +275,12 @@ class JobsApi:
                 raise rpc_error(RpcCode.INVALID_PARAMS, str(exc), exc.field) from None
         needs = self._resources(app, cleaned, resources)
         prio = job.priority if priority is None else self._priority(user, priority)
-        self.dequeue(job.pk)  # type: ignore[attr-defined]
+        self.dequeue(job.pk)
         job.params, job.resources, job.priority = cleaned, needs, prio
         job.persist("params", "resources", "priority")
-        self.enqueue(job)  # type: ignore[attr-defined]
-        self.publish(job)  # type: ignore[attr-defined]
-        self.replan()  # type: ignore[attr-defined]
+        self.enqueue(job)
+        self.publish(job)
+        self.replan()
         return self.to_json(job)
 
     @on_actor
@@ -276,11 +290,11 @@ class JobsApi:
         if job.state != need:
             raise rpc_error(RpcCode.CONFLICT, f"job {job.pk} is {job.state}, not {need}",
                             "id")
-        self.dequeue(job.pk)  # type: ignore[attr-defined]
-        self.change(job, want, f"held by {user.username}" if hold  # type: ignore
+        self.dequeue(job.pk)
+        self.change(job, want, f"held by {user.username}" if hold
                     else f"released by {user.username}")
-        self.enqueue(job)  # type: ignore[attr-defined]
-        self.replan()  # type: ignore[attr-defined]
+        self.enqueue(job)
+        self.replan()
         return self.to_json(job)
 
     @on_actor
@@ -299,8 +313,8 @@ class JobsApi:
         among = None if user.is_staff else job.owner_id
         for peer_id, seq in self.waiting.move(job.pk, position, among):
             Job.objects.filter(pk=peer_id).update(seq=seq)
-            self.forget_fresh(peer_id)  # type: ignore[attr-defined]
-        self.replan()  # type: ignore[attr-defined]
+            self.forget_fresh(peer_id)
+        self.replan()
         return self.to_json(job)
 
     @on_actor
@@ -373,10 +387,10 @@ class JobsApi:
         cleaned, needs = self._checked(app, params, None)
         job = self._new_job(user, app, cleaned, needs, 0, extra={"client": client})
         queue = app.session.queue if may_queue is None else may_queue
-        return self.call(self._queue_session, job, queue)  # type: ignore[attr-defined]
+        return self.call(self._queue_session, job, queue)
 
     def _queue_session(self, job: Any, may_queue: bool) -> Future:
-        self._queue_new(job)  # type: ignore[attr-defined]
+        self._queue_new(job)
         return self.interactive.wait_for(job.pk, may_queue)
 
     def _session(self, user: UserInfo, session_id: Any, deleted_ok: bool = False) -> Any:
@@ -420,9 +434,9 @@ class JobsApi:
     def stop_abandoned(self, user: UserInfo, session_id: Any) -> None:
         """The client that asked for this session left before the answer."""
         job = self._session(user, session_id)
-        active = self.active(job.pk)  # type: ignore[attr-defined]
+        active = self.active(job.pk)
         if active is not None and not job.stop_requested:
-            self.stop(active, J.CANCELLED, "stopping: the client that asked for it "  # type: ignore
+            self.stop(active, J.CANCELLED, "stopping: the client that asked for it "
                       "left before it was ready", user.username)
 
     def sessions_list(self, user: UserInfo, all_users: bool = False) -> list[dict]:
@@ -441,7 +455,7 @@ class JobsApi:
     def _views(self, user: UserInfo, jobs: list) -> list[dict]:
         out = []
         for j in jobs:
-            active = self.active(j.pk)  # type: ignore[attr-defined]
+            active = self.active(j.pk)
             out.append(self._session_view(user, active.job if active is not None else j))
         return out
 

@@ -4,7 +4,9 @@ The job manager decides *what* runs and records it; an executor *runs* it: start
 batch of prepared jobs, tells when each ends, stops one, and after a restart says
 whether a recorded process is still the one it started. ``LocalExecutor`` (this node,
 under the shim) is today's; a Slurm executor (sbatch/squeue/scancel) or a remote node
-plugs in behind the same methods without touching the manager.
+plugs in behind the same methods without touching the manager: the manager keeps one
+executor per name (``executors``) and asks each job's by its app's ``executor`` (default
+``local``), launching each batch through the executor of its jobs.
 
 A job given to an executor has ``argv``, ``cwd``, ``job_dir`` (where the shim keeps its
 pid and exit status files), ``log_path``, and after the start ``pid``, ``start_time``

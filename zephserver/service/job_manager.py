@@ -104,7 +104,10 @@ class JobManagerService(JobsApi, Actor, Service):
         self.scheduler = self.ctx.get("queue")
         self.rooms = self.ctx.get("rooms")
         os.makedirs(self.jobs_dir, exist_ok=True)
-        self.executor: Executor = LocalExecutor()
+        self.local = LocalExecutor()
+        # Who runs each job's process; one per kind of place (a Slurm executor, the
+        # cluster's other nodes join here), chosen per job by ``executor_for``.
+        self.executors: dict[str, Executor] = {"local": self.local}
         self.tail = Tail(s.OUTPUT_CHUNK)
         self.interactive = SessionKeeper(self, self.waiting, self.tail, s)
         self.feed = Feed(self.rooms, self.tail, self.to_json,
@@ -119,7 +122,8 @@ class JobManagerService(JobsApi, Actor, Service):
         finally:
             self.rooms.remove_unregister_listener(self.feed.connection_gone)
             self.refuse(self.drain_inbox())
-            self.executor.close()
+            for executor in self.executors.values():
+                executor.close()
             self.tail.close()
             self._active.clear()
             self.waiting.clear()
@@ -135,7 +139,7 @@ class JobManagerService(JobsApi, Actor, Service):
         launcher_cwd = effective_cwd(s)
         # The launcher file's apps may run where the administrator's file says.
         extra_roots = [launcher_cwd] if launcher_cwd and "$" not in launcher_cwd else []
-        self.executor.roots = [os.path.realpath(p) for p in (
+        self.local.roots = [os.path.realpath(p) for p in (
             self.data_dir, self.jobs_dir, *s.JOB_ROOTS, *extra_roots)]
         self.progress_interval = s.JOB_PROGRESS_INTERVAL
         self.feed.max_pending = s.OUTPUT_MAX_PENDING
@@ -246,7 +250,7 @@ class JobManagerService(JobsApi, Actor, Service):
         as events) is settled from its recorded exit status, or LOST with a reason."""
         for job_id, active in list(self._active.items()):
             job = active.job
-            if job.pid is not None and not self.executor.alive(job):
+            if job.pid is not None and not self.executor_for(job).alive(job):
                 log.warning("job %d: pid %d is gone and no exit was seen", job_id, job.pid)
                 self._on_exit(job_id, None)
         self._needs_plan = True
@@ -264,6 +268,14 @@ class JobManagerService(JobsApi, Actor, Service):
             self._unpublished[job.pk] = job
         else:
             self.feed.send_update(job)
+
+    def _executor_name(self, job: Any) -> str:
+        app = self.apps.get(job.app)
+        return getattr(app, "executor", "local") if app is not None else "local"
+
+    def executor_for(self, job: Any) -> Executor:
+        """Who runs ``job``'s process (the app's ``executor``; today always local)."""
+        return self.executors[self._executor_name(job)]
 
     def active(self, job_id: int) -> Active | None:
         return self._active.get(job_id)
@@ -328,7 +340,7 @@ class JobManagerService(JobsApi, Actor, Service):
     def _readopt(self, job: Any) -> None:
         app = self.apps.get(job.app)
         if job.state == J.STARTING and job.pid is None:  # (a session not ready has a pid)
-            found = self.executor.orphan(job)
+            found = self.executor_for(job).orphan(job)
             if found is None:
                 self.change(job, J.QUEUED, "re-queued: the daemon stopped before the job "
                             "started", queued_at=now())
@@ -339,10 +351,10 @@ class JobManagerService(JobsApi, Actor, Service):
                 self._record_spawn(job, "waiting to be ready (re-adopted)", fields)
             else:
                 self.change(job, J.RUNNING, "running (re-adopted)", **fields)
-        if self.executor.alive(job):
+        if self.executor_for(job).alive(job):
             active = Active(job, app)
             self._active[job.pk] = active
-            self.executor.watch(job, self._exit_callback(job.pk))
+            self.executor_for(job).watch(job, self._exit_callback(job.pk))
             self._follow_for_parser(active)
             if job.kind == "session":
                 self.interactive.readopted(active)
@@ -350,10 +362,10 @@ class JobManagerService(JobsApi, Actor, Service):
                 self._arm_wall_time(job)
             log.info("job %d re-adopted (pid %d)", job.pk, job.pid)
             return
-        status = self.executor.recorded_exit(job)
+        status = self.executor_for(job).recorded_exit(job)
         if status is None:
             reason = ("the machine restarted while the job ran"
-                      if job.boot_id != self.executor.boot else
+                      if job.boot_id != self.executor_for(job).boot else
                       "the process vanished while the daemon was down (killed externally); "
                       "no exit status was recorded")
             self.change(job, J.LOST, reason)
@@ -429,7 +441,7 @@ class JobManagerService(JobsApi, Actor, Service):
         session_fields = {"extra": job.extra} if app.session is not None else {}
         self.change(job, J.STARTING, "starting", argv=argv, cwd=spec.cwd, job_dir=job_dir,
                     log_path=log_path, pid=None, start_time=None,
-                    boot_id=self.executor.boot, **session_fields)
+                    boot_id=self.executor_for(job).boot, **session_fields)
         if failure:
             self._env.pop(job.pk, None)
             self.change(job, J.FAILED, failure)
@@ -440,10 +452,15 @@ class JobManagerService(JobsApi, Actor, Service):
         Right here: posix_spawn keeps the GIL until the exec, so other threads would not
         spawn in parallel anyway, and nothing else can touch these jobs meanwhile.
         """
-        started = self.executor.launch(prepared, [self._env.pop(job.pk) for job in prepared])
+        results: dict[int, Any] = {}
+        for name, executor in self.executors.items():
+            batch = [job for job in prepared if self._executor_name(job) == name]
+            if batch:
+                started = executor.launch(batch, [self._env.pop(job.pk) for job in batch])
+                results.update(zip([job.pk for job in batch], started, strict=True))
         with self._group_commit():
-            for job, result in zip(prepared, started, strict=True):
-                self.execute(self._started, (job, result), None)
+            for job in prepared:
+                self.execute(self._started, (job, results[job.pk]), None)
 
     def _started(self, job: Any, result: Any) -> None:
         if isinstance(result, SpawnError):
@@ -461,7 +478,7 @@ class JobManagerService(JobsApi, Actor, Service):
                                fields)
         else:
             self.change(job, J.RUNNING, "running", **fields)
-        self.executor.watch(job, self._exit_callback(job.pk), result.popen)
+        self.executor_for(job).watch(job, self._exit_callback(job.pk), result.popen)
         self._follow_for_parser(active)
         if session is not None:
             self.interactive.started(active)
@@ -494,7 +511,7 @@ class JobManagerService(JobsApi, Actor, Service):
             return
         job = active.job
         if returncode is None:  # re-adopted: we were not the parent; the shim recorded it
-            returncode = self.executor.recorded_exit(job)
+            returncode = self.executor_for(job).recorded_exit(job)
         self._finish(job, returncode, "", active.stop_by)
         self.tail.finish(job.log_path)
         self._needs_plan = True
@@ -526,8 +543,8 @@ class JobManagerService(JobsApi, Actor, Service):
         active.stop_by = by
         self.publish(job)
         grace = active.app.grace if active.app is not None else 10.0
-        young = active.spawned_at and not self.executor.program_started(job)
-        self.executor.stop(job, grace)
+        young = active.spawned_at and not self.executor_for(job).program_started(job)
+        self.executor_for(job).stop(job, grace)
         if young:
             # Until the program has exec'd, the shim's forked child still has the shim's
             # TERM trap and swallows this SIGTERM: say it once more as soon as the program
@@ -539,8 +556,8 @@ class JobManagerService(JobsApi, Actor, Service):
         active = self._active.get(job_id)
         if active is None or active.job.pid is None:
             return  # it has ended
-        if self.executor.program_started(active.job):
-            self.executor.signal(active.job, signal.SIGTERM)
+        if self.executor_for(active.job).program_started(active.job):
+            self.executor_for(active.job).signal(active.job, signal.SIGTERM)
         elif time.monotonic() < deadline:
             self.after(EXEC_POLL, lambda: self._term_when_started(job_id, deadline))
 
