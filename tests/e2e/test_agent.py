@@ -20,11 +20,11 @@ from tests.support.daemon import DaemonProcess, child_env, short_tmpdir, write_s
 from tests.support.jobs import is_zombie_or_gone, processes_in_group
 from tests.support.poll import poll_until
 from tests.support.sessions import rest
-from tests.support.web import run, start_with_users
+from tests.support.web import close_ws, run, start_with_users
 
 pytestmark = pytest.mark.e2e
 
-FLOOD = ('while [ ! -e go ]; do sleep 0.02; done; '  # starts when the test says go
+FLOOD = ('echo waiting for go; while [ ! -e go ]; do sleep 0.02; done; '  # when told
          'yes "a line with some padding to make it longer" | head -n 400000; exec sleep 600')
 PROCFILE = f"""# the demo app
 web: while true; do echo "tick $GREETING"; sleep 0.05; done
@@ -107,7 +107,7 @@ async def console(url, token, count, timeout=20):
             assert frame is not None, frames
             frames.append(frame)
     finally:
-        conn.close()
+        await close_ws(conn)
     return frames
 
 
@@ -291,15 +291,19 @@ def test_a_slow_console_skips_ahead_with_a_marker(server, archives):
     log = _log(server, flood["id"])
     token = server.tokens["alice"]
     slow = RawConsole(doc["attach"], token, count=True, rcvbuf=4096, paused=True)
-    # the flood waits for this file: it starts once the console is attached, not before
-    with open(os.path.join(os.path.dirname(log), "source", "go"), "w"):
-        pass
-    poll_until(lambda: os.path.getsize(log) >= 400000 * 43, 30, 0.05, "the whole flood")
-    slow.go.set()
-    poll_until(lambda: slow.markers, 20, 0.02, "the marker")
-    assert slow.skipped > 0
-    assert slow.lines < 400000
-    slow.close()
+    try:
+        # The upgrade is answered before the console is attached: its first frame (the
+        # "waiting for go" line) says it is. Only then may the flood start.
+        assert slow.has_data(10), "the console was not attached"
+        with open(os.path.join(os.path.dirname(log), "source", "go"), "w"):
+            pass
+        poll_until(lambda: os.path.getsize(log) >= 400000 * 43, 30, 0.05, "the whole flood")
+        slow.go.set()
+        poll_until(lambda: slow.markers, 20, 0.02, "the marker")
+        assert slow.skipped > 0
+        assert slow.lines < 400000
+    finally:
+        slow.close()
     assert call(server, "POST", f"/agent/delete-process/{doc['slug']}", {})[0] == 200
 
 

@@ -23,7 +23,7 @@ from tests.support.daemon import REPO, DaemonProcess, child_env, short_tmpdir, w
 from tests.support.jobs import kill_jobs_under, processes_in_group
 from tests.support.poll import poll_until
 from tests.support.sessions import free_port_range, rest
-from tests.support.web import login, run, start_with_users
+from tests.support.web import close_ws, login, run, start_with_users
 
 pytestmark = pytest.mark.e2e
 
@@ -209,7 +209,7 @@ def test_x_request_id_is_echoed_generated_and_sent_with_the_download(site):
             site.url.replace("http", "ws", 1) + f"/agent/attach-console/{doc['slug']}",
             headers={"Authorization": f"Bearer {site.tokens['alice']}",
                      "X-Request-Id": "console-7"}))
-        conn.close()
+        await close_ws(conn)
         return conn.headers.get("X-Request-Id")
     wait_state(site, doc["slug"], {"running"})
     assert run(upgrade()) == "console-7"
@@ -395,7 +395,7 @@ async def legacy_client(site, session_id, frames, expect, cookie=None):
             frame = json.loads(text)
             got.setdefault(frame["task"], []).append(frame)
     finally:
-        conn.close()
+        await close_ws(conn)
     return got
 
 

@@ -18,7 +18,7 @@ from tests.support.daemon import child_env, short_tmpdir, write_settings
 from tests.support.jobs import is_zombie_or_gone, kill_jobs_under
 from tests.support.poll import poll_until
 from tests.support.sessions import free_port_range, listening, rest
-from tests.support.web import Ws, login, run, start_with_users
+from tests.support.web import Ws, close_ws, login, run, start_with_users
 from zephserver.launch.broker import verify_password
 from zephserver.launch.ports import bind_free
 
@@ -178,7 +178,7 @@ def test_wslink_client_flow(server):
         welcome = await asyncio.wait_for(conn.read_message(), 10)
         await conn.write_message("hi")
         echoed = await asyncio.wait_for(conn.read_message(), 10)
-        conn.close()
+        await close_ws(conn)
         return welcome, echoed
 
     assert run(talk()) == ("welcome", "echo: hi")

@@ -3,6 +3,7 @@ a plain socket after the handshake, frames walked without building messages."""
 
 import base64
 import os
+import select
 import socket
 import struct
 import threading
@@ -82,6 +83,10 @@ class RawConsole(threading.Thread):
                 self.lines += 1
             i += head + n
         return data[i:]
+
+    def has_data(self, timeout: float) -> bool:
+        """Whether a frame has come (or comes within ``timeout``), without reading it."""
+        return bool(self.pending) or bool(select.select([self.sock], [], [], timeout)[0])
 
     def close(self) -> None:
         self.sock.close()

@@ -132,17 +132,22 @@ class Ws:
                 return message["params"]
 
     async def aclose(self) -> None:
-        """Close and wait for the server's close frame (no half-closed sockets left)."""
-        self.conn.close()
-        try:
-            while await asyncio.wait_for(self.conn.read_message(), 5) is not None:
-                pass
-        except TimeoutError:
+        await close_ws(self.conn)
+
+
+async def close_ws(conn: Any) -> None:
+    """Close a client WebSocket and wait for the server's close frame: no half-closed
+    socket left behind for a later garbage collection to warn about."""
+    conn.close()
+    try:
+        while await asyncio.wait_for(conn.read_message(), 5) is not None:
             pass
+    except TimeoutError:
+        pass
 
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-__all__ = ["Ws", "admin", "create_users", "django_shell", "login", "run"]
+__all__ = ["Ws", "admin", "close_ws", "create_users", "django_shell", "login", "run"]
