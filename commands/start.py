@@ -13,9 +13,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_for(args, check=True)
-    from zephserver.web.django_setup import setup_django
+    from zephserver.web.django_setup import prepare_database
 
-    return Daemon(settings, prepare=setup_django).run(daemonize=args.daemon)
+    return Daemon(settings, prepare=prepare_database).run(daemonize=args.daemon)
 
 
 def main() -> int:

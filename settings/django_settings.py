@@ -1,5 +1,5 @@
 """Django settings for zephserver. What depends on the zephserver settings file (the
-SQLite file under DATA_DIR, the secret key kept there) is filled in from it by
+database, from DATABASE_URL; the secret key) is filled in from it by
 zephserver.web.django_setup, once, before django.setup()."""
 
 SECRET_KEY = ""  # empty: the install's key, kept in DATA_DIR/secret_key
@@ -43,20 +43,7 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {
-    "default": {
-        "ENGINE": "django.db.backends.sqlite3",
-        "NAME": None,  # DATA_DIR/zephserver.sqlite3
-        "OPTIONS": {
-            # WAL lets readers run beside the writer; IMMEDIATE avoids upgrade deadlocks.
-            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-            "transaction_mode": "IMMEDIATE",
-            "timeout": 20,
-        },
-        # Keep each thread's connection: reconnecting per task costs more than the task.
-        "CONN_MAX_AGE": None,
-    }
-}
+# DATABASES come from DATABASE_URL in the zephserver settings (zephserver/database.py).
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

@@ -340,6 +340,31 @@ def _cluster_secret(value: Any, s: Settings) -> list[str]:
     return []
 
 
+def _nodes(s: Settings) -> int:
+    nodes = s.CLUSTER_SERVER_LIST
+    return len(nodes) if isinstance(nodes, list | tuple) else 0
+
+
+def _database_url(value: Any, s: Settings) -> list[str]:
+    from zephserver.database import DatabaseUrlError, django_database, is_embedded
+
+    try:
+        django_database(value, s.DATA_DIR if isinstance(s.DATA_DIR, str) else ".")
+    except DatabaseUrlError as exc:
+        return [str(exc)]
+    if _nodes(s) >= 2 and is_embedded(value):
+        return [f"the {_nodes(s)} nodes of CLUSTER_SERVER_LIST need one shared database, "
+                "not SQLite: set DATABASE_URL = \"postgresql://user:password@host:5432/"
+                "name\" on every node"]
+    return []
+
+
+def _secret_key(value: Any, s: Settings) -> list[str]:
+    if value is None or (isinstance(value, str) and len(value) >= 32):
+        return []
+    return ["must be None or a string of at least 32 characters"]
+
+
 def _cluster_list(value: Any, s: Settings) -> list[str]:
     if not isinstance(value, list | tuple):
         return ["must be a list of {'hostname', 'address', 'port'} dicts"]
@@ -549,6 +574,9 @@ SPEC: dict[str, Spec] = {
     "CLUSTER_MAX_MESSAGE": Spec(_integer(1024), "Largest message frame from a peer (bytes)."),
     "NODE_NAME": Spec(_is_str, "This node's hostname in CLUSTER_SERVER_LIST."),
     "DJANGO_SETTINGS_MODULE": Spec(_module_name, "Django settings module."),
+    "DATABASE_URL": Spec(_database_url, "The database; None is SQLite under DATA_DIR."),
+    "SECRET_KEY": Spec(_secret_key, "Django's signing key; None is derived or kept in "
+                       "DATA_DIR."),
     "APPS": Spec(_apps, "Applications that may be launched."),
     "LAUNCHER_CONFIG": Spec(_launcher_config, "wslink/ParaViewWeb launcher JSON file."),
     "LAUNCHER_CWD": Spec(_launcher_cwd, "Where LAUNCHER_CONFIG apps run; default the "

@@ -110,8 +110,15 @@ CLUSTER_MAX_MESSAGE = 64 * 1024 * 1024  # bytes; a larger frame from a peer is r
 # a path of its own, e.g. "/zephws"; None: off. /ws is JSON-RPC only.
 LEGACY_WS_PATH = None
 
-# Django.
+# The database (see zephserver/database.py): None is the embedded SQLite under DATA_DIR,
+# for one node; a cluster shares one PostgreSQL, e.g.
+# "postgresql://zeph:secret@db.example.org:5432/zeph" (migrated with zephserver-admin).
+DATABASE_URL = None
+
+# Django. SECRET_KEY signs login sessions: None is DATA_DIR/secret_key on one node, and
+# in a cluster one derived from CLUSTER_SECRET (a login on one node is valid on all).
 DJANGO_SETTINGS_MODULE = "settings.django_settings"
+SECRET_KEY = None
 
 # Applications that may be launched (see README "Applications"), and an optional wslink
 # launcher file.

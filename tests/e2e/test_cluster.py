@@ -1,6 +1,6 @@
-"""Three real daemons on 127.0.0.1 form a cluster over ZeroMQ (CURVE): say / subscribe,
-rooms across nodes, a node killed and restarted, a big payload, a stranger refused,
-garbage on the cluster port."""
+"""Three real daemons on 127.0.0.1 form a cluster over ZeroMQ (CURVE), sharing one real
+PostgreSQL: say / subscribe, rooms across nodes, a node killed and restarted, a big
+payload, a stranger refused, garbage on the cluster port."""
 
 import json
 import shutil
@@ -9,32 +9,25 @@ import socket
 
 import pytest
 
-from tests.support.daemon import DaemonProcess, child_env, short_tmpdir, write_settings
+from tests.support.cluster import node_settings, prepare_database, start_nodes
+from tests.support.daemon import DaemonProcess, child_env, short_tmpdir
 from tests.support.poll import poll_until
+from tests.support.postgres import Postgres
 from tests.support.sessions import free_port_range
-from tests.support.web import Ws, run, start_with_users
+from tests.support.web import Ws, run
 from zephserver import defaults
 
 pytestmark = pytest.mark.e2e
 
-SECRET = "a shared secret for the test cluster"
 TASKS = {**defaults.TASKS_PATH, "probe.say": "tests.support.cluster_probe/ProbeSayTask",
          "probe.heard": "tests.support.cluster_probe/ProbeHeardTask",
          "probe.unsubscribe": "tests.support.cluster_probe/ProbeUnsubscribeTask"}
 SERVICES = [*defaults.SERVICE_LIST, "tests.support.cluster_probe/ProbeService"]
 
 
-def node_settings(work, name, nodes, secret=SECRET):
-    return write_settings(
-        work, f"{name}.py", DATA_DIR=str(work / name), NODE_NAME=name,
-        DJANGO_SETTINGS_MODULE="tests.support.django_test_settings",
-        CLUSTER_SERVER_LIST=nodes, CLUSTER_SECRET=secret, CLUSTER_HEARTBEAT=0.2,
-        CLUSTER_HEARTBEAT_TIMEOUT=1.0, CLUSTER_RETRY=0.2, SERVICE_LIST=SERVICES,
-        TASKS_PATH=TASKS)
-
-
-def start_node(path, env):
-    return start_with_users(path, env)  # same users on every node: same user ids
+def probe_settings(work, name, nodes, database_url, **more):
+    return node_settings(work, name, nodes, database_url, SERVICE_LIST=SERVICES,
+                         TASKS_PATH=TASKS, **more)
 
 
 @pytest.fixture(scope="module")
@@ -44,23 +37,28 @@ def cluster():
     nodes = [{"hostname": f"n{i}", "address": "127.0.0.1", "port": low + i}
              for i in range(1, 4)]
     env = child_env()
-    paths = {n["hostname"]: node_settings(work, n["hostname"], nodes) for n in nodes}
     daemons: dict = {}
-    state = {"work": work, "nodes": nodes, "paths": paths, "daemons": daemons, "env": env,
-             "spare_port": low + 4}
-    try:  # a setup that fails half way still stops the daemons it started
-        for name, path in paths.items():
-            daemons[name] = start_node(path, env)
+    pg = Postgres()
+    try:  # a setup that fails half way still stops what it started
+        pg.start()
+        url = pg.database("zeph")
+        paths = {n["hostname"]: probe_settings(work, n["hostname"], nodes, url)
+                 for n in nodes}
+        state = {"work": work, "nodes": nodes, "paths": paths, "daemons": daemons,
+                 "env": env, "spare_port": low + 4, "pg": pg}
+        tokens = prepare_database(paths["n1"], env)
+        start_nodes(paths, env, tokens, daemons)
         for name in daemons:  # everyone sees everyone before the tests start
             poll_until(lambda name=name: sum(1 for h in heard(state, name)
                                              if h["event"] == "cluster.node_up") >= 2, 15,
                        0.05, f"{name} sees both peers")
         yield state
     finally:
-        for d in state["daemons"].values():
+        for d in daemons.values():
             d.cli("zephserver-stop")
             d.close()
             print(d.output[-3000:])
+        pg.close()
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -150,9 +148,13 @@ def test_a_peer_with_a_wrong_key_is_refused(cluster):
     work = cluster["work"]
     stranger_nodes = [cluster["nodes"][0], {"hostname": "n9", "address": "127.0.0.1",
                                             "port": cluster["spare_port"]}]
-    path = node_settings(work, "n9", stranger_nodes, secret="not the cluster's secret!!")
-    stranger = start_node(path, cluster["env"])
+    path = probe_settings(work, "n9", stranger_nodes, cluster["pg"].database("stranger"),
+                          secret="not the cluster's secret!!")
+    tokens = prepare_database(path, cluster["env"])
+    stranger = DaemonProcess(path, cluster["env"])
     try:
+        stranger.start()
+        stranger.tokens = tokens
         rpc({"daemons": {"n9": stranger}}, "n9", "probe.say",
             {"event": "probe.other", "data": "from a stranger"})
         n1 = cluster["daemons"]["n1"]

@@ -84,6 +84,16 @@ class JobsApi:
             raise rpc_error(RpcCode.FORBIDDEN, f"job {job_id} belongs to another user", "id")
         return job
 
+    def _local_job(self, user: UserInfo, job_id: Any) -> Any:
+        """``_job``, for what needs the job's node: its process, its log or its place in
+        that node's queue. Another node's job is refused with its name, until requests
+        are forwarded between nodes."""
+        job = self._job(user, job_id)
+        if job.node != self.node:
+            raise rpc_error(RpcCode.CONFLICT, f"job {job.pk} is handled by node {job.node}: "
+                            f"send this request to {job.node}", "id")
+        return job
+
     def app_for(self, name: Any) -> App:
         app = self.apps.get(name) if isinstance(name, str) else None
         if app is None:
@@ -202,7 +212,7 @@ class JobsApi:
         return {"jobs": page, "total": jobs.count(), "offset": offset, "limit": limit}
 
     def output(self, user: UserInfo, job_id: Any, offset: int, limit: int) -> dict:
-        job = self._job(user, job_id)
+        job = self._local_job(user, job_id)
         if offset < 0:
             raise rpc_error(RpcCode.INVALID_PARAMS, "offset must be >= 0", "offset")
         if not 1 <= limit <= MAX_OUTPUT_READ:
@@ -241,7 +251,7 @@ class JobsApi:
 
     @on_actor
     def cancel(self, user: UserInfo, job_id: Any) -> dict:
-        job = self._job(user, job_id)
+        job = self._local_job(user, job_id)
         state = JobState(job.state)
         if state in TERMINAL:
             raise rpc_error(RpcCode.CONFLICT, f"job {job.pk} has already ended ({state})",
@@ -261,7 +271,7 @@ class JobsApi:
     @on_actor
     def update(self, user: UserInfo, job_id: Any, params: Any, resources: Any,
                priority: Any) -> dict:
-        job = self._job(user, job_id)
+        job = self._local_job(user, job_id)
         if job.state not in WAITING:
             raise rpc_error(RpcCode.CONFLICT, f"job {job.pk} is {job.state}: only a queued "
                             "or held job can be changed", "id")
@@ -285,7 +295,7 @@ class JobsApi:
 
     @on_actor
     def hold(self, user: UserInfo, job_id: Any, hold: bool) -> dict:
-        job = self._job(user, job_id)
+        job = self._local_job(user, job_id)
         want, need = (J.HELD, J.QUEUED) if hold else (J.QUEUED, J.HELD)
         if job.state != need:
             raise rpc_error(RpcCode.CONFLICT, f"job {job.pk} is {job.state}, not {need}",
@@ -303,7 +313,7 @@ class JobsApi:
         among the caller's own jobs of that priority (others keep their places)."""
         from zephserver.web.models import Job
 
-        job = self._job(user, job_id)
+        job = self._local_job(user, job_id)
         if job.state != J.QUEUED:
             raise rpc_error(RpcCode.CONFLICT, f"job {job.pk} is {job.state}, not QUEUED",
                             "id")
@@ -319,7 +329,7 @@ class JobsApi:
 
     @on_actor
     def control(self, user: UserInfo, job_id: Any, name: Any) -> dict:
-        job = self._job(user, job_id)
+        job = self._local_job(user, job_id)
         app = self.app_for(job.app)
         control = app.controls.get(name) if isinstance(name, str) else None
         if control is None:
@@ -347,7 +357,7 @@ class JobsApi:
         if job_id is None:
             self.feed.subscribe_owner(user.id, cid)
             return {"subscribed": "all"}
-        job = self._job(user, job_id)
+        job = self._local_job(user, job_id)
         if offset is None:
             offset = 0
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:

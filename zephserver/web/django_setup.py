@@ -7,12 +7,17 @@ module (DJANGO_SETTINGS_MODULE) holds what does not depend on the install; what 
 object, never through environment variables.
 """
 
+import hashlib
 import importlib
+import logging
 import os
 import secrets
 from typing import Any
 
 from zephserver.config import Settings
+from zephserver.database import django_database
+
+log = logging.getLogger(__name__)
 
 
 def secret_key(data_dir: str) -> str:
@@ -35,17 +40,25 @@ def secret_key(data_dir: str) -> str:
     return key
 
 
+def cluster_secret_key(cluster_secret: str) -> str:
+    """The Django key every node of a cluster derives alike from CLUSTER_SECRET (so a
+    login made on one node is valid on every node), and nothing else can."""
+    return hashlib.sha256(f"zephserver-django\0{cluster_secret}".encode()).hexdigest()
+
+
 def django_values(settings: Settings) -> dict[str, Any]:
-    """DJANGO_SETTINGS_MODULE's settings completed from ``settings``."""
+    """DJANGO_SETTINGS_MODULE's settings completed from ``settings``: the database
+    (DATABASE_URL) and the secret key."""
     module = importlib.import_module(settings.DJANGO_SETTINGS_MODULE)
     values = {k: v for k, v in vars(module).items() if k.isupper()}
-    if not values.get("SECRET_KEY"):
+    if settings.SECRET_KEY:
+        values["SECRET_KEY"] = settings.SECRET_KEY
+    elif len(settings.CLUSTER_SERVER_LIST) >= 2 and settings.CLUSTER_SECRET:
+        values["SECRET_KEY"] = cluster_secret_key(settings.CLUSTER_SECRET)
+    elif not values.get("SECRET_KEY"):
         values["SECRET_KEY"] = secret_key(settings.DATA_DIR)
-    databases = {alias: dict(db) for alias, db in values.get("DATABASES", {}).items()}
-    default = databases.setdefault("default", {"ENGINE": "django.db.backends.sqlite3"})
-    if default.get("ENGINE", "").endswith("sqlite3") and not default.get("NAME"):
-        default["NAME"] = os.path.join(settings.DATA_DIR, "zephserver.sqlite3")
-    values["DATABASES"] = databases
+    values["DATABASES"] = {"default": django_database(settings.DATABASE_URL,
+                                                      settings.DATA_DIR)}
     return values
 
 
@@ -58,3 +71,61 @@ def setup_django(settings: Settings) -> None:
         return
     django_settings.configure(**django_values(settings))
     django.setup()
+
+
+def prepare_database(settings: Settings) -> None:
+    """What the daemon does before any service runs: Django set up, the database
+    reachable and its schema current. The embedded SQLite is migrated here (a copy of a
+    file that holds data is kept first); a server database is migrated by its operator.
+
+    Raises:
+        HaltServer: the database cannot be reached (exit 1), or a server database has
+            pending migrations (exit 6, naming ``zephserver-admin migrate``).
+    """
+    setup_django(settings)
+    from django.db import DatabaseError, connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    from zephserver.database import is_embedded, redact
+    from zephserver.errors import ExitCode, HaltServer
+
+    where = redact(settings.DATABASE_URL)
+    try:
+        connection.ensure_connection()
+        executor = MigrationExecutor(connection)
+        pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    except DatabaseError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise HaltServer(f"database {where} is unreachable: {reason}", ExitCode.FAILED) \
+            from None
+    try:
+        if not pending:
+            return
+        if not is_embedded(settings.DATABASE_URL):
+            raise HaltServer(f"database {where} has {len(pending)} pending migration(s): "
+                             "run `zephserver-admin --settings FILE migrate` once, with "
+                             "these settings, then start again", ExitCode.BAD_SETTINGS)
+        copy = _copy_aside(connection.settings_dict["NAME"]) \
+            if executor.loader.applied_migrations else None
+        from django.core.management import call_command
+
+        call_command("migrate", interactive=False, verbosity=0)
+        log.info("database %s: %d migration(s) applied%s", where, len(pending),
+                 f" (the file before them is kept as {copy})" if copy else "")
+    finally:
+        connection.close()  # the main thread does not use it again
+
+
+def _copy_aside(path: str) -> str:
+    """A consistent copy of a SQLite file (WAL included) beside it; its path."""
+    import sqlite3
+    import time
+
+    copy = f"{path}.before-migrate-{time.strftime('%Y%m%d-%H%M%S')}"
+    source, target = sqlite3.connect(path), sqlite3.connect(copy)
+    try:
+        source.backup(target)
+    finally:
+        source.close()
+        target.close()
+    return copy

@@ -1,0 +1,39 @@
+"""Clusters of real daemons for the tests: nodes on 127.0.0.1 sharing one real
+PostgreSQL (started by the caller, see tests.support.postgres), migrated and given the
+test users once."""
+
+from pathlib import Path
+from typing import Any
+
+from tests.support.daemon import DaemonProcess, write_settings
+from tests.support.web import admin, create_users
+
+SECRET = "a shared secret for the test cluster"
+
+
+def node_settings(work: Path, name: str, nodes: list[dict], database_url: str,
+                  secret: str = SECRET, **more: Any) -> Path:
+    values = {"DATA_DIR": str(work / name), "NODE_NAME": name,
+              "DJANGO_SETTINGS_MODULE": "tests.support.django_test_settings",
+              "CLUSTER_SERVER_LIST": nodes, "CLUSTER_SECRET": secret,
+              "CLUSTER_HEARTBEAT": 0.2, "CLUSTER_HEARTBEAT_TIMEOUT": 1.0,
+              "CLUSTER_RETRY": 0.2, "DATABASE_URL": database_url, **more}
+    return write_settings(work, f"{name}.py", **values)
+
+
+def prepare_database(settings: Path, env: dict) -> dict[str, str]:
+    """Migrate the shared database (once, from one node's settings) and create the test
+    users; their tokens, valid on every node."""
+    admin(settings, "migrate", "-v0", env=env)
+    return create_users(settings, env)
+
+
+def start_nodes(paths: dict[str, Path], env: dict, tokens: dict[str, str],
+                started: dict[str, DaemonProcess]) -> None:
+    """Start every node (into ``started`` as they come: a caller's teardown stops those
+    that did start, should a later one fail)."""
+    for name, path in paths.items():
+        daemon = DaemonProcess(path, env)
+        started[name] = daemon
+        daemon.start()
+        daemon.tokens = tokens

@@ -1,0 +1,96 @@
+"""The database named by DATABASE_URL, as Django's ``DATABASES["default"]``.
+
+- ``None`` (the default): the embedded SQLite, ``DATA_DIR/zephserver.sqlite3``, for one
+  node (migrated by the daemon itself at start);
+- ``sqlite:///relative/file.sqlite3`` or ``sqlite:////absolute/file.sqlite3``;
+- ``postgresql://user:password@host:port/name?option=value`` (also ``postgres://``):
+  shared by every node of a cluster, migrated by the operator (``zephserver-admin
+  migrate``). ``CONN_MAX_AGE`` in the query sets Django's connection life (default: one
+  connection per thread, kept); every other option (``sslmode``, ``connect_timeout``...)
+  goes to the driver.
+
+A URL shown in a message never carries its password (``redact``).
+"""
+
+import os
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+
+SQLITE_OPTIONS = {
+    # WAL lets readers run beside the writer; IMMEDIATE avoids upgrade deadlocks.
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    "transaction_mode": "IMMEDIATE",
+    "timeout": 20,
+}
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+CONNECT_TIMEOUT = 5  # seconds: an unreachable server is reported, not waited on
+
+
+class DatabaseUrlError(ValueError):
+    pass
+
+
+def redact(url: str | None) -> str:
+    """``url`` without its password."""
+    if not url:
+        return "the embedded SQLite database"
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def is_embedded(url: str | None) -> bool:
+    """Whether the database is a SQLite file of this node (not shareable by nodes)."""
+    return url is None or urlsplit(url).scheme == "sqlite"
+
+
+def django_database(url: str | None, data_dir: str) -> dict[str, Any]:
+    """Django's settings for the database ``url`` names.
+
+    Raises:
+        DatabaseUrlError: a URL zephserver cannot use, saying why.
+    """
+    if url is None:
+        return _sqlite(os.path.join(data_dir, "zephserver.sqlite3"))
+    if not isinstance(url, str):
+        raise DatabaseUrlError("must be None or a URL string")
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        if parts.netloc or not parts.path.startswith("/") or len(parts.path) < 2:
+            raise DatabaseUrlError("a SQLite URL is sqlite:///relative/file or "
+                                   "sqlite:////absolute/file")
+        return _sqlite(os.path.abspath(unquote(parts.path[1:])))
+    if parts.scheme in POSTGRES_SCHEMES:
+        name = unquote(parts.path.lstrip("/"))
+        if not name or not parts.hostname:
+            raise DatabaseUrlError("a PostgreSQL URL is postgresql://user:password@host:"
+                                   "port/database")
+        try:
+            port = parts.port
+        except ValueError:
+            raise DatabaseUrlError("the port must be a number") from None
+        options: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT}
+        conn_max_age: int | None = None
+        for key, value in parse_qsl(parts.query, keep_blank_values=True):
+            if key == "CONN_MAX_AGE":
+                if not value.isdigit():
+                    raise DatabaseUrlError("CONN_MAX_AGE must be a number of seconds")
+                conn_max_age = int(value)
+            else:
+                options[key] = value
+        return {"ENGINE": "django.db.backends.postgresql", "NAME": name,
+                "USER": unquote(parts.username or ""),
+                "PASSWORD": unquote(parts.password or ""), "HOST": parts.hostname,
+                "PORT": str(port or 5432), "OPTIONS": options,
+                "CONN_MAX_AGE": conn_max_age}
+    raise DatabaseUrlError(f"scheme {parts.scheme!r} is not supported (sqlite:// or "
+                           "postgresql://)")
+
+
+def _sqlite(path: str) -> dict[str, Any]:
+    # Keep each thread's connection: reconnecting per task costs more than the task.
+    return {"ENGINE": "django.db.backends.sqlite3", "NAME": path,
+            "OPTIONS": dict(SQLITE_OPTIONS), "CONN_MAX_AGE": None}
