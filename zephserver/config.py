@@ -571,6 +571,8 @@ SPEC: dict[str, Spec] = {
     "CLUSTER_RETRY": Spec(_number(0.01), "Resend delay of unacknowledged messages (s)."),
     "CLUSTER_BUFFER_MESSAGES": Spec(_integer(1), "Messages kept per peer until acknowledged."),
     "CLUSTER_BUFFER_AGE": Spec(_number(0.1), "Age after which unacknowledged messages go (s)."),
+    "CLUSTER_CALL_TIMEOUT": Spec(_number(0.05), "Wait for a node's answer to a forwarded "
+                                 "request before -32007 (s)."),
     "CLUSTER_MAX_MESSAGE": Spec(_integer(1024), "Largest message frame from a peer (bytes)."),
     "NODE_NAME": Spec(_is_str, "This node's hostname in CLUSTER_SERVER_LIST."),
     "DJANGO_SETTINGS_MODULE": Spec(_module_name, "Django settings module."),

@@ -105,6 +105,9 @@ CLUSTER_RETRY = 0.5  # seconds before unacknowledged messages are sent again
 CLUSTER_BUFFER_MESSAGES = 100000  # messages kept per peer until acknowledged
 CLUSTER_BUFFER_AGE = 300.0  # seconds a message is kept for a peer that does not answer
 CLUSTER_MAX_MESSAGE = 64 * 1024 * 1024  # bytes; a larger frame from a peer is refused
+# A request forwarded to the node that runs a job (cancel, output...) not answered within
+# this many seconds is -32007 "node N is unreachable" (a node known to be down: at once).
+CLUSTER_CALL_TIMEOUT = 1.0
 
 # The 2015 Zephserver client's wire format ({task, data, room, session_id} frames), on
 # a path of its own, e.g. "/zephws"; None: off. /ws is JSON-RPC only.

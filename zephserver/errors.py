@@ -30,6 +30,7 @@ class RpcCode(IntEnum):
     QUEUE_FULL = -32004
     NOT_FOUND = -32005
     CONFLICT = -32006
+    NODE_UNREACHABLE = -32007  # the node that runs it did not answer (or is down)
     TASK_FAILED = -32010
     TASK_CANCELLED = -32011
     TASK_TIMEOUT = -32012

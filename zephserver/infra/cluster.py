@@ -126,6 +126,9 @@ class ClusterManager:
         self.auth.start()
         self.auth.configure_curve_callback("*", credentials_provider=_Allowed(self))
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        from zephserver.infra.cluster_calls import ClusterCalls
+
+        self.calls = ClusterCalls(self)  # (only with a cluster)
         dispatcher = threading.Thread(target=self._dispatcher, name="zeph-cluster-dispatch",
                                       daemon=True)
         dispatcher.start()
@@ -143,6 +146,7 @@ class ClusterManager:
         if not self._threads:
             return
         self.stop_serving()
+        self.calls.close()
         self._dispatch.put(None)
         for thread in self._threads:
             thread.join(5)
@@ -169,8 +173,26 @@ class ClusterManager:
             return
         if not isinstance(event, str):
             raise TypeError("the event must be a string")
-        self._outbox.put(_encode([event, data]).encode())
+        self._outbox.put((None, _encode([event, data]).encode()))
         self._wake()
+
+    def tell(self, node: str, event: str, data: Any) -> None:
+        """Deliver ``event`` with ``data`` to ``node`` only (same guarantees as ``say``:
+        once, in order with everything else this node says to it). Any thread.
+
+        Raises:
+            KeyError: ``node`` is not a peer.
+        """
+        if not isinstance(event, str):
+            raise TypeError("the event must be a string")
+        if node not in self.peers:
+            raise KeyError(f"{node!r} is not a node of CLUSTER_SERVER_LIST")
+        self._outbox.put((node, _encode([event, data]).encode()))
+        self._wake()
+
+    def is_up(self, node: str) -> bool:
+        peer = self.peers.get(node)
+        return peer is not None and peer.up
 
     def subscribe(self, event: str, callback: Callback) -> None:
         with self._lock:
@@ -291,31 +313,41 @@ class ClusterManager:
         self._pending_wake = False
 
     def _send_outbox(self) -> None:
-        items = []
+        items: list[tuple[str | None, bytes]] = []
         size = 0
         while True:
             try:
                 items.append(self._outbox.get_nowait())
             except queue.Empty:
                 break
-            size += len(items[-1])
+            size += len(items[-1][1])
             if size > 4 * 1024 * 1024 and len(items) > 1:
-                self._send_batch(items)
+                self._send_batches(items)
                 items, size = [], 0
         if items:
-            self._send_batch(items)
+            self._send_batches(items)
 
-    def _send_batch(self, items: list[bytes]) -> None:
-        payload = b"[" + b",".join(items) + b"]"
-        now = time.monotonic()
+    def _send_batches(self, items: list[tuple[str | None, bytes]]) -> None:
+        """One numbered batch per peer of what is for it (said to all, or told to it)."""
+        told = any(target is not None for target, _ in items)
+        shared = None if told else b"[" + b",".join(text for _, text in items) + b"]"
         for peer in self.peers.values():
-            peer.seq += 1
-            peer.unacked.append((peer.seq, now, len(items), payload))
-            peer.buffered += len(items)
-            peer.sent += len(items)
-            if len(peer.unacked) == 1 or peer.up:
-                self._send_one(peer, peer.seq, payload)
-            self._trim(peer, now)
+            if shared is not None:
+                self._send_batch(peer, shared, len(items))
+                continue
+            mine = [text for target, text in items if target is None or target == peer.node]
+            if mine:
+                self._send_batch(peer, b"[" + b",".join(mine) + b"]", len(mine))
+
+    def _send_batch(self, peer: Peer, payload: bytes, count: int) -> None:
+        now = time.monotonic()
+        peer.seq += 1
+        peer.unacked.append((peer.seq, now, count, payload))
+        peer.buffered += count
+        peer.sent += count
+        if len(peer.unacked) == 1 or peer.up:
+            self._send_one(peer, peer.seq, payload)
+        self._trim(peer, now)
 
     def _send_one(self, peer: Peer, seq: int, payload: bytes) -> bool:
         import zmq

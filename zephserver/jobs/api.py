@@ -1,7 +1,9 @@
 """The job core's API: what the JSON-RPC tasks and the REST faces call.
 
 Any thread may call these. Methods marked ``@on_actor`` run on the job manager's thread
-(they read or change what it holds); the others only read the database. Every method
+(they read or change what it holds); those marked ``@at_owner`` run where the job runs:
+here, or on its node, forwarded over the cluster bus (-32007 if that node does not
+answer within CLUSTER_CALL_TIMEOUT); the others only read the shared database. Every method
 checks the caller: a user sees and acts on their own jobs, staff on all; a bad argument
 is an RpcError naming the field (-32602), another user's job -32002, an unknown one
 -32005, a state that does not allow it -32006.
@@ -12,6 +14,7 @@ the attributes it uses: ``apps``, ``node``, ``waiting``, ``feed``, ``interactive
 """
 
 import contextlib
+import functools
 import logging
 import os
 import time
@@ -41,10 +44,34 @@ def rpc_error(code: RpcCode, message: str, field: str | None = None) -> RpcError
     return RpcError(code, message, {"field": field} if field else None)
 
 
+# The methods a node serves for another: name -> the method as it runs where the job is.
+FORWARDED: dict[str, Callable] = {}
+
+
+def at_owner(actor: bool = True) -> Callable[[Callable], Callable]:
+    """Declare a method that needs the node running the job (its process, its log, its
+    place in that node's queue): it runs here when the job is this node's (on the actor
+    thread when ``actor``), and is forwarded to the job's node otherwise."""
+    def wrap(method: Callable) -> Callable:
+        local = on_actor(method) if actor else method
+        FORWARDED[method.__name__] = local
+
+        @functools.wraps(method)
+        def run(self: "JobsApi", user: UserInfo, job_id: Any, *args: Any) -> Any:
+            node = self._node_of(user, job_id)
+            if node == self.node:
+                return local(self, user, job_id, *args)
+            return self.forward(node, method.__name__, user, job_id, *args)
+        return run
+    return wrap
+
+
 class JobsApi:
     # provided by the job manager (service/job_manager.py) and its Actor base
     apps: dict[str, App]
     node: str
+    cluster: Any
+    call_timeout_s: float
     waiting: Any
     feed: Any
     interactive: Any
@@ -85,14 +112,52 @@ class JobsApi:
         return job
 
     def _local_job(self, user: UserInfo, job_id: Any) -> Any:
-        """``_job``, for what needs the job's node: its process, its log or its place in
-        that node's queue. Another node's job is refused with its name, until requests
-        are forwarded between nodes."""
+        """``_job``, for what needs the job's node (its process, its log or its place in
+        that node's queue): another node's job is refused with that node's name."""
         job = self._job(user, job_id)
         if job.node != self.node:
-            raise rpc_error(RpcCode.CONFLICT, f"job {job.pk} is handled by node {job.node}: "
-                            f"send this request to {job.node}", "id")
+            raise RpcError(RpcCode.CONFLICT, f"job {job.pk} is handled by node {job.node}, "
+                           f"not {self.node}", {"field": "id", "node": job.node})
         return job
+
+    def _node_of(self, user: UserInfo, job_id: Any) -> str:
+        """The node running job ``job_id``, if ``user`` may see the job (one query)."""
+        from zephserver.web.models import Job
+
+        if isinstance(job_id, bool) or not isinstance(job_id, int):
+            raise rpc_error(RpcCode.INVALID_PARAMS, "id must be an integer", "id")
+        row = Job.objects.filter(pk=job_id).values_list("node", "owner_id").first()
+        if row is None:
+            raise rpc_error(RpcCode.NOT_FOUND, f"no job {job_id}", "id")
+        if row[1] != user.id and not user.is_staff:
+            raise rpc_error(RpcCode.FORBIDDEN, f"job {job_id} belongs to another user", "id")
+        return row[0]
+
+    def forward(self, node: str, method: str, user: UserInfo, *args: Any) -> Any:
+        """``method(user, *args)`` as ``node`` answers it (over the cluster bus)."""
+        cluster = self.cluster
+        if not cluster.enabled or node not in cluster.peers:
+            raise RpcError(RpcCode.CONFLICT, f"job {args[0]} is handled by node {node}, "
+                           "which is not in this cluster", {"field": "id", "node": node})
+        params = {"method": method, "args": list(args),
+                  "user": {"id": user.id, "username": user.username,
+                           "is_staff": user.is_staff, "is_superuser": user.is_superuser}}
+        return cluster.calls.call(node, "jobs.forwarded", params, self.call_timeout_s)
+
+    def serve_forwarded(self, params: dict) -> Any:
+        """What another node forwarded here (a cluster worker thread)."""
+        method = FORWARDED.get(params.get("method", ""))
+        if method is None:
+            raise RpcError(RpcCode.METHOD_NOT_FOUND, f"{params.get('method')!r} is not "
+                           "forwarded")
+        user = UserInfo(**params["user"])
+        try:
+            return method(self, user, *params["args"])
+        except RpcError as exc:
+            if isinstance(exc.data, dict) and "node" in exc.data:
+                log.warning("node %s: a forwarded %s for a job this node does not run: %s",
+                            self.node, params["method"], exc.message)
+            raise
 
     def app_for(self, name: Any) -> App:
         app = self.apps.get(name) if isinstance(name, str) else None
@@ -211,6 +276,7 @@ class JobsApi:
         page = [self.to_json(j) for j in jobs[offset:offset + limit]]
         return {"jobs": page, "total": jobs.count(), "offset": offset, "limit": limit}
 
+    @at_owner(actor=False)
     def output(self, user: UserInfo, job_id: Any, offset: int, limit: int) -> dict:
         job = self._local_job(user, job_id)
         if offset < 0:
@@ -249,7 +315,7 @@ class JobsApi:
 
     # -- acting ---------------------------------------------------------------------------
 
-    @on_actor
+    @at_owner()
     def cancel(self, user: UserInfo, job_id: Any) -> dict:
         job = self._local_job(user, job_id)
         state = JobState(job.state)
@@ -268,7 +334,7 @@ class JobsApi:
                       f"stopping: cancelled by {by}", by)
         return self.to_json(job)
 
-    @on_actor
+    @at_owner()
     def update(self, user: UserInfo, job_id: Any, params: Any, resources: Any,
                priority: Any) -> dict:
         job = self._local_job(user, job_id)
@@ -293,7 +359,7 @@ class JobsApi:
         self.replan()
         return self.to_json(job)
 
-    @on_actor
+    @at_owner()
     def hold(self, user: UserInfo, job_id: Any, hold: bool) -> dict:
         job = self._local_job(user, job_id)
         want, need = (J.HELD, J.QUEUED) if hold else (J.QUEUED, J.HELD)
@@ -307,7 +373,7 @@ class JobsApi:
         self.replan()
         return self.to_json(job)
 
-    @on_actor
+    @at_owner()
     def move(self, user: UserInfo, job_id: Any, position: Any) -> dict:
         """Move a queued job to ``position`` among the jobs of its priority (staff), or
         among the caller's own jobs of that priority (others keep their places)."""
@@ -327,7 +393,7 @@ class JobsApi:
         self.replan()
         return self.to_json(job)
 
-    @on_actor
+    @at_owner()
     def control(self, user: UserInfo, job_id: Any, name: Any) -> dict:
         job = self._local_job(user, job_id)
         app = self.app_for(job.app)
@@ -431,11 +497,11 @@ class JobsApi:
     def session_get(self, user: UserInfo, session_id: Any, deleted_ok: bool = False) -> dict:
         return self._session_view(user, self._session(user, session_id, deleted_ok))
 
-    @on_actor
     def session_stop(self, user: UserInfo, session_id: Any) -> dict:
+        """Stop a session (on its node); its view, as it is once the stop is asked."""
         job = self._session(user, session_id)
-        self.cancel(user, job.pk)
-        view = self._session_view(user, job)
+        self.cancel(user, job.pk)  # answered once committed: the record says it now
+        view = self._session_view(user, self._session(user, session_id, deleted_ok=True))
         view.pop("secret", None)
         view["job"]["password_hash"] = None
         return view

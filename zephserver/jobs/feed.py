@@ -5,7 +5,8 @@ to the job or to all of its owner's jobs; ``job.output`` streams a job's log fro
 offset to one connection, fed from the file by the output thread, and waits while that
 connection has more than OUTPUT_MAX_PENDING unsent (a slow reader never slows the job).
 Thread-safe: the job manager and the agent publish from their own threads, the rooms
-service tells when a connection goes.
+service tells when a connection goes. In a cluster, every update is also said to the
+other nodes, whose feeds hand it to their own subscribers of that job or owner.
 """
 
 import json
@@ -16,6 +17,8 @@ from typing import Any
 from zephserver.launch.output import Follower, Tail
 from zephserver.launch.states import TERMINAL
 
+UPDATED = "jobs.updated"  # the cluster event carrying an update to the other nodes
+
 
 def notification(method: str, params: Any) -> str:
     return json.dumps({"jsonrpc": "2.0", "method": method, "params": params},
@@ -24,8 +27,12 @@ def notification(method: str, params: Any) -> str:
 
 class Feed:
     def __init__(self, rooms: Any, tail: Tail, to_json: Callable[[Any], dict],
-                 session_view: Callable[[Any], dict], max_pending: int = 8 << 20) -> None:
+                 session_view: Callable[[Any], dict], max_pending: int = 8 << 20,
+                 cluster: Any = None) -> None:
         self.rooms = rooms
+        self.cluster = cluster if cluster is not None and cluster.enabled else None
+        if self.cluster is not None:
+            self.cluster.subscribe(UPDATED, self._from_cluster)
         self.tail = tail
         self.to_json = to_json
         self.session_view = session_view
@@ -36,14 +43,30 @@ class Feed:
         self._followers: dict[str, dict[int, Follower]] = {}  # cid -> job id -> follower
 
     def send_update(self, job: Any) -> None:
-        """``job.updated`` (+ ``session.updated``) to every subscriber of ``job`` now."""
+        """``job.updated`` (+ ``session.updated``) to every subscriber of ``job`` now,
+        on every node."""
         with self._lock:
             cids = self._by_job.get(job.pk, set()) | self._by_owner.get(job.owner_id, set())
-        if not cids:
+        if not cids and self.cluster is None:
             return
         texts = [notification("job.updated", self.to_json(job))]
         if job.kind == "session":
             texts.append(notification("session.updated", self.session_view(job)))
+        if self.cluster is not None:
+            self.cluster.say(UPDATED, {"id": job.pk, "owner": job.owner_id, "texts": texts})
+        self._deliver(cids, texts)
+
+    def _from_cluster(self, update: dict) -> None:  # the cluster's dispatcher thread
+        with self._lock:
+            cids = (self._by_job.get(update["id"], set())
+                    | self._by_owner.get(update["owner"], set()))
+        self._deliver(cids, update["texts"])
+
+    def close(self) -> None:
+        if self.cluster is not None:
+            self.cluster.unsubscribe(UPDATED, self._from_cluster)
+
+    def _deliver(self, cids: set[str], texts: list[str]) -> None:
         for cid in cids:
             conn = self.rooms.connection(cid)
             if conn is not None:

@@ -5,14 +5,8 @@ executor's exit callbacks, timers and the queue's decisions are posted to its in
 run in order, each batch in one transaction. So a job's state never races with itself,
 the database has one writer, and every change goes through ``jobs.transition``.
 
-The job core is a package; this service ties it together:
-
-- ``jobs.api``: what tasks and REST faces call (part of this class);
-- ``jobs.waiting``: the waiting queue; ``launch.scheduler`` decides what starts;
-- ``jobs.executor``: where processes run (``LocalExecutor``: this node, under the shim);
-- ``jobs.feed``: subscriptions, ``job.updated`` and ``job.output``;
-- ``jobs.interactive``: what sessions add (ports, readiness, the proxy map);
-- here: the lifecycle, re-adoption at start, planning, starting and exits.
+The job core is the ``zephserver.jobs`` package (its docstring maps it); this service
+ties it together: the lifecycle, re-adoption at start, planning, starting and exits.
 
 Jobs outlive the daemon. Their record carries pid + kernel start time + boot id; at
 start the manager re-adopts what still runs and records the real exit status of what
@@ -110,8 +104,13 @@ class JobManagerService(JobsApi, Actor, Service):
         self.executors: dict[str, Executor] = {"local": self.local}
         self.tail = Tail(s.OUTPUT_CHUNK)
         self.interactive = SessionKeeper(self, self.waiting, self.tail, s)
+        self.cluster = self.ctx.cluster
+        self.call_timeout_s = s.CLUSTER_CALL_TIMEOUT
         self.feed = Feed(self.rooms, self.tail, self.to_json,
-                         lambda job: self.interactive.view(job, owner=False))
+                         lambda job: self.interactive.view(job, owner=False),
+                         cluster=self.cluster)
+        if self.cluster.enabled:
+            self.cluster.calls.handle("jobs.forwarded", self.serve_forwarded)
         self._configure(s)
         self.rooms.add_unregister_listener(self.feed.connection_gone)
         try:
@@ -121,6 +120,7 @@ class JobManagerService(JobsApi, Actor, Service):
             self.run_inbox()
         finally:
             self.rooms.remove_unregister_listener(self.feed.connection_gone)
+            self.feed.close()
             self.refuse(self.drain_inbox())
             for executor in self.executors.values():
                 executor.close()
