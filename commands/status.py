@@ -46,6 +46,16 @@ def render(status: dict) -> str:
                 if peer.get("last_seen") else "never seen")
         lines.append(f"peer {peer['node']}: {peer['state']}, {seen}, "
                      f"{peer.get('buffered', 0)} buffered, {peer.get('lost', 0)} lost")
+    nodes = status.get("nodes", [])
+    if nodes:
+        lines.append(f"{'NODE':<12}  {'STATE':<11}  JOBS  {'CORES FREE':>10}  "
+                     f"{'MEMORY FREE':>11}  QUEUED")
+        for n in nodes:
+            free, cap = n.get("free", {}), n.get("capacity", {})
+            cores = f"{free['cores']}/{cap['cores']}" if cap else "-"
+            memory = f"{free['memory']}/{cap['memory']}" if cap else "-"
+            lines.append(f"{n['node']:<12}  {n['state']:<11}  {n['jobs_running']:>4}  "
+                         f"{cores:>10}  {memory:>11}  {n.get('queued', '-'):>6}")
     return "\n".join(lines)
 
 

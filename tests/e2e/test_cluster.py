@@ -2,6 +2,7 @@
 PostgreSQL: say / subscribe, rooms across nodes, a node killed and restarted, a big
 payload, a stranger refused, garbage on the cluster port."""
 
+import asyncio
 import json
 import shutil
 import signal
@@ -122,6 +123,45 @@ def test_a_room_message_reaches_a_client_on_another_node(cluster):
     message = run(scenario())
     assert message["message"] == "hello from n1"
     assert message["user"] == "alice"
+
+
+def test_room_membership_is_the_whole_cluster(cluster):
+    """Who is in a room, as every node sees it: the join reply and room.users list the
+    members of every node; room.joined / room.left come from wherever they happen."""
+    a, b = cluster["daemons"]["n1"], cluster["daemons"]["n2"]
+
+    async def scenario():
+        ws_a = await Ws.connect(a.url, token=a.tokens["alice"])
+        ws_b = await Ws.connect(b.url, token=b.tokens["bob"])
+        try:
+            first = (await ws_a.call("room.join", {"room": "hall"}))["result"]
+            # bob's node learns of alice's membership over the bus: wait for it there
+            deadline = asyncio.get_running_loop().time() + 10
+            while True:
+                second = (await ws_b.call("room.join", {"room": "hall"}))["result"]
+                if second["users"] == ["alice", "bob"] or \
+                        asyncio.get_running_loop().time() > deadline:
+                    break
+                await ws_b.call("room.leave", {"room": "hall"})
+            joined = await ws_a.until("room.joined")
+            users = await ws_a.until("room.users")
+            while users["users"] != ["alice", "bob"]:
+                users = await ws_a.until("room.users")
+            await ws_b.call("room.leave", {"room": "hall"})
+            left = await ws_a.until("room.left")
+            after = await ws_a.until("room.users")
+            while after["users"] != ["alice"]:
+                after = await ws_a.until("room.users")
+            return first, second, joined, left, after
+        finally:
+            await ws_a.aclose()
+            await ws_b.aclose()
+
+    first, second, joined, left, after = run(scenario())
+    assert first["users"] == ["alice"]
+    assert second["users"] == ["alice", "bob"]
+    assert (joined["user"], left["user"]) == ("bob", "bob")
+    assert after["users"] == ["alice"]
 
 
 def test_a_ten_megabyte_payload_arrives_intact(cluster):

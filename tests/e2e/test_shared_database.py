@@ -4,6 +4,7 @@ any request (what needs the process is forwarded to its node), updates reach
 subscribers on every node; and the start-up faults of a database are clean errors."""
 
 import asyncio
+import json
 import shutil
 import sqlite3
 import subprocess
@@ -250,6 +251,29 @@ def test_a_session_started_through_one_node_is_read_and_deleted_through_another(
     assert rest("GET", f"{cluster['n3'].url}/paraview/{body['id']}", token)[0] == 404
 
 
+def test_the_status_and_resources_of_the_whole_cluster(cluster):
+    token = cluster["n1"].tokens["alice"]
+    job = run(call(cluster["n2"], "jobs.submit", {"app": "nap"}, token=token))["result"]
+    wait_state(cluster["n2"], job["id"], {"RUNNING"}, token)
+    try:
+        res = run(call(cluster["n3"], "resources.status", token=token))["result"]
+        assert res["node"] == "n3"
+        assert [n["node"] for n in res["nodes"]] == ["n3", "n1", "n2"]
+        by_node = {n["node"]: n for n in res["nodes"]}
+        assert by_node["n2"]["running"] >= 1
+        assert res["total"]["running"] == sum(n["running"] for n in res["nodes"])
+        assert res["total"]["capacity"]["cores"] == sum(
+            n["capacity"]["cores"] for n in res["nodes"])
+        out = cluster["n1"].cli("zephserver-status").stdout
+        assert "NODE" in out
+        line = next(x for x in out.splitlines() if x.startswith("n2 "))
+        assert "up" in line
+        status = json.loads(cluster["n1"].cli("zephserver-status", "--json").stdout)
+        assert {n["node"]: n["jobs_running"] for n in status["nodes"]}["n2"] >= 1
+    finally:
+        run(call(cluster["n2"], "jobs.cancel", {"id": job["id"]}, token=token))
+
+
 def test_zz_a_node_that_is_down_answers_a_clear_error_within_a_second(cluster):
     """(Last in this module: n3 stays down.) A job left running on n3, whose daemon
     stopped: a request that needs its process is -32007 naming n3, at once."""
@@ -265,6 +289,9 @@ def test_zz_a_node_that_is_down_answers_a_clear_error_within_a_second(cluster):
     assert answer["error"]["code"] == -32007, answer
     assert "node n3" in answer["error"]["message"]
     assert took < 1.0, took
-    # what needs only the database still works
+    # what needs only the database still works; the whole's status says n3 is down
     seen = run(call(cluster["n2"], "jobs.get", {"id": job["id"]}, token=token))["result"]
     assert (seen["state"], seen["node"]) == ("RUNNING", "n3")
+    status = json.loads(cluster["n1"].cli("zephserver-status", "--json").stdout)
+    n3 = {n["node"]: n for n in status["nodes"]}["n3"]
+    assert (n3["state"], n3["jobs_running"]) == ("unreachable", 1)

@@ -68,7 +68,8 @@ class Daemon:
                 "started": self.started_at, "uptime": time.time() - self.started_at,
                 "url": self.public_url, "stopping": self.stopping,
                 "services": self.manager.status() if self.manager else [],
-                "cluster": self.cluster.status()}
+                "cluster": self.cluster.status(),
+                **(self.manager.status_info() if self.manager else {})}
 
     def reload(self) -> dict[str, Any]:
         """Re-read the settings file; if it is sound, hand it to the running services.

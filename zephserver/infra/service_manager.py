@@ -285,6 +285,20 @@ class ServiceManager:
         with self.cond:
             return [r.status() for r in self.runners]
 
+    def status_info(self) -> dict:
+        """What RUNNING services add to the daemon's status (``status_info()``)."""
+        info: dict = {}
+        with self.cond:
+            running = [r for r in self.runners if r.state is S.RUNNING]
+        for runner in running:
+            hook = getattr(runner.instance, "status_info", None)
+            if callable(hook):
+                try:
+                    info.update(hook())
+                except Exception as exc:  # a status must still answer
+                    log.warning("service %s: status_info failed: %s", runner.name, exc)
+        return info
+
     def reload(self, settings: Settings) -> tuple[dict[str, str], set[str]]:
         """Hand new settings to every RUNNING service that has ``reload(settings)``.
 

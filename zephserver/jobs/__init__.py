@@ -6,6 +6,7 @@
 - ``executor``: where processes run (``LocalExecutor``: this node, under the shim);
 - ``feed``: subscriptions, ``job.updated`` and ``job.output``;
 - ``interactive``: what sessions add (ports, secrets, readiness, the proxy map);
+- ``progress``: a running job's parser fed from its log;
 - ``api``: what tasks and the REST faces call.
 
 The job manager service (``zephserver.service.job_manager``) ties them together on its

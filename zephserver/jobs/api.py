@@ -304,14 +304,53 @@ class JobsApi:
                 if i in jobs]
 
     @on_actor
-    def resources_status(self) -> dict:
+    def node_resources(self, params: Any = None) -> dict:
+        """This node's capacity, what is free, and its jobs (also served to other nodes)."""
         capacity = self.scheduler.capacity()
         free = capacity.copy()
         for held in self.holdings():
             free.take(held.demand)
-        return {"node": self.node, "capacity": capacity.to_json(), "free": free.to_json(),
-                "running": len(self.holdings()),
+        return {"node": self.node, "state": "up", "capacity": capacity.to_json(),
+                "free": free.to_json(), "running": len(self.holdings()),
                 "queued": self.waiting.queued, "held": self.waiting.held}
+
+    def resources_status(self) -> dict:
+        """This node's resources; in a cluster also every node's (``nodes``, asked to
+        each, "unreachable" for a node that does not answer) and their ``total``."""
+        here = self.node_resources()
+        if not self.cluster.enabled:
+            return here
+        nodes = [here]
+        for peer in sorted(self.cluster.peers):
+            try:
+                nodes.append(self.cluster.calls.call(peer, "jobs.resources", {},
+                                                     self.call_timeout_s))
+            except RpcError as exc:
+                nodes.append({"node": peer, "state": "unreachable", "reason": exc.message})
+        up = [n for n in nodes if n["state"] == "up"]
+        total: dict[str, Any] = {k: sum(n[k] for n in up) for k in ("running", "queued",
+                                                                      "held")}
+        for key in ("capacity", "free"):
+            total[key] = {r: sum(n[key][r] for n in up) for r in ("cores", "memory")}
+        return {**here, "nodes": nodes, "total": total}
+
+    def status_info(self) -> dict:
+        """For zephserver-status: every node of the cluster, its state and resources,
+        and the jobs running on it (from the shared database, also for a node down)."""
+        if not self.cluster.enabled:
+            return {}
+        from django.db.models import Count
+
+        from zephserver.web.models import Job
+
+        running = dict(Job.objects.filter(state__in=[J.STARTING, J.RUNNING]).values_list(
+            "node").annotate(n=Count("id")))
+        status = self.resources_status()
+        peers = {p["node"]: p for p in self.cluster.status()["peers"]}
+        nodes = [{**n, "jobs_running": running.get(n["node"], 0),
+                  "last_seen": peers.get(n["node"], {}).get("last_seen")}
+                 for n in status["nodes"]]
+        return {"nodes": nodes, "total": status["total"]}
 
     # -- acting ---------------------------------------------------------------------------
 

@@ -30,11 +30,11 @@ from zephserver.jobs.api import JobsApi
 from zephserver.jobs.executor import Executor, LocalExecutor
 from zephserver.jobs.feed import Feed
 from zephserver.jobs.interactive import NoFreePort, SessionKeeper
+from zephserver.jobs.progress import progress_follower
 from zephserver.jobs.transition import ended, now, transition
 from zephserver.jobs.waiting import WaitingQueue, entry_for
 from zephserver.launch.apps import App, parse_all_apps
-from zephserver.launch.output import Follower, Tail
-from zephserver.launch.parsers import make_parser
+from zephserver.launch.output import Tail
 from zephserver.launch.process import SpawnError
 from zephserver.launch.scheduler import Demand, Running, Waiting
 from zephserver.launch.states import TERMINAL, JobState
@@ -55,7 +55,6 @@ class Active:
     job: Any
     app: App | None
     stop_by: str = ""
-    last_progress: float = 0.0
     spawned_at: float = 0.0  # monotonic; 0 for a re-adopted job
     running: Running | None = None  # what it holds, as the queue sees it (made once)
 
@@ -111,6 +110,7 @@ class JobManagerService(JobsApi, Actor, Service):
                          cluster=self.cluster)
         if self.cluster.enabled:
             self.cluster.calls.handle("jobs.forwarded", self.serve_forwarded)
+            self.cluster.calls.handle("jobs.resources", self.node_resources)
         self._configure(s)
         self.rooms.add_unregister_listener(self.feed.connection_gone)
         try:
@@ -564,27 +564,10 @@ class JobManagerService(JobsApi, Actor, Service):
     # -- progress (parsers run on the output thread, results land here) -------------------
 
     def _follow_for_parser(self, active: Active) -> None:
-        if active.app is None or active.app.parser is None:
-            return
-        parser = make_parser(active.app.parser)
-        job_id = active.job.pk
-        # the ETA uses the real elapsed time, also for a job re-adopted after a restart
-        started = active.job.started.timestamp() if active.job.started else time.time()
-
-        def deliver(offset: int, data: bytes) -> None:  # output thread
-            parser.feed(data, time.time(), started)
-            at = time.monotonic()
-            if parser.changed and at - active.last_progress >= self.progress_interval:
-                parser.changed = False
-                active.last_progress = at
-                self.post(self._set_progress, job_id, parser.snapshot())
-
-        def done(end: int) -> None:
-            parser.finish(time.time(), started)
-            self.post(self._set_progress, job_id, parser.snapshot())
-
-        # unfollowed by the tail itself once the job has ended and the last bytes are read
-        self.tail.follow(Follower(active.job.log_path, 0, deliver, done=done))
+        if active.app is not None and active.app.parser is not None:
+            self.tail.follow(progress_follower(
+                active.job, active.app.parser, lambda: self.progress_interval,
+                lambda job_id, snapshot: self.post(self._set_progress, job_id, snapshot)))
 
     def _set_progress(self, job_id: int, snapshot: dict) -> None:
         from zephserver.web.models import Job

@@ -31,6 +31,7 @@ def notification(method: str, params: Any) -> str:
 
 
 CLUSTER_EVENT = "rooms.deliver"
+MEMBERS = "rooms.members"  # who joined or left a room on the node that says it
 
 
 class RoomHandlerService(Service):
@@ -43,6 +44,8 @@ class RoomHandlerService(Service):
         self._by_user: dict[int, set[str]] = defaultdict(set)
         self._rooms: dict[str, set[str]] = defaultdict(set)
         self._joined: dict[str, set[str]] = defaultdict(set)  # cid -> rooms
+        # Members on other nodes (what they said): room -> {(node, cid): user name}
+        self._remote: dict[str, dict[tuple[str, str], str]] = defaultdict(dict)
         self._unregister_listeners: list[Callable[[str], None]] = []
 
     # -- connections ------------------------------------------------------------------
@@ -104,6 +107,7 @@ class RoomHandlerService(Service):
                 return []
             self._rooms[room].add(cid)
             self._joined[cid].add(room)
+        self._tell_membership(room, cid, conn.user.username, True)
         users = self.users_in(room)
         self.send_to_room(room, "room.joined", {"room": room, "user": conn.user.username,
                                                 "cid": cid}, exclude=cid)
@@ -129,7 +133,7 @@ class RoomHandlerService(Service):
             members.discard(cid)
             if not members:
                 del self._rooms[room]
-                return
+        self._tell_membership(room, cid, user.username, False)
         self.send_to_room(room, "room.left", {"room": room, "user": user.username, "cid": cid})
         self.send_to_room(room, "room.users", {"room": room, "users": self.users_in(room)})
 
@@ -138,21 +142,72 @@ class RoomHandlerService(Service):
             return cid in self._rooms.get(room, ())
 
     def users_in(self, room: str) -> list[str]:
+        """Who is in ``room``, on every node."""
         with self._lock:
-            return sorted({self._conns[c].user.username for c in self._rooms.get(room, ())
-                           if c in self._conns})
+            here = {self._conns[c].user.username for c in self._rooms.get(room, ())
+                    if c in self._conns}
+            return sorted(here | set(self._remote.get(room, {}).values()))
 
     # -- other nodes ------------------------------------------------------------------
 
     def main(self) -> None:
         cluster = getattr(self.ctx, "cluster", None)
+        subscriptions = [(CLUSTER_EVENT, self._from_cluster), (MEMBERS, self._members),
+                         ("cluster.node_up", self._node_up),
+                         ("cluster.node_down", self._node_down)]
         if cluster is not None:
-            cluster.subscribe(CLUSTER_EVENT, self._from_cluster)
+            for event, callback in subscriptions:
+                cluster.subscribe(event, callback)
         try:
             super().main()
         finally:
             if cluster is not None:
-                cluster.unsubscribe(CLUSTER_EVENT, self._from_cluster)
+                for event, callback in subscriptions:
+                    cluster.unsubscribe(event, callback)
+
+    # Membership across nodes: each node says who joins and leaves its rooms, tells a
+    # node that comes up who is in them now, and forgets a node's members when it goes.
+
+    def _tell_membership(self, room: str, cid: str, user: str, joined: bool) -> None:
+        cluster = getattr(self.ctx, "cluster", None)
+        if cluster is not None and cluster.enabled:
+            cluster.say(MEMBERS, {"node": cluster.node, "changes": [[room, cid, user,
+                                                                     joined]]})
+
+    def _members(self, m: dict) -> None:  # cluster dispatcher thread
+        with self._lock:
+            if m.get("snapshot"):
+                for members in self._remote.values():
+                    for key in [k for k in members if k[0] == m["node"]]:
+                        del members[key]
+            for room, cid, user, joined in m["changes"]:
+                if joined:
+                    self._remote[room][(m["node"], cid)] = user
+                else:
+                    self._remote[room].pop((m["node"], cid), None)
+
+    def _node_up(self, data: dict) -> None:  # cluster dispatcher thread
+        cluster = self.ctx.cluster  # type: ignore[union-attr]
+        with self._lock:
+            changes = [[room, cid, self._conns[cid].user.username, True]
+                       for room, cids in self._rooms.items() for cid in cids
+                       if cid in self._conns]
+        cluster.tell(data["node"], MEMBERS, {"node": cluster.node, "changes": changes,
+                                             "snapshot": True})
+
+    def _node_down(self, data: dict) -> None:  # cluster dispatcher thread
+        with self._lock:
+            changed = []
+            for room, members in self._remote.items():
+                gone = [k for k in members if k[0] == data["node"]]
+                for key in gone:
+                    del members[key]
+                if gone and room in self._rooms:
+                    changed.append(room)
+        for room in changed:  # this node's members hear who is left
+            with self._lock:
+                cids = list(self._rooms.get(room, ()))
+            self._send(cids, "room.users", {"room": room, "users": self.users_in(room)})
 
     def _tell_cluster(self, kind: str, target: Any, method: str, params: Any,
                       exclude: str | None = None) -> None:
