@@ -23,7 +23,11 @@ from tests.support.web import Ws, admin, login, run
 pytestmark = pytest.mark.e2e
 
 APPS = {"nap": {"argv": ["/bin/sh", "-c", "echo started; exec sleep 600"],
-                "resources": {"cores": 0}, "grace": 1}}
+                "resources": {"cores": 0}, "grace": 1},
+        "count": {"argv": ["/bin/sh", "-c", "seq -f 'line %g of many' 1 20000; "
+                           "echo done; exec sleep 600"],
+                  "resources": {"cores": 0}, "grace": 1}}
+EXPECTED = "".join(f"line {i} of many\n" for i in range(1, 20001)) + "done\n"
 
 
 def session_apps(low):
@@ -235,6 +239,51 @@ def test_any_node_acts_on_a_job_running_on_another(cluster):
     final = wait_state(cluster["n3"], job["id"], {"CANCELLED"}, token)
     assert final["node"] == "n1"
     assert "cancelled by alice" in final["state_reason"]
+
+
+async def read_output(ws, job_id, until):
+    """The job's output as job.output notifications bring it, until ``until`` is in it;
+    each chunk must start where the last ended."""
+    text, at = "", None
+    while until not in text:
+        note = await ws.until("job.output", timeout=20)
+        if note["id"] != job_id:
+            continue
+        assert at is None or note["offset"] == at, (note["offset"], at)
+        at = note["next_offset"]
+        text += note["data"]
+    return text, at
+
+
+def test_output_of_a_job_on_another_node_streams_every_byte_once_and_resumes(cluster):
+    token = cluster["n1"].tokens["alice"]
+
+    async def scenario():
+        owner = await Ws.connect(cluster["n1"].url, token=token)
+        job = (await owner.call("jobs.submit", {"app": "count"}))["result"]
+        await owner.aclose()
+        far = await Ws.connect(cluster["n2"].url, token=token)
+        try:
+            answer = await far.call("jobs.subscribe", {"id": job["id"], "offset": 0})
+            assert answer["result"]["job"]["node"] == "n1", answer
+            whole, end = await read_output(far, job["id"], "done\n")
+        finally:
+            await far.aclose()
+        # a reconnect, resuming from an offset in the middle: the rest, no gap, no repeat
+        middle = len(EXPECTED.encode()) // 2
+        again = await Ws.connect(cluster["n3"].url, token=token)
+        try:
+            await again.call("jobs.subscribe", {"id": job["id"], "offset": middle})
+            rest, _ = await read_output(again, job["id"], "done\n")
+            await again.call("jobs.cancel", {"id": job["id"]})
+        finally:
+            await again.aclose()
+        return whole, end, rest
+
+    whole, end, rest = run(scenario())
+    assert whole == EXPECTED
+    assert end == len(EXPECTED.encode())
+    assert rest == EXPECTED.encode()[len(EXPECTED.encode()) // 2:].decode()
 
 
 def test_a_session_started_through_one_node_is_read_and_deleted_through_another(cluster):

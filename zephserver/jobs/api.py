@@ -25,8 +25,7 @@ from typing import Any
 from zephserver.actor import on_actor
 from zephserver.errors import RpcCode, RpcError
 from zephserver.jobs.transition import now
-from zephserver.launch.apps import GENERATED, App, ParamError
-from zephserver.launch.interactive import SESSION_GENERATED
+from zephserver.launch.apps import App, ParamError
 from zephserver.launch.output import read_range
 from zephserver.launch.states import TERMINAL, WAITING, JobState
 from zephserver.task.base import UserInfo
@@ -36,8 +35,6 @@ log = logging.getLogger("zephserver.jobs")
 J = JobState
 MAX_OUTPUT_READ = 1 << 20
 MAX_PRIORITY = 10
-# Keys a session request may carry besides the app's params: echoed, never substituted.
-ECHOED_KEYS = frozenset({"application", "sessionManagerURL", "queue"})
 
 
 def rpc_error(code: RpcCode, message: str, field: str | None = None) -> RpcError:
@@ -457,12 +454,13 @@ class JobsApi:
 
     # -- subscriptions --------------------------------------------------------------------
 
-    @on_actor
     def subscribe(self, user: UserInfo, cid: str, job_id: Any, offset: Any) -> dict:
+        """Updates of one job (or, without ``job_id``, of all the user's) and its output
+        from ``offset``; a job of another node streams its log from there."""
         if job_id is None:
             self.feed.subscribe_owner(user.id, cid)
             return {"subscribed": "all"}
-        job = self._local_job(user, job_id)
+        node = self._node_of(user, job_id)
         if offset is None:
             offset = 0
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
@@ -471,108 +469,34 @@ class JobsApi:
         conn = self.rooms.connection(cid)
         if conn is None:
             raise RpcError(RpcCode.NOT_FOUND, "connection closed")
+        if node == self.node:
+            return self._subscribe_here(user, conn, job_id, offset)
+        stream = self.feed.expect_stream(conn, job_id, node)  # before the first chunk
+        try:
+            job = self.forward(node, "follow_output", user, job_id, offset, stream,
+                               self.node)
+        except BaseException:
+            self.feed.drop_stream(stream)
+            raise
+        return {"subscribed": job_id, "offset": offset, "job": job}
+
+    @on_actor
+    def _subscribe_here(self, user: UserInfo, conn: Any, job_id: int, offset: int) -> dict:
+        job = self._local_job(user, job_id)
         self.feed.subscribe_job(job, conn, offset)
         return {"subscribed": job.pk, "offset": offset, "job": self.to_json(job)}
+
+    @at_owner()
+    def follow_output(self, user: UserInfo, job_id: Any, offset: int, stream: str,
+                      to: str) -> dict:
+        """Stream this node's job's log from ``offset`` to node ``to`` (its subscriber's)."""
+        job = self._local_job(user, job_id)
+        self.feed.stream_to(to, stream, job, offset)
+        return self.to_json(job)
 
     def unsubscribe(self, user: UserInfo, cid: str, job_id: Any) -> dict:
         self.feed.unsubscribe(user.id, cid, job_id)
         return {"unsubscribed": job_id if job_id is not None else "all"}
-
-    # -- interactive sessions (the ParaViewWeb/wslink launcher and sessions.*) -------------
-
-    def start_session(self, user: UserInfo, app_name: Any, body: dict,
-                      may_queue: bool | None) -> Future:
-        """Ask for a session. The future resolves once it is ready (its view), at once
-        if it may queue and has to wait (state QUEUED), or fails with -32003 (no
-        resources, or it died or was not ready in time) or -32602 (bad request)."""
-        app = self.app_for(app_name)
-        if app.session is None:
-            raise rpc_error(RpcCode.INVALID_PARAMS, f"app {app.name!r} is not a session app "
-                            f"(kind {app.kind})", "application")
-        params, client = {}, {}
-        for key, value in body.items():
-            if key in app.params:
-                params[key] = value
-            elif key not in ECHOED_KEYS:
-                reserved = key in app.vars or key in GENERATED or key in SESSION_GENERATED
-                raise rpc_error(RpcCode.INVALID_PARAMS, f"{key!r} is set by the server and "
-                                "may not be given by a client" if reserved else
-                                f"{key!r} is not a parameter of app {app.name!r}", key)
-            client[key] = value
-        cleaned, needs = self._checked(app, params, None)
-        job = self._new_job(user, app, cleaned, needs, 0, extra={"client": client})
-        queue = app.session.queue if may_queue is None else may_queue
-        return self.call(self._queue_session, job, queue)
-
-    def _queue_session(self, job: Any, may_queue: bool) -> Future:
-        self._queue_new(job)
-        return self.interactive.wait_for(job.pk, may_queue)
-
-    def _session(self, user: UserInfo, session_id: Any, deleted_ok: bool = False) -> Any:
-        """The session ``session_id`` ("12" or 12) for ``user``; -32005 if unknown or
-        deleted (as the wslink launcher forgets a deleted session)."""
-        if isinstance(session_id, str) and session_id.isdigit() and len(session_id) < 12:
-            session_id = int(session_id)
-        if isinstance(session_id, bool) or not isinstance(session_id, int):
-            raise rpc_error(RpcCode.NOT_FOUND, f"no session {session_id!r}", "id")
-        try:
-            job = self._job(user, session_id)
-        except RpcError as exc:
-            if exc.code == RpcCode.NOT_FOUND:
-                raise rpc_error(RpcCode.NOT_FOUND, f"no session {session_id}", "id") \
-                    from None
-            raise
-        if job.kind != "session":
-            raise rpc_error(RpcCode.NOT_FOUND, f"no session {session_id}", "id")
-        if not deleted_ok and (job.state == J.CANCELLED or job.stop_requested == J.CANCELLED):
-            raise rpc_error(RpcCode.NOT_FOUND, f"session {session_id} was deleted", "id")
-        return job
-
-    def _session_view(self, user: UserInfo, job: Any) -> dict:
-        position = self.waiting.position(job.pk) if job.state == J.QUEUED else None
-        return self.interactive.view(job, owner=job.owner_id == user.id, position=position)
-
-    @on_actor
-    def session_get(self, user: UserInfo, session_id: Any, deleted_ok: bool = False) -> dict:
-        return self._session_view(user, self._session(user, session_id, deleted_ok))
-
-    def session_stop(self, user: UserInfo, session_id: Any) -> dict:
-        """Stop a session (on its node); its view, as it is once the stop is asked."""
-        job = self._session(user, session_id)
-        self.cancel(user, job.pk)  # answered once committed: the record says it now
-        view = self._session_view(user, self._session(user, session_id, deleted_ok=True))
-        view.pop("secret", None)
-        view["job"]["password_hash"] = None
-        return view
-
-    @on_actor
-    def stop_abandoned(self, user: UserInfo, session_id: Any) -> None:
-        """The client that asked for this session left before the answer."""
-        job = self._session(user, session_id)
-        active = self.active(job.pk)
-        if active is not None and not job.stop_requested:
-            self.stop(active, J.CANCELLED, "stopping: the client that asked for it "
-                      "left before it was ready", user.username)
-
-    def sessions_list(self, user: UserInfo, all_users: bool = False) -> list[dict]:
-        from zephserver.web.models import Job
-
-        if all_users and not user.is_staff:
-            raise rpc_error(RpcCode.FORBIDDEN, "only staff may list every user's sessions",
-                            "all")
-        jobs = Job.objects.select_related("owner").filter(kind="session").exclude(
-            state__in=list(TERMINAL)).order_by("id")
-        if not all_users:
-            jobs = jobs.filter(owner_id=user.id)
-        return self._views(user, list(jobs))
-
-    @on_actor
-    def _views(self, user: UserInfo, jobs: list) -> list[dict]:
-        out = []
-        for j in jobs:
-            active = self.active(j.pk)
-            out.append(self._session_view(user, active.job if active is not None else j))
-        return out
 
 
 def _param_feeding(app: App, resource: str) -> str | None:

@@ -26,10 +26,10 @@ from typing import Any
 
 from zephserver.actor import Actor
 from zephserver.infra.service import Service
-from zephserver.jobs.api import JobsApi
 from zephserver.jobs.executor import Executor, LocalExecutor
 from zephserver.jobs.feed import Feed
 from zephserver.jobs.interactive import NoFreePort, SessionKeeper
+from zephserver.jobs.interactive_api import InteractiveApi
 from zephserver.jobs.progress import progress_follower
 from zephserver.jobs.transition import ended, now, transition
 from zephserver.jobs.waiting import WaitingQueue, entry_for
@@ -64,7 +64,7 @@ class Active:
         return self.running
 
 
-class JobManagerService(JobsApi, Actor, Service):
+class JobManagerService(InteractiveApi, Actor, Service):
     name = "jobs"
     requires = ("rooms", "queue")
     announces_ready = True
