@@ -209,6 +209,34 @@ def test_a_peer_with_a_wrong_key_is_refused(cluster):
         stranger.close()
 
 
+def test_a_node_of_another_database_is_refused_even_with_the_secret(cluster):
+    """The cluster keys come from CLUSTER_SECRET and the database's id: a node started on
+    another database (another cluster) cannot join, whatever secret it knows."""
+    work = cluster["work"]
+    stranger_nodes = [cluster["nodes"][0], {"hostname": "n8", "address": "127.0.0.1",
+                                            "port": cluster["spare_port"]}]
+    path = probe_settings(work, "n8", stranger_nodes, cluster["pg"].database("elsewhere"))
+    tokens = prepare_database(path, cluster["env"])
+    stranger = DaemonProcess(path, cluster["env"])
+    n1 = cluster["daemons"]["n1"]
+    refusals = n1.output.count("refused")
+    try:
+        stranger.start()
+        stranger.tokens = tokens
+        rpc({"daemons": {"n8": stranger}}, "n8", "probe.say",
+            {"event": "probe.other", "data": "from another database"})
+        poll_until(lambda: n1.output.count("refused") > refusals, 10, 0.05,
+                   "n1 logs the refusal")
+        rpc(cluster, "n2", "probe.say", {"event": "probe.other", "data": "fence 8"})
+        poll_until(lambda: any(h["data"] == "fence 8" for h in heard(cluster, "n1",
+                                                                     "probe.other")), 10)
+        assert not any(h["data"] == "from another database"
+                       for h in heard(cluster, "n1", "probe.other"))
+    finally:
+        stranger.cli("zephserver-stop")
+        stranger.close()
+
+
 def test_kill9_node_down_then_up_and_buffered_messages_arrive_in_order(cluster):
     daemons = cluster["daemons"]
     daemons["n2"].kill(signal.SIGKILL)

@@ -13,6 +13,10 @@ def test_keys_are_derived_per_node_and_secret():
     assert derive_keys("a secret of sixteen+", "n1") == (public, secret)
     assert derive_keys("a secret of sixteen+", "n2")[0] != public
     assert derive_keys("another secret here!", "n1")[0] != public
+    # the same secret on another database (another cluster id): other keys
+    assert derive_keys("a secret of sixteen+", "n1", "db-a")[0] != public
+    assert derive_keys("a secret of sixteen+", "n1", "db-a")[0] != \
+        derive_keys("a secret of sixteen+", "n1", "db-b")[0]
 
 
 class Solo:

@@ -43,7 +43,9 @@ class Daemon:
     def __init__(self, settings: Settings,
                  prepare: Callable[[Settings], None] | None = None) -> None:
         """``prepare(settings)`` runs once before any service starts: what the services
-        share is configured there (the commands pass Django's setup)."""
+        share is configured there (the commands pass Django's setup and the database
+        checks); it may return ``{"cluster_identity": ...}``, which the cluster's keys
+        are derived from besides CLUSTER_SECRET."""
         self.settings = settings
         self._prepare = prepare
         self.pid = os.getpid()
@@ -151,11 +153,11 @@ class Daemon:
             return ExitCode.NO_PERMISSION if isinstance(exc, PermissionError) else ExitCode.FAILED
         self._install_signal_handlers()
         try:
-            if self._prepare is not None:
-                self._prepare(self.settings)
+            prepared = (self._prepare(self.settings) if self._prepare is not None
+                        else None) or {}
             self.control.start()
             try:
-                self.cluster.start()
+                self.cluster.start(prepared.get("cluster_identity", ""))
             except OSError as exc:
                 raise HaltServer(str(exc), ExitCode.FAILED) from None
             builtins = [CLUSTER_SERVICE] if self.cluster.enabled else []

@@ -49,13 +49,15 @@ SLOW_CALLBACK = 1.0  # seconds
 MAX_RESEND = 256  # batches sent again per peer per retry pass
 
 
-def derive_keys(secret: str, node: str) -> tuple[bytes, bytes]:
-    """(public, secret) CURVE keys of ``node``, derived from the shared secret: every
-    node can compute every peer's public key, and a node with another secret cannot."""
+def derive_keys(secret: str, node: str, identity: str = "") -> tuple[bytes, bytes]:
+    """(public, secret) CURVE keys of ``node``, derived from the shared secret and the
+    cluster's identity (its database's): every node can compute every peer's public
+    key, and a node with another secret, or of another database, cannot."""
     import zmq
     from zmq.utils import z85
 
-    raw = hashlib.sha256(f"zephserver-cluster\0{secret}\0{node}".encode()).digest()
+    raw = hashlib.sha256(f"zephserver-cluster\0{secret}\0{identity}\0{node}".encode()
+                         ).digest()
     secret_key = z85.encode(raw)
     return zmq.curve_public(secret_key), secret_key
 
@@ -102,9 +104,10 @@ class ClusterManager:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, identity: str = "") -> None:
         """Keys, the ZeroMQ context and the dispatcher (the daemon calls it at boot); the
-        sockets are the cluster service's (``serve``)."""
+        sockets are the cluster service's (``serve``). ``identity``: what the nodes of
+        this cluster share besides the secret (its database's id)."""
         if not self.enabled:
             return
         import zmq
@@ -116,9 +119,9 @@ class ClusterManager:
         self.retry = s.CLUSTER_RETRY
         self.max_buffered = s.CLUSTER_BUFFER_MESSAGES
         self.max_age = s.CLUSTER_BUFFER_AGE
-        self.public, self.secret = derive_keys(s.CLUSTER_SECRET, self.node)
+        self.public, self.secret = derive_keys(s.CLUSTER_SECRET, self.node, identity)
         for entry in self._entries:
-            public, _ = derive_keys(s.CLUSTER_SECRET, entry["hostname"])
+            public, _ = derive_keys(s.CLUSTER_SECRET, entry["hostname"], identity)
             self.peers[entry["hostname"]] = Peer(
                 entry["hostname"], f"tcp://{entry['address']}:{entry['port']}", public)
         self.ctx = zmq.Context()
@@ -529,5 +532,6 @@ class _Allowed:
         if z85.encode(key) in allowed or key in allowed:
             return True
         self.cluster.refused += 1
-        log.warning("cluster: refused a peer with an unknown key")
+        log.warning("cluster: refused a peer with an unknown key (another "
+                    "CLUSTER_SECRET, or a node of another database)")
         return False

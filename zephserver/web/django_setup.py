@@ -73,10 +73,13 @@ def setup_django(settings: Settings) -> None:
     django.setup()
 
 
-def prepare_database(settings: Settings) -> None:
+def prepare_database(settings: Settings) -> dict:
     """What the daemon does before any service runs: Django set up, the database
     reachable and its schema current. The embedded SQLite is migrated here (a copy of a
     file that holds data is kept first); a server database is migrated by its operator.
+
+    Returns ``{"cluster_identity": ...}``: the database's id, which the cluster keys
+    are derived from (a node of another database is refused by the others).
 
     Raises:
         HaltServer: the database cannot be reached (exit 1), or a server database has
@@ -86,7 +89,7 @@ def prepare_database(settings: Settings) -> None:
     from django.db import DatabaseError, connection
     from django.db.migrations.executor import MigrationExecutor
 
-    from zephserver.database import is_embedded, redact
+    from zephserver.database import redact
     from zephserver.errors import ExitCode, HaltServer
 
     where = redact(settings.DATABASE_URL)
@@ -99,21 +102,33 @@ def prepare_database(settings: Settings) -> None:
         raise HaltServer(f"database {where} is unreachable: {reason}", ExitCode.FAILED) \
             from None
     try:
-        if not pending:
-            return
-        if not is_embedded(settings.DATABASE_URL):
-            raise HaltServer(f"database {where} has {len(pending)} pending migration(s): "
-                             "run `zephserver-admin --settings FILE migrate` once, with "
-                             "these settings, then start again", ExitCode.BAD_SETTINGS)
-        copy = _copy_aside(connection.settings_dict["NAME"]) \
-            if executor.loader.applied_migrations else None
-        from django.core.management import call_command
+        if pending:
+            _migrate(settings, connection, executor, pending, where)
+        from zephserver.web.models import installation_id
 
-        call_command("migrate", interactive=False, verbosity=0)
-        log.info("database %s: %d migration(s) applied%s", where, len(pending),
-                 f" (the file before them is kept as {copy})" if copy else "")
+        return {"cluster_identity": installation_id()}
     finally:
         connection.close()  # the main thread does not use it again
+
+
+def _migrate(settings: Settings, connection: Any, executor: Any, pending: list,
+             where: str) -> None:
+    """Migrate the embedded SQLite (a copy kept first when it holds data); a server
+    database is its operator's: HaltServer, exit 6."""
+    from django.core.management import call_command
+
+    from zephserver.database import is_embedded
+    from zephserver.errors import ExitCode, HaltServer
+
+    if not is_embedded(settings.DATABASE_URL):
+        raise HaltServer(f"database {where} has {len(pending)} pending migration(s): "
+                         "run `zephserver-admin --settings FILE migrate` once, with "
+                         "these settings, then start again", ExitCode.BAD_SETTINGS)
+    copy = _copy_aside(connection.settings_dict["NAME"]) \
+        if executor.loader.applied_migrations else None
+    call_command("migrate", interactive=False, verbosity=0)
+    log.info("database %s: %d migration(s) applied%s", where, len(pending),
+             f" (the file before them is kept as {copy})" if copy else "")
 
 
 def _copy_aside(path: str) -> str:

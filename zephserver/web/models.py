@@ -115,3 +115,21 @@ PRIVATE_EXTRA = frozenset({"secret", "password_hash", "env"})
 
 def public_extra(extra: dict) -> dict:
     return {k: v for k, v in extra.items() if k not in PRIVATE_EXTRA}
+
+
+class Installation(models.Model):
+    """One row: the identity of this database. Nodes sharing it are one cluster; their
+    cluster keys are derived from it too, so a node of another database is refused."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    cluster_id = models.CharField(max_length=64)
+    created = models.DateTimeField(auto_now_add=True)
+
+
+def installation_id() -> str:
+    """This database's cluster id (made on first use)."""
+    import secrets
+
+    row, _ = Installation.objects.get_or_create(
+        id=1, defaults={"cluster_id": secrets.token_hex(16)})
+    return row.cluster_id
