@@ -30,6 +30,17 @@ class DatabaseUrlError(ValueError):
     pass
 
 
+def unavailable_reason(exc: BaseException) -> str | None:
+    """Why the database cannot be used now, if ``exc`` says so (a Django DatabaseError
+    that is about the connection: the server stopped, a network cut); else None."""
+    from django.db import InterfaceError, OperationalError
+
+    if not isinstance(exc, OperationalError | InterfaceError):
+        return None
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def redact(url: str | None) -> str:
     """``url`` without its password."""
     if not url:

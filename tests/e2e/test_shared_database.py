@@ -13,7 +13,14 @@ import time
 import pytest
 
 from tests.support.cluster import node_settings, prepare_database, start_nodes
-from tests.support.daemon import child_env, run_cli, script, short_tmpdir, write_settings
+from tests.support.daemon import (
+    DaemonProcess,
+    child_env,
+    run_cli,
+    script,
+    short_tmpdir,
+    write_settings,
+)
 from tests.support.jobs import is_zombie_or_gone, kill_jobs_under
 from tests.support.poll import poll_until
 from tests.support.postgres import Postgres, free_port
@@ -344,3 +351,55 @@ def test_zz_a_node_that_is_down_answers_a_clear_error_within_a_second(cluster):
     status = json.loads(cluster["n1"].cli("zephserver-status", "--json").stdout)
     n3 = {n["node"]: n for n in status["nodes"]}["n3"]
     assert (n3["state"], n3["jobs_running"]) == ("unreachable", 1)
+
+
+def test_postgresql_stopped_and_started_again_under_a_running_daemon(tmp_path):
+    """While the database is down: what needs it is -32003 naming it, what does not
+    (ping) still answers, nothing crashes; once it is back, everything works again."""
+    with Postgres() as own:
+        url = own.database("outage")
+        settings = write_settings(tmp_path, DATABASE_URL=url, APPS=APPS,
+                                  DJANGO_SETTINGS_MODULE="tests.support.django_test_settings")
+        env = child_env()
+        tokens = prepare_database(settings, env)
+        daemon = DaemonProcess(settings, env).start()
+        token = tokens["alice"]
+
+        async def outage():
+            ws = await Ws.connect(daemon.url, token=token)
+            try:
+                before = await ws.call("jobs.submit", {"app": "nap"})
+                own.stop()
+                down = [await ws.call("jobs.list", {}), await ws.call("jobs.submit",
+                                                                     {"app": "nap"})]
+                pong = await ws.call("ping")
+                own.start_again()
+                deadline = time.monotonic() + 20
+                while True:  # the next request reconnects
+                    after = await ws.call("jobs.submit", {"app": "nap"})
+                    if "result" in after or time.monotonic() > deadline:
+                        break
+                    await asyncio.sleep(0.1)
+                listed = await ws.call("jobs.list", {})
+                return before, down, pong, after, listed
+            finally:
+                await ws.aclose()
+
+        try:
+            before, down, pong, after, listed = run(outage())
+            assert "result" in before, before
+            for answer in down:
+                assert answer["error"]["code"] == -32003, answer
+                assert "database" in answer["error"]["message"]
+            assert "result" in pong
+            assert "result" in after, after
+            ids = {j["id"] for j in listed["result"]["jobs"]}
+            assert {before["result"]["id"], after["result"]["id"]} <= ids  # nothing lost
+            status = json.loads(daemon.cli("zephserver-status", "--json").stdout)
+            assert {s["name"]: (s["state"], s["restarts"]) for s in status["services"]} \
+                == {s["name"]: ("RUNNING", 0) for s in status["services"]}
+            assert "Traceback" not in daemon.output
+        finally:
+            daemon.cli("zephserver-stop")
+            daemon.close()
+            kill_jobs_under(tmp_path)

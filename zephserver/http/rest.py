@@ -44,6 +44,8 @@ def authenticate_request(service: Any, handler: tornado.web.RequestHandler
         user, _ = auth.authenticate(cookies, authorization, allow_basic=True)
     except AuthenticationFailed as exc:
         raise JsonError(401, str(exc)) from None
+    except ServiceUnavailable as exc:
+        raise JsonError(503, str(exc), retry_after=5) from None
     if not user.is_authenticated:
         raise JsonError(401, "authentication required: a session cookie or "
                              "'Authorization: Bearer <token>'")

@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 import tornado.websocket
 from tornado.ioloop import IOLoop
 
-from zephserver.errors import RpcCode
+from zephserver.errors import RpcCode, ServiceUnavailable
 from zephserver.task.base import UserInfo
 
 access_log = logging.getLogger("zephserver.access")
@@ -82,6 +82,10 @@ class WsHandler(tornado.websocket.WebSocketHandler):
         except AuthenticationFailed as exc:
             access_log.info("ws refused from %s: %s", self.request.remote_ip, exc)
             self.set_status(401)
+            self.finish({"error": str(exc)})
+        except ServiceUnavailable as exc:
+            self.set_status(503)
+            self.set_header("Retry-After", "5")
             self.finish({"error": str(exc)})
 
     def check_origin(self, origin: str) -> bool:

@@ -7,6 +7,7 @@
 - ``feed``: subscriptions, ``job.updated`` and ``job.output``;
 - ``interactive``: what sessions add (ports, secrets, readiness, the proxy map);
 - ``progress``: a running job's parser fed from its log;
+- ``batches``: the job manager's actor, each inbox batch one database transaction;
 - ``api`` and ``interactive_api``: what tasks and the REST faces call.
 
 The job manager service (``zephserver.service.job_manager``) ties them together on its

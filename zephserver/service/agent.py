@@ -145,6 +145,12 @@ class AgentService(Actor, Service):
         self._disabled.set()
         self.close_inbox()
 
+    def handle(self, items: list) -> None:
+        super().handle(items)
+        from django.db import close_old_connections
+
+        close_old_connections()  # one broken by a database outage is replaced
+
     def http_routes(self) -> list[tuple[str, type]]:
         """The smartmob-agent REST API under /agent/ and its consoles."""
         from zephserver.http import agent

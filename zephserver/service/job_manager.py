@@ -14,18 +14,16 @@ ended meanwhile.
 """
 
 import collections
-import contextlib
 import logging
 import os
 import signal
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from zephserver.actor import Actor
 from zephserver.infra.service import Service
+from zephserver.jobs.batches import TransactionalActor
 from zephserver.jobs.executor import Executor, LocalExecutor
 from zephserver.jobs.feed import Feed
 from zephserver.jobs.interactive import NoFreePort, SessionKeeper
@@ -64,7 +62,7 @@ class Active:
         return self.running
 
 
-class JobManagerService(InteractiveApi, Actor, Service):
+class JobManagerService(InteractiveApi, TransactionalActor, Service):
     name = "jobs"
     requires = ("rooms", "queue")
     announces_ready = True
@@ -73,15 +71,12 @@ class JobManagerService(InteractiveApi, Actor, Service):
     max_batch = MAX_BATCH
 
     def __init__(self) -> None:
-        Actor.__init__(self)
+        TransactionalActor.__init__(self)
         Service.__init__(self)
         self._active: dict[int, Active] = {}
         self.waiting = WaitingQueue()
         self._needs_plan = False
         self._planned = 0.0
-        self._batching = False
-        self._deferred: list = []
-        self._unpublished: dict[int, Any] = {}  # job id -> job: one update per batch
         self._env: dict[int, dict[str, str]] = {}  # launch environments between phases
         self._fresh: dict[int, Any] = {}  # jobs submitted since the last plan
         self.apps: dict[str, App] = {}
@@ -163,76 +158,29 @@ class JobManagerService(InteractiveApi, Actor, Service):
     def handle(self, items: list) -> None:
         pending = collections.deque(items)
         first, prepared = True, []
+
+        def group() -> None:
+            nonlocal first, prepared
+            while pending:
+                self.execute(*pending.popleft())
+            if first:
+                first = False
+                self.fire_timers()
+                # The queue's choice is committed (STARTING) with the batch that caused
+                # it: a submit and its start cost one commit.
+                prepared = self._plan()
+                if self.interactive.pending and not self._needs_plan:
+                    self.interactive.after_plan()
+
         while pending or first:
             # A database error ends a group early; what is left goes in the next one.
-            with self._group_commit():
-                while pending:
-                    self.execute(*pending.popleft())
-                if first:
-                    first = False
-                    self.fire_timers()
-                    # The queue's choice is committed (STARTING) with the batch that
-                    # caused it: a submit and its start cost one commit.
-                    prepared = self._plan()
-                    if self.interactive.pending and not self._needs_plan:
-                        self.interactive.after_plan()
+            if not self._group_commit(group):
+                # Not even begun (the database is unavailable): callers hear it now;
+                # exits and timers posted here are found again by the watchdog's tick.
+                self.refuse_unavailable(pending)
+                return
         if prepared:
             self._launch(prepared)
-
-    @contextlib.contextmanager
-    def _group_commit(self) -> Any:
-        """Run a batch in one transaction; replies and ``job.updated`` events go out only
-        once it is committed (a client never sees a state the database might not keep)."""
-        from django.db import transaction
-
-        self._deferred: list[tuple[Future | None, Any, BaseException | None]] = []
-        self._unpublished: dict[int, Any] = {}
-        try:
-            with transaction.atomic():
-                yield
-        except Exception as exc:  # the commit failed: every caller in the batch hears it
-            log.exception("job manager: a batch failed to commit")
-            self._deferred = [(f, None, exc) for f, _, _ in self._deferred]
-        finally:
-            deferred, self._deferred = self._deferred, []
-            unpublished, self._unpublished = self._unpublished, {}
-            self._batching = False
-        for job in unpublished.values():
-            self.feed.send_update(job)
-        for future, result, exc in deferred:
-            if future is None:
-                continue
-            if exc is None:
-                future.set_result(result)
-            else:
-                future.set_exception(exc)
-
-    def execute(self, fn: Callable, args: tuple, future: Future | None) -> None:
-        from django.db import DatabaseError
-
-        self._batching = True
-        try:
-            result = fn(*args)
-        except DatabaseError as exc:
-            # The batch's transaction is broken: _group_commit fails it as a whole.
-            self._deferred.append((future, None, exc))
-            raise
-        except Exception as exc:  # refused requests raise before they write anything
-            if future is None:
-                log.exception("job manager: %s failed", getattr(fn, "__name__", fn))
-            self._deferred.append((future, None, exc))
-        else:
-            self._deferred.append((future, result, None))
-
-    def answer(self, future: Future, result: Any = None, error: BaseException | None = None
-               ) -> None:
-        """Settle a client's future once the current batch is committed."""
-        if self._batching:
-            self._deferred.append((future, result, error))
-        elif error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
 
     def kick(self) -> None:
         """Plan the queue again soon (resources changed outside the manager's view)."""
@@ -261,13 +209,6 @@ class JobManagerService(InteractiveApi, Actor, Service):
         transition(job, new, reason, self.publish, **fields)
         if new in TERMINAL and job.kind == "session":
             self.interactive.ended(job)
-
-    def publish(self, job: Any) -> None:
-        """Tell subscribers (after the commit when inside a batch)."""
-        if self._batching:
-            self._unpublished[job.pk] = job
-        else:
-            self.feed.send_update(job)
 
     def _executor_name(self, job: Any) -> str:
         app = self.apps.get(job.app)
@@ -458,9 +399,10 @@ class JobManagerService(InteractiveApi, Actor, Service):
             if batch:
                 started = executor.launch(batch, [self._env.pop(job.pk) for job in batch])
                 results.update(zip([job.pk for job in batch], started, strict=True))
-        with self._group_commit():
+        def group() -> None:
             for job in prepared:
                 self.execute(self._started, (job, results[job.pk]), None)
+        self._group_commit(group)
 
     def _started(self, job: Any, result: Any) -> None:
         if isinstance(result, SpawnError):

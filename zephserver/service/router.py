@@ -25,6 +25,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from zephserver.config import resolve_class
+from zephserver.database import unavailable_reason
 from zephserver.errors import RpcCode, RpcError
 from zephserver.infra.service import Service
 from zephserver.task.base import Request, check_access
@@ -404,9 +405,15 @@ def _result(request_id: Any, result: Any) -> str:
 
 
 def _failure(method: str, request_id: Any, exc: Exception) -> dict:
-    """A task's RpcError as it is; anything else -32603 with an id that is in the log."""
+    """A task's RpcError as it is; the database unavailable -32003 with the reason;
+    anything else -32603 with an id that is in the log."""
     if isinstance(exc, RpcError):
         return {"jsonrpc": "2.0", "id": request_id, "error": exc.to_json()}
+    why = unavailable_reason(exc)
+    if why is not None:
+        log.warning("task %s: the database is unavailable: %s", method, why)
+        return _error(request_id, RpcCode.SERVICE_UNAVAILABLE, f"the database is "
+                      f"unavailable, retry later: {why}", {"retry_after": 5})
     error_id = uuid.uuid4().hex[:12]
     log.error("task %s failed (error id %s)", method, error_id, exc_info=exc)
     return _error(request_id, RpcCode.INTERNAL_ERROR, f"internal error (error id {error_id})",

@@ -14,6 +14,8 @@ import threading
 import time
 from types import SimpleNamespace
 
+from zephserver.database import unavailable_reason
+from zephserver.errors import ServiceUnavailable
 from zephserver.infra.service import Service
 from zephserver.task.base import ANONYMOUS, UserInfo
 
@@ -109,11 +111,16 @@ class SessionManagerService(Service):
         return self._resolve(credential)
 
     def _resolve(self, credential: tuple[str, str]) -> UserInfo:
-        from django.db import close_old_connections
+        from django.db import DatabaseError, close_old_connections
 
         kind, value = credential
         try:
             user = self._lookup_token(value) if kind == "token" else self._lookup_session(value)
+        except DatabaseError as exc:
+            why = unavailable_reason(exc)
+            if why is None:
+                raise
+            raise ServiceUnavailable(f"the database is unavailable: {why}") from None
         finally:
             close_old_connections()
         with self._lock:
