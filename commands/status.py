@@ -46,6 +46,10 @@ def render(status: dict) -> str:
                 if peer.get("last_seen") else "never seen")
         lines.append(f"peer {peer['node']}: {peer['state']}, {seen}, "
                      f"{peer.get('buffered', 0)} buffered, {peer.get('lost', 0)} lost")
+    database = status.get("database")
+    if database:
+        lines.append(f"database: {database['state']} ({database['url']})"
+                     + (f": {database['reason']}" if database.get("reason") else ""))
     nodes = status.get("nodes", [])
     if nodes:
         lines.append(f"{'NODE':<12}  {'STATE':<11}  JOBS  {'CORES FREE':>10}  "

@@ -373,6 +373,9 @@ def test_postgresql_stopped_and_started_again_under_a_running_daemon(tmp_path):
                 down = [await ws.call("jobs.list", {}), await ws.call("jobs.submit",
                                                                      {"app": "nap"})]
                 pong = await ws.call("ping")
+                shown = await asyncio.get_running_loop().run_in_executor(
+                    None, lambda: daemon.cli("zephserver-status").stdout)
+                assert "database: unavailable" in shown, shown
                 own.start_again()
                 deadline = time.monotonic() + 20
                 while True:  # the next request reconnects
@@ -393,6 +396,8 @@ def test_postgresql_stopped_and_started_again_under_a_running_daemon(tmp_path):
                 assert "database" in answer["error"]["message"]
             assert "result" in pong
             assert "result" in after, after
+            assert "database: ok (postgresql://postgres@" in daemon.cli(
+                "zephserver-status").stdout
             ids = {j["id"] for j in listed["result"]["jobs"]}
             assert {before["result"]["id"], after["result"]["id"]} <= ids  # nothing lost
             status = json.loads(daemon.cli("zephserver-status", "--json").stdout)

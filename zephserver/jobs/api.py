@@ -69,6 +69,7 @@ class JobsApi:
     node: str
     cluster: Any
     call_timeout_s: float
+    database_url: str | None
     waiting: Any
     feed: Any
     interactive: Any
@@ -332,22 +333,32 @@ class JobsApi:
         return {**here, "nodes": nodes, "total": total}
 
     def status_info(self) -> dict:
-        """For zephserver-status: every node of the cluster, its state and resources,
-        and the jobs running on it (from the shared database, also for a node down)."""
-        if not self.cluster.enabled:
-            return {}
+        """For zephserver-status: the database's state; in a cluster, every node, its
+        state and resources, and the jobs running on it (from the shared database, also
+        for a node down)."""
+        from django.db import DatabaseError, close_old_connections
         from django.db.models import Count
 
+        from zephserver.database import redact, unavailable_reason
         from zephserver.web.models import Job
 
-        running = dict(Job.objects.filter(state__in=[J.STARTING, J.RUNNING]).values_list(
-            "node").annotate(n=Count("id")))
+        database = {"url": redact(self.database_url), "state": "ok"}
+        try:
+            running = dict(Job.objects.filter(state__in=[J.STARTING, J.RUNNING])
+                           .values_list("node").annotate(n=Count("id")))
+        except DatabaseError as exc:
+            running = {}
+            database.update(state="unavailable", reason=unavailable_reason(exc) or str(exc))
+        finally:
+            close_old_connections()
+        if not self.cluster.enabled:
+            return {"database": database}
         status = self.resources_status()
         peers = {p["node"]: p for p in self.cluster.status()["peers"]}
         nodes = [{**n, "jobs_running": running.get(n["node"], 0),
                   "last_seen": peers.get(n["node"], {}).get("last_seen")}
                  for n in status["nodes"]]
-        return {"nodes": nodes, "total": status["total"]}
+        return {"database": database, "nodes": nodes, "total": status["total"]}
 
     # -- acting ---------------------------------------------------------------------------
 

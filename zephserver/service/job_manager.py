@@ -100,6 +100,7 @@ class JobManagerService(InteractiveApi, TransactionalActor, Service):
         self.interactive = SessionKeeper(self, self.waiting, self.tail, s)
         self.cluster = self.ctx.cluster
         self.call_timeout_s = s.CLUSTER_CALL_TIMEOUT
+        self.database_url = s.DATABASE_URL
         self.feed = Feed(self.rooms, self.tail, self.to_json,
                          lambda job: self.interactive.view(job, owner=False),
                          cluster=self.cluster)
