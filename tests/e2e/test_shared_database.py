@@ -9,6 +9,7 @@ import shutil
 import sqlite3
 import subprocess
 import time
+import zipfile
 
 import pytest
 
@@ -58,13 +59,19 @@ def cluster(pg):
              for i in (1, 2, 3)]
     url = pg.database("shared")
     env = child_env()
+    files = work / "files"
+    files.mkdir()
+    with zipfile.ZipFile(files / "app.zip", "w") as archive:
+        archive.writestr("Procfile", "web: exec sleep 600")
     paths = {n["hostname"]: node_settings(work, n["hostname"], nodes, url,
-                                          APPS=session_apps(low + 3))
+                                          APPS=session_apps(low + 3),
+                                          AGENT_FILE_ROOTS=[str(files)])
              for n in nodes}
     daemons: dict = {}
     try:
         tokens = prepare_database(paths["n1"], env)  # once, for every node
         start_nodes(paths, env, tokens, daemons)
+        daemons["n1"].archive = f"file://{files}/app.zip"
         yield daemons
     finally:
         for d in daemons.values():
@@ -328,6 +335,36 @@ def test_the_status_and_resources_of_the_whole_cluster(cluster):
         assert {n["node"]: n["jobs_running"] for n in status["nodes"]}["n2"] >= 1
     finally:
         run(call(cluster["n2"], "jobs.cancel", {"id": job["id"]}, token=token))
+
+
+def test_agent_processes_of_every_node_through_any_node(cluster):
+    token = cluster["n1"].tokens["alice"]
+    status, made, _ = rest("POST", cluster["n1"].url + "/agent/create-process", token, {
+        "app": "far", "node": "web.0", "process_type": "web",
+        "source_url": cluster["n1"].archive})
+    assert status == 201, made
+    slug = made["slug"]
+    poll_until(lambda: rest("GET", f"{cluster['n1'].url}/agent/process-status/{slug}",
+                            token)[1].get("state") == "running", 20, 0.05, "running")
+    # listed and shown through another node, with the node that runs it
+    status, listing, _ = rest("GET", cluster["n2"].url + "/agent/list-processes", token)
+    mine = [p for p in listing["processes"] if p["slug"] == slug]
+    assert [p["runs_on"] for p in mine] == ["n1"], listing
+    status, shown, _ = rest("GET", f"{cluster['n3'].url}/agent/process-status/{slug}", token)
+    assert (status, shown["state"], shown["runs_on"]) == (200, "running", "n1")
+    # the same name through another node is taken
+    status, taken, _ = rest("POST", cluster["n2"].url + "/agent/create-process", token, {
+        "app": "far", "node": "web.0", "process_type": "web",
+        "source_url": cluster["n1"].archive})
+    assert status == 409, taken
+    assert rest("GET", f"{cluster['n2'].url}/agent/process-status/{slug}",
+                cluster["n1"].tokens["bob"])[0] == 404  # another user's: not seen
+    # deleted through another node: forwarded to n1, which stops it
+    status, _, _ = rest("POST", f"{cluster['n2'].url}/agent/delete-process/{slug}", token, {})
+    assert status == 200
+    poll_until(lambda: is_zombie_or_gone(shown["pid"]), 10, 0.05, "the process stopped")
+    for daemon in cluster.values():
+        assert rest("GET", f"{daemon.url}/agent/process-status/{slug}", token)[0] == 404
 
 
 def test_zz_a_node_that_is_down_answers_a_clear_error_within_a_second(cluster):

@@ -19,8 +19,6 @@ import queue
 import re
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -33,9 +31,9 @@ from zephserver.infra.service import Service
 from zephserver.jobs.transition import now, transition
 from zephserver.launch.apps import DEFAULT_INHERITED_ENV
 from zephserver.launch.consoles import Console, ConsoleGroup
-from zephserver.launch.output import Tail, read_range
+from zephserver.launch.output import Tail
+from zephserver.launch.preparation import make_venv, procfile_command
 from zephserver.launch.process import Reaper, SpawnError, describe_exit, signal_group, spawn
-from zephserver.launch.procfile import ProcfileError, parse_procfile
 from zephserver.launch.sources import Cancelled, SourceError, check_url, fetch, unpack
 from zephserver.launch.states import TERMINAL, JobState
 from zephserver.task.base import UserInfo
@@ -51,7 +49,6 @@ NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 PREPARED = ".zeph-prepared"  # written once the source is unpacked and set up
 UNLIMITED = 10 ** 9
-PIP_POLL = 0.1  # seconds between looks at a delete while pip runs
 PREP_WORKERS = 8  # sources fetched and set up at once
 CONSOLE_MAX_LAG = 4 * 1024 * 1024  # unread log bytes after which consoles skip ahead
 
@@ -96,6 +93,10 @@ class AgentService(Actor, Service):
         assert self.ctx is not None
         s = self.ctx.settings
         self.node = s.NODE_NAME
+        self.cluster = self.ctx.cluster
+        self.call_timeout_s = s.CLUSTER_CALL_TIMEOUT
+        if self.cluster.enabled:  # another node asks for one of this node's processes
+            self.cluster.calls.handle("agent.delete", self._serve_delete)
         self.dir = os.path.abspath(s.AGENT_DIR)
         self.file_roots = list(s.AGENT_FILE_ROOTS)
         self.max_download = s.AGENT_MAX_DOWNLOAD
@@ -246,14 +247,14 @@ class AgentService(Actor, Service):
                 self.post(self._phase, proc, "unpacking", "unpacking the source archive")
                 unpack(archive, source, self.max_unpacked)
                 os.unlink(archive)
-            command = self._command(source, extra["process_type"])
+            command = procfile_command(source, extra["process_type"])
             env = {k: os.environ[k] for k in DEFAULT_INHERITED_ENV if k in os.environ}
             if os.path.exists(os.path.join(source, "requirements.txt")):
                 venv = os.path.join(job.job_dir, "venv")
                 if not os.path.exists(os.path.join(job.job_dir, PREPARED)):
                     self.post(self._phase, proc, "processing",
                               "creating a virtual environment and installing requirements")
-                    self._make_venv(proc, venv, source)
+                    make_venv(venv, source, job.log_path, proc.cancel)
                 env["VIRTUAL_ENV"] = venv
                 env["PATH"] = os.path.join(venv, "bin") + os.pathsep + env.get("PATH",
                                                                                os.defpath)
@@ -273,56 +274,6 @@ class AgentService(Actor, Service):
     def _check_cancel(proc: Proc) -> None:
         if proc.cancel.is_set():
             raise Cancelled()
-
-    @staticmethod
-    def _command(source: str, process_type: str) -> str:
-        path = os.path.join(source, "Procfile")
-        try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
-        except FileNotFoundError:
-            raise SourceError("no procfile", "the archive has no Procfile at its root") \
-                from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SourceError("no procfile", f"the Procfile cannot be read: {exc}") from None
-        try:
-            commands = parse_procfile(text)
-        except ProcfileError as exc:
-            raise SourceError("no procfile", str(exc)) from None
-        if process_type not in commands:
-            raise SourceError("unknown process type", f"the Procfile has no process type "
-                              f"{process_type!r} (it has {', '.join(sorted(commands))})")
-        return commands[process_type]
-
-    def _make_venv(self, proc: Proc, venv: str, source: str) -> None:
-        """A virtualenv without pip of its own (seconds saved), filled by our pip."""
-        self._run_step(proc, [sys.executable, "-m", "venv", "--without-pip", venv], source,
-                       "virtual environment failure")
-        self._run_step(proc, [sys.executable, "-m", "pip", "--python",
-                              os.path.join(venv, "bin", "python"), "install", "--quiet",
-                              "--disable-pip-version-check", "-r", "requirements.txt"],
-                       source, "pip install failure")
-
-    def _run_step(self, proc: Proc, argv: list[str], cwd: str, failure: str) -> None:
-        log_path = proc.job.log_path
-        with open(log_path, "ab") as out:
-            out.write(f"[zephserver] {' '.join(argv[1:4])} ...\n".encode())
-            out.flush()
-            child = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
-                                     stderr=out, start_new_session=True)
-        while True:
-            try:
-                code = child.wait(PIP_POLL)
-                break
-            except subprocess.TimeoutExpired:
-                if proc.cancel.is_set():
-                    signal_group(child.pid, signal.SIGKILL)
-                    child.wait()
-                    raise Cancelled() from None
-        if code != 0:
-            size = os.path.getsize(log_path)
-            tail = read_range(log_path, max(0, size - 1500), 1500).decode("utf-8", "replace")
-            raise SourceError(failure, f"{describe_exit(code)}: {tail.strip()[-1200:]}")
 
     # -- agent thread: the process's life ---------------------------------------------------
 
@@ -431,7 +382,33 @@ class AgentService(Actor, Service):
         """``request_id``: the creating request's X-Request-Id, logged with the process
         and sent with its source download."""
         fields = self._check_create(body)
+        slug = f"{fields['app']}.{fields['node']}"
+        elsewhere = self._elsewhere(slug, None)
+        if elsewhere:
+            raise _rpc(RpcCode.CONFLICT, f"a process {slug!r} already exists (on node "
+                       f"{elsewhere[0].node})", "node")
         return self.call(self._create, user, fields, request_id)
+
+    # -- the processes of the other nodes (a cluster: from the shared database) -----------
+
+    def _elsewhere(self, slug: str | None, user: UserInfo | None) -> list[Any]:
+        """Processes of the other nodes, not deleted (``slug``: that one; ``user``: those
+        they may see)."""
+        if not self.cluster.enabled:
+            return []
+        from zephserver.web.models import Job
+
+        jobs = Job.objects.select_related("owner").filter(kind="service").exclude(
+            node=self.node).exclude(state__in=[s for s in TERMINAL if s != J.FAILED])
+        if slug is not None:
+            jobs = jobs.filter(name=slug)
+        if user is not None and not user.is_staff:
+            jobs = jobs.filter(owner_id=user.id)
+        return [job for job in jobs.order_by("id") if not job.extra.get("deleted")]
+
+    def _serve_delete(self, params: dict) -> dict:  # a cluster worker thread
+        self.delete(UserInfo(**params["user"]), params["slug"])
+        return {}
 
     def _check_create(self, body: Any) -> dict:
         if not isinstance(body, dict):
@@ -507,14 +484,33 @@ class AgentService(Actor, Service):
         return proc
 
     def get(self, user: UserInfo, slug: str) -> dict:
-        return self.call(lambda: self.status(self._visible(user, slug)))
+        """A process of this node (live), or of another (as its record says)."""
+        try:
+            return self.call(lambda: self.status(self._visible(user, slug)))
+        except RpcError as exc:
+            remote = self._elsewhere(slug, user) if exc.code == RpcCode.NOT_FOUND else []
+            if not remote:
+                raise
+            return self.record_status(remote[0], remote[0].pid)
 
     def list(self, user: UserInfo) -> list[dict]:
-        return self.call(lambda: [self.status(p) for p in self._procs.values()
+        """The processes of every node the user may see."""
+        here = self.call(lambda: [self.status(p) for p in self._procs.values()
                                   if user.is_staff or p.job.owner_id == user.id])
+        return here + [self.record_status(job, job.pid) for job in self._elsewhere(None, user)]
 
     def delete(self, user: UserInfo, slug: str) -> None:
-        self.call(self._delete, user, slug)
+        """Delete a process here, or on the node that runs it."""
+        try:
+            self.call(self._delete, user, slug)
+        except RpcError as exc:
+            remote = self._elsewhere(slug, user) if exc.code == RpcCode.NOT_FOUND else []
+            if not remote:
+                raise
+            user_doc = {"id": user.id, "username": user.username, "is_staff": user.is_staff,
+                        "is_superuser": user.is_superuser}
+            self.cluster.calls.call(remote[0].node, "agent.delete",
+                                    {"user": user_doc, "slug": slug}, self.call_timeout_s)
 
     def _delete(self, user: UserInfo, slug: str) -> None:
         proc = self._visible(user, slug)
@@ -531,16 +527,20 @@ class AgentService(Actor, Service):
         else:
             self._finalize(proc)
 
-    @staticmethod
-    def status(proc: Proc) -> dict:
+    @classmethod
+    def status(cls, proc: Proc) -> dict:
         """The process status document, without URLs (the REST face adds them)."""
-        job = proc.job
+        return cls.record_status(proc.job, proc.pid)
+
+    @staticmethod
+    def record_status(job: Any, pid: int | None) -> dict:
+        """``status`` from a record (``node`` is smartmob's; ``runs_on`` the daemon's)."""
         return {"app": job.app, "node": job.extra.get("agent_node"), "slug": job.name,
                 "state": job.extra.get("phase", "pending"), "state_reason": job.state_reason,
-                "process_type": job.extra.get("process_type"), "pid": proc.pid,
+                "process_type": job.extra.get("process_type"), "pid": pid,
                 "restarts": job.restarts, "exit_code": job.exit_code,
                 "started": job.started.isoformat() if job.started else None,
-                "owner": job.owner.username, "id": job.pk}
+                "owner": job.owner.username, "id": job.pk, "runs_on": job.node}
 
     # -- consoles -------------------------------------------------------------------------
 
@@ -549,6 +549,10 @@ class AgentService(Actor, Service):
         self.call(self._attach, user, slug, console)
 
     def _attach(self, user: UserInfo, slug: str, console: Console) -> None:
+        if slug not in self._procs and self._elsewhere(slug, user):
+            node = self._elsewhere(slug, user)[0].node
+            raise _rpc(RpcCode.CONFLICT, f"process {slug!r} runs on node {node}: attach "
+                       "its console there", "slug")
         proc = self._visible(user, slug)
         if proc.consoles is None:
             try:
