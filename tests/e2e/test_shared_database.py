@@ -12,6 +12,8 @@ import time
 import zipfile
 
 import pytest
+from tornado.httpclient import HTTPRequest
+from tornado.websocket import websocket_connect
 
 from tests.support.cluster import node_settings, prepare_database, start_nodes
 from tests.support.daemon import (
@@ -26,7 +28,7 @@ from tests.support.jobs import is_zombie_or_gone, kill_jobs_under
 from tests.support.poll import poll_until
 from tests.support.postgres import Postgres, free_port
 from tests.support.sessions import free_port_range, rest
-from tests.support.web import Ws, admin, login, run
+from tests.support.web import Ws, admin, close_ws, login, run
 
 pytestmark = pytest.mark.e2e
 
@@ -62,7 +64,7 @@ def cluster(pg):
     files = work / "files"
     files.mkdir()
     with zipfile.ZipFile(files / "app.zip", "w") as archive:
-        archive.writestr("Procfile", "web: exec sleep 600")
+        archive.writestr("Procfile", 'web: while true; do echo "tick $$"; sleep 0.05; done')
     paths = {n["hostname"]: node_settings(work, n["hostname"], nodes, url,
                                           APPS=session_apps(low + 3),
                                           AGENT_FILE_ROOTS=[str(files)])
@@ -359,6 +361,18 @@ def test_agent_processes_of_every_node_through_any_node(cluster):
     assert status == 409, taken
     assert rest("GET", f"{cluster['n2'].url}/agent/process-status/{slug}",
                 cluster["n1"].tokens["bob"])[0] == 404  # another user's: not seen
+
+    async def console_through_n3():
+        url = cluster["n3"].url.replace("http", "ws", 1) + f"/agent/attach-console/{slug}"
+        conn = await websocket_connect(HTTPRequest(url, headers={
+            "Authorization": f"Bearer {token}"}))
+        try:
+            return [await asyncio.wait_for(conn.read_message(), 10) for _ in range(5)]
+        finally:
+            await close_ws(conn)
+
+    frames = run(console_through_n3())
+    assert all(f and f.startswith("tick ") for f in frames), frames
     # deleted through another node: forwarded to n1, which stops it
     status, _, _ = rest("POST", f"{cluster['n2'].url}/agent/delete-process/{slug}", token, {})
     assert status == 200

@@ -48,6 +48,7 @@ class Console:
         self._lock = threading.Lock()
         self._pending = 0
         self._skipped = 0
+        self.on_written: Callable[[int], None] | None = None  # told each ``written``
 
     def ready(self) -> bool:
         return self._pending < self.max_pending and not self._over_budget(0)
@@ -88,6 +89,8 @@ class Console:
             self._pending += len(marker)
         if marker:
             self._write(marker)
+        if self.on_written is not None:
+            self.on_written(size)
 
     def _marker(self) -> bytes:
         if not self._skipped:

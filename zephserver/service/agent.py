@@ -36,6 +36,7 @@ from zephserver.launch.preparation import make_venv, procfile_command
 from zephserver.launch.process import Reaper, SpawnError, describe_exit, signal_group, spawn
 from zephserver.launch.sources import Cancelled, SourceError, check_url, fetch, unpack
 from zephserver.launch.states import TERMINAL, JobState
+from zephserver.service.console_relay import ConsoleRelay
 from zephserver.task.base import UserInfo
 
 log = logging.getLogger(__name__)
@@ -95,8 +96,10 @@ class AgentService(Actor, Service):
         self.node = s.NODE_NAME
         self.cluster = self.ctx.cluster
         self.call_timeout_s = s.CLUSTER_CALL_TIMEOUT
+        self.relay: ConsoleRelay | None = None
         if self.cluster.enabled:  # another node asks for one of this node's processes
             self.cluster.calls.handle("agent.delete", self._serve_delete)
+            self.relay = ConsoleRelay(self, self.cluster)
         self.dir = os.path.abspath(s.AGENT_DIR)
         self.file_roots = list(s.AGENT_FILE_ROOTS)
         self.max_download = s.AGENT_MAX_DOWNLOAD
@@ -131,6 +134,8 @@ class AgentService(Actor, Service):
             self._stop_all()
         finally:
             self.refuse(self.drain_inbox())
+            if self.relay is not None:
+                self.relay.close()
             for _ in range(PREP_WORKERS):
                 self._work.put(None)
             self.reaper.close()
@@ -545,14 +550,16 @@ class AgentService(Actor, Service):
     # -- consoles -------------------------------------------------------------------------
 
     def attach(self, user: UserInfo, slug: str, console: Console) -> None:
-        """Replay the last AGENT_CONSOLE_REPLAY lines to ``console``, then follow live."""
+        """Replay the last AGENT_CONSOLE_REPLAY lines to ``console``, then follow live
+        (through the node that runs the process, when it is another)."""
+        if self.relay is not None and slug not in self._procs:
+            remote = self._elsewhere(slug, user)
+            if remote:
+                self.relay.attach(remote[0].node, user, slug, console, self.call_timeout_s)
+                return
         self.call(self._attach, user, slug, console)
 
     def _attach(self, user: UserInfo, slug: str, console: Console) -> None:
-        if slug not in self._procs and self._elsewhere(slug, user):
-            node = self._elsewhere(slug, user)[0].node
-            raise _rpc(RpcCode.CONFLICT, f"process {slug!r} runs on node {node}: attach "
-                       "its console there", "slug")
         proc = self._visible(user, slug)
         if proc.consoles is None:
             try:
@@ -566,6 +573,9 @@ class AgentService(Actor, Service):
             proc.consoles.attach(console, self.replay_lines)
 
     def detach(self, slug: str, console: Console) -> None:
+        if self.relay is not None and self.relay.detach(console):
+            return
+
         def forget() -> None:
             for proc in [*self._procs.values(), *self._ending.values()]:
                 if proc.consoles is not None and proc.consoles.detach(console):
