@@ -28,7 +28,7 @@ from tests.support.jobs import is_zombie_or_gone, kill_jobs_under
 from tests.support.poll import poll_until
 from tests.support.postgres import Postgres, free_port
 from tests.support.sessions import free_port_range, rest
-from tests.support.web import Ws, admin, close_ws, login, run
+from tests.support.web import Ws, admin, close_ws, django_shell, login, run
 
 pytestmark = pytest.mark.e2e
 
@@ -379,6 +379,27 @@ def test_agent_processes_of_every_node_through_any_node(cluster):
     poll_until(lambda: is_zombie_or_gone(shown["pid"]), 10, 0.05, "the process stopped")
     for daemon in cluster.values():
         assert rest("GET", f"{daemon.url}/agent/process-status/{slug}", token)[0] == 404
+
+
+def test_a_forwarded_request_for_a_job_the_node_does_not_run_is_a_clear_error(cluster):
+    """The record names n2, the process is n1's (a record changed behind the cluster's
+    back): asked through n3, the request goes to n2, which says so and logs it."""
+    token = cluster["n1"].tokens["alice"]
+    job = run(call(cluster["n1"], "jobs.submit", {"app": "nap"}, token=token))["result"]
+    wait_state(cluster["n1"], job["id"], {"RUNNING"}, token)
+    move = f"from zephserver.web.models import Job; Job.objects.filter(pk={job['id']})" \
+           ".update(node='n2')"
+    django_shell(cluster["n1"].settings, move, child_env())
+    try:
+        answer = run(call(cluster["n3"], "jobs.cancel", {"id": job["id"]}, token=token))
+        assert answer["error"]["code"] == -32006, answer
+        assert "no process of it runs on node n2" in answer["error"]["message"]
+        poll_until(lambda: "does not run here" in cluster["n2"].output, 10, 0.05,
+                   "n2 logs it")
+    finally:
+        back = move.replace("node='n2'", "node='n1'")
+        django_shell(cluster["n1"].settings, back, child_env())
+        run(call(cluster["n1"], "jobs.cancel", {"id": job["id"]}, token=token))
 
 
 def test_zz_a_node_that_is_down_answers_a_clear_error_within_a_second(cluster):

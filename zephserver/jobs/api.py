@@ -377,8 +377,14 @@ class JobsApi:
         elif state == J.BACKOFF:
             self.change(job, J.CANCELLED, f"cancelled by {by}")
         elif not job.stop_requested:
-            self.stop(self.active(job.pk), J.CANCELLED,
-                      f"stopping: cancelled by {by}", by)
+            active = self.active(job.pk)
+            if active is None:  # its record says it runs here; no process of it does
+                log.warning("node %s: job %d is %s by its record but does not run here",
+                            self.node, job.pk, state)
+                raise RpcError(RpcCode.CONFLICT, f"job {job.pk} is {state} by its record, "
+                               f"but no process of it runs on node {self.node}",
+                               {"field": "id", "node": job.node})
+            self.stop(active, J.CANCELLED, f"stopping: cancelled by {by}", by)
         return self.to_json(job)
 
     @at_owner()
