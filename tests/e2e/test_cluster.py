@@ -184,38 +184,12 @@ def test_garbage_on_the_cluster_port_does_not_hurt(cluster):
                                                                      "probe.other")), 10, 0.05)
 
 
-def test_a_peer_with_a_wrong_key_is_refused(cluster):
-    work = cluster["work"]
-    stranger_nodes = [cluster["nodes"][0], {"hostname": "n9", "address": "127.0.0.1",
+def assert_stranger_refused(cluster, name, database_url, **settings):
+    """A node ``name`` on ``database_url`` cannot speak to the cluster: n1 logs the
+    refusal and never hears it, while the cluster's own messages keep flowing."""
+    stranger_nodes = [cluster["nodes"][0], {"hostname": name, "address": "127.0.0.1",
                                             "port": cluster["spare_port"]}]
-    path = probe_settings(work, "n9", stranger_nodes, cluster["pg"].database("stranger"),
-                          secret="not the cluster's secret!!")
-    tokens = prepare_database(path, cluster["env"])
-    stranger = DaemonProcess(path, cluster["env"])
-    try:
-        stranger.start()
-        stranger.tokens = tokens
-        rpc({"daemons": {"n9": stranger}}, "n9", "probe.say",
-            {"event": "probe.other", "data": "from a stranger"})
-        n1 = cluster["daemons"]["n1"]
-        poll_until(lambda: "refused" in n1.output, 10, 0.05, "n1 logs the refusal")
-        rpc(cluster, "n2", "probe.say", {"event": "probe.other", "data": "fence 3"})
-        poll_until(lambda: any(h["data"] == "fence 3" for h in heard(cluster, "n1",
-                                                                     "probe.other")), 10)
-        assert not any(h["data"] == "from a stranger"
-                       for h in heard(cluster, "n1", "probe.other"))
-    finally:
-        stranger.cli("zephserver-stop")
-        stranger.close()
-
-
-def test_a_node_of_another_database_is_refused_even_with_the_secret(cluster):
-    """The cluster keys come from CLUSTER_SECRET and the database's id: a node started on
-    another database (another cluster) cannot join, whatever secret it knows."""
-    work = cluster["work"]
-    stranger_nodes = [cluster["nodes"][0], {"hostname": "n8", "address": "127.0.0.1",
-                                            "port": cluster["spare_port"]}]
-    path = probe_settings(work, "n8", stranger_nodes, cluster["pg"].database("elsewhere"))
+    path = probe_settings(cluster["work"], name, stranger_nodes, database_url, **settings)
     tokens = prepare_database(path, cluster["env"])
     stranger = DaemonProcess(path, cluster["env"])
     n1 = cluster["daemons"]["n1"]
@@ -223,18 +197,29 @@ def test_a_node_of_another_database_is_refused_even_with_the_secret(cluster):
     try:
         stranger.start()
         stranger.tokens = tokens
-        rpc({"daemons": {"n8": stranger}}, "n8", "probe.say",
-            {"event": "probe.other", "data": "from another database"})
+        rpc({"daemons": {name: stranger}}, name, "probe.say",
+            {"event": "probe.other", "data": f"from {name}"})
         poll_until(lambda: n1.output.count("refused") > refusals, 10, 0.05,
                    "n1 logs the refusal")
-        rpc(cluster, "n2", "probe.say", {"event": "probe.other", "data": "fence 8"})
-        poll_until(lambda: any(h["data"] == "fence 8" for h in heard(cluster, "n1",
-                                                                     "probe.other")), 10)
-        assert not any(h["data"] == "from another database"
+        rpc(cluster, "n2", "probe.say", {"event": "probe.other", "data": f"fence {name}"})
+        poll_until(lambda: any(h["data"] == f"fence {name}"
+                               for h in heard(cluster, "n1", "probe.other")), 10)
+        assert not any(h["data"] == f"from {name}"
                        for h in heard(cluster, "n1", "probe.other"))
     finally:
         stranger.cli("zephserver-stop")
         stranger.close()
+
+
+def test_a_peer_with_a_wrong_key_is_refused(cluster):
+    assert_stranger_refused(cluster, "n9", cluster["pg"].database("stranger"),
+                            secret="not the cluster's secret!!")
+
+
+def test_a_node_of_another_database_is_refused_even_with_the_secret(cluster):
+    """The cluster keys come from CLUSTER_SECRET and the database's id: a node started on
+    another database (another cluster) cannot join, whatever secret it knows."""
+    assert_stranger_refused(cluster, "n8", cluster["pg"].database("elsewhere"))
 
 
 def test_kill9_node_down_then_up_and_buffered_messages_arrive_in_order(cluster):

@@ -161,49 +161,40 @@ def test_two_nodes_on_sqlite_are_a_settings_error(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_the_embedded_sqlite_is_migrated_at_start_and_kept_aside_first(tmp_path):
-    """A fresh DATA_DIR starts without `migrate`; a database that holds data is copied
-    aside before migrations are applied to it."""
-    settings = write_settings(tmp_path, APPS=APPS)
-    first = subprocess.Popen([script("zephserver-start"), "--settings", str(settings)],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             env=child_env())
-    try:
-        lines = []
-        for line in first.stdout:
-            lines.append(line)
-            if line.startswith("zephserver ready on"):
-                break
-        out = "".join(lines)
-        assert "migration(s) applied" in out, out
-        assert "Traceback" not in out
-    finally:
-        run_cli("zephserver-stop", "--settings", str(settings))
-        first.wait(30)
-        first.stdout.close()
-    # data, then a schema one step behind: the next start migrates, keeping a copy
-    admin(settings, "adduser", "carol", env=child_env(
-        ZEPHSERVER_PASSWORD="carol-pw-123"))
-    admin(settings, "migrate", "zephweb", "0001", "-v0")
-    result = subprocess.Popen([script("zephserver-start"), "--settings", str(settings)],
+def start_and_read(settings):
+    """Start a daemon in the foreground and stop it once ready; what it printed."""
+    daemon = subprocess.Popen([script("zephserver-start"), "--settings", str(settings)],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               env=child_env())
     try:
         lines = []
-        for line in result.stdout:
+        for line in daemon.stdout:
             lines.append(line)
             if line.startswith("zephserver ready on"):
                 break
-        out = "".join(lines)
-        assert "is kept as" in out, out
-        copy = out.split("is kept as ", 1)[1].split(")", 1)[0]
-        with sqlite3.connect(copy) as db:
-            users = [r[0] for r in db.execute("select username from auth_user")]
-        assert users == ["carol"]
+        return "".join(lines)
     finally:
         run_cli("zephserver-stop", "--settings", str(settings))
-        result.wait(30)
-        result.stdout.close()
+        daemon.wait(30)
+        daemon.stdout.close()
+
+
+def test_the_embedded_sqlite_is_migrated_at_start_and_kept_aside_first(tmp_path):
+    """A fresh DATA_DIR starts without `migrate`; a database that holds data is copied
+    aside before migrations are applied to it."""
+    settings = write_settings(tmp_path, APPS=APPS)
+    out = start_and_read(settings)
+    assert "migration(s) applied" in out, out
+    assert "Traceback" not in out
+    # data, then a schema one step behind: the next start migrates, keeping a copy
+    admin(settings, "adduser", "carol", env=child_env(ZEPHSERVER_PASSWORD="carol-pw-123"))
+    admin(settings, "migrate", "zephweb", "0001", "-v0")
+    out = start_and_read(settings)
+    assert "is kept as" in out, out
+    copy = out.split("is kept as ", 1)[1].split(")", 1)[0]
+    with sqlite3.connect(copy) as db:
+        users = [r[0] for r in db.execute("select username from auth_user")]
+    assert users == ["carol"]
 
 
 def wait_state(daemon, job_id, states, token, timeout=20):
