@@ -36,7 +36,9 @@ APPS = {"nap": {"argv": ["/bin/sh", "-c", "echo started; exec sleep 600"],
                 "resources": {"cores": 0}, "grace": 1},
         "count": {"argv": ["/bin/sh", "-c", "seq -f 'line %g of many' 1 20000; "
                            "echo done; exec sleep 600"],
-                  "resources": {"cores": 0}, "grace": 1}}
+                  "resources": {"cores": 0}, "grace": 1},
+        "whole": {"argv": ["/bin/sh", "-c", "exec sleep 600"],  # the node's one core
+                  "resources": {"cores": 1}, "grace": 1}}
 EXPECTED = "".join(f"line {i} of many\n" for i in range(1, 20001)) + "done\n"
 
 
@@ -67,7 +69,9 @@ def cluster(pg):
         archive.writestr("Procfile", 'web: while true; do echo "tick $$"; sleep 0.05; done')
     paths = {n["hostname"]: node_settings(work, n["hostname"], nodes, url,
                                           APPS=session_apps(low + 3),
-                                          AGENT_FILE_ROOTS=[str(files)])
+                                          AGENT_FILE_ROOTS=[str(files)],
+                                          RESOURCES={"cores": 1, "memory": 1024,
+                                                     "licenses": {}})
              for n in nodes}
     daemons: dict = {}
     try:
@@ -260,6 +264,30 @@ async def read_output(ws, job_id, until):
         at = note["next_offset"]
         text += note["data"]
     return text, at
+
+
+def test_a_queued_job_of_another_node_is_held_released_and_changed_through_any_node(cluster):
+    token = cluster["n1"].tokens["alice"]
+    running = run(call(cluster["n1"], "jobs.submit", {"app": "whole"}, token=token))["result"]
+    waiting = run(call(cluster["n1"], "jobs.submit", {"app": "whole"}, token=token))["result"]
+    try:
+        wait_state(cluster["n1"], running["id"], {"RUNNING"}, token)
+        assert waiting["state"] == "QUEUED"
+        held = run(call(cluster["n3"], "queue.hold", {"id": waiting["id"]}, token=token))
+        assert held["result"]["state"] == "HELD", held
+        released = run(call(cluster["n2"], "queue.release", {"id": waiting["id"]},
+                            token=token))
+        assert released["result"]["state"] == "QUEUED", released
+        changed = run(call(cluster["n3"], "jobs.update", {"id": waiting["id"],
+                                                          "priority": -3}, token=token))
+        assert changed["result"]["priority"] == -3, changed
+        # n1's own queue has it, changed: it starts there once the core is free
+        run(call(cluster["n2"], "jobs.cancel", {"id": running["id"]}, token=token))
+        started = wait_state(cluster["n3"], waiting["id"], {"RUNNING"}, token)
+        assert (started["node"], started["priority"]) == ("n1", -3)
+    finally:
+        for job in (running, waiting):
+            run(call(cluster["n1"], "jobs.cancel", {"id": job["id"]}, token=token))
 
 
 def test_output_of_a_job_on_another_node_streams_every_byte_once_and_resumes(cluster):
