@@ -9,6 +9,7 @@ import pytest
 from tornado.httpclient import HTTPClientError
 
 from tests.support.daemon import child_env, short_tmpdir, write_settings
+from tests.support.sessions import rest
 from tests.support.web import Ws, admin, create_users, login, run, start_with_users
 from zephserver import defaults
 
@@ -254,6 +255,25 @@ def test_bad_input(server, message, code):
     reply, pong = run(scenario())
     assert reply["error"]["code"] == code
     assert pong["result"] == "pong"
+
+
+def test_deeply_nested_json_is_a_parse_error_and_the_connection_stays(server):
+    async def scenario():
+        ws = await Ws.connect(server.url, token=server.tokens["alice"])
+        try:
+            await ws.send("[" * 20000 + "]" * 20000)
+            reply = await ws.recv()
+            return reply, await ws.call("ping")
+        finally:
+            await ws.aclose()
+
+    reply, pong = run(scenario())
+    assert reply["error"]["code"] == -32700
+    assert "nested too deeply" in reply["error"]["message"]
+    assert pong["result"] == "pong"  # the same connection
+    status, answer, _ = rest("POST", server.url + "/paraview", server.tokens["alice"],
+                             ("[" * 20000 + "]" * 20000).encode())
+    assert (status, answer["error"]) == (400, "request body must be JSON (nested too deeply)")
 
 
 def test_batches(server):

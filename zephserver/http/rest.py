@@ -97,6 +97,8 @@ class JsonApiHandler(RequestIdMixin, tornado.web.RequestHandler):
             body = json.loads(self.request.body or b"null")
         except ValueError:
             raise JsonError(400, "request body must be JSON") from None
+        except RecursionError:
+            raise JsonError(400, "request body must be JSON (nested too deeply)") from None
         if not isinstance(body, dict):
             raise JsonError(400, "request body must be a JSON object")
         return body

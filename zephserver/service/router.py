@@ -241,6 +241,10 @@ class RouterService(Service):
         except ValueError as exc:
             conn.send_json(_error(None, RpcCode.PARSE_ERROR, f"parse error: {exc}"))
             return
+        except RecursionError:  # thousands of nested brackets: refused, the connection kept
+            conn.send_json(_error(None, RpcCode.PARSE_ERROR, "parse error: nested too "
+                                  "deeply"))
+            return
         if isinstance(message, list):
             if not message:
                 conn.send_json(_error(None, RpcCode.INVALID_REQUEST, "invalid request: "
