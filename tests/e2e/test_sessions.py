@@ -51,6 +51,9 @@ def session_apps(work, ranges):
         "dies": {"kind": "session", "argv": [SH, "-c", "echo boom: no licence >&2; exit 3"],
                  "ready_line": "ready", "timeout": 20, "resources": {"cores": 0},
                  **ports("dies")},
+        "slow": {"kind": "session", "argv": [SH, "-c", "echo warming up; exec sleep 600"],
+                 "ready_line": "never printed", "timeout": 3, "grace": 1,
+                 "resources": {"cores": 0}, **ports("slow")},
         "silent": {"kind": "session", "argv": [SH, "-c", "echo warming up; exec sleep 600"],
                    "ready_line": "never printed", "timeout": 1.5, "grace": 1,
                    "resources": {"cores": 0}, **ports("silent")},
@@ -81,7 +84,8 @@ def session_apps(work, ranges):
     }
 
 
-SIZES = {"echo": 3, "quick": 60, "tight": 1, "pair": 2, "dies": 1, "silent": 1, "web": 2,
+SIZES = {"echo": 3, "quick": 60, "tight": 1, "pair": 2, "dies": 1, "silent": 1, "slow": 16,
+         "web": 2,
          "viewer": 2, "conduit": 2, "idle": 1,
          "old": 1}
 
@@ -409,6 +413,36 @@ def test_broker_module_config_certificate_and_job_object(server):
     assert ok
     assert rpc_view["job"] == job
     stop_and_wait_free(server, body)
+
+
+def test_sessions_slow_to_be_ready_hold_no_task_thread(server):
+    """Sixteen sessions.start calls for sessions slow to be ready (3 s each; twice as
+    many as there are task threads) all wait at once, holding no task thread: they are
+    all answered about 3 s later (threads held, they would take turns: 25 s here), and
+    another user's ping is as fast as ever meanwhile."""
+    async def scenario():
+        alice = await Ws.connect(server.url, token=server.tokens["alice"])
+        bob = await Ws.connect(server.url, token=server.tokens["bob"])
+        try:
+            sent = time.perf_counter()
+            for i in range(16):
+                await alice.send({"jsonrpc": "2.0", "id": f"s{i}", "method": "sessions.start",
+                                  "params": {"application": "slow"}})
+            started = time.perf_counter()
+            pong = await bob.call("ping")
+            took = time.perf_counter() - started
+            replies = [await alice.recv(timeout=30) for _ in range(16)]
+            return pong, took, replies, time.perf_counter() - sent
+        finally:
+            await alice.aclose()
+            await bob.aclose()
+
+    pong, took, replies, all_answered = run(scenario())
+    assert pong["result"] == "pong"
+    assert took < 1.0, took
+    assert sorted(r["id"] for r in replies) == sorted(f"s{i}" for i in range(16))
+    assert all(r["error"]["code"] == -32003 for r in replies), replies
+    assert all_answered < 10.0, all_answered
 
 
 def test_sessions_over_jsonrpc_with_updates(server):

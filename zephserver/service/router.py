@@ -340,8 +340,9 @@ class RouterService(Service):
         if isinstance(response, Future):
             # The answer comes later from a service (the job manager): this thread is free
             # now, and the reply goes out from whichever thread settles the future.
-            owed = _Owed(conn, method, request_id, answer,
-                         time.monotonic() + self.reply_timeout)
+            # A task may give its Future a longer wait of its own (``reply_timeout``).
+            wait = getattr(response, "reply_timeout", None) or self.reply_timeout
+            owed = _Owed(conn, method, request_id, answer, time.monotonic() + wait)
             with self._owed_lock:
                 self._owed.add(owed)
             response.add_done_callback(lambda future: self._settled(owed, future))

@@ -6,6 +6,7 @@ app's declared params, optional ``queue``) and answers once the session is ready
 the caller's sessions.
 """
 
+from concurrent.futures import Future
 from typing import Any
 
 from zephserver.errors import RpcCode
@@ -16,7 +17,7 @@ SLACK = 30.0  # seconds beyond the app's ready timeout
 
 
 class SessionsStartTask(_JobTask):
-    def main(self) -> dict:
+    def main(self) -> Future:
         body = self.request.data
         if not isinstance(body, dict) or not isinstance(body.get("application"), str):
             raise TaskError("params must be an object with an 'application'",
@@ -28,7 +29,10 @@ class SessionsStartTask(_JobTask):
         future = self.jobs.start_session(self.user, body["application"], body, queue)
         defined = self.jobs.apps.get(body["application"])
         timeout = defined.session.timeout if defined and defined.session else 60.0
-        return future.result(timeout + SLACK)
+        # The answer comes when the session is ready: no task thread waits for it (eight
+        # slow sessions would hold every thread, and everyone's requests behind them).
+        future.reply_timeout = timeout + SLACK  # type: ignore[attr-defined]
+        return future
 
 
 class SessionsListTask(_JobTask):
