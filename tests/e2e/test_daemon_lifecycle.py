@@ -236,3 +236,19 @@ def test_status_answers_while_a_long_stop_is_in_progress(workdir, daemons):
     assert refused.returncode == 1
     assert "shutting down" in refused.stderr
     assert daemon.wait_exit(15) == 0
+
+
+def test_a_second_daemon_on_the_same_data_dir_is_refused(workdir, daemons):
+    """Another LOCK_FILE and control socket, the same DATA_DIR (its jobs, its database):
+    the second start is a clear error naming the first daemon, and changes nothing."""
+    services = [f"{SUPPORT}/Trivial0"]
+    first = daemons(write_settings(workdir, SERVICE_LIST=services)).start()
+    second = write_settings(workdir, "second.py", SERVICE_LIST=services,
+                            DATA_DIR=str(workdir / "var"),
+                            LOCK_FILE=str(workdir / "second.pid"),
+                            CONFIGURATION_NETWORK_INTERFACE_SERVER=str(workdir / "2.sock"))
+    result = run_cli("zephserver-start", "--settings", str(second))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"used by another daemon (pid {first.pid})" in result.stderr
+    assert not (workdir / "second.pid").exists()
+    assert status_json(first)["pid"] == first.pid  # the first is untouched

@@ -53,6 +53,11 @@ class Daemon:
         self.stopping = False
         self.commands: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
         self.lock = PidLock(settings.LOCK_FILE)
+        # DATA_DIR is one daemon's too (its jobs, its database file): a second daemon with
+        # another LOCK_FILE must not act on the first one's jobs.
+        data_lock = os.path.join(settings.DATA_DIR, "zephserver.pid")
+        self.data_lock = PidLock(data_lock) if os.path.abspath(settings.LOCK_FILE) != \
+            os.path.abspath(data_lock) else None
         self.cluster = ClusterManager(settings)
         self.public_url = f"http://{settings.BIND_ADDRESS}:{settings.PORT_ZEPH}"
         self.manager: ServiceManager = None  # type: ignore[assignment]  # set in _boot
@@ -115,18 +120,32 @@ class Daemon:
             print(f"zephserver: error: {exc} (check LOCK_FILE and its directory's permissions)",
                   file=sys.stderr, flush=True)
             return ExitCode.NO_PERMISSION
+        if self.data_lock is not None:
+            try:
+                self.data_lock.acquire()
+            except (AlreadyRunning, LockError) as exc:
+                self.lock.release()
+                other = f" (pid {exc.pid})" if isinstance(exc, AlreadyRunning) else ""
+                print(f"zephserver: error: DATA_DIR {self.settings.DATA_DIR} is used by "
+                      f"another daemon{other}; each daemon needs its own DATA_DIR",
+                      file=sys.stderr, flush=True)
+                return ExitCode.FAILED
         if daemonize:
             parent_code, self._notify_fd = _daemonize(out)
             if parent_code is not None:
                 return parent_code
             self.pid = os.getpid()
             self.lock.adopt_current_pid()
+            if self.data_lock is not None:
+                self.data_lock.adopt_current_pid()
         code = ExitCode.FAILED
         try:
             configure_logging(self.settings, to_stderr=not daemonize)
             code = self._serve(out)
         finally:
             self._notify_parent(f"fail {int(code)} see {self.settings.LOG_PATH}")
+            if self.data_lock is not None:
+                self.data_lock.release()
             self.lock.release()
             log.info("zephserver stopped (exit %d)", code)
             logging.shutdown()
