@@ -13,14 +13,12 @@ beside its same-run baseline (the same thing served by the node that owns the jo
 
 import asyncio
 import os
-import shutil
 import time
 
 from _common import median, pct
 
-from tests.support.cluster import node_settings, prepare_database, start_nodes
+from tests.support.cluster import node_settings, prepare_database, start_nodes, stop_nodes
 from tests.support.daemon import child_env, short_tmpdir
-from tests.support.jobs import kill_jobs_under
 from tests.support.postgres import Postgres
 from tests.support.sessions import free_port_range
 from tests.support.web import Ws
@@ -129,11 +127,7 @@ def main() -> None:
                   f"lines/s | ratio {remote / local:.2f} | goal at least 0.5", flush=True)
             asyncio.run(fan_out(daemons, token))
         finally:
-            for d in daemons.values():
-                d.cli("zephserver-stop")
-                d.close()
-            kill_jobs_under(work)
-            shutil.rmtree(work, ignore_errors=True)
+            stop_nodes(daemons, work)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ subscribers on every node; and the start-up faults of a database are clean error
 
 import asyncio
 import json
-import shutil
 import sqlite3
 import subprocess
 import time
@@ -15,7 +14,7 @@ import pytest
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
-from tests.support.cluster import node_settings, prepare_database, start_nodes
+from tests.support.cluster import node_settings, prepare_database, start_nodes, stop_nodes
 from tests.support.daemon import (
     DaemonProcess,
     child_env,
@@ -80,11 +79,7 @@ def cluster(pg):
         daemons["n1"].archive = f"file://{files}/app.zip"
         yield daemons
     finally:
-        for d in daemons.values():
-            d.cli("zephserver-stop")
-            d.close()
-        kill_jobs_under(work)
-        shutil.rmtree(work, ignore_errors=True)
+        stop_nodes(daemons, work)
 
 
 async def call(daemon, method, params=None, token=None, session=None):

@@ -37,3 +37,16 @@ def start_nodes(paths: dict[str, Path], env: dict, tokens: dict[str, str],
         started[name] = daemon
         daemon.start()
         daemon.tokens = tokens
+
+
+def stop_nodes(daemons: dict[str, DaemonProcess], work: Path) -> None:
+    """Stop every node started, kill what their jobs left, remove the folder."""
+    import shutil
+
+    from tests.support.jobs import kill_jobs_under
+
+    for daemon in daemons.values():
+        daemon.cli("zephserver-stop")
+        daemon.close()
+    kill_jobs_under(work)
+    shutil.rmtree(work, ignore_errors=True)
