@@ -36,17 +36,28 @@ class TokensCreateTask(_TokenTask):
         from zephserver.web.models import ApiToken
 
         user = get_user_model().objects.get(pk=self.request.user.id)
-        record, token = ApiToken.issue(user, name)
+        record, token = ApiToken.issue(user, name, parent=self._calling_token())
         return {**_json(record), "token": token}
+
+    def _calling_token(self) -> Any:
+        """The token this request came with, if any: a token made with it is revoked
+        with it (a leaked token cannot leave live ones behind)."""
+        from zephserver.infra.service_manager import get_service
+        from zephserver.web.models import ApiToken
+
+        conn = get_service("rooms").connection(self.request.cid)
+        credential = getattr(conn, "credential", None)
+        if not credential or credential[0] != "token":
+            return None
+        return ApiToken.objects.filter(digest=credential[1]).first()
 
 
 class TokensRevokeTask(_TokenTask):
     def main(self) -> dict:
         prefix = self.params(prefix=str)["prefix"]
-        from django.utils import timezone
+        from zephserver.web.models import ApiToken
 
-        count = self.tokens().filter(prefix=prefix, revoked__isnull=True).update(
-            revoked=timezone.now())
+        count = ApiToken.revoke(self.tokens().filter(prefix=prefix, revoked__isnull=True))
         if not count:
             raise TaskError(f"no active token {prefix!r}", RpcCode.NOT_FOUND,
                             {"field": "prefix"})

@@ -16,6 +16,9 @@ class ApiToken(models.Model):
     digest = models.CharField(max_length=64, unique=True)
     created = models.DateTimeField(auto_now_add=True)
     revoked = models.DateTimeField(null=True, blank=True)
+    # the token it was made with (a script minting tokens): revoked with it
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL,
+                               related_name="children")
 
     class Meta:
         ordering = ["-created"]
@@ -25,12 +28,29 @@ class ApiToken(models.Model):
         return f"{self.prefix}… ({self.user}, {state})"
 
     @classmethod
-    def issue(cls, user: object, name: str = "") -> tuple["ApiToken", str]:
-        """Create a token for ``user``; returns the record and the token (shown once)."""
+    def issue(cls, user: object, name: str = "", parent: "ApiToken | None" = None
+              ) -> tuple["ApiToken", str]:
+        """Create a token for ``user`` (made with token ``parent``, if any); returns the
+        record and the token (shown once)."""
         from zephserver.web.tokens import new_token
 
         token, prefix, digest = new_token()
-        return cls.objects.create(user=user, name=name, prefix=prefix, digest=digest), token
+        return cls.objects.create(user=user, name=name, prefix=prefix, digest=digest,
+                                  parent=parent), token
+
+    @classmethod
+    def revoke(cls, tokens: Any) -> int:
+        """Revoke ``tokens`` (a queryset of active ones) and every token made with them,
+        and with those, and so on; how many were revoked."""
+        from django.utils import timezone
+
+        now, count = timezone.now(), 0
+        ids = list(tokens.values_list("id", flat=True))
+        while ids:
+            count += cls.objects.filter(id__in=ids, revoked__isnull=True).update(revoked=now)
+            ids = list(cls.objects.filter(parent_id__in=ids, revoked__isnull=True)
+                       .values_list("id", flat=True))
+        return count
 
 
 class Job(models.Model):

@@ -1,5 +1,4 @@
 from django.core.management.base import BaseCommand, CommandError
-from django.utils import timezone
 
 from zephserver.web.models import ApiToken
 
@@ -19,7 +18,7 @@ class Command(BaseCommand):
             tokens = tokens.filter(prefix=options["prefix"].rstrip("…"))
         else:
             raise CommandError("give a token PREFIX or --user USERNAME")
-        count = tokens.update(revoked=timezone.now())
+        count = ApiToken.revoke(tokens)  # and every token made with them
         if not count:
             raise CommandError("no active token matched")
         self.stdout.write(f"revoked {count} token(s)")
