@@ -395,6 +395,39 @@ def test_rooms_between_two_users(server):
     assert users["users"] == ["alice"]
     assert not_member["error"]["code"] == -32006
 
+def test_tokens_minted_with_a_token_are_revoked_with_it(server):
+    """A script's token makes a token, which makes another: revoking the first revokes
+    the whole line (a leaked token cannot leave live ones behind)."""
+    async def mint(token):
+        ws = await Ws.connect(server.url, token=token)
+        try:
+            return (await ws.call("tokens.create", {"name": "minted"}))["result"]
+        finally:
+            await ws.aclose()
+
+    async def whoami(token):
+        try:
+            ws = await Ws.connect(server.url, token=token)
+        except Exception as exc:  # refused at the upgrade
+            return exc
+        try:
+            return (await ws.call("whoami"))["result"]["username"]
+        finally:
+            await ws.aclose()
+
+    root = run(mint(server.tokens["alice"]))
+    child = run(mint(root["token"]))
+    grandchild = run(mint(child["token"]))
+    assert run(whoami(grandchild["token"])) == "alice"
+    result = server.cli("zephserver-admin", "revoke_token", root["prefix"])
+    assert result.returncode == 0, result.stderr
+    assert "revoked 3 token(s)" in result.stdout
+    for token in (root, child, grandchild):
+        refused = run(whoami(token["token"]))
+        assert "401" in str(refused), refused
+    assert run(whoami(server.tokens["alice"])) == "alice"  # the one it was made with lives
+
+
 
 def test_zz_long_task_interrupted_at_stop_and_clients_get_1001(server):
     """Stopping the daemon interrupts a running task and closes connections with 1001."""
@@ -468,35 +501,3 @@ def test_keepalive_drops_a_dead_peer_and_its_rooms(workdir, daemons):
     assert left == {"room": "lab", "user": "bob", "cid": joined["cid"]}
     daemon.cli("zephserver-stop")
 
-
-def test_tokens_minted_with_a_token_are_revoked_with_it(server):
-    """A script's token makes a token, which makes another: revoking the first revokes
-    the whole line (a leaked token cannot leave live ones behind)."""
-    async def mint(token):
-        ws = await Ws.connect(server.url, token=token)
-        try:
-            return (await ws.call("tokens.create", {"name": "minted"}))["result"]
-        finally:
-            await ws.aclose()
-
-    async def whoami(token):
-        try:
-            ws = await Ws.connect(server.url, token=token)
-        except Exception as exc:  # refused at the upgrade
-            return exc
-        try:
-            return (await ws.call("whoami"))["result"]["username"]
-        finally:
-            await ws.aclose()
-
-    root = run(mint(server.tokens["alice"]))
-    child = run(mint(root["token"]))
-    grandchild = run(mint(child["token"]))
-    assert run(whoami(grandchild["token"])) == "alice"
-    result = server.cli("zephserver-admin", "revoke_token", root["prefix"])
-    assert result.returncode == 0, result.stderr
-    assert "revoked 3 token(s)" in result.stdout
-    for token in (root, child, grandchild):
-        refused = run(whoami(token["token"]))
-        assert "401" in str(refused), refused
-    assert run(whoami(server.tokens["alice"])) == "alice"  # the one it was made with lives
