@@ -14,6 +14,7 @@ the attributes it uses: ``apps``, ``node``, ``waiting``, ``feed``, ``interactive
 """
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -138,8 +139,7 @@ class JobsApi:
             raise RpcError(RpcCode.CONFLICT, f"job {args[0]} is handled by node {node}, "
                            "which is not in this cluster", {"field": "id", "node": node})
         params = {"method": method, "args": list(args),
-                  "user": {"id": user.id, "username": user.username,
-                           "is_staff": user.is_staff, "is_superuser": user.is_superuser}}
+                  "user": dataclasses.asdict(user)}
         return cluster.calls.call(node, "jobs.forwarded", params, self.call_timeout_s)
 
     def serve_forwarded(self, params: dict) -> Any:

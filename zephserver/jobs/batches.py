@@ -72,7 +72,6 @@ class TransactionalActor(Actor):
         return began
 
     def refuse_unavailable(self, items: Any) -> None:
-
         error = RpcError(RpcCode.SERVICE_UNAVAILABLE, "the database is unavailable, retry "
                          "later", {"retry_after": 5})
         for _, _, future in items:

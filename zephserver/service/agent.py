@@ -13,6 +13,7 @@ SIGKILL, the pipe reaches end of file and the watcher kills the whole process gr
 """
 
 import contextlib
+import dataclasses
 import logging
 import os
 import queue
@@ -493,10 +494,8 @@ class AgentService(Actor, Service):
         try:
             return self.call(lambda: self.status(self._visible(user, slug)))
         except RpcError as exc:
-            remote = self._elsewhere(slug, user) if exc.code == RpcCode.NOT_FOUND else []
-            if not remote:
-                raise
-            return self.record_status(remote[0], remote[0].pid)
+            remote = self._elsewhere_or_raise(exc, user, slug)
+            return self.record_status(remote, remote.pid)
 
     def list(self, user: UserInfo) -> list[dict]:
         """The processes of every node the user may see."""
@@ -509,13 +508,16 @@ class AgentService(Actor, Service):
         try:
             self.call(self._delete, user, slug)
         except RpcError as exc:
-            remote = self._elsewhere(slug, user) if exc.code == RpcCode.NOT_FOUND else []
-            if not remote:
-                raise
-            user_doc = {"id": user.id, "username": user.username, "is_staff": user.is_staff,
-                        "is_superuser": user.is_superuser}
-            self.cluster.calls.call(remote[0].node, "agent.delete",
-                                    {"user": user_doc, "slug": slug}, self.call_timeout_s)
+            remote = self._elsewhere_or_raise(exc, user, slug)
+            self.cluster.calls.call(remote.node, "agent.delete", {
+                "user": dataclasses.asdict(user), "slug": slug}, self.call_timeout_s)
+
+    def _elsewhere_or_raise(self, exc: RpcError, user: UserInfo, slug: str) -> Any:
+        """Not found here (``exc``): the record of ``slug`` on another node, or ``exc``."""
+        remote = self._elsewhere(slug, user) if exc.code == RpcCode.NOT_FOUND else []
+        if not remote:
+            raise exc
+        return remote[0]
 
     def _delete(self, user: UserInfo, slug: str) -> None:
         proc = self._visible(user, slug)

@@ -9,6 +9,7 @@ a slow viewer nearby does, and never slows the process.
 
 import base64
 import contextlib
+import dataclasses
 import threading
 import uuid
 from typing import Any
@@ -70,8 +71,7 @@ class ConsoleRelay:
         try:
             self.cluster.calls.call(node, "agent.attach", {
                 "stream": stream, "to": self.cluster.node, "slug": slug,
-                "user": {"id": user.id, "username": user.username,
-                         "is_staff": user.is_staff, "is_superuser": user.is_superuser}},
+                "user": dataclasses.asdict(user)},
                 timeout)
         except BaseException:
             with self._lock:
