@@ -73,8 +73,14 @@ class Console:
         self._write(marker + frames if marker else frames)
 
     def missed(self, size: int) -> None:
+        """``size`` bytes went by unread. An idle console is told now: no ``written`` may
+        come to carry the marker if the process prints nothing more."""
         with self._lock:
             self._skipped += size
+            marker = self._marker() if self._pending == 0 else b""
+            self._pending += len(marker)
+        if marker:
+            self._write(marker)
 
     def send(self, frames: bytes) -> None:
         with self._lock:
