@@ -1,8 +1,16 @@
-"""Run a Django management command (migrate, createsuperuser, create_token USERNAME, ...)."""
+"""Run a Django management command (migrate, createsuperuser, create_token USERNAME, ...).
+
+The command runs against the daemon's own database (DATABASE_URL, else the SQLite
+file under DATA_DIR); "zephserver-admin help" lists every command.
+"""
 
 import argparse
 
 from zephserver.cli import settings_for
+from zephserver.errors import ExitCode
+
+
+EXIT_CODES = (ExitCode.OK, ExitCode.FAILED, ExitCode.USAGE, ExitCode.BAD_SETTINGS)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

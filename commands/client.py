@@ -1,11 +1,9 @@
-"""zephserver-client: what runs for me and how to reach it (seeds/002 client.py).
+"""What runs for me and how to reach it: my sessions, from any machine (seeds/002 client.py).
 
-    ZEPHSERVER_TOKEN=zt_... zephserver-client query [--json] [--url http://host:5558]
-
-The token comes from $ZEPHSERVER_TOKEN, else --token-file, else
-~/.config/zephserver/token (create one with ``zephserver-admin create_token USER``).
-Exit status 0 on success, 1 if the server cannot be reached or refuses the token,
-2 for bad usage.
+Talks to a zephserver over its WebSocket JSON-RPC API with an API token, from
+$ZEPHSERVER_TOKEN, else --token-file, else ~/.config/zephserver/token (make one with
+"zephserver-admin create_token USERNAME"). Example:
+ZEPHSERVER_TOKEN=zt_... zephserver-client query --json --url http://host:5558
 """
 
 import argparse
@@ -79,19 +77,24 @@ def render(sessions: list[dict]) -> str:
                      + r[-1] for r in rows)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="zephserver-client", description=__doc__.split(
-        "\n")[0])
+# Talks to a server over HTTP, not to a local daemon: no --settings.
+STANDALONE = True
+EXIT_CODES = (ExitCode.OK, ExitCode.FAILED, ExitCode.USAGE)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", default=os.environ.get("ZEPHSERVER_URL",
                                                         "http://127.0.0.1:5558"),
                         help="the server (default $ZEPHSERVER_URL or http://127.0.0.1:5558)")
     parser.add_argument("--token-file", help=f"file holding an API token "
                                              f"(default {DEFAULT_TOKEN_FILE})")
-    verbs = parser.add_subparsers(dest="verb", required=True)
+    verbs = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     query = verbs.add_parser("query", help="list my running sessions and how to reach each")
     query.add_argument("--json", action="store_true", help="print JSON for scripts")
     query.add_argument("--all", action="store_true", help="every user's sessions (staff)")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     try:
         token = read_token(args)
         sessions = asyncio.run(call(args.url, token, "sessions.list", {"all": args.all}))
@@ -109,5 +112,6 @@ def main(argv: list[str] | None = None) -> int:
     return ExitCode.OK
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def main() -> int:
+    from zephserver.cli import script_main
+    return script_main("client")

@@ -1,4 +1,8 @@
-"""Send any control verb to the daemon: stop, status, services, restart-service NAME, help."""
+"""Send any control verb to the daemon: stop, status, services, restart-service NAME, help.
+
+The verbs and their arguments are listed by "zephserver-command help"; the answer is
+printed as text or JSON.
+"""
 
 import argparse
 import json
@@ -6,6 +10,10 @@ import json
 from commands._client import NotRunning, connect
 from zephserver.cli import error
 from zephserver.errors import ExitCode, RpcCode, RpcError
+
+
+EXIT_CODES = (ExitCode.OK, ExitCode.FAILED, ExitCode.USAGE, ExitCode.NO_PERMISSION,
+              ExitCode.BAD_SETTINGS, ExitCode.NOT_RUNNING)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,9 +1,20 @@
-"""Start the daemon (foreground unless --daemon)."""
+"""Start the daemon (foreground unless --daemon).
+
+Takes the lock, checks the settings (every problem at once), prepares the database
+(the embedded SQLite is migrated, with a copy kept aside), starts every service and
+prints one line, "zephserver ready on URL", once they run; with --daemon it detaches and
+returns then. A live daemon already holding the lock is reported and left alone.
+"""
 
 import argparse
 
 from zephserver.cli import settings_for
 from zephserver.infra.bootstrap import Daemon
+from zephserver.errors import ExitCode
+
+
+EXIT_CODES = (ExitCode.OK, ExitCode.FAILED, ExitCode.USAGE, ExitCode.NO_PERMISSION, ExitCode.DEGRADED,
+              ExitCode.BAD_SETTINGS)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,4 +1,8 @@
-"""Show the daemon's pid, uptime, node and each service's state."""
+"""Show the daemon's pid, uptime, node and each service's state.
+
+Also the database, the cluster's peers and nodes; --json prints it all for scripts,
+with "degraded": true when a service is not RUNNING or the database does not answer.
+"""
 
 import argparse
 import json
@@ -7,6 +11,10 @@ import time
 from commands._client import NotRunning, connect
 from zephserver.cli import error
 from zephserver.errors import ExitCode, RpcError
+
+
+EXIT_CODES = (ExitCode.OK, ExitCode.FAILED, ExitCode.USAGE, ExitCode.NOT_RUNNING_STATUS,
+              ExitCode.NO_PERMISSION, ExitCode.DEGRADED, ExitCode.BAD_SETTINGS)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +36,10 @@ def format_duration(seconds: float) -> str:
 def render(status: dict) -> str:
     lines = [f"zephserver running: pid {status['pid']}, up {format_duration(status['uptime'])}, "
              f"node {status['node']}, {status['url']}"
-             + (" (stopping)" if status.get("stopping") else "")]
+             + (" (stopping)" if status.get("stopping") else "")
+             + (" (booting)" if status.get("booting") else "")
+             + (f" (degraded: {', '.join(status['problems'])})" if status.get("degraded")
+                else "")]
     services = status.get("services", [])
     if services:
         width = max(len("SERVICE"), *(len(s["name"]) for s in services))
@@ -75,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         error(f"status failed: {exc}")
         return ExitCode.FAILED
     print(json.dumps(status, indent=2) if args.json else render(status))
-    return ExitCode.OK
+    return ExitCode.DEGRADED if status.get("degraded") else ExitCode.OK
 
 
 def main() -> int:

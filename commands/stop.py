@@ -1,4 +1,9 @@
-"""Stop the daemon and wait until it has exited."""
+"""Stop the daemon and wait until it has exited.
+
+Asks the daemon through its control socket to stop gracefully (services in reverse
+order, jobs left running to be re-adopted at the next start) and waits until its
+process is gone, at most --timeout seconds.
+"""
 
 import argparse
 import os
@@ -9,6 +14,10 @@ from commands._client import NotRunning, connect
 from zephserver.cli import error
 from zephserver.errors import ExitCode, RpcError
 from zephserver.lock import pid_alive
+
+
+EXIT_CODES = (ExitCode.OK, ExitCode.FAILED, ExitCode.USAGE, ExitCode.NO_PERMISSION,
+              ExitCode.BAD_SETTINGS, ExitCode.NOT_RUNNING)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

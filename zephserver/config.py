@@ -626,7 +626,8 @@ def check_settings(settings: Settings) -> list[Problem]:
             messages = spec.check(settings[name], settings)
         except Exception as exc:  # a validator bug must not hide the other problems
             messages = [f"could not be checked: {type(exc).__name__}: {exc}"]
-        problems += [Problem("zeph.E010", f"{name}: {m}", _hint(name)) for m in messages]
+        # one id per setting, so that a script or a silence list can name the problem
+        problems += [Problem(f"zeph.E.{name}", f"{name}: {m}", _hint(name)) for m in messages]
     problems += [Problem("zeph.W001", f"unknown setting {name}", "check the spelling",
                          level="warning") for name in settings.unknown]
     problems += [Problem("zeph.W002", f"LAUNCHER_CONFIG: {w}", "see README \"Sessions\"",
@@ -635,7 +636,7 @@ def check_settings(settings: Settings) -> list[Problem]:
 
 
 def _hint(name: str) -> str:
-    return f"{SPEC[name].doc[0].lower()}{SPEC[name].doc[1:].rstrip('.')}"
+    return SPEC[name].doc.rstrip(".")  # as written: "DEBUG, ...", "HTTP + WebSocket port"
 
 
 def dependency_order(requires: Mapping[str, tuple[str, ...]]) -> list[str]:

@@ -11,8 +11,22 @@ class ExitCode(IntEnum):
     USAGE = 2
     NOT_RUNNING_STATUS = 3
     NO_PERMISSION = 4
+    DEGRADED = 5  # running, but a service is not RUNNING or the database does not answer
     BAD_SETTINGS = 6
     NOT_RUNNING = 7
+
+
+EXIT_CODE_MEANINGS = {
+    ExitCode.OK: "ok",
+    ExitCode.FAILED: "failed",
+    ExitCode.USAGE: "bad usage",
+    ExitCode.NOT_RUNNING_STATUS: "not running",
+    ExitCode.NO_PERMISSION: "no permission (lock, socket or control socket)",
+    ExitCode.DEGRADED: "running but degraded (a service not RUNNING, or the database "
+                       "not answering)",
+    ExitCode.BAD_SETTINGS: "bad settings (every problem is listed)",
+    ExitCode.NOT_RUNNING: "not running",
+}
 
 
 class RpcCode(IntEnum):

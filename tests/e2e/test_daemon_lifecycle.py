@@ -16,9 +16,12 @@ SUPPORT = "tests.support.services"
 
 
 def status_json(daemon) -> dict:
+    """The status; its exit code agrees with its "degraded" (0 whole, 5 degraded)."""
     result = daemon.cli("zephserver-status", "--json")
-    assert result.returncode == 0, result.stderr + result.stdout
-    return json.loads(result.stdout)
+    assert result.returncode in (0, 5), result.stderr + result.stdout
+    status = json.loads(result.stdout)
+    assert result.returncode == (5 if status["degraded"] else 0), status
+    return status
 
 
 def service_states(daemon) -> dict:
@@ -252,3 +255,47 @@ def test_a_second_daemon_on_the_same_data_dir_is_refused(workdir, daemons):
     assert f"used by another daemon (pid {first.pid})" in result.stderr
     assert not (workdir / "second.pid").exists()
     assert status_json(first)["pid"] == first.pid  # the first is untouched
+
+
+def test_a_stop_during_boot_is_acted_on_at_once(workdir, daemons):
+    """A service that needs 60 s to be ready: status says "booting", a write verb is
+    refused with a reason, and zephserver-stop ends the daemon within 2 s."""
+    settings = write_settings(workdir, SERVICE_LIST=[f"{SUPPORT}/SlowReady"],
+                              SERVICE_START_TIMEOUT=120)
+    daemon = daemons(settings, child_env(ZEPH_TEST_READY_DELAY="60")).start(wait=False)
+    booting = poll_until(lambda: (r := daemon.cli("zephserver-status", "--json")).returncode
+                         == 0 and json.loads(r.stdout), 20, what="the control socket")
+    assert booting["booting"] is True and booting["degraded"] is False
+    refused = daemon.cli("zephserver-command", "restart-service", "slowready")
+    assert refused.returncode == 1 and "still booting" in refused.stderr
+    started = time.monotonic()
+    stop = daemon.cli("zephserver-stop", "--timeout", "10")
+    assert stop.returncode == 0, stop.stderr
+    assert daemon.wait_exit(10) == 0
+    assert time.monotonic() - started < 2.0
+    assert "zephserver ready" not in daemon.output
+    assert "stopping during boot" in daemon.output
+
+
+def test_a_fatal_service_makes_the_daemon_degraded(workdir, daemons):
+    """The ready line names it, status exits 5 with "degraded": true, and start --daemon
+    returns 5."""
+    settings = write_settings(workdir, SERVICE_LIST=[f"{SUPPORT}/Crasher", f"{SUPPORT}/Trivial0"],
+                              SERVICE_MAX_RETRIES=0)
+    daemon = daemons(settings).start()
+    ready = next(x for x in daemon.lines if x.startswith("zephserver ready on "))
+    assert ready.endswith("(degraded: crasher FATAL)"), ready
+    assert daemon.url.startswith("http://127.0.0.1:")
+    status = status_json(daemon)
+    assert status["degraded"] is True and status["problems"] == ["crasher FATAL"]
+    text = daemon.cli("zephserver-status")
+    assert text.returncode == 5 and "degraded: crasher FATAL" in text.stdout
+    assert daemon.cli("zephserver-stop").returncode == 0
+    daemon.wait_exit(10)
+
+    detached = run_cli("zephserver-start", "--settings", str(settings), "--daemon")
+    try:
+        assert detached.returncode == 5, detached.stderr
+        assert "(degraded: crasher FATAL)" in detached.stdout
+    finally:
+        assert run_cli("zephserver-stop", "--settings", str(settings)).returncode == 0

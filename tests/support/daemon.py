@@ -80,7 +80,7 @@ class DaemonProcess:
     @property
     def url(self) -> str:
         line = next(x for x in self.lines if x.startswith("zephserver ready on "))
-        return line.split(" on ", 1)[1]
+        return line.split()[3]  # "zephserver ready on URL[ (degraded: ...)]"
 
     def wait_ready(self, timeout: float = 30) -> None:
         if not self._ready.wait(timeout):

@@ -67,16 +67,25 @@ class Daemon:
         self._sigint_count = 0
         self._notify_fd: int | None = None
         self._reload_lock = threading.Lock()
+        self.booted = threading.Event()
+        # A stop during boot cancels it: the boot thread checks this between steps and
+        # the service manager stops waiting for services that will never be needed.
+        self._boot_lock = threading.Lock()
+        self._boot_cancelled = False
 
     # -- what the control verbs call ------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        return {"pid": self.pid, "version": __version__, "node": self.settings.NODE_NAME,
-                "started": self.started_at, "uptime": time.time() - self.started_at,
-                "url": self.public_url, "stopping": self.stopping,
-                "services": self.manager.status() if self.manager else [],
-                "cluster": self.cluster.status(),
-                **(self.manager.status_info() if self.manager else {})}
+        status = {"pid": self.pid, "version": __version__, "node": self.settings.NODE_NAME,
+                  "started": self.started_at, "uptime": time.time() - self.started_at,
+                  "url": self.public_url, "stopping": self.stopping,
+                  "booting": not self.booted.is_set(),
+                  "services": self.manager.status() if self.manager else [],
+                  "cluster": self.cluster.status(),
+                  **(self.manager.status_info() if self.manager else {})}
+        status["problems"] = degraded_by(status)
+        status["degraded"] = bool(status["problems"])
+        return status
 
     def reload(self) -> dict[str, Any]:
         """Re-read the settings file; if it is sound, hand it to the running services.
@@ -172,19 +181,67 @@ class Daemon:
             return ExitCode.NO_PERMISSION if isinstance(exc, PermissionError) else ExitCode.FAILED
         self._install_signal_handlers()
         try:
+            # The control socket answers from the start (status says "booting"), and the
+            # boot runs on its own thread: the main thread keeps reading commands, so a
+            # stop during a slow boot is acted on at once.
+            self.control.start()
+            boot = threading.Thread(target=self._boot, name="zeph-boot", daemon=True)
+            boot.start()
+            while True:
+                what, detail = self.commands.get()
+                if what == "booted":
+                    break
+                if what == "halt":
+                    raise detail  # a HaltServer from the boot thread
+                if what == "force":
+                    self._force_exit(detail)
+                if what == "stop":
+                    log.info("stopping during boot: %s", detail)
+                    self._cancel_boot()
+                    boot.join(self.settings.SERVICE_START_TIMEOUT)
+                    self._shutdown()
+                    return ExitCode.OK
+                log.info("%s ignored during boot", what)
+            problems = degraded_by({"services": self.manager.status()})
+            line = f"zephserver ready on {self.public_url}" + (
+                f" (degraded: {', '.join(problems)})" if problems else "")
+            (log.warning if problems else log.info)(line)
+            # one write: with PYTHONUNBUFFERED, print() writes the text and its newline
+            # apart, and a service logging at that moment lands inside the line that
+            # scripts read the URL from
+            out.write(line + "\n")
+            out.flush()
+            self._notify_parent(f"ready {line.split(' on ', 1)[1]}")
+            code = self._wait_for_stop()
+        except HaltServer as exc:
+            log.error("halting: %s", exc.reason)
+            self._cancel_boot()
+            self._shutdown()
+            code = exc.exit_code
+        finally:
+            self._restore_signal_handlers()
+        return code
+
+    def _boot(self) -> None:
+        """Boot thread: prepare, cluster, services; then ("booted", ...) or ("halt", ...)."""
+        try:
             prepared = (self._prepare(self.settings) if self._prepare is not None
                         else None) or {}
-            self.control.start()
-            try:
-                self.cluster.start(prepared.get("cluster_identity", ""))
-            except OSError as exc:
-                raise HaltServer(str(exc), ExitCode.FAILED) from None
-            builtins = [CLUSTER_SERVICE] if self.cluster.enabled else []
-            self.manager = ServiceManager(self.settings, self.cluster,
-                                          on_public_url=self._set_public_url,
-                                          builtins=builtins)
-            self.manager.start()
+            with self._boot_lock:
+                if self._boot_cancelled:
+                    return
+                try:
+                    self.cluster.start(prepared.get("cluster_identity", ""))
+                except OSError as exc:
+                    raise HaltServer(str(exc), ExitCode.FAILED) from None
+                builtins = [CLUSTER_SERVICE] if self.cluster.enabled else []
+                self.manager = ServiceManager(self.settings, self.cluster,
+                                              on_public_url=self._set_public_url,
+                                              builtins=builtins)
+                self.manager.start()
             not_up = self.manager.wait_started(self.settings.SERVICE_START_TIMEOUT)
+            if self._boot_cancelled:
+                return
             if not_up:
                 log.warning("services not yet running after %.0fs: %s",
                             self.settings.SERVICE_START_TIMEOUT, ", ".join(not_up))
@@ -195,22 +252,20 @@ class Daemon:
             # of a busy server's replies.
             gc.collect()
             gc.freeze()
-            line = f"zephserver ready on {self.public_url}"
-            log.info(line)
-            # one write: with PYTHONUNBUFFERED, print() writes the text and its newline
-            # apart, and a service logging at that moment lands inside the line that
-            # scripts read the URL from
-            out.write(line + "\n")
-            out.flush()
-            self._notify_parent(f"ready {self.public_url}")
-            code = self._wait_for_stop()
+            self.booted.set()
+            self.commands.put(("booted", ""))
         except HaltServer as exc:
-            log.error("halting: %s", exc.reason)
-            self._shutdown()
-            code = exc.exit_code
-        finally:
-            self._restore_signal_handlers()
-        return code
+            self.commands.put(("halt", exc))
+        except Exception as exc:  # a bug in a prepare step: halt with it, not hang
+            log.exception("boot failed")
+            self.commands.put(("halt", HaltServer(f"boot failed: {type(exc).__name__}: "
+                                                  f"{exc}", ExitCode.FAILED)))
+
+    def _cancel_boot(self) -> None:
+        with self._boot_lock:
+            self._boot_cancelled = True
+            if self.manager is not None:
+                self.manager.cancel_wait()
 
     def _set_public_url(self, url: str) -> None:
         self.public_url = url
@@ -229,11 +284,14 @@ class Daemon:
             if what == "done":
                 return ExitCode.OK
             if what == "force":
-                log.warning("forced exit (%s): not waiting for services", why)
-                self.control.close()
-                self.lock.release()
-                logging.shutdown()
-                os._exit(ExitCode.FAILED)
+                self._force_exit(why)
+
+    def _force_exit(self, why: str) -> None:
+        log.warning("forced exit (%s): not waiting for services", why)
+        self.control.close()
+        self.lock.release()
+        logging.shutdown()
+        os._exit(ExitCode.FAILED)
 
     def _shutdown_then_report(self) -> None:
         try:
@@ -273,6 +331,19 @@ class Daemon:
         self.commands.put(("stop", signal.Signals(signum).name))
 
 
+def degraded_by(status: dict[str, Any]) -> list[str]:
+    """What keeps a booted daemon from being whole: services not RUNNING, a database that
+    does not answer. Empty while it boots or stops (those say so themselves)."""
+    if status.get("stopping") or status.get("booting"):
+        return []
+    problems = [f"{s['name']} {s['state']}" for s in status.get("services", [])
+                if s["state"] != "RUNNING"]
+    database = status.get("database")
+    if database and database.get("state") != "ok":
+        problems.append(f"database {database['state']}")
+    return problems
+
+
 def _notify(fd: int, message: str) -> None:
     with contextlib.suppress(OSError):
         os.write(fd, (message + "\n").encode())
@@ -291,7 +362,7 @@ def _daemonize(out: Any) -> tuple[int | None, int | None]:
             line = pipe.readline().decode().strip()
         if line.startswith("ready "):
             print(f"zephserver ready on {line[6:]}", file=out, flush=True)
-            return ExitCode.OK, None
+            return (ExitCode.DEGRADED if "(degraded: " in line else ExitCode.OK), None
         if line.startswith("fail "):
             parts = line.split(" ", 2)
             print(f"zephserver: error: the daemon failed to start ({parts[2]})",

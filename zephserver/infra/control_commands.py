@@ -65,6 +65,9 @@ def dispatch(daemon: "Daemon", method: str, params: Any) -> Any:
                        f"{' '.join(a.upper() for a in cmd.args)})".replace(" )", ")"))
     if daemon.stopping and not cmd.read_only:
         raise RpcError(RpcCode.SHUTTING_DOWN, "the daemon is shutting down")
+    if not daemon.booted.is_set() and not cmd.read_only:
+        raise RpcError(RpcCode.SERVICE_UNAVAILABLE, f"{method}: the daemon is still booting "
+                       "(try again once zephserver-status no longer says so)")
     return cmd.run(daemon, params)
 
 
@@ -89,7 +92,7 @@ def status(daemon: "Daemon", params: dict) -> dict:
 @command("services")
 def services(daemon: "Daemon", params: dict) -> list[dict]:
     """Each service's state and restart count."""
-    return daemon.manager.status()
+    return daemon.manager.status() if daemon.manager is not None else []
 
 
 @command("stop", read_only=True)  # repeatable while stopping: it answers, it does not refuse

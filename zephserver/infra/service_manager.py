@@ -189,6 +189,7 @@ class ServiceManager:
         self.runners: list[ServiceRunner] = [by_name[n] for n in order]
         self._by_key = {**by_name, **{r.path: r for r in runners}}
         self.stragglers: list[str] = []
+        self._wait_cancelled = False
 
     def _requirements_up(self, runner: ServiceRunner) -> bool:
         return all(self._by_key[dep].state is S.RUNNING for dep in runner.requires)
@@ -247,7 +248,7 @@ class ServiceManager:
         """
         deadline = time.monotonic() + timeout
         with self.cond:
-            while True:
+            while not self._wait_cancelled:
                 pending = [r for r in self.runners if not r.ever_running and r.state is not S.FATAL]
                 fatal = [r for r in self.runners if r.critical and r.state is S.FATAL]
                 if fatal:
@@ -257,6 +258,13 @@ class ServiceManager:
                 if not pending or remaining <= 0:
                     return [r.name for r in pending]
                 self.cond.wait(remaining)
+            return []
+
+    def cancel_wait(self) -> None:
+        """Make ``wait_started`` return now (a stop arrived during boot). Any thread."""
+        with self.cond:
+            self._wait_cancelled = True
+            self.cond.notify_all()
 
     def restart_service(self, name: str) -> dict:
         """Stop a service (if up) and start it afresh with its failure count reset."""
