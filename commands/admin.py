@@ -9,7 +9,6 @@ import argparse
 from zephserver.cli import settings_for
 from zephserver.errors import ExitCode
 
-
 EXIT_CODES = (ExitCode.OK, ExitCode.FAILED, ExitCode.USAGE, ExitCode.BAD_SETTINGS)
 
 

@@ -11,7 +11,6 @@ from commands._client import NotRunning, connect
 from zephserver.cli import error
 from zephserver.errors import ExitCode, RpcCode, RpcError
 
-
 EXIT_CODES = (ExitCode.OK, ExitCode.FAILED, ExitCode.USAGE, ExitCode.NO_PERMISSION,
               ExitCode.BAD_SETTINGS, ExitCode.NOT_RUNNING)
 

@@ -9,12 +9,11 @@ returns then. A live daemon already holding the lock is reported and left alone.
 import argparse
 
 from zephserver.cli import settings_for
-from zephserver.infra.bootstrap import Daemon
 from zephserver.errors import ExitCode
+from zephserver.infra.bootstrap import Daemon
 
-
-EXIT_CODES = (ExitCode.OK, ExitCode.FAILED, ExitCode.USAGE, ExitCode.NO_PERMISSION, ExitCode.DEGRADED,
-              ExitCode.BAD_SETTINGS)
+EXIT_CODES = (ExitCode.OK, ExitCode.FAILED, ExitCode.USAGE, ExitCode.NO_PERMISSION,
+              ExitCode.DEGRADED, ExitCode.BAD_SETTINGS)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

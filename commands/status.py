@@ -12,7 +12,6 @@ from commands._client import NotRunning, connect
 from zephserver.cli import error
 from zephserver.errors import ExitCode, RpcError
 
-
 EXIT_CODES = (ExitCode.OK, ExitCode.FAILED, ExitCode.USAGE, ExitCode.NOT_RUNNING_STATUS,
               ExitCode.NO_PERMISSION, ExitCode.DEGRADED, ExitCode.BAD_SETTINGS)
 

@@ -15,7 +15,6 @@ from zephserver.cli import error
 from zephserver.errors import ExitCode, RpcError
 from zephserver.lock import pid_alive
 
-
 EXIT_CODES = (ExitCode.OK, ExitCode.FAILED, ExitCode.USAGE, ExitCode.NO_PERMISSION,
               ExitCode.BAD_SETTINGS, ExitCode.NOT_RUNNING)
 

@@ -50,7 +50,8 @@ def test_status_piped_into_head_ends_quietly(workdir, daemons):
     piped = subprocess.run(f"{script('zephserver-command')} --settings {settings} help "
                            "| head -1", shell=True, capture_output=True, text=True,
                            env=child_env(), cwd=REPO, timeout=30)
-    assert piped.stderr == "" and piped.stdout.strip() == "["
+    assert piped.stderr == ""
+    assert piped.stdout.strip() == "["
     assert daemon.cli("zephserver-stop").returncode == 0
 
 

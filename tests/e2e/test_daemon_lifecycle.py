@@ -265,9 +265,11 @@ def test_a_stop_during_boot_is_acted_on_at_once(workdir, daemons):
     daemon = daemons(settings, child_env(ZEPH_TEST_READY_DELAY="60")).start(wait=False)
     booting = poll_until(lambda: (r := daemon.cli("zephserver-status", "--json")).returncode
                          == 0 and json.loads(r.stdout), 20, what="the control socket")
-    assert booting["booting"] is True and booting["degraded"] is False
+    assert booting["booting"] is True
+    assert booting["degraded"] is False
     refused = daemon.cli("zephserver-command", "restart-service", "slowready")
-    assert refused.returncode == 1 and "still booting" in refused.stderr
+    assert refused.returncode == 1
+    assert "still booting" in refused.stderr
     started = time.monotonic()
     stop = daemon.cli("zephserver-stop", "--timeout", "10")
     assert stop.returncode == 0, stop.stderr
@@ -287,9 +289,11 @@ def test_a_fatal_service_makes_the_daemon_degraded(workdir, daemons):
     assert ready.endswith("(degraded: crasher FATAL)"), ready
     assert daemon.url.startswith("http://127.0.0.1:")
     status = status_json(daemon)
-    assert status["degraded"] is True and status["problems"] == ["crasher FATAL"]
+    assert status["degraded"] is True
+    assert status["problems"] == ["crasher FATAL"]
     text = daemon.cli("zephserver-status")
-    assert text.returncode == 5 and "degraded: crasher FATAL" in text.stdout
+    assert text.returncode == 5
+    assert "degraded: crasher FATAL" in text.stdout
     assert daemon.cli("zephserver-stop").returncode == 0
     daemon.wait_exit(10)
 
