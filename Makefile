@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# Browser tests drive Debian's Chromium (never a downloaded browser).
+# Browser tests drive Debian's Chromium (never a downloaded browser); the metrics test
+# has a real Prometheus scrape the daemon (Debian's package too).
 CHROMIUM := /usr/bin/chromium
+PROMETHEUS := /usr/bin/prometheus
 
 .PHONY: run test lint format bench docs clean
 
@@ -22,7 +24,11 @@ $(CHROMIUM):
 	DEBIAN_FRONTEND=noninteractive apt-get install -y chromium || \
 	  (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
 
-test: $(STAMP) $(CHROMIUM)
+$(PROMETHEUS):
+	DEBIAN_FRONTEND=noninteractive apt-get install -y prometheus || \
+	  (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y prometheus)
+
+test: $(STAMP) $(CHROMIUM) $(PROMETHEUS)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
@@ -34,11 +40,13 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# The manual: reference pages generated from the code, then HTML in site/ (strict).
 docs: $(STAMP)
-	$(BIN)/python -m zephserver.reference > docs/reference.md
+	$(BIN)/python -m zephserver.reference docs/reference
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 bench: $(STAMP)
 	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) var build *.egg-info
+	rm -rf $(VENV) var build site *.egg-info

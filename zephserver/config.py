@@ -11,13 +11,11 @@ Long because every setting is declared here, in one table, with its check.
 import importlib
 import importlib.util
 import ipaddress
-import logging
 import os
 import re
 import runpy
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -252,7 +250,13 @@ def _socket_path(value: Any, s: Settings) -> list[str]:
 def _log_level(value: Any, s: Settings) -> list[str]:
     if isinstance(value, str) and value.upper() in LOG_LEVELS:
         return []
-    return [f"{value!r} is not one of {', '.join(LOG_LEVELS)}"]
+    if isinstance(value, dict) and value:
+        return [f"{name!r}: {level!r} is not one of {', '.join(LOG_LEVELS)}"
+                for name, level in value.items()
+                if not isinstance(name, str) or not isinstance(level, str)
+                or level.upper() not in LOG_LEVELS]
+    return [f"{value!r} is not one of {', '.join(LOG_LEVELS)} (nor a dict of logger "
+            "name -> level)"]
 
 
 def _port(value: Any, s: Settings) -> list[str]:
@@ -462,6 +466,15 @@ def _endpoint(value: Any, s: Settings) -> list[str]:
     return ["must be None or a URL path such as /paraview (not /ws)"]
 
 
+def _ops_address(value: Any, s: Settings) -> list[str]:
+    if value is None:
+        return []
+    host, _, port = value.rpartition(":") if isinstance(value, str) else ("", "", "")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        return [f"{value!r} is not HOST:PORT (or None: on PORT_ZEPH)"]
+    return _bind_address(host, s)
+
+
 def _bool(value: Any, s: Settings) -> list[str]:
     return [] if isinstance(value, bool) else ["must be True or False"]
 
@@ -534,7 +547,9 @@ class Spec:
 SPEC: dict[str, Spec] = {
     "DATA_DIR": Spec(_data_dir, "Directory for jobs, logs, the lock, the socket and SQLite."),
     "LOCK_FILE": Spec(_file_in_writable_dir, "Pid lock file; default DATA_DIR/zephserver.pid."),
-    "LOG_LEVEL": Spec(_log_level, "DEBUG, INFO, WARNING, ERROR or CRITICAL."),
+    "LOG_LEVEL": Spec(_log_level, "DEBUG, INFO, WARNING, ERROR or CRITICAL; or a dict of "
+                      "logger name -> level (\"\" the root)."),
+    "LOG_FORMAT": Spec(_choice("text", "json"), "Log lines as text or as JSON objects."),
     "LOG_PATH": Spec(_file_in_writable_dir, "Log file; default DATA_DIR/zephserver.log."),
     "CONFIGURATION_NETWORK_INTERFACE_SERVER": Spec(
         _socket_path, "Control socket path; default DATA_DIR/zephserver.sock."),
@@ -542,6 +557,10 @@ SPEC: dict[str, Spec] = {
         _is_str, "Control socket the CLI talks to; default the server's."),
     "BIND_ADDRESS": Spec(_bind_address, "Address the HTTP/WebSocket server binds."),
     "PORT_ZEPH": Spec(_port, "HTTP + WebSocket port."),
+    "OPS_ADDRESS": Spec(_ops_address, "HOST:PORT serving /healthz, /readyz and /metrics; "
+                        "None serves them on PORT_ZEPH."),
+    "OPS_REQUIRE_TOKEN": Spec(_bool, "/healthz, /readyz and /metrics want a staff user's "
+                              "API token."),
     "SERVICE_LIST": Spec(_service_list, "Services to run, 'dotted.module/ClassName'."),
     "TASKS_PATH": Spec(_tasks_path, "JSON-RPC method name -> task class."),
     "SERVICE_BACKOFF_INITIAL": Spec(_number(0), "Delay before the first restart (s)."),
@@ -630,7 +649,7 @@ def check_settings(settings: Settings) -> list[Problem]:
         problems += [Problem(f"zeph.E.{name}", f"{name}: {m}", _hint(name)) for m in messages]
     problems += [Problem("zeph.W001", f"unknown setting {name}", "check the spelling",
                          level="warning") for name in settings.unknown]
-    problems += [Problem("zeph.W002", f"LAUNCHER_CONFIG: {w}", "see README \"Sessions\"",
+    problems += [Problem("zeph.W002", f"LAUNCHER_CONFIG: {w}", "see docs/sessions.md",
                          level="warning") for w in _launcher_warnings(settings)]
     return problems
 
@@ -664,20 +683,3 @@ def dependency_order(requires: Mapping[str, tuple[str, ...]]) -> list[str]:
     for name in requires:
         visit(name, [])
     return order
-
-
-def configure_logging(settings: Settings, to_stderr: bool = True) -> None:
-    """Log to LOG_PATH (and stderr in the foreground) at LOG_LEVEL."""
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    fmt = logging.Formatter("%(asctime)s %(levelname)s [%(threadName)s] %(name)s: %(message)s")
-    Path(settings.LOG_PATH).parent.mkdir(parents=True, exist_ok=True)
-    handlers: list[logging.Handler] = [logging.FileHandler(settings.LOG_PATH)]
-    if to_stderr:
-        handlers.append(logging.StreamHandler())
-    for handler in handlers:
-        handler.setFormatter(fmt)
-        root.addHandler(handler)
-    root.setLevel(settings.LOG_LEVEL.upper())
-    logging.getLogger("tornado.access").setLevel(logging.WARNING)

@@ -13,7 +13,8 @@ DATA_DIR = "./var"
 
 # Bootstrap.
 LOCK_FILE = None  # DATA_DIR/zephserver.pid
-LOG_LEVEL = "INFO"
+LOG_LEVEL = "INFO"  # or {"": "INFO", "zephserver.service.router": "DEBUG"}
+LOG_FORMAT = "text"  # or "json": one JSON object per line
 LOG_PATH = None  # DATA_DIR/zephserver.log
 
 # External control: the UNIX socket the daemon listens on, and the one the CLI talks to.
@@ -24,6 +25,11 @@ CONFIGURATION_NETWORK_INTERFACE = None  # same as CONFIGURATION_NETWORK_INTERFAC
 BIND_ADDRESS = "127.0.0.1"
 PORT_ZEPH = 5558
 
+# /healthz, /readyz and /metrics: on PORT_ZEPH (None) or on an address of their own
+# ("127.0.0.1:9558"); open to all, or only to a staff user's API token.
+OPS_ADDRESS = None
+OPS_REQUIRE_TOKEN = False
+
 # Services, started in dependency order ("dotted.module/ClassName").
 SERVICE_LIST: list[str] = [
     "zephserver.service.session_manager/SessionManagerService",
@@ -33,6 +39,7 @@ SERVICE_LIST: list[str] = [
     "zephserver.service.job_manager/JobManagerService",
     "zephserver.service.agent/AgentService",
     "zephserver.service.websocket_client/WebSocketService",
+    "zephserver.service.operations/OperationsService",
 ]
 
 # JSON-RPC method name -> task class ("dotted.module/ClassName").

@@ -61,8 +61,8 @@ def test_settings_errors_have_their_own_ids_and_hints_as_written(workdir):
     settings = write_settings(workdir, LOG_LEVEL="LOUD", PORT_ZEPH=99999)
     problems = [p for p in check_settings(load_settings(str(settings))) if p.is_error]
     assert [p.id for p in problems] == ["zeph.E.LOG_LEVEL", "zeph.E.PORT_ZEPH"]
-    assert [p.hint for p in problems] == ["DEBUG, INFO, WARNING, ERROR or CRITICAL",
-                                          "HTTP + WebSocket port"]
+    assert problems[0].hint.startswith("DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    assert problems[1].hint == "HTTP + WebSocket port"
     result = run_cli("zephserver-start", "--settings", str(settings))
     assert result.returncode == 6
     assert "(HTTP + WebSocket port)" in result.stderr

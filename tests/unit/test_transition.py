@@ -20,7 +20,8 @@ class Record:
     def __init__(self, state, kind="batch"):
         self.pk, self.kind, self.app, self.owner = 7, kind, "demo", Owner()
         self.state, self.state_reason, self.extra = state, "", {"phase": "pending"}
-        self.finished = None
+        self.finished = self.created = self.queued_at = None
+        self.log_path = ""
         self.persisted = []
 
     def persist(self, *names):

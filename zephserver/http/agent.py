@@ -50,12 +50,15 @@ class AgentHandler(JsonApiHandler):
 
 class IndexHandler(AgentHandler):
     def get(self) -> None:
+        """Links to the list and create endpoints."""
         base = f"{self.request.protocol}://{self.request.host}/agent"
         self.finish({"list": f"{base}/list-processes", "create": f"{base}/create-process"})
 
 
 class CreateHandler(AgentHandler):
     async def post(self) -> None:
+        """Create a process from {app, node, processes?, source_url, env?}: 201 with its
+        status and links (Location: its details); 409 if the name is taken."""
         try:
             body = self.json_body()
         except JsonError as exc:
@@ -71,6 +74,7 @@ class CreateHandler(AgentHandler):
 
 class ListHandler(AgentHandler):
     async def get(self) -> None:
+        """The caller's processes: {processes: [status with links]}."""
         listing = await self.agent_call("list")
         if listing is not None:
             self.finish({"processes": [_links(self, s) for s in listing]})
@@ -78,11 +82,13 @@ class ListHandler(AgentHandler):
 
 class StatusHandler(AgentHandler):
     async def get(self, slug: str) -> None:
+        """One process: state, pid, restarts, last exit, links."""
         status = await self.agent_call("get", slug)
         if status is not None:
             self.finish(_links(self, status))
 
     async def delete(self, slug: str) -> None:
+        """Stop the process (TERM, AGENT_GRACE, KILL) and forget it."""
         await self._delete(slug)
 
     async def _delete(self, slug: str) -> None:
@@ -100,6 +106,7 @@ class DeleteHandler(StatusHandler):
         raise tornado.web.HTTPError(405)
 
     async def post(self, slug: str) -> None:
+        """The same as DELETE on process-status (smartmob's clients POST here)."""
         await self._delete(slug)
 
 
@@ -134,7 +141,9 @@ class ConsoleHandler(RequestIdMixin, tornado.websocket.WebSocketHandler):
             urlparse(origin).netloc.lower() == self.request.host.lower()
 
     async def get(self, slug: str) -> None:  # type: ignore[override]
-        """Refuse an unknown slug with 404 before the upgrade, as the other endpoints."""
+        """WebSocket: the process's live console, one text frame per line (the last
+        AGENT_CONSOLE_REPLAY lines first); 404 for an unknown process."""
+        # An unknown slug is refused before the upgrade, as the other endpoints do.
         try:
             agent = self.service.ctx.get("agent")
             await IOLoop.current().run_in_executor(self.service.api_executor, agent.get,

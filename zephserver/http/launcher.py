@@ -23,11 +23,20 @@ READY_SLACK = 30.0  # seconds beyond an app's own timeout before a POST gives up
 
 
 class LauncherHandler(JsonApiHandler):
-    """``<endpoint>`` and ``<endpoint>/<id>``."""
+    """What ``<endpoint>`` and ``<endpoint>/<id>`` share: the answer in wslink's shape."""
 
-    async def post(self, session_id: str | None = None) -> None:
-        if session_id:
-            raise tornado.web.HTTPError(405)
+    def _answer(self, view: dict) -> None:
+        jobs = self.service.ctx.get("jobs")  # type: ignore[union-attr]
+        app = jobs.apps.get(view.get("application"))
+        self.finish(wslink_answer(view, app.session.fields if app and app.session else None))
+
+
+class SessionsHandler(LauncherHandler):
+    """``<endpoint>``: start a session."""
+
+    async def post(self) -> None:
+        """Start a session: {application, ...its params}; answered once it is ready with
+        id, sessionURL and secret (wslink's launcher protocol)."""
         try:
             body = self.json_body()
             app = body.get("application")
@@ -52,10 +61,10 @@ class LauncherHandler(JsonApiHandler):
             return
         self._answer(result)
 
-    def _answer(self, view: dict) -> None:
-        jobs = self.service.ctx.get("jobs")  # type: ignore[union-attr]
-        app = jobs.apps.get(view.get("application"))
-        self.finish(wslink_answer(view, app.session.fields if app and app.session else None))
+    async def get(self) -> None:
+        self.fail(JsonError(400, "the URL needs a session id: <endpoint>/<id>"))
+
+    delete = get
 
     def on_connection_close(self) -> None:
         """The client left before its session was ready: nobody will ever know its id,
@@ -71,16 +80,24 @@ class LauncherHandler(JsonApiHandler):
                 jobs.post(jobs.stop_abandoned, user, f.result()["id"])
         future.add_done_callback(stop_when_known)
 
-    async def get(self, session_id: str | None = None) -> None:
+
+
+class SessionHandler(LauncherHandler):
+    """``<endpoint>/<id>``: one session."""
+
+    async def get(self, session_id: str) -> None:
+        """One session of the caller (the id is in the POST's answer)."""
         await self._one(session_id, "session_get")
 
-    async def delete(self, session_id: str | None = None) -> None:
+    async def delete(self, session_id: str) -> None:
+        """Stop a session."""
         await self._one(session_id, "session_stop")
 
-    async def _one(self, session_id: str | None, method: str) -> None:
+    async def post(self, session_id: str) -> None:
+        raise tornado.web.HTTPError(405)
+
+    async def _one(self, session_id: str, method: str) -> None:
         try:
-            if not session_id:
-                raise JsonError(400, "the URL needs a session id: <endpoint>/<id>")
             jobs = self.service.ctx.get("jobs")  # type: ignore[union-attr]
             result = await self.blocking(getattr(jobs, method), self.user, session_id)
         except (JsonError, RpcError, ServiceUnavailable) as exc:
@@ -92,4 +109,4 @@ class LauncherHandler(JsonApiHandler):
 def routes(endpoint: str) -> list[tuple[str, type]]:
     """``endpoint`` (e.g. /paraview) and ``endpoint/<id>``."""
     escaped = re.escape(endpoint)
-    return [(rf"{escaped}/?()", LauncherHandler), (rf"{escaped}/([^/]+)", LauncherHandler)]
+    return [(rf"{escaped}/?", SessionsHandler), (rf"{escaped}/([^/]+)", SessionHandler)]

@@ -53,6 +53,9 @@ class LegacyConnection(WsConnection):
 
 
 class LegacyWsHandler(WsHandler):
+    """WebSocket: the 2015 Zephserver client's frames ({task, data, room, session_id}),
+    each a call of the same JSON-RPC method (LEGACY_WS_PATH)."""
+
     connection_class = LegacyConnection
 
     def open(self) -> None:

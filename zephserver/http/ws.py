@@ -64,6 +64,9 @@ class WsConnection:
 
 
 class WsHandler(tornado.websocket.WebSocketHandler):
+    """WebSocket: JSON-RPC 2.0 requests, batches and notifications (see the JSON-RPC
+    page); logged in by the Django session cookie or Authorization: Bearer token."""
+
     connection_class = WsConnection
 
     def initialize(self, service: Any) -> None:  # the web service

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from zephserver import __version__
-from zephserver.config import Settings, check_settings, configure_logging, load_settings
+from zephserver.config import Settings, check_settings, load_settings
 from zephserver.errors import (
     AlreadyRunning,
     ExitCode,
@@ -35,6 +35,7 @@ from zephserver.infra.cluster import CLUSTER_SERVICE, ClusterManager
 from zephserver.infra.control import ControlServer, SocketInUse
 from zephserver.infra.service_manager import ServiceManager
 from zephserver.lock import PidLock
+from zephserver.logs import apply_levels, configure_logging
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ class Daemon:
                                + "; ".join(errors), {"problems": errors})
             changed = {name for name in new if new[name] != self.settings.get(name)}
             self.settings = new
-            logging.getLogger().setLevel(new.LOG_LEVEL)
+            apply_levels(new.LOG_LEVEL)
             services, taken = self.manager.reload(new)
             restart = sorted(changed - taken - {"LOG_LEVEL"})
         log.info("settings reloaded from %s: %s%s", new.path, services or "no service reloads",
@@ -149,7 +150,9 @@ class Daemon:
                 self.data_lock.adopt_current_pid()
         code = ExitCode.FAILED
         try:
-            configure_logging(self.settings, to_stderr=not daemonize)
+            s = self.settings
+            configure_logging(s.LOG_PATH, s.LOG_LEVEL, s.LOG_FORMAT, s.NODE_NAME,
+                              to_stderr=not daemonize)
             code = self._serve(out)
         finally:
             self._notify_parent(f"fail {int(code)} see {self.settings.LOG_PATH}")

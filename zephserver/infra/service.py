@@ -29,13 +29,17 @@ class ServiceContext:
     def __init__(self, settings: "Settings", get: Callable[[str], Any],
                  ready: Callable[[], None], cluster: Any,
                  set_public_url: Callable[[str], None],
-                 http_routes: Callable[[], list] = list) -> None:
+                 http_routes: Callable[[], list] = list,
+                 services: Callable[[], list[dict]] = list,
+                 hooks: Callable[[str], list[Callable]] = lambda name: []) -> None:
         self.settings = settings
         self._get = get
         self._ready = ready
         self.cluster = cluster
         self._set_public_url = set_public_url
         self._http_routes = http_routes
+        self._services = services
+        self._hooks = hooks
 
     def get(self, name: str) -> Any:
         """The RUNNING service named ``name``; raises ServiceUnavailable otherwise. Any thread."""
@@ -52,6 +56,14 @@ class ServiceContext:
     def http_routes(self) -> list[tuple[str, type]]:
         """Every service's ``http_routes()``, in SERVICE_LIST order."""
         return self._http_routes()
+
+    def services(self) -> list[dict]:
+        """Each service's name, state, restarts and last error (as zephserver-status)."""
+        return self._services()
+
+    def hooks(self, name: str) -> list[Callable]:
+        """The method ``name`` of every RUNNING service that has one (``metric_families``)."""
+        return self._hooks(name)
 
 
 class Service:

@@ -224,7 +224,8 @@ class ServiceManager:
             bind = getattr(runner.instance, "bind_context", None)
             if callable(bind):
                 bind(ServiceContext(self.settings, self.get, runner.ready, self.cluster,
-                                    self._on_public_url, self.http_routes))
+                                    self._on_public_url, self.http_routes, self.status,
+                                    self.hooks))
         except Exception as exc:
             log.exception("service %s could not be created", runner.name)
             runner.last_error = f"{type(exc).__name__}: {exc}"
@@ -292,6 +293,11 @@ class ServiceManager:
     def status(self) -> list[dict]:
         with self.cond:
             return [r.status() for r in self.runners]
+
+    def hooks(self, name: str) -> list[Callable]:
+        with self.cond:
+            running = [r.instance for r in self.runners if r.state is S.RUNNING]
+        return [hook for hook in (getattr(i, name, None) for i in running) if callable(hook)]
 
     def status_info(self) -> dict:
         """What RUNNING services add to the daemon's status (``status_info()``)."""

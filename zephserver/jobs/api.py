@@ -23,6 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
+from zephserver import metrics
 from zephserver.actor import on_actor
 from zephserver.errors import RpcCode, RpcError
 from zephserver.jobs.transition import now
@@ -332,6 +333,29 @@ class JobsApi:
             total[key] = {r: sum(n[key][r] for n in up) for r in ("cores", "memory")}
         return {**here, "nodes": nodes, "total": total}
 
+    def metric_families(self) -> list:
+        """This node's jobs by kind, app and state (sessions and agent processes apart
+        too), and its queue, read now. Any thread but the loop's."""
+        from django.db import close_old_connections
+        from django.db.models import Count
+
+        from zephserver.web.models import Job
+
+        try:
+            rows = list(Job.objects.filter(node=self.node).values_list("kind", "app", "state")
+                        .annotate(n=Count("id")).order_by())
+        finally:
+            close_old_connections()
+        by_state: dict[str, dict[str, int]] = {"session": {}, "service": {}}
+        for kind, _app, state, n in rows:
+            if kind in by_state:
+                by_state[kind][state] = by_state[kind].get(state, 0) + n
+        return [metrics.JOBS.family(((k, a, st), n) for k, a, st, n in rows),
+                metrics.SESSIONS.family(((st,), n) for st, n in by_state["session"].items()),
+                metrics.AGENT_PROCESSES.family(((st,), n)
+                                               for st, n in by_state["service"].items()),
+                metrics.QUEUE_LENGTH.family([((), len(self.waiting))])]
+
     def status_info(self) -> dict:
         """For zephserver-status: the database's state; in a cluster, every node, its
         state and resources, and the jobs running on it (from the shared database, also
@@ -380,7 +404,7 @@ class JobsApi:
             active = self.active(job.pk)
             if active is None:  # its record says it runs here; no process of it does
                 log.warning("node %s: job %d is %s by its record but does not run here",
-                            self.node, job.pk, state)
+                            self.node, job.pk, state, extra={"job": job.pk})
                 raise RpcError(RpcCode.CONFLICT, f"job {job.pk} is {state} by its record, "
                                f"but no process of it runs on node {self.node}",
                                {"field": "id", "node": job.node})
@@ -466,7 +490,8 @@ class JobsApi:
         except OSError as exc:
             raise RpcError(RpcCode.TASK_FAILED, f"cannot write {control.file}: "
                            f"{exc.strerror}") from None
-        log.info("job %d: control %s written to %s by %s", job.pk, name, path, user.username)
+        log.info("job %d: control %s written to %s by %s", job.pk, name, path, user.username,
+                 extra={"job": job.pk})
         return {"id": job.pk, "control": name, "file": control.file}
 
     # -- subscriptions --------------------------------------------------------------------

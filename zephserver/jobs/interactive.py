@@ -149,7 +149,8 @@ class SessionKeeper:
             answer = run_app_module(opts.module, obj, secret, opts.hash_algorithm,
                                     job.owner.username, app.name, session_dir, job.log_path)
             for note in answer["notes"]:
-                log.warning("session %d (module %s): %s", job.pk, opts.module, note)
+                log.warning("session %d (module %s): %s", job.pk, opts.module, note,
+                            extra={"job": job.pk})
             extra.update(secret=answer["password"], password_hash=answer["password_hash"],
                          config=answer["config"], cert=answer["cert"])
             argv = answer["argv"]

@@ -7,11 +7,13 @@ line, publish ``job.updated``. A call that keeps the state (an agent process mov
 published all the same.
 """
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable
 from typing import Any
 
+from zephserver import metrics
 from zephserver.launch.process import describe_exit
 from zephserver.launch.states import TERMINAL, JobState, check_job_transition
 
@@ -51,9 +53,28 @@ def transition(job: Any, new: JobState | None, reason: str, publish: Publish, *,
     for name, value in fields.items():
         setattr(job, name, value)
     job.persist(*changed)
+    _count(job, old, fields)
     log.info("job %d (%s %s, %s) %s -> %s: %s", job.pk, job.kind, job.app,
-             job.owner.username, old, job.state, reason)
+             job.owner.username, old, job.state, reason, extra={"job": job.pk})
     publish(job)
+
+
+def _count(job: Any, old: JobState, fields: dict[str, Any]) -> None:
+    """The metrics a state change makes: spawns, waits, exits (and the log they left)."""
+    new = JobState(job.state)
+    if fields.get("pid") is not None:
+        metrics.SPAWNS.labels(job.app).inc()
+    if new == old:
+        return
+    if old == JobState.QUEUED and new == JobState.STARTING and job.queued_at:
+        metrics.QUEUE_WAIT.observe((now() - job.queued_at).total_seconds())
+    if new == JobState.RUNNING and job.kind != "service" and job.created:
+        metrics.SUBMIT_TO_RUNNING.observe((now() - job.created).total_seconds())
+    if new in TERMINAL:
+        metrics.JOB_EXITS.labels(job.kind, new.lower()).inc()
+        if job.log_path:  # OSError: never written, or removed with its job directory
+            with contextlib.suppress(OSError):
+                metrics.LOG_BYTES.labels("jobs").inc(os.path.getsize(job.log_path))
 
 
 def ended(job: Any, code: int | None, when: str = "", stop_by: str = "") -> tuple[JobState, str]:

@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from zephserver import metrics
 from zephserver.actor import Actor
 from zephserver.backoff import BackoffPolicy, RestartTracker
 from zephserver.errors import RpcCode, RpcError, ServiceUnavailable
@@ -178,7 +179,8 @@ class AgentService(Actor, Service):
             self.step(deadline - time.monotonic())  # exits arrive through the inbox
         for proc in procs:
             if proc.pid is not None:
-                log.warning("process %s (pid %d) ignored SIGTERM; killed", proc.slug, proc.pid)
+                log.warning("process %s (pid %d) ignored SIGTERM; killed", proc.slug, proc.pid,
+                            extra={"job": proc.job.pk})
                 signal_group(proc.pid, signal.SIGKILL)
         for proc in self._procs.values():
             job = proc.job
@@ -273,7 +275,7 @@ class AgentService(Actor, Service):
         except SourceError as exc:
             self.post(self._prep_failed, proc, exc.phase, str(exc))
         except Exception as exc:
-            log.exception("process %s: preparing failed", proc.slug)
+            log.exception("process %s: preparing failed", proc.slug, extra={"job": proc.job.pk})
             self.post(self._prep_failed, proc, "unpack failure", f"{type(exc).__name__}: {exc}")
 
     @staticmethod
@@ -352,6 +354,7 @@ class AgentService(Actor, Service):
             return
         self._set(proc, J.BACKOFF, "backoff", f"{what}; restart {proc.tracker.restarts} in "
                   f"{delay:.2f}s", exit_code=code, pid=None, restarts=proc.tracker.restarts)
+        metrics.AGENT_RESTARTS.inc()
         if delay == 0:
             self._start(proc)
             return
@@ -479,7 +482,7 @@ class AgentService(Actor, Service):
         proc = Proc(job, self._tracker(job))
         self._procs[slug] = proc
         log.info("process %s (job %d) created by %s (request %s)", slug, job.pk,
-                 user.username, request_id or "-")
+                 user.username, request_id or "-", extra={"job": job.pk})
         self._prepare_async(proc)
         return self.status(proc)
 
@@ -525,7 +528,8 @@ class AgentService(Actor, Service):
         proc.deleted = True
         proc.cancel.set()
         proc.restart_token += 1  # a pending restart will not fire
-        log.info("process %s (job %d) deleted by %s", slug, proc.job.pk, user.username)
+        log.info("process %s (job %d) deleted by %s", slug, proc.job.pk, user.username,
+                 extra={"job": proc.job.pk})
         if proc.pid is not None:
             self._ending[proc.job.pk] = proc
             self.reaper.stop_process(proc.pid, self.grace)

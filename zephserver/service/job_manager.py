@@ -200,7 +200,8 @@ class JobManagerService(InteractiveApi, TransactionalActor, Service):
         for job_id, active in list(self._active.items()):
             job = active.job
             if job.pid is not None and not self.executor_for(job).alive(job):
-                log.warning("job %d: pid %d is gone and no exit was seen", job_id, job.pid)
+                log.warning("job %d: pid %d is gone and no exit was seen", job_id, job.pid,
+                            extra={"job": job_id})
                 self._on_exit(job_id, None)
         self._needs_plan = True
 
@@ -249,7 +250,8 @@ class JobManagerService(InteractiveApi, TransactionalActor, Service):
 
     def _queue_new(self, job: Any) -> dict:
         job.save()
-        log.info("job %d (%s, %s) submitted", job.pk, job.app, job.owner.username)
+        log.info("job %d (%s, %s) submitted", job.pk, job.app, job.owner.username,
+                 extra={"job": job.pk})
         self.enqueue(job)
         self._fresh[job.pk] = job  # the next plan (this batch's) needs no SELECT for it
         self._needs_plan = True
@@ -269,7 +271,7 @@ class JobManagerService(InteractiveApi, TransactionalActor, Service):
             try:
                 self._readopt(job)
             except Exception:
-                log.exception("job %d could not be re-adopted", job.pk)
+                log.exception("job %d could not be re-adopted", job.pk, extra={"job": job.pk})
         rows = mine.filter(state__in=[J.QUEUED, J.HELD]).values_list(
             "id", "owner_id", "resources", "priority", "seq", "queued_at", "created", "state")
         for pk, owner, resources, priority, seq, queued_at, created, state in rows.iterator():
@@ -302,7 +304,7 @@ class JobManagerService(InteractiveApi, TransactionalActor, Service):
                 self.interactive.readopted(active)
             if job.state == J.RUNNING:
                 self._arm_wall_time(job)
-            log.info("job %d re-adopted (pid %d)", job.pk, job.pid)
+            log.info("job %d re-adopted (pid %d)", job.pk, job.pid, extra={"job": job.pk})
             return
         status = self.executor_for(job).recorded_exit(job)
         if status is None:
@@ -342,7 +344,7 @@ class JobManagerService(InteractiveApi, TransactionalActor, Service):
             job = jobs.get(job_id)
             if job is None or job.state != J.QUEUED:
                 log.error("job %d: queued here but %s in the database; not started", job_id,
-                          "missing" if job is None else job.state)
+                          "missing" if job is None else job.state, extra={"job": job_id})
                 continue
             self.execute(self._prepare, (job,), None)
             if job.state == J.STARTING:
@@ -376,7 +378,8 @@ class JobManagerService(InteractiveApi, TransactionalActor, Service):
             try:
                 argv = self.interactive.prepare(job, app, spec, generated)
             except Exception as exc:
-                log.exception("job %d: preparing the session failed", job.pk)
+                log.exception("job %d: preparing the session failed", job.pk,
+                              extra={"job": job.pk})
                 failure = f"preparing the session failed: {type(exc).__name__}: {exc}"
         self._env[job.pk] = spec.env
         # a session's port, secret and URL are written with the rest, before the spawn

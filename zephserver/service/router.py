@@ -24,10 +24,12 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
+from zephserver import metrics
 from zephserver.config import resolve_class
 from zephserver.database import unavailable_reason
 from zephserver.errors import RpcCode, RpcError
 from zephserver.infra.service import Service
+from zephserver.logs import log_context
 from zephserver.task.base import Request, check_access
 
 log = logging.getLogger(__name__)
@@ -113,6 +115,11 @@ class TaskPool:
             finally:
                 with self._cond:
                     del self._running[index]
+
+    def load(self) -> tuple[int, int]:
+        """(threads running a task, tasks waiting)."""
+        with self._cond:
+            return len(self._running), len(self._jobs)
 
     def drain(self) -> list[Job]:
         """Jobs still queued (never started), removed from the queue."""
@@ -228,9 +235,16 @@ class RouterService(Service):
     def _timed_out(self, reply: "_Owed") -> dict:
         error_id = uuid.uuid4().hex[:12]
         log.error("task %s: no answer within %gs (error id %s)", reply.method,
-                  self.reply_timeout, error_id)
+                  self.reply_timeout, error_id, extra={"conn": reply.conn.cid,
+                                                       "rpc_id": reply.request_id,
+                                                       "method": reply.method})
         return _error(reply.request_id, RpcCode.TASK_TIMEOUT, f"no answer within "
                       f"{self.reply_timeout:g}s (error id {error_id})", {"error_id": error_id})
+
+    def metric_families(self) -> list:
+        busy, queued = self.pool.load() if self.pool is not None else (0, 0)
+        return [metrics.TASK_POOL_BUSY.family([((), busy)]),
+                metrics.TASK_POOL_QUEUED.family([((), queued)])]
 
     # -- the loop thread ------------------------------------------------------------------
 
@@ -275,7 +289,14 @@ class RouterService(Service):
                          "jsonrpc '2.0', a method string, object or array params"))
             return
 
+        started = time.perf_counter()
+
         def answer(response: dict | str) -> None:
+            # a result is sent as its text; an error is a dict (see _result, _error)
+            outcome = "ok" if isinstance(response, str) else str(response["error"]["code"])
+            label = method if method in self.tasks else "unknown"
+            metrics.RPC_REQUESTS.labels(label, outcome).inc()
+            metrics.RPC_DURATION.labels(label).observe(time.perf_counter() - started)
             reply(None if notify else response)
 
         self.route(conn, method, params, request_id, answer)
@@ -327,7 +348,8 @@ class RouterService(Service):
                                   "the server is shutting down")
             else:
                 thread.name = f"{base_name}-{method}"
-                response = self._execute(conn, cls, method, params, request_id)
+                with log_context(conn=conn.cid, rpc_id=request_id, method=method):
+                    response = self._execute(conn, cls, method, params, request_id)
         finally:
             thread.name = base_name
             from django.db import close_old_connections

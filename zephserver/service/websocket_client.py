@@ -23,6 +23,7 @@ from tornado.ioloop import IOLoop
 from tornado.netutil import bind_sockets
 from tornado.wsgi import WSGIContainer
 
+from zephserver import metrics
 from zephserver.http import legacy_ws, ws
 from zephserver.infra.service import Service
 
@@ -114,6 +115,9 @@ class WebSocketService(Service):
             self.auth_executor.shutdown(wait=False)
             self.api_executor.shutdown(wait=False)
             wsgi_executor.shutdown(wait=True)
+
+    def metric_families(self) -> list:
+        return [metrics.WEBSOCKETS.family([((), len(self.handlers))])]
 
     def http_routes(self) -> list[tuple[str, type]]:
         assert self.ctx is not None

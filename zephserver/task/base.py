@@ -9,7 +9,7 @@ decorator; a task without one requires a logged-in user.
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from zephserver.errors import RpcCode, RpcError
 
@@ -67,7 +67,14 @@ class TaskError(RpcError):
 
 
 class Task:
-    """Optional base class: keeps the request, offers param checks and a cancelled flag."""
+    """Optional base class: keeps the request, offers param checks and a cancelled flag.
+
+    ``PARAMS`` declares the named params (``name: type`` or ``name: (type, default)``);
+    ``self.params()`` checks the request against it, and the reference page lists it
+    with the class docstring (a summary line, then ``Result:`` and ``Errors:`` lines).
+    """
+
+    PARAMS: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, request: Request) -> None:
         self.request = request
@@ -81,11 +88,13 @@ class Task:
         self.cancelled = True
 
     def params(self, **fields: type | tuple[type, ...]) -> dict:
-        """The named params, type-checked; ``name=(type, default)`` makes one optional.
+        """The named params (``fields``, else the class's ``PARAMS``), type-checked;
+        ``name=(type, default)`` makes one optional.
 
         Raises:
             TaskError: -32602 naming the first missing, unknown or mistyped field.
         """
+        fields = fields or self.PARAMS
         data = self.request.data
         if data is None:
             data = {}

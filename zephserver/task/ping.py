@@ -5,14 +5,20 @@ from zephserver.task.base import Task, allow_anonymous
 
 @allow_anonymous
 class PingTask(Task):
-    """``ping`` -> "pong" (the only method an unauthenticated connection may call)."""
+    """Is the server there? The only method an unauthenticated connection may call.
+
+    Result: "pong".
+    """
 
     def main(self) -> str:
         return "pong"
 
 
 class WhoAmITask(Task):
-    """``whoami`` -> the caller's id, username and staff flag."""
+    """Who the connection is logged in as.
+
+    Result: {id, username, is_staff}.
+    """
 
     def main(self) -> dict:
         return self.request.user.to_json()

@@ -1,6 +1,6 @@
 """``room.join`` / ``room.leave`` / ``room.say``: thin tasks over the rooms service."""
 
-from typing import Any
+from typing import Any, ClassVar
 
 from zephserver.errors import RpcCode
 from zephserver.infra.service_manager import get_service
@@ -10,8 +10,10 @@ MAX_ROOM_NAME = 100
 
 
 class _RoomTask(Task):
-    def room(self, **extra: Any) -> tuple[str, dict]:
-        values = self.params(room=str, **extra)
+    PARAMS: ClassVar[dict[str, Any]] = {"room": str}
+
+    def room(self) -> tuple[str, dict]:
+        values = self.params()
         room = values["room"]
         if not room or len(room) > MAX_ROOM_NAME:
             raise TaskError(f"room must be 1-{MAX_ROOM_NAME} characters", RpcCode.INVALID_PARAMS,
@@ -20,6 +22,12 @@ class _RoomTask(Task):
 
 
 class RoomJoinTask(_RoomTask):
+    """Join a room: ``room.message`` and ``room.users`` notifications follow.
+
+    Result: {room, users}: the members on every node.
+    Errors: -32602 a room name that is empty or over 100 characters.
+    """
+
     def main(self) -> dict:
         room, _ = self.room()
         users = get_service("rooms").join(self.request.cid, room)
@@ -27,6 +35,12 @@ class RoomJoinTask(_RoomTask):
 
 
 class RoomLeaveTask(_RoomTask):
+    """Leave a room.
+
+    Result: {room}.
+    Errors: -32006 not in that room.
+    """
+
     def main(self) -> dict:
         room, _ = self.room()
         if not get_service("rooms").leave(self.request.cid, room):
@@ -35,8 +49,16 @@ class RoomLeaveTask(_RoomTask):
 
 
 class RoomSayTask(_RoomTask):
+    """Send a message (any JSON value) to every member of a room, on every node.
+
+    Result: {room, delivered}.
+    Errors: -32006 not in that room.
+    """
+
+    PARAMS: ClassVar[dict[str, Any]] = {"room": str, "message": object}
+
     def main(self) -> dict:
-        room, values = self.room(message=object)
+        room, values = self.room()
         rooms = get_service("rooms")
         if not rooms.is_member(self.request.cid, room):
             raise TaskError(f"join room {room!r} first", RpcCode.CONFLICT, {"room": room})

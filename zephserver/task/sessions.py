@@ -7,7 +7,7 @@ the caller's sessions.
 """
 
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, ClassVar
 
 from zephserver.errors import RpcCode
 from zephserver.task.base import TaskError
@@ -17,6 +17,18 @@ SLACK = 30.0  # seconds beyond the app's ready timeout
 
 
 class SessionsStartTask(_JobTask):
+    """Start an interactive session of a session app; answered once it is ready.
+
+    Result: the session: id, sessionURL, secret (when the app uses one), and the
+    fields the app declares, as the launcher's REST POST answers.
+    Errors: -32602 no application or a bad param; -32005 no such app; -32004 no free port
+    (unless queue is true: it then waits); -32010 it failed to start or to become ready.
+    """
+
+    # The launcher's free-form body: ``application``, ``queue`` and the app's own params.
+    PARAMS: ClassVar[dict[str, Any]] = {"application": str, "queue": (bool, None),
+                                        "...": "the app's declared params"}
+
     def main(self) -> Future:
         body = self.request.data
         if not isinstance(body, dict) or not isinstance(body.get("application"), str):
@@ -36,18 +48,41 @@ class SessionsStartTask(_JobTask):
 
 
 class SessionsListTask(_JobTask):
+    """The caller's sessions (staff with ``all``: everyone's).
+
+    Result: a list of sessions with their job, URL and state.
+    """
+
+    PARAMS: ClassVar[dict[str, Any]] = {"all": (bool, False)}
+
     def main(self) -> list[dict]:
-        p = self.params(all=(bool, False))
+        p = self.params()
         return self.jobs.sessions_list(self.user, p["all"])
 
 
 class SessionsGetTask(_JobTask):
+    """One session, also after it ended.
+
+    Result: the session.
+    Errors: -32005 no such session; -32002 another user's session.
+    """
+
+    PARAMS: ClassVar[dict[str, Any]] = {"id": (int, str)}
+
     def main(self) -> dict:
-        p: dict[str, Any] = self.params(id=(int, str))
+        p: dict[str, Any] = self.params()
         return self.jobs.session_get(self.user, p["id"], deleted_ok=True)
 
 
 class SessionsStopTask(_JobTask):
+    """Stop a session (its process group gets SIGTERM, then SIGKILL after the grace).
+
+    Result: the session.
+    Errors: -32005 no such session; -32002 another user's session.
+    """
+
+    PARAMS: ClassVar[dict[str, Any]] = {"id": (int, str)}
+
     def main(self) -> dict:
-        p: dict[str, Any] = self.params(id=(int, str))
+        p: dict[str, Any] = self.params()
         return self.jobs.session_stop(self.user, p["id"])

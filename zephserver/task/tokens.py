@@ -1,7 +1,7 @@
 """API tokens of the calling user, for the web UI's account page: list, create (the token
 is in the answer once, never again), revoke."""
 
-from typing import Any
+from typing import Any, ClassVar
 
 from zephserver.errors import RpcCode
 from zephserver.task.base import Task, TaskError
@@ -20,14 +20,27 @@ def _json(t: Any) -> dict:
 
 
 class TokensListTask(_TokenTask):
+    """The caller's API tokens (never the tokens themselves).
+
+    Result: a list of {prefix, name, created, revoked}.
+    """
+
     def main(self) -> list[dict]:
         self.params()
         return [_json(t) for t in self.tokens()]
 
 
 class TokensCreateTask(_TokenTask):
+    """A new API token for the caller; made with a token, it is revoked with that token.
+
+    Result: {prefix, name, created, revoked, token}: the token is shown this once.
+    Errors: -32602 a name over 100 characters.
+    """
+
+    PARAMS: ClassVar[dict[str, Any]] = {"name": (str, "")}
+
     def main(self) -> dict:
-        name = self.params(name=(str, ""))["name"]
+        name = self.params()["name"]
         if len(name) > 100:
             raise TaskError("name must be at most 100 characters", RpcCode.INVALID_PARAMS,
                             {"field": "name"})
@@ -53,8 +66,16 @@ class TokensCreateTask(_TokenTask):
 
 
 class TokensRevokeTask(_TokenTask):
+    """Revoke one of the caller's tokens (and the tokens made with it).
+
+    Result: {revoked: prefix}.
+    Errors: -32005 no active token with that prefix.
+    """
+
+    PARAMS: ClassVar[dict[str, Any]] = {"prefix": str}
+
     def main(self) -> dict:
-        prefix = self.params(prefix=str)["prefix"]
+        prefix = self.params()["prefix"]
         from zephserver.web.models import ApiToken
 
         count = ApiToken.revoke(self.tokens().filter(prefix=prefix, revoked__isnull=True))

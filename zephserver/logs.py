@@ -1,0 +1,129 @@
+"""The daemon's log: text or JSON lines, each line carrying what it is about.
+
+``log_context(conn=..., rpc_id=...)`` sets fields for the code that runs inside it (on
+this thread, or this coroutine); ``log.info(..., extra={"job": 12})`` sets them for one
+line. Every line also names the node. The file handler reopens a file that logrotate
+moved away (``WatchedFileHandler``), so no line is written to a deleted file.
+"""
+
+import contextlib
+import contextvars
+import json
+import logging
+import logging.handlers
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+# Fields a line may carry, in the order a text line shows them.
+FIELDS = ("node", "conn", "rpc_id", "method", "job", "user")
+_context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "zeph_log", default=None)
+TEXT_FORMAT = "%(asctime)s %(levelname)s [%(threadName)s] %(name)s: %(message)s"
+
+
+@contextlib.contextmanager
+def log_context(**fields: Any) -> Iterator[None]:
+    """Lines logged inside carry ``fields`` (added to those already set)."""
+    token = _context.set({**(_context.get() or {}), **fields})
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+class ContextFilter(logging.Filter):
+    """Puts the node and the context's fields on every record (as attributes)."""
+
+    def __init__(self, node: str) -> None:
+        super().__init__()
+        self.node = node
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for name, value in (_context.get() or {}).items():
+            if not hasattr(record, name):  # a line's own extra= wins
+                setattr(record, name, value)
+        if not hasattr(record, "node"):
+            record.node = self.node
+        return True
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        fields = " ".join(f"{n}={getattr(record, n)}" for n in FIELDS[1:]
+                          if getattr(record, n, None) is not None)
+        if not fields:
+            return text
+        first, newline, rest = text.partition("\n")  # after the message, before a traceback
+        return f"{first} [{fields}]{newline}{rest}"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, thread, message, the fields, and
+    the traceback as one string."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname, "logger": record.name, "thread": record.threadName,
+            "message": record.getMessage()}
+        for name in FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                line[name] = value
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+class CountingHandler(logging.handlers.WatchedFileHandler):
+    """The log file, reopened when moved; ``on_bytes(n)`` is told what each line cost."""
+
+    def __init__(self, path: str, on_bytes: Callable[[int], None] | None = None) -> None:
+        super().__init__(path, encoding="utf-8")
+        self.on_bytes = on_bytes
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if self.on_bytes is not None:
+            self.on_bytes(len(text.encode("utf-8", "replace")) + 1)
+        return text
+
+
+def levels(setting: str | dict[str, str]) -> dict[str, str]:
+    """LOG_LEVEL as {logger name: level}; "" is the root logger."""
+    if isinstance(setting, str):
+        return {"": setting.upper()}
+    return {("" if name in ("", "root") else name): level.upper()
+            for name, level in setting.items()}
+
+
+def apply_levels(setting: str | dict[str, str]) -> None:
+    for name, level in levels(setting).items():
+        logging.getLogger(name or None).setLevel(level)
+
+
+def configure_logging(path: str, level: str | dict[str, str], fmt: str, node: str,
+                      to_stderr: bool = True,
+                      on_bytes: Callable[[int], None] | None = None) -> None:
+    """Log to ``path`` (and stderr in the foreground) at ``level``, as ``fmt``."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    formatter: logging.Formatter = JsonFormatter() if fmt == "json" else TextFormatter()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    handlers: list[logging.Handler] = [CountingHandler(path, on_bytes)]
+    if to_stderr:
+        handlers.append(logging.StreamHandler())
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        handler.addFilter(ContextFilter(node))
+        root.addHandler(handler)
+    logging.getLogger("tornado.access").setLevel(logging.WARNING)
+    apply_levels(level)

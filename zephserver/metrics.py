@@ -1,0 +1,144 @@
+"""Every metric the daemon exports, declared once (the reference page and the dashboard
+test read this catalogue).
+
+Events are counted where they happen (``SPAWNS.labels(app).inc()``). States (jobs by
+state, services, peers, pool use) are read when Prometheus scrapes: a service that has
+some offers ``metric_families()``, which returns ``StateGauge.family(...)`` values. All
+of it is produced by ``prometheus_client`` in its text format; nothing is hand-written.
+"""
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+disable_created_metrics()  # no *_created series: they double every counter's cardinality
+REGISTRY = CollectorRegistry(auto_describe=True)
+ProcessCollector(registry=REGISTRY)  # process_resident_memory_bytes, open fds, CPU
+PlatformCollector(registry=REGISTRY)
+
+# Seconds, from a fast ping to a long queue wait.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+                   2.5, 5, 10, 30)
+WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 86400)
+
+SPAWNS = Counter("zephserver_spawns", "Processes started (batch jobs, sessions, agent "
+                 "processes), by app.", ["app"], registry=REGISTRY)
+JOB_EXITS = Counter("zephserver_job_exits", "Jobs that ended, by kind and outcome (their "
+                    "final state).", ["kind", "outcome"], registry=REGISTRY)
+QUEUE_WAIT = Histogram("zephserver_queue_wait_seconds", "Time a job waited in the queue "
+                       "before it was started.", buckets=WAIT_BUCKETS, registry=REGISTRY)
+SUBMIT_TO_RUNNING = Histogram("zephserver_submit_to_running_seconds", "Time from a job's "
+                              "submission to RUNNING.", buckets=WAIT_BUCKETS,
+                              registry=REGISTRY)
+RPC_REQUESTS = Counter("zephserver_rpc_requests", "JSON-RPC requests, by method and "
+                       "outcome (ok, or the error code).", ["method", "outcome"],
+                       registry=REGISTRY)
+RPC_DURATION = Histogram("zephserver_rpc_duration_seconds", "Time from a JSON-RPC request "
+                         "to its answer, by method.", ["method"], buckets=LATENCY_BUCKETS,
+                         registry=REGISTRY)
+AGENT_RESTARTS = Counter("zephserver_agent_restarts", "Agent processes restarted after "
+                         "they ended.", registry=REGISTRY)
+LOG_BYTES = Counter("zephserver_log_bytes_written", "Bytes written to logs: the daemon's "
+                    "own (daemon) and the jobs' output, counted when a job ends (jobs).",
+                    ["log"], registry=REGISTRY)
+
+
+@dataclass(frozen=True)
+class StateGauge:
+    """A gauge read at scrape time: ``family(samples)`` with ``(label values, value)``."""
+
+    name: str
+    doc: str
+    labels: tuple[str, ...] = ()
+
+    def family(self, samples: Iterable[tuple[tuple[str, ...], float]]) -> GaugeMetricFamily:
+        family = GaugeMetricFamily(self.name, self.doc, labels=list(self.labels))
+        for values, value in samples:
+            family.add_metric(list(values), value)
+        return family
+
+
+JOBS = StateGauge("zephserver_jobs", "Jobs of this node by kind, app and state.",
+                  ("kind", "app", "state"))
+SESSIONS = StateGauge("zephserver_sessions", "Interactive sessions of this node by state.",
+                      ("state",))
+AGENT_PROCESSES = StateGauge("zephserver_agent_processes", "Agent processes of this node "
+                             "by state.", ("state",))
+QUEUE_LENGTH = StateGauge("zephserver_queue_length", "Jobs waiting in this node's queue "
+                          "(QUEUED and HELD).")
+WEBSOCKETS = StateGauge("zephserver_websocket_connections", "Open WebSocket connections.")
+TASK_POOL_BUSY = StateGauge("zephserver_task_pool_busy", "Task threads running a task.")
+TASK_POOL_QUEUED = StateGauge("zephserver_task_pool_queued", "Tasks waiting for a thread.")
+SERVICE_STATE = StateGauge("zephserver_service_state", "1 for each service's current "
+                           "state (RUNNING, STARTING, BACKOFF, FATAL, ...).",
+                           ("service", "state"))
+SERVICE_RESTARTS = StateGauge("zephserver_service_restarts", "Times each service was "
+                              "restarted after a crash.", ("service",))
+PEERS_UP = StateGauge("zephserver_cluster_peers_up", "Cluster peers heard from recently.")
+PEER_UP = StateGauge("zephserver_cluster_peer_up", "1 if the peer is up, 0 if down.",
+                     ("peer",))
+MESSAGES_BUFFERED = StateGauge("zephserver_cluster_messages_buffered", "Messages to a peer "
+                               "not yet acknowledged.", ("peer",))
+MESSAGES_LOST = StateGauge("zephserver_cluster_messages_lost", "Messages to a peer given up "
+                           "on (buffer full or too old), since the start.", ("peer",))
+EVENTS = (SPAWNS, JOB_EXITS, QUEUE_WAIT, SUBMIT_TO_RUNNING, RPC_REQUESTS, RPC_DURATION,
+          AGENT_RESTARTS, LOG_BYTES)
+STATE_GAUGES = (JOBS, SESSIONS, AGENT_PROCESSES, QUEUE_LENGTH, WEBSOCKETS, TASK_POOL_BUSY,
+                TASK_POOL_QUEUED, SERVICE_STATE, SERVICE_RESTARTS, PEERS_UP, PEER_UP,
+                MESSAGES_BUFFERED, MESSAGES_LOST)
+
+
+def catalogue() -> list[tuple[str, str, str]]:
+    """(family name, type, help) of every zephserver family; a counter's samples end in
+    ``_total``, a histogram's in ``_bucket``, ``_sum`` and ``_count``."""
+    found = [(f.name, f.type, f.documentation)
+             for metric in EVENTS for f in metric.describe()]
+    found += [(g.name, "gauge", g.doc) for g in STATE_GAUGES]
+    return sorted(found)
+
+
+def sample_names(name: str, kind: str) -> list[str]:
+    """The series names a family exports."""
+    if kind == "counter":
+        return [f"{name}_total"]
+    if kind == "histogram":
+        return [f"{name}_bucket", f"{name}_sum", f"{name}_count"]
+    return [name]
+
+
+class StateCollector(Collector):
+    """Asks ``sources()`` (the services' ``metric_families``) at each scrape."""
+
+    def __init__(self, sources: Callable[[], Iterable[Callable[[], Iterable]]]) -> None:
+        self.sources = sources
+
+    def collect(self) -> Iterable:
+        for source in self.sources():
+            yield from source()
+
+
+def exposition(collector: StateCollector) -> bytes:
+    """The text format: this process's event metrics and the states read now."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Both(collector))
+    return generate_latest(registry)
+
+
+class _Both(Collector):
+    def __init__(self, states: StateCollector) -> None:
+        self.states = states
+
+    def collect(self) -> Iterable:
+        yield from REGISTRY.collect()
+        yield from self.states.collect()
