@@ -1,0 +1,69 @@
+"""The daemon's log lines: fields from the context and from extra=, text and JSON, and
+LOG_LEVEL per logger."""
+
+import json
+import logging
+
+from zephserver.config import SPEC, Settings
+from zephserver.logs import (
+    ContextFilter,
+    JsonFormatter,
+    TextFormatter,
+    apply_levels,
+    levels,
+    log_context,
+)
+
+
+def record(message: str, **extra) -> logging.LogRecord:
+    rec = logging.LogRecord("zephserver.x", logging.INFO, __file__, 1, message, (), None)
+    rec.__dict__.update(extra)
+    ContextFilter("n1").filter(rec)
+    return rec
+
+
+def test_a_line_carries_the_context_and_its_own_fields():
+    with log_context(conn="n1-4", rpc_id=7, method="jobs.get"):
+        rec = record("looked up", job=12)
+    line = json.loads(JsonFormatter().format(rec))
+    assert {k: line[k] for k in ("node", "conn", "rpc_id", "method", "job", "message")} == {
+        "node": "n1", "conn": "n1-4", "rpc_id": 7, "method": "jobs.get", "job": 12,
+        "message": "looked up"}
+    text = TextFormatter().format(rec)
+    assert text.endswith("zephserver.x: looked up [conn=n1-4 rpc_id=7 method=jobs.get job=12]")
+
+
+def test_outside_a_context_only_the_node():
+    with log_context(job=1):
+        pass
+    line = json.loads(JsonFormatter().format(record("plain")))
+    assert set(line) == {"time", "level", "logger", "thread", "message", "node"}
+    assert TextFormatter().format(record("plain")).endswith("zephserver.x: plain")
+
+
+def test_a_traceback_stays_one_json_line():
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        import sys
+        rec = logging.LogRecord("z", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+    ContextFilter("n1").filter(rec)
+    text = JsonFormatter().format(rec)
+    assert "\n" not in text
+    assert "ValueError: boom" in json.loads(text)["exc"]
+
+
+def test_log_level_per_logger():
+    assert levels("info") == {"": "INFO"}
+    assert levels({"root": "warning", "zephserver.service.router": "debug"}) == {
+        "": "WARNING", "zephserver.service.router": "DEBUG"}
+    before = logging.getLogger("zephserver.test_logs").level
+    try:
+        apply_levels({"zephserver.test_logs": "ERROR"})
+        assert logging.getLogger("zephserver.test_logs").level == logging.ERROR
+    finally:
+        logging.getLogger("zephserver.test_logs").setLevel(before)
+    check = SPEC["LOG_LEVEL"].check
+    assert check({"": "INFO", "a.b": "DEBUG"}, Settings({})) == []
+    assert check({"a.b": "LOUD"}, Settings({}))
+    assert check({}, Settings({}))
