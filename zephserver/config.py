@@ -557,6 +557,10 @@ SPEC: dict[str, Spec] = {
         _is_str, "Control socket the CLI talks to; default the server's."),
     "BIND_ADDRESS": Spec(_bind_address, "Address the HTTP/WebSocket server binds."),
     "PORT_ZEPH": Spec(_port, "HTTP + WebSocket port."),
+    "HTTP_MAX_JSON_BODY": Spec(_integer(1024), "Largest body of a JSON API request "
+                               "(/paraview, /agent/); larger: 413 (bytes)."),
+    "HTTP_MAX_FORM_BODY": Spec(_integer(1024), "Largest body of a request to the web UI's "
+                               "Django pages; larger: 413 (bytes)."),
     "OPS_ADDRESS": Spec(_ops_address, "HOST:PORT serving /healthz, /readyz and /metrics; "
                         "None serves them on PORT_ZEPH."),
     "OPS_REQUIRE_TOKEN": Spec(_bool, "/healthz, /readyz and /metrics want a staff user's "

@@ -25,6 +25,10 @@ CONFIGURATION_NETWORK_INTERFACE = None  # same as CONFIGURATION_NETWORK_INTERFAC
 BIND_ADDRESS = "127.0.0.1"
 PORT_ZEPH = 5558
 
+# Request bodies: larger ones get 413 before they are read (JSON APIs; Django's pages).
+HTTP_MAX_JSON_BODY = 64 * 1024
+HTTP_MAX_FORM_BODY = 1024 * 1024
+
 # /healthz, /readyz and /metrics: on PORT_ZEPH (None) or on an address of their own
 # ("127.0.0.1:9558"); open to all, or only to a staff user's API token.
 OPS_ADDRESS = None

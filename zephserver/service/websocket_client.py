@@ -25,6 +25,7 @@ from tornado.wsgi import WSGIContainer
 
 from zephserver import metrics
 from zephserver.http import legacy_ws, ws
+from zephserver.http.django_fallback import DjangoHandler
 from zephserver.infra.service import Service
 
 log = logging.getLogger(__name__)
@@ -94,12 +95,16 @@ class WebSocketService(Service):
         routes = [(pattern, handler, {"service": self})
                   for pattern, handler in self.ctx.http_routes()]
         app = tornado.web.Application(
-            [*routes, (r".*", tornado.web.FallbackHandler, {"fallback": django_app})],
+            [*routes, (r".*", DjangoHandler, {"fallback": django_app,
+                                              "max_body": s.HTTP_MAX_FORM_BODY})],
             websocket_max_message_size=s.WS_MAX_MESSAGE_SIZE,
             websocket_ping_interval=s.WS_PING_INTERVAL or None,
             websocket_ping_timeout=s.WS_PING_TIMEOUT or None)
         sockets = bind_sockets(s.PORT_ZEPH, s.BIND_ADDRESS)
-        server = HTTPServer(app)
+        # Handlers stream bodies and refuse what is over their own limit; this is the
+        # connection-level bound on top of it.
+        server = HTTPServer(app, max_body_size=max(s.HTTP_MAX_JSON_BODY,
+                                                   s.HTTP_MAX_FORM_BODY))
         server.add_sockets(sockets)
         port = sockets[0].getsockname()[1]
         self.ctx.set_public_url(f"http://{s.BIND_ADDRESS}:{port}")
