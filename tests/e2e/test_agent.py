@@ -179,6 +179,17 @@ def test_bad_requests(server, archives):
     assert call(server, "GET", f"/agent/process-status/{doc['slug']}", who="bob")[0] == 404
     assert call(server, "GET", f"/agent/process-status/{doc['slug']}", who="boss")[0] == 200
     assert rest("GET", server.url + "/agent/list-processes", None)[0] == 401
+    # names are per user: bob's "dup.0" is his own, and reveals nothing of alice's
+    assert call(server, "POST", f"/agent/delete-process/{doc['slug']}", {},
+                who="bob")[0] == 404
+    bobs = create(server, archives, "dup.0", who="bob")
+    assert bobs["slug"] == doc["slug"]
+    assert bobs["id"] != doc["id"]
+    status, listed, _ = call(server, "GET", "/agent/list-processes", who="bob")
+    assert [p["id"] for p in listed["processes"]] == [bobs["id"]]
+    assert call(server, "POST", f"/agent/delete-process/{doc['slug']}", {},
+                who="bob")[0] == 200
+    assert call(server, "GET", f"/agent/process-status/{doc['slug']}")[1]["id"] == doc["id"]
 
     async def attach_unknown():
         with pytest.raises(HTTPClientError) as err:

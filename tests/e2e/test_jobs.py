@@ -177,8 +177,9 @@ def test_exit_code_recorded(server):
 
 
 def test_cancel_rules(server):
-    """Cancel: another user's job is -32002, a finished job -32006, a running job
-    CANCELLED, a queued one CANCELLED before it starts; an unknown id -32005."""
+    """Cancel: another user's job is answered as an unknown one (-32005, nothing said of
+    it), a finished job -32006, a running job CANCELLED, a queued one CANCELLED before it
+    starts."""
     async def scenario():
         alice, bob = await connect(server), await connect(server, "bob")
         running = await submit(alice, "sleep")
@@ -194,8 +195,8 @@ def test_cancel_rules(server):
         return theirs, peek, cancelled, done, again, unknown
 
     theirs, peek, cancelled, done, again, unknown = run(scenario())
-    assert theirs["code"] == -32002
-    assert peek["code"] == -32002
+    for error in (theirs, peek):
+        assert error == {**unknown, "message": f"no job {done['id']}"}
     assert cancelled["state"] == "RUNNING"
     assert "stopping" in cancelled["state_reason"]
     assert done["state"] == "CANCELLED"

@@ -367,8 +367,10 @@ def test_two_concurrent_posts_for_the_last_port(server):
 def test_other_users_cannot_see_or_stop_a_session(server):
     status, body, _ = post(server, {"application": "quick"})
     assert status == 200
-    assert get(server, body["id"], "bob")[0] == 403
-    assert delete(server, body["id"], "bob")[0] == 403
+    # another user's session is answered as one that does not exist
+    assert get(server, body["id"], "bob")[:2] == (404, {"error": f"no session {body['id']}",
+                                                       "field": "id"})
+    assert delete(server, body["id"], "bob")[0] == 404
     status, seen, _ = get(server, body["id"], "boss")  # staff: sees it, not its secret
     assert status == 200
     assert "secret" not in seen

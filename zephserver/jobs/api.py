@@ -105,10 +105,10 @@ class JobsApi:
             job = active.job if active is not None else None
         if job is None:
             job = Job.objects.select_related("owner").filter(pk=job_id).first()
-        if job is None:
+        # Another user's job is answered exactly as one that does not exist: an id
+        # reveals nothing (not even that it was taken).
+        if job is None or (job.owner_id != user.id and not user.is_staff):
             raise rpc_error(RpcCode.NOT_FOUND, f"no job {job_id}", "id")
-        if job.owner_id != user.id and not user.is_staff:
-            raise rpc_error(RpcCode.FORBIDDEN, f"job {job_id} belongs to another user", "id")
         return job
 
     def _local_job(self, user: UserInfo, job_id: Any) -> Any:
@@ -127,10 +127,8 @@ class JobsApi:
         if isinstance(job_id, bool) or not isinstance(job_id, int):
             raise rpc_error(RpcCode.INVALID_PARAMS, "id must be an integer", "id")
         row = Job.objects.filter(pk=job_id).values_list("node", "owner_id").first()
-        if row is None:
+        if row is None or (row[1] != user.id and not user.is_staff):  # as in _job
             raise rpc_error(RpcCode.NOT_FOUND, f"no job {job_id}", "id")
-        if row[1] != user.id and not user.is_staff:
-            raise rpc_error(RpcCode.FORBIDDEN, f"job {job_id} belongs to another user", "id")
         return row[0]
 
     def forward(self, node: str, method: str, user: UserInfo, *args: Any) -> Any:

@@ -86,7 +86,9 @@ class AgentService(Actor, Service):
     def __init__(self) -> None:
         Actor.__init__(self)
         Service.__init__(self)
-        self._procs: dict[str, Proc] = {}  # live slugs (not deleted)
+        # Live processes (not deleted) by (owner id, slug): names are per user, so one
+        # user's name reveals nothing of another's.
+        self._procs: dict[tuple[int, str], Proc] = {}
         self._ending: dict[int, Proc] = {}  # deleted, still stopping: job id -> proc
         self._stopping = False
 
@@ -214,7 +216,7 @@ class AgentService(Actor, Service):
             if job.extra.get("deleted"):
                 continue  # deleted in a failure state: it stays deleted
             proc = Proc(job, self._tracker(job))
-            self._procs[job.name] = proc
+            self._procs[(job.owner_id, job.name)] = proc
             if job.state == J.FAILED:
                 continue  # failed and not deleted: still listed, with its reason
             if job.state == J.RUNNING:  # the daemon was killed: the watcher killed it
@@ -392,7 +394,7 @@ class AgentService(Actor, Service):
         and sent with its source download."""
         fields = self._check_create(body)
         slug = f"{fields['app']}.{fields['node']}"
-        elsewhere = self._elsewhere(slug, None)
+        elsewhere = self._elsewhere(slug, user, own=True)
         if elsewhere:
             raise _rpc(RpcCode.CONFLICT, f"a process {slug!r} already exists (on node "
                        f"{elsewhere[0].node})", "node")
@@ -400,9 +402,9 @@ class AgentService(Actor, Service):
 
     # -- the processes of the other nodes (a cluster: from the shared database) -----------
 
-    def _elsewhere(self, slug: str | None, user: UserInfo | None) -> list[Any]:
-        """Processes of the other nodes, not deleted (``slug``: that one; ``user``: those
-        they may see)."""
+    def _elsewhere(self, slug: str | None, user: UserInfo, own: bool = False) -> list[Any]:
+        """Processes of the other nodes, not deleted (``slug``: that one), that ``user``
+        may see (``own``: theirs only, staff too); the user's own first."""
         if not self.cluster.enabled:
             return []
         from zephserver.web.models import Job
@@ -411,9 +413,10 @@ class AgentService(Actor, Service):
             node=self.node).exclude(state__in=[s for s in TERMINAL if s != J.FAILED])
         if slug is not None:
             jobs = jobs.filter(name=slug)
-        if user is not None and not user.is_staff:
+        if own or not user.is_staff:
             jobs = jobs.filter(owner_id=user.id)
-        return [job for job in jobs.order_by("id") if not job.extra.get("deleted")]
+        found = [job for job in jobs.order_by("id") if not job.extra.get("deleted")]
+        return sorted(found, key=lambda job: job.owner_id != user.id)
 
     def _serve_delete(self, params: dict) -> dict:  # a cluster worker thread
         self.delete(UserInfo(**params["user"]), params["slug"])
@@ -463,7 +466,7 @@ class AgentService(Actor, Service):
         from zephserver.web.models import Job
 
         slug = f"{f['app']}.{f['node']}"
-        if slug in self._procs:
+        if (user.id, slug) in self._procs:
             raise _rpc(RpcCode.CONFLICT, f"a process {slug!r} already exists", "node")
         owner = get_user_model()(pk=user.id, username=user.username)
         job = Job(app=f["app"], kind="service", name=slug, owner=owner, node=self.node,
@@ -480,15 +483,19 @@ class AgentService(Actor, Service):
         open(job.log_path, "ab").close()
         job.persist("job_dir", "log_path")
         proc = Proc(job, self._tracker(job))
-        self._procs[slug] = proc
+        self._procs[(user.id, slug)] = proc
         log.info("process %s (job %d) created by %s (request %s)", slug, job.pk,
                  user.username, request_id or "-", extra={"job": job.pk})
         self._prepare_async(proc)
         return self.status(proc)
 
     def _visible(self, user: UserInfo, slug: str) -> Proc:
-        proc = self._procs.get(slug)
-        if proc is None or (proc.job.owner_id != user.id and not user.is_staff):
+        """The user's process ``slug``; for staff, else anyone's (the oldest)."""
+        proc = self._procs.get((user.id, slug))
+        if proc is None and user.is_staff:
+            proc = min((p for (_, name), p in self._procs.items() if name == slug),
+                       key=lambda p: p.job.pk, default=None)
+        if proc is None:
             raise _rpc(RpcCode.NOT_FOUND, f"no process {slug!r}", "slug")
         return proc
 
@@ -524,7 +531,7 @@ class AgentService(Actor, Service):
 
     def _delete(self, user: UserInfo, slug: str) -> None:
         proc = self._visible(user, slug)
-        del self._procs[slug]
+        del self._procs[(proc.job.owner_id, slug)]
         proc.deleted = True
         proc.cancel.set()
         proc.restart_token += 1  # a pending restart will not fire
@@ -558,7 +565,7 @@ class AgentService(Actor, Service):
     def attach(self, user: UserInfo, slug: str, console: Console) -> None:
         """Replay the last AGENT_CONSOLE_REPLAY lines to ``console``, then follow live
         (through the node that runs the process, when it is another)."""
-        if self.relay is not None and slug not in self._procs:
+        if self.relay is not None and (user.id, slug) not in self._procs:
             remote = self._elsewhere(slug, user)
             if remote:
                 self.relay.attach(remote[0].node, user, slug, console, self.call_timeout_s)

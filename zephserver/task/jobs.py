@@ -72,8 +72,8 @@ class JobsGetTask(_JobTask):
     """One job.
 
     Result: the job.
-    Errors: -32602 a bad param (named in data.field); -32005 no such job;
-    -32002 another user's job.
+    Errors: -32602 a bad param (named in data.field); -32005 no such job (another
+    user's is answered the same).
     """
 
     PARAMS: ClassVar[dict[str, Any]] = {"id": int}
@@ -87,8 +87,8 @@ class JobsCancelTask(_JobTask):
     its app's grace.
 
     Result: the job.
-    Errors: -32602 a bad param (named in data.field); -32005 no such job;
-    -32002 another user's job; -32006 the job has already ended; -32007 its node does not answer.
+    Errors: -32602 a bad param (named in data.field); -32005 no such job (another
+    user's is answered the same); -32006 the job has already ended; -32007 its node does not answer.
     """
 
     PARAMS: ClassVar[dict[str, Any]] = {"id": int}
@@ -101,8 +101,8 @@ class JobsOutputTask(_JobTask):
     """A byte range of a job's output (its log).
 
     Result: {data, offset, next_offset, size, eof}; past the end, empty data.
-    Errors: -32602 a bad param (named in data.field); -32005 no such job;
-    -32002 another user's job.
+    Errors: -32602 a bad param (named in data.field); -32005 no such job (another
+    user's is answered the same).
     """
 
     PARAMS: ClassVar[dict[str, Any]] = {"id": int, "offset": (int, 0), "limit": (int, 65536)}
@@ -117,8 +117,8 @@ class JobsSubscribeTask(_JobTask):
     no id, ``job.updated`` (and ``session.updated``) for all the caller's jobs.
 
     Result: {subscribed: id or "all"}.
-    Errors: -32602 a bad param (named in data.field); -32005 no such job;
-    -32002 another user's job.
+    Errors: -32602 a bad param (named in data.field); -32005 no such job (another
+    user's is answered the same).
     """
 
     PARAMS: ClassVar[dict[str, Any]] = {"id": (int, None), "offset": (int, None)}
@@ -146,8 +146,8 @@ class JobsControlTask(_JobTask):
     dump), written where the program looks for it.
 
     Result: {id, control, file}.
-    Errors: -32602 a bad param (named in data.field); -32005 no such job;
-    -32002 another user's job; -32602 the app has no such control; -32006 the job is not running.
+    Errors: -32602 a bad param (named in data.field); -32005 no such job (another
+    user's is answered the same); -32602 the app has no such control; -32006 the job is not running.
     """
 
     PARAMS: ClassVar[dict[str, Any]] = {"id": int, "control": str}
@@ -161,8 +161,8 @@ class JobsUpdateTask(_JobTask):
     """Change a waiting job's params, resources or priority.
 
     Result: the job.
-    Errors: -32602 a bad param (named in data.field); -32005 no such job;
-    -32002 another user's job; -32006 the job is no longer waiting.
+    Errors: -32602 a bad param (named in data.field); -32005 no such job (another
+    user's is answered the same); -32006 the job is no longer waiting.
     """
 
     PARAMS: ClassVar[dict[str, Any]] = {"id": int, "params": (dict, None),
@@ -188,8 +188,8 @@ class QueueMoveTask(_JobTask):
     """Move a waiting job (staff: among the jobs of its priority; a user: among their own).
 
     Result: the job with its new position.
-    Errors: -32602 a bad param (named in data.field); -32005 no such job;
-    -32002 another user's job; -32006 the job is not waiting.
+    Errors: -32602 a bad param (named in data.field); -32005 no such job (another
+    user's is answered the same); -32006 the job is not waiting.
     """
 
     PARAMS: ClassVar[dict[str, Any]] = {"id": int, "position": int}
@@ -203,8 +203,8 @@ class QueueHoldTask(_JobTask):
     """Hold a waiting job: it is never started until released.
 
     Result: the job (HELD).
-    Errors: -32602 a bad param (named in data.field); -32005 no such job;
-    -32002 another user's job; -32006 the job is not waiting.
+    Errors: -32602 a bad param (named in data.field); -32005 no such job (another
+    user's is answered the same); -32006 the job is not waiting.
     """
 
     PARAMS: ClassVar[dict[str, Any]] = {"id": int}
@@ -217,8 +217,8 @@ class QueueReleaseTask(_JobTask):
     """Release a held job into the queue.
 
     Result: the job (QUEUED).
-    Errors: -32602 a bad param (named in data.field); -32005 no such job;
-    -32002 another user's job; -32006 the job is not held.
+    Errors: -32602 a bad param (named in data.field); -32005 no such job (another
+    user's is answered the same); -32006 the job is not held.
     """
 
     PARAMS: ClassVar[dict[str, Any]] = {"id": int}

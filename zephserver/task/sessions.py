@@ -64,7 +64,7 @@ class SessionsGetTask(_JobTask):
     """One session, also after it ended.
 
     Result: the session.
-    Errors: -32005 no such session; -32002 another user's session.
+    Errors: -32005 no such session (another user's is answered the same).
     """
 
     PARAMS: ClassVar[dict[str, Any]] = {"id": (int, str)}
@@ -78,7 +78,7 @@ class SessionsStopTask(_JobTask):
     """Stop a session (its process group gets SIGTERM, then SIGKILL after the grace).
 
     Result: the session.
-    Errors: -32005 no such session; -32002 another user's session.
+    Errors: -32005 no such session (another user's is answered the same).
     """
 
     PARAMS: ClassVar[dict[str, Any]] = {"id": (int, str)}
