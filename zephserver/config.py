@@ -475,6 +475,11 @@ def _ops_address(value: Any, s: Settings) -> list[str]:
     return _bind_address(host, s)
 
 
+def _share(value: Any, s: Settings) -> list[str]:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and 0 < value <= 1
+    return [] if ok else [f"{value!r} is not a number above 0 and at most 1"]
+
+
 def _bool(value: Any, s: Settings) -> list[str]:
     return [] if isinstance(value, bool) else ["must be True or False"]
 
@@ -583,6 +588,8 @@ SPEC: dict[str, Spec] = {
     "WS_MAX_IN_FLIGHT": Spec(_integer(1), "Requests in flight per connection."),
     "TASK_POOL_SIZE": Spec(_integer(1), "Task threads."),
     "TASK_QUEUE_SIZE": Spec(_integer(1), "Tasks waiting for a thread before -32004."),
+    "TASK_POOL_USER_SHARE": Spec(_share, "Part of the task threads (and of the queue) one "
+                                 "user or anonymous connection may hold, 0-1."),
     "TASK_SHUTDOWN_TIMEOUT": Spec(_number(0), "Time tasks get after interrupt() (s)."),
     "TASK_REPLY_TIMEOUT": Spec(_number(0.01), "Wait for a task's Future before -32012 (s)."),
     "SESSION_CACHE_TTL": Spec(_number(0), "Life of a cached session/token lookup (s)."),

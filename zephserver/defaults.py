@@ -88,6 +88,7 @@ WS_MAX_IN_FLIGHT = 32  # requests one connection may have running or queued
 # Router task pool.
 TASK_POOL_SIZE = 8
 TASK_QUEUE_SIZE = 256
+TASK_POOL_USER_SHARE = 0.5  # of the threads (and of the queue) one user may hold
 TASK_SHUTDOWN_TIMEOUT = 5.0  # seconds running tasks get after interrupt() at shutdown
 TASK_REPLY_TIMEOUT = 30.0  # seconds a task's Future may take before the client gets -32012
 

@@ -13,10 +13,8 @@ waiting forever, nor its slot taken).
 """
 
 import asyncio
-import collections
 import json
 import logging
-import os
 import threading
 import time
 import uuid
@@ -30,112 +28,10 @@ from zephserver.database import unavailable_reason
 from zephserver.errors import RpcCode, RpcError
 from zephserver.infra.service import Service
 from zephserver.logs import log_context
+from zephserver.service.task_pool import TaskPool
 from zephserver.task.base import Request, check_access
 
 log = logging.getLogger(__name__)
-
-Job = Callable[[], None]
-
-
-class TaskPool:
-    """A fixed set of worker threads and a bounded queue; ``submit`` never blocks.
-
-    Under the GIL, more than about one runnable thread per core only adds contention (the
-    event loop thread then waits for the GIL on every I/O). So a new job wakes a worker
-    at once only while fewer than ``eager`` workers are busy; otherwise a busy worker takes
-    it when it finishes. Workers blocked in long tasks must not starve the queue: an idle
-    "standby" worker wakes when the oldest job has waited ``stall`` seconds while some
-    running task has taken at least that long, and takes it.
-    """
-
-    def __init__(self, size: int, queue_size: int, eager: int | None = None,
-                 stall: float = 0.005) -> None:
-        self._jobs: collections.deque[tuple[Job, float]] = collections.deque()
-        self._queue_size = queue_size
-        self._eager = max(1, min(size, eager or os.cpu_count() or 2))
-        self._stall = stall
-        self._cond = threading.Condition(threading.Lock())
-        self._running: dict[int, float] = {}  # worker index -> when its task started
-        self._standby = False
-        self._stopping = False
-        self._threads = [threading.Thread(target=self._work, args=(i,), name=f"zeph-task-{i}")
-                         for i in range(size)]
-        for t in self._threads:
-            t.start()
-
-    def submit(self, job: Job, wake: bool = True) -> bool:
-        """Queue ``job``; False when the queue is full or the pool stopping. With
-        ``wake=False`` no worker is woken until ``wake()`` is called (a caller queueing
-        several jobs in a row wakes the workers once, not once per job)."""
-        with self._cond:
-            if self._stopping or len(self._jobs) >= self._queue_size:
-                return False
-            self._jobs.append((job, time.monotonic()))
-            if wake:
-                self._wake()
-        return True
-
-    def wake(self) -> None:
-        with self._cond:
-            self._wake()
-
-    def _wake(self) -> None:
-        # wake a worker for each queued job, up to ``eager`` runnable, or one standby
-        idle = self._eager - len(self._running)
-        if idle > 0:
-            self._cond.notify(min(idle, len(self._jobs)))
-        elif not self._standby:
-            self._cond.notify()
-
-    def _may_take(self, now: float) -> bool:
-        if len(self._running) < self._eager:
-            return True
-        return (now - self._jobs[0][1] >= self._stall
-                and now - min(self._running.values()) >= self._stall)
-
-    def _work(self, index: int) -> None:
-        while True:
-            with self._cond:
-                while True:
-                    now = time.monotonic()
-                    if self._jobs and self._may_take(now):
-                        job = self._jobs.popleft()[0]
-                        self._running[index] = now
-                        break
-                    if self._stopping and not self._jobs:
-                        return
-                    if self._jobs and not self._standby:
-                        self._standby = True
-                        self._cond.wait(self._stall)
-                        self._standby = False
-                    else:
-                        self._cond.wait()
-            try:
-                job()
-            finally:
-                with self._cond:
-                    del self._running[index]
-
-    def load(self) -> tuple[int, int]:
-        """(threads running a task, tasks waiting)."""
-        with self._cond:
-            return len(self._running), len(self._jobs)
-
-    def drain(self) -> list[Job]:
-        """Jobs still queued (never started), removed from the queue."""
-        with self._cond:
-            jobs = [job for job, _ in self._jobs]
-            self._jobs.clear()
-        return jobs
-
-    def stop(self, timeout: float) -> list[str]:
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-        for t in self._threads:
-            t.join(timeout)
-        return [t.name for t in self._threads if t.is_alive()]
-
 
 def _error(request_id: Any, code: int, message: str, data: Any = None) -> dict:
     return {"jsonrpc": "2.0", "id": request_id, "error": RpcError(code, message, data).to_json()}
@@ -191,7 +87,8 @@ class RouterService(Service):
         self.max_batch = s.WS_MAX_BATCH
         self.max_in_flight = s.WS_MAX_IN_FLIGHT
         self.stopping = False
-        self.pool = TaskPool(s.TASK_POOL_SIZE, s.TASK_QUEUE_SIZE)
+        self.pool = TaskPool(s.TASK_POOL_SIZE, s.TASK_QUEUE_SIZE,
+                             share=s.TASK_POOL_USER_SHARE)
         self.reply_timeout = s.TASK_REPLY_TIMEOUT
         self.ctx.ready()
         sweep = min(1.0, self.reply_timeout / 4)
@@ -319,11 +216,13 @@ class RouterService(Service):
             answer(_error(request_id, RpcCode.QUEUE_FULL, "too many requests in flight on "
                           f"this connection (limit {self.max_in_flight})"))
             return
+        # One user (an anonymous client: one connection) holds a share of the pool.
+        asker = getattr(conn.user, "id", None) or conn.cid
         if not pool.submit(lambda: self._run(conn, cls, method, params, request_id, answer),
-                           wake=False):
+                           wake=False, key=asker):
             conn.release_slot()
             answer(_error(request_id, RpcCode.QUEUE_FULL, "server overloaded: task queue "
-                          "full, retry later"))
+                          "full (or your share of it), retry later"))
         elif not self._wake_pending:
             # The loop reads many clients' messages in one turn: wake the workers once, at
             # the start of the next turn, rather than once per message (each wake is a
