@@ -63,7 +63,7 @@ def test_another_user_does_not_see_my_jobs(ui_server, page_for):
     bob.wait_for_selector(f"#jobs tr[data-id='{own}']")  # his list is on the page...
     assert bob.query_selector(f"#jobs tr[data-id='{job_id}']") is None  # ...without hers
     bob.goto(bob.url.split("#")[0] + f"#/job/{job_id}")
-    bob.wait_for_selector("#job-info:has-text('belongs to another user')")
+    bob.wait_for_selector(f"#job-info:has-text('no job {job_id}')")  # as if none
     boss = page_for(ui_server, "boss")  # staff see everyone's, with an owner column
     boss.wait_for_selector(f"#jobs tr[data-id='{job_id}']:has-text('alice')")
 

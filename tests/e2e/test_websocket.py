@@ -25,7 +25,9 @@ def server():
     env = child_env(ZEPH_TEST_INTERRUPTED=str(work / "interrupted"))
     settings = write_settings(
         work, TASKS_PATH=TASKS, DJANGO_SETTINGS_MODULE="tests.support.django_test_settings",
-        TASK_POOL_SIZE=2, TASK_QUEUE_SIZE=8, WS_MAX_IN_FLIGHT=4, WS_MAX_BATCH=100,
+        # a pool of 2 that one user may fill (these tests are about one client's limits)
+        TASK_POOL_SIZE=2, TASK_QUEUE_SIZE=8, TASK_POOL_USER_SHARE=1.0,
+        WS_MAX_IN_FLIGHT=4, WS_MAX_BATCH=100,
         SESSION_CACHE_TTL=1.0, WS_MAX_MESSAGE_SIZE=64 * 1024, TASK_REPLY_TIMEOUT=3.0)
     daemon = start_with_users(settings, env)
     daemon.work = work
