@@ -20,7 +20,10 @@ SQLITE_OPTIONS = {
     # WAL lets readers run beside the writer; IMMEDIATE avoids upgrade deadlocks.
     "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     "transaction_mode": "IMMEDIATE",
-    "timeout": 20,
+    # A writer waits this long for a lock another process holds; then its batch is
+    # refused with -32003 "busy" and the events in it tried again (bounded, never a
+    # wait that outlasts the client's own reply timeout).
+    "timeout": 5,
 }
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 CONNECT_TIMEOUT = 5  # seconds: an unreachable server is reported, not waited on

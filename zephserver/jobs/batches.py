@@ -17,6 +17,7 @@ from zephserver.database import unavailable_reason
 from zephserver.errors import RpcCode, RpcError
 
 log = logging.getLogger("zephserver.service.job_manager")
+BACKOFF_FIRST, BACKOFF_MAX = 0.1, 5.0  # seconds between tries while the database is busy
 
 
 class TransactionalActor(Actor):
@@ -27,6 +28,8 @@ class TransactionalActor(Actor):
         self._batching = False
         self._deferred: list[tuple[Future | None, Any, BaseException | None]] = []
         self._unpublished: dict[int, Any] = {}  # job id -> job: one update per batch
+        self._retry_delay = 0.0  # backoff while a batch cannot begin
+        self.unavailable_reason = ""  # why the last batch could not begin ("": it could)
 
     def _group_commit(self, group: Callable[[], None]) -> bool:
         """Run ``group`` in one transaction; replies and ``job.updated`` events go out
@@ -49,6 +52,8 @@ class TransactionalActor(Actor):
                 atomic.__exit__(None, None, None)
         except Exception as exc:  # the commit failed: every caller in the batch hears it
             why = unavailable_reason(exc)
+            if not began:
+                self.unavailable_reason = why or f"{type(exc).__name__}: {exc}"
             if why is None:
                 log.exception("job manager: a batch failed to commit")
             else:
@@ -69,14 +74,32 @@ class TransactionalActor(Actor):
                 future.set_result(result)
             else:
                 future.set_exception(exc)
+        if began:
+            self._retry_delay = 0.0
+            self.unavailable_reason = ""
         return began
 
-    def refuse_unavailable(self, items: Any) -> None:
-        error = RpcError(RpcCode.SERVICE_UNAVAILABLE, "the database is unavailable, retry "
-                         "later", {"retry_after": 5})
-        for _, _, future in items:
-            if future is not None and not future.done():
+    def unavailable(self, items: Any, why: str) -> None:
+        """A batch could not begin (the database is busy or down): its callers hear it
+        now (-32003, with a retry hint); the rest (exits, timers: what happened) is kept
+        and tried again after a backoff, so no exit status is dropped."""
+        busy = "locked" in why or "busy" in why
+        error = RpcError(RpcCode.SERVICE_UNAVAILABLE,
+                         f"the database is {'busy' if busy else 'unavailable'} ({why}), "
+                         "retry later", {"retry_after": 5})
+        kept = []
+        for item in items:
+            future = item[2]
+            if future is None:
+                kept.append(item)
+            elif not future.done():
                 future.set_exception(error)
+        self._retry_delay = min(BACKOFF_MAX, max(BACKOFF_FIRST, self._retry_delay * 2))
+        if kept:
+            log.warning("job manager: %d event(s) kept until the database answers; next "
+                        "try in %.1fs", len(kept), self._retry_delay)
+            self.after(self._retry_delay, lambda: [self.post(fn, *args)
+                                                   for fn, args, _ in kept])
 
     def execute(self, fn: Callable, args: tuple, future: Future | None) -> None:
         from django.db import DatabaseError

@@ -176,9 +176,9 @@ class JobManagerService(InteractiveApi, TransactionalActor, Service):
         while pending or first:
             # A database error ends a group early; what is left goes in the next one.
             if not self._group_commit(group):
-                # Not even begun (the database is unavailable): callers hear it now;
-                # exits and timers posted here are found again by the watchdog's tick.
-                self.refuse_unavailable(pending)
+                # Not even begun (the database is busy or down): callers hear it now;
+                # exits and timers are kept and tried again.
+                self.unavailable(pending, self.unavailable_reason)
                 return
         if prepared:
             self._launch(prepared)
