@@ -373,6 +373,9 @@ class JobsApi:
             database.update(state="unavailable", reason=unavailable_reason(exc) or str(exc))
         finally:
             close_old_connections()
+        problems = self.health_problems()
+        if problems and database["state"] == "ok":
+            database.update(state="failing", reason="; ".join(problems))
         if not self.cluster.enabled:
             return {"database": database}
         status = self.resources_status()

@@ -8,6 +8,7 @@ it; one that cannot even begin (the database is unavailable) refuses them with -
 
 import logging
 import sys
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
@@ -29,6 +30,8 @@ class TransactionalActor(Actor):
         self._deferred: list[tuple[Future | None, Any, BaseException | None]] = []
         self._unpublished: dict[int, Any] = {}  # job id -> job: one update per batch
         self._retry_delay = 0.0  # backoff while a batch cannot begin
+        self.write_problem = ""  # set while a failed batch's rows are being written again
+        self._stop_retrying = threading.Event()
         self.unavailable_reason = ""  # why the last batch could not begin ("": it could)
 
     def _group_commit(self, group: Callable[[], None]) -> bool:
@@ -37,30 +40,32 @@ class TransactionalActor(Actor):
         keep). False if the transaction could not even begin."""
         from django.db import close_old_connections, transaction
 
+        from zephserver.web.models import recording_writes
+
         self._deferred: list[tuple[Future | None, Any, BaseException | None]] = []
         self._unpublished: dict[int, Any] = {}
         atomic, began = transaction.atomic(), False
         try:
-            atomic.__enter__()
-            began = True
-            try:
-                group()
-            except BaseException:
-                if not atomic.__exit__(*sys.exc_info()):
-                    raise
-            else:
-                atomic.__exit__(None, None, None)
-        except Exception as exc:  # the commit failed: every caller in the batch hears it
+            with recording_writes() as writes:
+                atomic.__enter__()
+                began = True
+                try:
+                    group()
+                except BaseException:
+                    if not atomic.__exit__(*sys.exc_info()):
+                        raise
+                else:
+                    atomic.__exit__(None, None, None)
+        except Exception as exc:
             why = unavailable_reason(exc)
-            if not began:
+            close_old_connections()  # a broken connection is replaced at the next try
+            if not began:  # nothing was done: the caller refuses the batch (unavailable)
                 self.unavailable_reason = why or f"{type(exc).__name__}: {exc}"
-            if why is None:
-                log.exception("job manager: a batch failed to commit")
+                log.error("job manager: a batch could not begin: %s", self.unavailable_reason)
             else:
-                log.error("job manager: a batch failed: the database is unavailable: %s",
-                          why)
-            close_old_connections()  # a broken connection is replaced at the next batch
-            self._deferred = [(f, None, exc) for f, _, _ in self._deferred]
+                # Done in memory (exits seen, jobs started), rolled back on disk: write the
+                # same rows again until the database takes them, so the two never differ.
+                self._write_again(writes, why or f"{type(exc).__name__}: {exc}")
         finally:
             deferred, self._deferred = self._deferred, []
             unpublished, self._unpublished = self._unpublished, {}
@@ -78,6 +83,60 @@ class TransactionalActor(Actor):
             self._retry_delay = 0.0
             self.unavailable_reason = ""
         return began
+
+    def _write_again(self, writes: list, why: str) -> None:
+        """Write ``writes`` (the failed batch's rows, as they are in memory now) in a new
+        transaction, with a backoff, until it commits or the service stops. Meanwhile
+        the inbox waits: nothing new may diverge."""
+        from django.db import DatabaseError, close_old_connections, transaction
+
+        rows: dict[int, tuple[Any, set[str] | None]] = {}
+        for job, names in writes:
+            if id(job) not in rows:
+                rows[id(job)] = (job, None if names is None else set(names))
+            elif names is not None and rows[id(job)][1] is not None:
+                rows[id(job)][1].update(names)  # type: ignore[union-attr]
+        todo = [(job, names) for job, names in rows.values() if job.pk is not None]
+        delay, tries = BACKOFF_FIRST, 0
+        while True:
+            self.write_problem = (f"database writes failing ({why}): {len(todo)} job "
+                                  f"change(s) wait")
+            tries += 1
+            log.error("job manager: %s; try %d", self.write_problem, tries)
+            if self._stop_retrying.wait(delay):
+                log.error("job manager: stopping with %d job change(s) not written; the "
+                          "next start re-adopts those jobs from their processes and exit "
+                          "files", len(todo))
+                return
+            delay = min(BACKOFF_MAX, delay * 2)
+            try:
+                with transaction.atomic():
+                    for job, names in todo:
+                        if names is None:
+                            job.save(force_insert=True)
+                        else:
+                            job.persist(*sorted(names))
+            except DatabaseError as exc:
+                why = unavailable_reason(exc) or f"{type(exc).__name__}: {exc}"
+                close_old_connections()
+                continue
+            log.warning("job manager: the database takes writes again: %d job change(s) "
+                        "written after %d tries", len(todo), tries)
+            self.write_problem = ""
+            return
+
+    def close_inbox(self) -> None:
+        super().close_inbox()
+        self._stop_retrying.set()
+
+    def run_inbox(self) -> None:
+        self._stop_retrying.clear()  # (a service restarted after a crash runs it again)
+        super().run_inbox()
+
+    def health_problems(self) -> list[str]:
+        """What /readyz and zephserver-status should say is wrong here."""
+        return [p for p in (self.write_problem, self.unavailable_reason and
+                            f"the job manager cannot write: {self.unavailable_reason}") if p]
 
     def unavailable(self, items: Any, why: str) -> None:
         """A batch could not begin (the database is busy or down): its callers hear it

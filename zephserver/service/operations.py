@@ -95,6 +95,8 @@ class OperationsService(Service):
         why = database_problem()
         if why:
             problems.append(f"the database does not answer: {why}")
+        for hook in self.ctx.hooks("health_problems"):  # e.g. writes failing (disk full)
+            problems += hook()
         cluster = self.ctx.cluster
         if cluster is not None and cluster.enabled:
             peers = cluster.status()["peers"]

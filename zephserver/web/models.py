@@ -1,9 +1,34 @@
 """Models of the zephserver app."""
 
+import contextlib
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 from django.conf import settings
 from django.db import models
+
+# The job rows written by the transaction in progress on this thread, while one is being
+# recorded (``recording_writes``): what to write again if that transaction fails.
+_journal = threading.local()
+
+
+@contextlib.contextmanager
+def recording_writes() -> Iterator[list[tuple["Job", tuple[str, ...] | None]]]:
+    """Within: every ``Job.save`` (None: an insert) and ``persist(*names)`` on this
+    thread is noted, in order, in the list this yields."""
+    writes: list[tuple[Job, tuple[str, ...] | None]] = []
+    _journal.writes = writes
+    try:
+        yield writes
+    finally:
+        _journal.writes = None
+
+
+def _note(job: "Job", names: tuple[str, ...] | None) -> None:
+    writes = getattr(_journal, "writes", None)
+    if writes is not None:
+        writes.append((job, names))
 
 
 class ApiToken(models.Model):
@@ -97,10 +122,17 @@ class Job(models.Model):
     def __str__(self) -> str:
         return f"job {self.pk} {self.app} ({self.state})"
 
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        _note(self, None if self._state.adding else tuple(
+            f.attname for f in self._meta.concrete_fields if not f.primary_key))
+        super().save(*args, **kwargs)
+
     def persist(self, *names: str) -> None:
         """UPDATE just these columns of this row: the job manager's hot path (a plain SQL
         UPDATE with the fields' own conversions costs about a tenth of ``save()``)."""
         from django.db import connections, router
+
+        _note(self, names)
 
         connection = connections[router.db_for_write(type(self))]
         quote = connection.ops.quote_name

@@ -1,0 +1,99 @@
+"""A full disk loses nothing (issue 23): with DATA_DIR on a small tmpfs filled to the
+last byte, jobs that exit meanwhile are recorded with their real exit codes once space
+comes back; meanwhile /readyz and zephserver-status say what is wrong. Needs root (the
+test mounts the tmpfs and unmounts it, even when it fails half way)."""
+
+import json
+import os
+import shutil
+import subprocess
+import urllib.error
+import urllib.request
+
+import pytest
+
+from tests.support.daemon import child_env, short_tmpdir, write_settings
+from tests.support.jobs import job_apps, submit, wait_job
+from tests.support.poll import poll_until
+from tests.support.web import Ws, run, start_with_users
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120),
+              pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")]
+
+
+@pytest.fixture
+def small_data_dir():
+    work = short_tmpdir()
+    data = work / "var"
+    data.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(data)], check=True)
+    try:
+        yield work
+    finally:
+        subprocess.run(["umount", "-l", str(data)], check=False)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def fill(directory) -> str:
+    """Take every free byte of ``directory``'s filesystem; the filler's path."""
+    path = os.path.join(directory, "filler")
+    with open(path, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    return path
+
+
+def readyz(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url + "/readyz", timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_exits_during_a_full_disk_are_recorded_when_space_returns(small_data_dir):
+    work = small_data_dir
+    daemon = start_with_users(write_settings(
+        work, APPS=job_apps(work), DJANGO_SETTINGS_MODULE="tests.support.django_test_settings"),
+        child_env())
+    try:
+        codes = [1, 2, 3, 0]
+
+        async def start_jobs():
+            ws = await Ws.connect(daemon.url, token=daemon.tokens["alice"])
+            jobs = [await submit(ws, "waitfile", flag=str(work / f"go{c}"), code=c)
+                    for c in codes]
+            for job in jobs:
+                await wait_job(ws, job["id"], {"RUNNING"})
+            await ws.aclose()
+            return jobs
+        jobs = run(start_jobs())
+        filler = fill(work / "var")
+        for c in codes:
+            (work / f"go{c}").write_text("")  # they all exit while nothing can be written
+        _status, body = poll_until(lambda: (r := readyz(daemon.url))[0] == 503 and r, 30,
+                                  0.1, "/readyz saying what is wrong")
+        assert any("database writes failing" in p for p in body["problems"]), body
+        degraded = daemon.cli("zephserver-status", "--json")
+        assert degraded.returncode == 5, degraded.stdout
+        assert json.loads(degraded.stdout)["database"]["state"] == "failing"
+        os.unlink(filler)  # space comes back
+
+        async def outcomes():
+            ws = await Ws.connect(daemon.url, token=daemon.tokens["alice"])
+            done = [await wait_job(ws, job["id"], {"SUCCEEDED", "FAILED", "LOST"},
+                                   timeout=30) for job in jobs]
+            await ws.aclose()
+            return done
+        done = run(outcomes())
+        assert [(j["state"], j["exit_code"]) for j in done] == [
+            ("FAILED", 1), ("FAILED", 2), ("FAILED", 3), ("SUCCEEDED", 0)]
+        poll_until(lambda: readyz(daemon.url)[0] == 200, 20, 0.1, "ready again")
+        assert "the database takes writes again" in daemon.output
+    finally:
+        daemon.cli("zephserver-stop")
+        daemon.close()
