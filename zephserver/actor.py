@@ -137,14 +137,16 @@ class Actor:
             self.execute(fn, (), None)
 
     def drain_inbox(self) -> list[Item]:
-        items = []
+        return [item for item in self._take_inbox() if item is not None]
+
+    def _take_inbox(self) -> list[Item | None]:
+        """Everything in the inbox now (a None: it was closed)."""
+        items: list[Item | None] = []
         while True:
             try:
-                item = self._inbox.get_nowait()
+                items.append(self._inbox.get_nowait())
             except queue.Empty:
                 return items
-            if item is not None:
-                items.append(item)
 
     @staticmethod
     def refuse(items: Any) -> None:

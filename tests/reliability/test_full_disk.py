@@ -57,15 +57,23 @@ def readyz(url: str) -> tuple[int, dict]:
 
 def test_exits_during_a_full_disk_are_recorded_when_space_returns(small_data_dir):
     work = small_data_dir
+    # waits for its flag, then exits with its code without a word: a full disk must not
+    # change what it does
+    quiet = {"argv": ["$python", "-c", "import os, sys, time\n"
+                      "while not os.path.exists(sys.argv[1]): time.sleep(0.02)\n"
+                      "os._exit(int(sys.argv[2]))", "$flag", "$code"],
+             "params": {"flag": {"type": "path", "root": str(work), "must_exist": False},
+                        "code": {"type": "int", "default": 0, "min": 0, "max": 255}},
+             "resources": {"cores": 0}}
     daemon = start_with_users(write_settings(
-        work, APPS=job_apps(work), DJANGO_SETTINGS_MODULE="tests.support.django_test_settings"),
-        child_env())
+        work, APPS={**job_apps(work), "quiet": quiet},
+        DJANGO_SETTINGS_MODULE="tests.support.django_test_settings"), child_env())
     try:
         codes = [1, 2, 3, 0]
 
         async def start_jobs():
             ws = await Ws.connect(daemon.url, token=daemon.tokens["alice"])
-            jobs = [await submit(ws, "waitfile", flag=str(work / f"go{c}"), code=c)
+            jobs = [await submit(ws, "quiet", flag=str(work / f"go{c}"), code=c)
                     for c in codes]
             for job in jobs:
                 await wait_job(ws, job["id"], {"RUNNING"})

@@ -28,6 +28,7 @@ from zephserver.infra.control_protocol import (
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("zephserver.control")
+ANSWER_GRACE = 2.0  # seconds close() waits for requests being answered
 
 Dispatch = Callable[[str, Any], Any]
 
@@ -88,6 +89,10 @@ class ControlServer:
         self._conn_ids = itertools.count(1)
         self._conns: set[socket.socket] = set()
         self._lock = threading.Lock()
+        # Connections whose request is being answered: close() lets them finish (a
+        # "stop" must get its reply even when the daemon stops faster than it is sent).
+        self._answering: set[socket.socket] = set()
+        self._answered = threading.Condition(self._lock)
 
     def bind(self) -> None:
         self._sock = bind_unix_socket(self.path)
@@ -130,7 +135,14 @@ class ControlServer:
                     conn.sendall(encode(error_response(None, RpcCode.INVALID_REQUEST, str(exc))))
                     return
                 for body in frames:
-                    conn.sendall(encode(self._handle(body)))
+                    with self._lock:
+                        self._answering.add(conn)
+                    try:
+                        conn.sendall(encode(self._handle(body)))
+                    finally:
+                        with self._lock:
+                            self._answering.discard(conn)
+                            self._answered.notify_all()
         except OSError:
             return
         finally:
@@ -161,6 +173,7 @@ class ControlServer:
                 self._sock.shutdown(socket.SHUT_RDWR)
             self._sock.close()
         with self._lock:
+            self._answered.wait_for(lambda: not self._answering, timeout=ANSWER_GRACE)
             for conn in list(self._conns):
                 with contextlib.suppress(OSError):
                     conn.shutdown(socket.SHUT_RDWR)

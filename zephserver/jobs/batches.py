@@ -9,6 +9,7 @@ it; one that cannot even begin (the database is unavailable) refuses them with -
 import logging
 import sys
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
@@ -19,6 +20,7 @@ from zephserver.errors import RpcCode, RpcError
 
 log = logging.getLogger("zephserver.service.job_manager")
 BACKOFF_FIRST, BACKOFF_MAX = 0.1, 5.0  # seconds between tries while the database is busy
+HOLD_POLL = 0.2  # seconds between looks at the inbox while writes fail
 
 
 class TransactionalActor(Actor):
@@ -65,6 +67,12 @@ class TransactionalActor(Actor):
             else:
                 # Done in memory (exits seen, jobs started), rolled back on disk: write the
                 # same rows again until the database takes them, so the two never differ.
+                # Callers whose own step failed hear it now; the others once it is written.
+                failed = [d for d in self._deferred if d[2] is not None]
+                self._deferred = [d for d in self._deferred if d[2] is None]
+                for future, _, error in failed:
+                    if future is not None and not future.done():
+                        future.set_exception(error)  # type: ignore[arg-type]
                 self._write_again(writes, why or f"{type(exc).__name__}: {exc}")
         finally:
             deferred, self._deferred = self._deferred, []
@@ -97,17 +105,23 @@ class TransactionalActor(Actor):
             elif names is not None and rows[id(job)][1] is not None:
                 rows[id(job)][1].update(names)  # type: ignore[union-attr]
         todo = [(job, names) for job, names in rows.values() if job.pk is not None]
-        delay, tries = BACKOFF_FIRST, 0
+        if not todo:  # the batch failed on its first write: nothing was done in memory
+            return
+        delay, tries, held, closed = BACKOFF_FIRST, 0, [], False
         while True:
             self.write_problem = (f"database writes failing ({why}): {len(todo)} job "
                                   f"change(s) wait")
             tries += 1
             log.error("job manager: %s; try %d", self.write_problem, tries)
-            if self._stop_retrying.wait(delay):
+            deadline = time.monotonic() + delay
+            while not self._stop_retrying.is_set() and time.monotonic() < deadline:
+                closed |= self._hold_inbox(held)  # callers hear it now, not at their timeout
+                self._stop_retrying.wait(min(HOLD_POLL, max(0.0, deadline - time.monotonic())))
+            if self._stop_retrying.is_set():
                 log.error("job manager: stopping with %d job change(s) not written; the "
                           "next start re-adopts those jobs from their processes and exit "
                           "files", len(todo))
-                return
+                break
             delay = min(BACKOFF_MAX, delay * 2)
             try:
                 with transaction.atomic():
@@ -123,7 +137,26 @@ class TransactionalActor(Actor):
             log.warning("job manager: the database takes writes again: %d job change(s) "
                         "written after %d tries", len(todo), tries)
             self.write_problem = ""
-            return
+            break
+        for fn, args, _ in held:  # exits and timers that came meanwhile, in order
+            self.post(fn, *args)
+        if closed:
+            self._inbox.put(None)
+
+    def _hold_inbox(self, held: list) -> bool:
+        """While writes fail: refuse the callers waiting in the inbox (-32003), keep the
+        rest in ``held``; True if the inbox was closed meanwhile."""
+        error = RpcError(RpcCode.SERVICE_UNAVAILABLE, f"the database does not take writes "
+                         f"now ({self.write_problem}); retry later", {"retry_after": 5})
+        closed = False
+        for item in self._take_inbox():
+            if item is None:
+                closed = True
+            elif item[2] is None:
+                held.append(item)
+            elif not item[2].done():
+                item[2].set_exception(error)
+        return closed
 
     def close_inbox(self) -> None:
         super().close_inbox()
