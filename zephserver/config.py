@@ -620,6 +620,10 @@ SPEC: dict[str, Spec] = {
     "SESSION_CERT_DAYS": Spec(_integer(1), "Validity of session certificates (days)."),
     "JOBS_DIR": Spec(_data_dir, "Directory of job directories; default DATA_DIR/jobs."),
     "JOB_ROOTS": Spec(_str_paths, "Extra directories job working directories may be in."),
+    "DATA_DIR_MIN_FREE": Spec(_integer(0), "Free bytes under which DATA_DIR holds new work "
+                              "(0: no watermark)."),
+    "JOB_MAX_OUTPUT": Spec(_integer(0), "Log bytes after which a job is stopped, unless its "
+                           "app sets max_output (0: no cap)."),
     "JOB_PROGRESS_INTERVAL": Spec(_number(0), "Time between persisted progress updates (s)."),
     "OUTPUT_CHUNK": Spec(_integer(4096), "Bytes read from a job log at once."),
     "OUTPUT_MAX_PENDING": Spec(_integer(4096), "Unsent output bytes a subscriber may have."),

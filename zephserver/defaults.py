@@ -155,6 +155,11 @@ SESSION_CERT_DAYS = 30
 # DATA_DIR, JOBS_DIR or one of JOB_ROOTS.
 JOBS_DIR = None  # DATA_DIR/jobs
 JOB_ROOTS: list[str] = []
+# The disk: new work waits while DATA_DIR has less free space than this (bytes; 0: no
+# watermark); a job whose log passes its app's max_output, else this (bytes; 0: none),
+# is stopped.
+DATA_DIR_MIN_FREE = 100 * 1024 * 1024
+JOB_MAX_OUTPUT = 10 * 1024 ** 3
 JOB_PROGRESS_INTERVAL = 1.0  # seconds between persisted progress updates of one job
 OUTPUT_CHUNK = 1024 * 1024  # bytes read from a log at once
 OUTPUT_MAX_PENDING = 8 * 1024 * 1024  # bytes a subscriber may have unsent before it waits

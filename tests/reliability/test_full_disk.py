@@ -5,14 +5,13 @@ test mounts the tmpfs and unmounts it, even when it fails half way)."""
 
 import json
 import os
-import shutil
-import subprocess
 import urllib.error
 import urllib.request
 
 import pytest
 
-from tests.support.daemon import child_env, short_tmpdir, write_settings
+from tests.support import disk
+from tests.support.daemon import child_env, write_settings
 from tests.support.jobs import job_apps, submit, wait_job
 from tests.support.poll import poll_until
 from tests.support.web import Ws, run, start_with_users
@@ -23,28 +22,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120),
 
 @pytest.fixture
 def small_data_dir():
-    work = short_tmpdir()
-    data = work / "var"
-    data.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(data)], check=True)
-    try:
+    with disk.small_data_dir() as work:
         yield work
-    finally:
-        subprocess.run(["umount", "-l", str(data)], check=False)
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def fill(directory) -> str:
-    """Take every free byte of ``directory``'s filesystem; the filler's path."""
-    path = os.path.join(directory, "filler")
-    with open(path, "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError:
-            pass
-    return path
 
 
 def readyz(url: str) -> tuple[int, dict]:
@@ -66,8 +45,8 @@ def test_exits_during_a_full_disk_are_recorded_when_space_returns(small_data_dir
                         "code": {"type": "int", "default": 0, "min": 0, "max": 255}},
              "resources": {"cores": 0}}
     daemon = start_with_users(write_settings(
-        work, APPS={**job_apps(work), "quiet": quiet},
-        DJANGO_SETTINGS_MODULE="tests.support.django_test_settings"), child_env())
+        work, APPS={**job_apps(work), "quiet": quiet}, DATA_DIR_MIN_FREE=0,  # (no watermark:
+        DJANGO_SETTINGS_MODULE="tests.support.django_test_settings"), child_env())  # all fills)
     try:
         codes = [1, 2, 3, 0]
 
@@ -80,7 +59,7 @@ def test_exits_during_a_full_disk_are_recorded_when_space_returns(small_data_dir
             await ws.aclose()
             return jobs
         jobs = run(start_jobs())
-        filler = fill(work / "var")
+        filler = disk.fill(work / "var")
         for c in codes:
             (work / f"go{c}").write_text("")  # they all exit while nothing can be written
         _status, body = poll_until(lambda: (r := readyz(daemon.url))[0] == 503 and r, 30,

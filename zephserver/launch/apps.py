@@ -151,6 +151,7 @@ class App:
     description: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)  # keys other modules add
     session: SessionOptions | None = None  # kind "session" only
+    max_output: int | None = None  # bytes of log before the job is stopped (None: default)
 
     def clean_params(self, given: Any) -> dict[str, Any]:
         """Declared params with defaults filled in; ParamError for anything else."""
@@ -203,7 +204,8 @@ class App:
 # --- parsing the APPS setting -----------------------------------------------------------
 
 APP_KEYS = {"description", "kind", "argv", "cmd", "cwd", "env", "inherit_env", "vars",
-            "params", "sanitize", "resources", "grace", "wall_time", "parser", "controls"}
+            "params", "sanitize", "resources", "grace", "wall_time", "max_output", "parser",
+            "controls"}
 
 
 def parse_apps(apps: Any, extra_keys: frozenset[str] = frozenset()) -> dict[str, App]:
@@ -314,6 +316,11 @@ def _parse_app(name: str, spec: Any, problems: list[str],
                              or wall <= 0):
         problems.append("wall_time must be a number of seconds > 0, or None")
         wall = None
+    max_output = spec.get("max_output")
+    if max_output is not None and (isinstance(max_output, bool) or not isinstance(
+            max_output, int) or max_output <= 0):
+        problems.append("max_output must be a number of bytes > 0, or None")
+        max_output = None
     parser = spec.get("parser")
     from zephserver.launch.parsers import check_parser_spec
 
@@ -326,7 +333,7 @@ def _parse_app(name: str, spec: Any, problems: list[str],
     return App(name, kind, tuple(argv), cwd, dict(env), tuple(inherit),
                {k: str(v) for k, v in vars_.items()}, params, resources, float(grace),
                None if wall is None else float(wall), parser, controls,
-               str(spec.get("description", "")), extra, session)
+               str(spec.get("description", "")), extra, session, max_output)
 
 
 def _check_template(where: str, template: str, known: set[str], problems: list[str]) -> None:

@@ -14,6 +14,7 @@ ended meanwhile.
 """
 
 import collections
+import contextlib
 import logging
 import os
 import signal
@@ -24,6 +25,7 @@ from typing import Any
 
 from zephserver.infra.service import Service
 from zephserver.jobs.batches import TransactionalActor
+from zephserver.jobs.disk_guard import DiskGuard, DiskWatch
 from zephserver.jobs.executor import Executor, LocalExecutor
 from zephserver.jobs.feed import Feed
 from zephserver.jobs.interactive import NoFreePort, SessionKeeper
@@ -77,6 +79,8 @@ class JobManagerService(InteractiveApi, TransactionalActor, Service):
         self.waiting = WaitingQueue()
         self._needs_plan = False
         self._planned = 0.0
+        self.guard = DiskGuard("", 0, 0)  # set from the settings in _configure
+        self.disk_watch: DiskWatch | None = None
         self._env: dict[int, dict[str, str]] = {}  # launch environments between phases
         self._fresh: dict[int, Any] = {}  # jobs submitted since the last plan
         self.apps: dict[str, App] = {}
@@ -109,12 +113,16 @@ class JobManagerService(InteractiveApi, TransactionalActor, Service):
             self.cluster.calls.handle("jobs.resources", self.node_resources)
         self._configure(s)
         self.rooms.add_unregister_listener(self.feed.connection_gone)
+        self.disk_watch = DiskWatch(self.guard, self._watched, self._output_over,
+                                    lambda: self.post(self._space_changed))
         try:
             self._load()
+            self.disk_watch.start()
             self.kick()  # start what the reloaded queue allows
             self.ctx.ready()
             self.run_inbox()
         finally:
+            self.disk_watch.stop()
             self.rooms.remove_unregister_listener(self.feed.connection_gone)
             self.feed.close()
             self.refuse(self.drain_inbox())
@@ -140,6 +148,8 @@ class JobManagerService(InteractiveApi, TransactionalActor, Service):
         self.progress_interval = s.JOB_PROGRESS_INTERVAL
         self.feed.max_pending = s.OUTPUT_MAX_PENDING
         self.apps = parse_all_apps(s.APPS, s.LAUNCHER_CONFIG, launcher_cwd)
+        self.guard.data_dir, self.guard.min_free = self.data_dir, s.DATA_DIR_MIN_FREE
+        self.guard.max_output = s.JOB_MAX_OUTPUT
 
     def http_routes(self) -> list[tuple[str, type]]:
         """The ParaViewWeb/wslink launcher REST API."""
@@ -327,6 +337,10 @@ class JobManagerService(InteractiveApi, TransactionalActor, Service):
             return []
         self._needs_plan = False
         self._planned = time.monotonic()
+        self._check_space()
+        if self.guard.low:  # new work waits for room on the disk, and says so
+            self.waiting.set_reasons({w.id: self.guard.low for w in self.waiting.ordered})
+            return []
         plan = self.scheduler.plan(self.waiting.ordered, self.holdings(), time.time())
         self.waiting.set_reasons(plan.reasons)
         from zephserver.web.models import Job
@@ -426,6 +440,8 @@ class JobManagerService(InteractiveApi, TransactionalActor, Service):
             self.change(job, J.RUNNING, "running", **fields)
         self.executor_for(job).watch(job, self._exit_callback(job.pk), result.popen)
         self._follow_for_parser(active)
+        if self.disk_watch is not None:
+            self.disk_watch.poke()
         if session is not None:
             self.interactive.started(active)
         else:
@@ -465,6 +481,42 @@ class JobManagerService(InteractiveApi, TransactionalActor, Service):
     def _finish(self, job: Any, code: int | None, when: str, stop_by: str = "") -> None:
         state, reason = ended(job, code, when, stop_by)
         self.change(job, state, reason, exit_code=code)
+
+    # -- the disk: room for new work, and each job's output cap ----------------------------
+
+    def _check_space(self) -> None:
+        if self.guard.check_space():
+            self._space_changed()
+
+    def _space_changed(self) -> None:
+        if self.guard.low:
+            log.warning("new work waits: %s", self.guard.low.removeprefix("waiting: "))
+        else:
+            log.info("DATA_DIR has room again: the queue goes on")
+            self._needs_plan = True
+
+    def _watched(self) -> list[tuple[Any, Any]]:  # the disk watch's thread
+        return [(a.job, a.app) for a in list(self._active.values()) if a.job.pid]
+
+    def _output_over(self, job: Any, limit: int) -> None:  # the disk watch's thread
+        """Freeze it now (its output stops here), then stop it on the manager's thread."""
+        with contextlib.suppress(OSError):
+            self.executor_for(job).signal(job, signal.SIGSTOP)
+        self.post(self._stop_for_output, job.pk, limit)
+
+    def _stop_for_output(self, job_id: int, limit: int) -> None:
+        active = self._active.get(job_id)
+        if active is None or active.job.stop_requested:
+            return
+        DiskGuard.tell(active.job, limit)
+        self.stop(active, J.FAILED, f"stopping: its output passed its limit of {limit} "
+                  "bytes (max_output)", "")
+        with contextlib.suppress(OSError):  # (frozen: it must run to handle its TERM)
+            self.executor_for(active.job).signal(active.job, signal.SIGCONT)
+
+    def health_problems(self) -> list[str]:
+        low = self.guard.low.removeprefix("waiting: ")
+        return super().health_problems() + ([f"new work waits: {low}"] if low else [])
 
     def _arm_wall_time(self, job: Any) -> None:
         if not job.wall_time:

@@ -1,0 +1,111 @@
+"""What keeps jobs from filling the disk: a low-space watermark on DATA_DIR (new work
+waits, with the reason in the queue, while free space is under DATA_DIR_MIN_FREE) and a
+cap on each job's log (its app's ``max_output``, else JOB_MAX_OUTPUT): a job whose log
+passes it is stopped, and told so in its log and its record.
+
+A thread of its own (``DiskWatch``) looks at the logs every ``LOOK`` while jobs run and
+freezes (SIGSTOP) a job the moment its log passes its cap, so a job printing flat out
+passes it by at most what it writes in that time; the job manager then stops it
+politely (TERM, grace, KILL, the job continued so that it can handle TERM).
+"""
+
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+LOOK = 0.02  # seconds between looks at the running jobs' logs
+IDLE_LOOK = 0.5  # seconds between looks at free space when no job runs
+MIB = 1024 * 1024
+log = logging.getLogger(__name__)
+
+
+class DiskGuard:
+    def __init__(self, data_dir: str, min_free: int, max_output: int) -> None:
+        self.data_dir = data_dir
+        self.min_free = min_free  # bytes; 0: no watermark
+        self.max_output = max_output  # bytes; 0: no default cap
+        self.low = ""  # why new work waits ("": it need not)
+
+    def check_space(self) -> bool:
+        """Look at DATA_DIR's free space; True if ``low`` changed."""
+        before = self.low
+        self.low = ""
+        if self.min_free:
+            try:
+                st = os.statvfs(self.data_dir)
+            except OSError:
+                return before != self.low
+            free = st.f_bavail * st.f_frsize
+            if free < self.min_free:
+                self.low = (f"waiting: DATA_DIR {self.data_dir} has {free / MIB:.0f} MiB free, "
+                            f"under DATA_DIR_MIN_FREE ({self.min_free / MIB:.0f} MiB)")
+        return before != self.low
+
+    def cap(self, app: Any) -> int:
+        """The output cap of a job of ``app`` (0: none)."""
+        own = getattr(app, "max_output", None) if app is not None else None
+        return own or self.max_output
+
+    def over(self, jobs: Iterable[tuple[Any, Any]]) -> list[tuple[Any, int]]:
+        """Those of ``(job, app)`` whose log has passed its cap: (job, cap)."""
+        found = []
+        for job, app in jobs:
+            limit = self.cap(app)
+            if not limit or job.stop_requested or not job.log_path:
+                continue
+            with contextlib.suppress(OSError):
+                if os.stat(job.log_path).st_size > limit:
+                    found.append((job, limit))
+        return found
+
+    @staticmethod
+    def tell(job: Any, limit: int) -> None:
+        """Say in the job's own log why it stops (its reader sees it last)."""
+        with contextlib.suppress(OSError), open(job.log_path, "ab") as log:
+            log.write(f"\n[zephserver: this job's output passed its limit of {limit} bytes "
+                      "(max_output); the job is stopped]\n".encode())
+
+
+class DiskWatch(threading.Thread):
+    """Looks at free space and at the running jobs' log sizes, off the job manager's
+    thread: ``over(job, cap)`` once per job that passes its cap, ``space_changed()``
+    when DATA_DIR goes under or back over its watermark."""
+
+    def __init__(self, guard: DiskGuard, jobs: Callable[[], list[tuple[Any, Any]]],
+                 over: Callable[[Any, int], None], space_changed: Callable[[], None]) -> None:
+        super().__init__(name="zeph-disk-watch", daemon=True)
+        self.guard, self.jobs, self.over, self.space_changed = guard, jobs, over, space_changed
+        self._wake = threading.Event()
+        self._stopping = False
+        self._told: set[int] = set()
+
+    def poke(self) -> None:
+        """A job started: look now, and then often (any thread)."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    def run(self) -> None:
+        look = IDLE_LOOK
+        while True:
+            self._wake.wait(look)
+            self._wake.clear()
+            if self._stopping:
+                return
+            try:
+                if self.guard.check_space():
+                    self.space_changed()
+                jobs = self.jobs()
+                for job, limit in self.guard.over(jobs):
+                    if job.pk not in self._told:
+                        self._told.add(job.pk)
+                        self.over(job, limit)
+                self._told &= {job.pk for job, _ in jobs}
+                look = LOOK if jobs else IDLE_LOOK
+            except Exception:  # a look that fails must not end the watch
+                log.exception("disk watch: a look failed")
