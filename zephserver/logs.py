@@ -11,6 +11,7 @@ import contextvars
 import json
 import logging
 import logging.handlers
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,6 +34,12 @@ def log_context(**fields: Any) -> Iterator[None]:
         _context.reset(token)
 
 
+# The request a task thread is running (conn, rpc_id, method): set and cleared by the
+# router for each task, for the price of an attribute (a context variable costs more on
+# a path every request takes).
+request = threading.local()
+
+
 class ContextFilter(logging.Filter):
     """Puts the node and the context's fields on every record (as attributes)."""
 
@@ -41,7 +48,11 @@ class ContextFilter(logging.Filter):
         self.node = node
 
     def filter(self, record: logging.LogRecord) -> bool:
-        for name, value in (_context.get() or {}).items():
+        fields = _context.get() or {}
+        asked = getattr(request, "fields", None)
+        if asked is not None:
+            fields = {"conn": asked[0], "rpc_id": asked[1], "method": asked[2], **fields}
+        for name, value in fields.items():
             if not hasattr(record, name):  # a line's own extra= wins
                 setattr(record, name, value)
         if not hasattr(record, "node"):

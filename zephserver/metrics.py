@@ -7,6 +7,8 @@ some offers ``metric_families()``, which returns ``StateGauge.family(...)`` valu
 of it is produced by ``prometheus_client`` in its text format; nothing is hand-written.
 """
 
+import bisect
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -19,7 +21,11 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 from prometheus_client.registry import Collector
 
 disable_created_metrics()  # no *_created series: they double every counter's cardinality
@@ -41,12 +47,6 @@ QUEUE_WAIT = Histogram("zephserver_queue_wait_seconds", "Time a job waited in th
 SUBMIT_TO_RUNNING = Histogram("zephserver_submit_to_running_seconds", "Time from a job's "
                               "submission to RUNNING.", buckets=WAIT_BUCKETS,
                               registry=REGISTRY)
-RPC_REQUESTS = Counter("zephserver_rpc_requests", "JSON-RPC requests, by method and "
-                       "outcome (ok, or the error code).", ["method", "outcome"],
-                       registry=REGISTRY)
-RPC_DURATION = Histogram("zephserver_rpc_duration_seconds", "Time from a JSON-RPC request "
-                         "to its answer, by method.", ["method"], buckets=LATENCY_BUCKETS,
-                         registry=REGISTRY)
 AGENT_RESTARTS = Counter("zephserver_agent_restarts", "Agent processes restarted after "
                          "they ended.", registry=REGISTRY)
 LOG_BYTES = Counter("zephserver_log_bytes_written", "Bytes written to logs: the daemon's "
@@ -67,6 +67,67 @@ class StateGauge:
         for values, value in samples:
             family.add_metric(list(values), value)
         return family
+
+
+class RequestCounts:
+    """JSON-RPC requests counted on the hot path for the price of a lock and a bisect
+    (a labelled prometheus_client Counter and Histogram cost several times that per
+    request), turned into families when Prometheus scrapes."""
+
+    requests_doc = "JSON-RPC requests, by method and outcome (ok, or the error code)."
+    duration_doc = "Time from a JSON-RPC request to its answer, by method."
+
+    def __init__(self, buckets: tuple[float, ...] = LATENCY_BUCKETS) -> None:
+        self.buckets = buckets
+        # Each thread counts in tables of its own (no lock on the hot path); a scrape
+        # adds them up.
+        self._mine = threading.local()
+        self._tables: list[tuple[dict, dict]] = []
+        self._tables_lock = threading.Lock()
+
+    def _own(self) -> tuple[dict, dict]:
+        tables = getattr(self._mine, "tables", None)
+        if tables is None:
+            tables = self._mine.tables = ({}, {})
+            with self._tables_lock:
+                self._tables.append(tables)
+        return tables
+
+    def add(self, method: str, outcome: str, seconds: float) -> None:
+        counts, durations = self._own()
+        key = (method, outcome)
+        counts[key] = counts.get(key, 0) + 1
+        row = durations.get(method)
+        if row is None:
+            row = durations[method] = [0.0] * (len(self.buckets) + 2)
+        row[bisect.bisect_left(self.buckets, seconds)] += 1
+        row[-1] += seconds
+
+    def families(self) -> list:
+        counts: dict[tuple[str, str], int] = {}
+        durations: dict[str, list[float]] = {}
+        with self._tables_lock:
+            tables = list(self._tables)
+        for own_counts, own_durations in tables:
+            for key, n in list(own_counts.items()):
+                counts[key] = counts.get(key, 0) + n
+            for method, row in list(own_durations.items()):
+                total = durations.setdefault(method, [0.0] * len(row))
+                for i, n in enumerate(list(row)):
+                    total[i] += n
+        requests = CounterMetricFamily("zephserver_rpc_requests", self.requests_doc,
+                                       labels=["method", "outcome"])
+        for (method, outcome), n in sorted(counts.items()):
+            requests.add_metric([method, outcome], n)
+        duration = HistogramMetricFamily("zephserver_rpc_duration_seconds", self.duration_doc,
+                                         labels=["method"])
+        for method, row in sorted(durations.items()):
+            cumulative, buckets = 0.0, []
+            for bound, n in zip([*map(str, self.buckets), "+Inf"], row[:-1], strict=True):
+                cumulative += n
+                buckets.append((bound, cumulative))
+            duration.add_metric([method], buckets, row[-1])
+        return [requests, duration]
 
 
 JOBS = StateGauge("zephserver_jobs", "Jobs of this node by kind, app and state.",
@@ -92,8 +153,7 @@ MESSAGES_BUFFERED = StateGauge("zephserver_cluster_messages_buffered", "Messages
                                "not yet acknowledged.", ("peer",))
 MESSAGES_LOST = StateGauge("zephserver_cluster_messages_lost", "Messages to a peer given up "
                            "on (buffer full or too old), since the start.", ("peer",))
-EVENTS = (SPAWNS, JOB_EXITS, QUEUE_WAIT, SUBMIT_TO_RUNNING, RPC_REQUESTS, RPC_DURATION,
-          AGENT_RESTARTS, LOG_BYTES)
+EVENTS = (SPAWNS, JOB_EXITS, QUEUE_WAIT, SUBMIT_TO_RUNNING, AGENT_RESTARTS, LOG_BYTES)
 STATE_GAUGES = (JOBS, SESSIONS, AGENT_PROCESSES, QUEUE_LENGTH, WEBSOCKETS, TASK_POOL_BUSY,
                 TASK_POOL_QUEUED, SERVICE_STATE, SERVICE_RESTARTS, PEERS_UP, PEER_UP,
                 MESSAGES_BUFFERED, MESSAGES_LOST)
@@ -105,6 +165,8 @@ def catalogue() -> list[tuple[str, str, str]]:
     found = [(f.name, f.type, f.documentation)
              for metric in EVENTS for f in metric.describe()]
     found += [(g.name, "gauge", g.doc) for g in STATE_GAUGES]
+    found += [("zephserver_rpc_requests", "counter", RequestCounts.requests_doc),
+              ("zephserver_rpc_duration_seconds", "histogram", RequestCounts.duration_doc)]
     return sorted(found)
 
 

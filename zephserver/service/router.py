@@ -22,12 +22,11 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from zephserver import metrics
+from zephserver import logs, metrics
 from zephserver.config import resolve_class
 from zephserver.database import unavailable_reason
 from zephserver.errors import RpcCode, RpcError
 from zephserver.infra.service import Service
-from zephserver.logs import log_context
 from zephserver.service.task_pool import TaskPool
 from zephserver.task.base import Request, check_access
 
@@ -79,6 +78,7 @@ class RouterService(Service):
         self.reply_timeout = 30.0
         self._owed: set[_Owed] = set()  # replies that futures still owe
         self._owed_lock = threading.Lock()
+        self.requests = metrics.RequestCounts()  # kept across restarts of the service
 
     def main(self) -> None:
         assert self.ctx is not None
@@ -141,7 +141,7 @@ class RouterService(Service):
     def metric_families(self) -> list:
         busy, queued = self.pool.load() if self.pool is not None else (0, 0)
         return [metrics.TASK_POOL_BUSY.family([((), busy)]),
-                metrics.TASK_POOL_QUEUED.family([((), queued)])]
+                metrics.TASK_POOL_QUEUED.family([((), queued)]), *self.requests.families()]
 
     # -- the loop thread ------------------------------------------------------------------
 
@@ -191,9 +191,8 @@ class RouterService(Service):
         def answer(response: dict | str) -> None:
             # a result is sent as its text; an error is a dict (see _result, _error)
             outcome = "ok" if isinstance(response, str) else str(response["error"]["code"])
-            label = method if method in self.tasks else "unknown"
-            metrics.RPC_REQUESTS.labels(label, outcome).inc()
-            metrics.RPC_DURATION.labels(label).observe(time.perf_counter() - started)
+            self.requests.add(method if method in self.tasks else "unknown", outcome,
+                              time.perf_counter() - started)
             reply(None if notify else response)
 
         self.route(conn, method, params, request_id, answer)
@@ -247,9 +246,10 @@ class RouterService(Service):
                                   "the server is shutting down")
             else:
                 thread.name = f"{base_name}-{method}"
-                with log_context(conn=conn.cid, rpc_id=request_id, method=method):
-                    response = self._execute(conn, cls, method, params, request_id)
+                logs.request.fields = (conn.cid, request_id, method)
+                response = self._execute(conn, cls, method, params, request_id)
         finally:
+            logs.request.fields = None
             thread.name = base_name
             from django.db import close_old_connections
 

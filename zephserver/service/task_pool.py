@@ -8,9 +8,9 @@ when it finishes. Workers blocked in long tasks must not starve the queue: an id
 running task has taken at least that long, and takes it.
 
 Fairness: each job names who asked (a user, or a connection for an anonymous client).
-One asker holds at most ``per_key`` workers and ``per_key_queued`` places in the queue,
-and workers take the askers' jobs in turn, so a user flooding slow calls leaves the
-other workers, and their turn, to everyone else.
+One asker holds at most ``per_key`` workers and ``per_key_queued`` places in the queue:
+a worker takes the oldest job whose asker is under its share (almost always the head of
+the queue), so a user flooding slow calls leaves the other workers to everyone else.
 """
 
 import collections
@@ -26,11 +26,8 @@ class TaskPool:
     def __init__(self, size: int, queue_size: int, eager: int | None = None,
                  stall: float = 0.005, share: float = 1.0) -> None:
         """``share``: the part of the workers (and of the queue) one asker may hold."""
-        # asker -> its waiting jobs (with when each was queued); iteration order is the
-        # askers' turn, and an asker served goes to the back
-        self._queues: collections.OrderedDict[Hashable, collections.deque[tuple[Job, float]]] \
-            = collections.OrderedDict()
-        self._queued = 0
+        self._jobs: collections.deque[tuple[Job, float, Hashable]] = collections.deque()
+        self._queued: dict[Hashable, int] = {}  # jobs waiting, per asker
         self._queue_size = queue_size
         self.per_key = max(1, int(size * share))
         self.per_key_queued = max(1, int(queue_size * share))
@@ -38,7 +35,7 @@ class TaskPool:
         self._stall = stall
         self._cond = threading.Condition(threading.Lock())
         self._running: dict[int, tuple[float, Hashable]] = {}  # worker -> (since, asker)
-        self._busy: collections.Counter[Hashable] = collections.Counter()
+        self._busy: dict[Hashable, int] = {}  # workers held, per asker
         self._standby = False
         self._stopping = False
         self._threads = [threading.Thread(target=self._work, args=(i,), name=f"zeph-task-{i}")
@@ -51,14 +48,11 @@ class TaskPool:
         it) is full, or the pool stopping. With ``wake=False`` no worker is woken until
         ``wake()`` (a caller queueing several jobs in a row wakes the workers once)."""
         with self._cond:
-            queue = self._queues.get(key)
-            if self._stopping or self._queued >= self._queue_size or (
-                    queue is not None and len(queue) >= self.per_key_queued):
+            if self._stopping or len(self._jobs) >= self._queue_size or \
+                    self._queued.get(key, 0) >= self.per_key_queued:
                 return False
-            if queue is None:
-                queue = self._queues[key] = collections.deque()
-            queue.append((job, time.monotonic()))
-            self._queued += 1
+            self._jobs.append((job, time.monotonic(), key))
+            self._queued[key] = self._queued.get(key, 0) + 1
             if wake:
                 self._wake()
         return True
@@ -70,33 +64,33 @@ class TaskPool:
     def load(self) -> tuple[int, int]:
         """(threads running a task, tasks waiting)."""
         with self._cond:
-            return len(self._running), self._queued
+            return len(self._running), len(self._jobs)
 
     def _wake(self) -> None:
         # wake a worker for each queued job, up to ``eager`` runnable, or one standby
         idle = self._eager - len(self._running)
         if idle > 0:
-            self._cond.notify(min(idle, self._queued))
+            self._cond.notify(min(idle, len(self._jobs)))
         elif not self._standby:
             self._cond.notify()
 
     def _next(self, now: float) -> tuple[Hashable, Job] | None:
-        """The next job a worker may take now: the first asker in turn under its share."""
-        if not self._queued:
+        """The next job a worker may take now: the oldest whose asker is under its share."""
+        if not self._jobs:
             return None
-        if len(self._running) >= self._eager:
-            oldest = min(q[0][1] for q in self._queues.values())
-            if now - oldest < self._stall or \
-                    now - min(since for since, _ in self._running.values()) < self._stall:
-                return None
-        for key, queue in self._queues.items():
-            if self._busy[key] < self.per_key:
-                job, _ = queue.popleft()
-                self._queued -= 1
-                if queue:
-                    self._queues.move_to_end(key)
+        if len(self._running) >= self._eager and (
+                now - self._jobs[0][1] < self._stall
+                or now - min(since for since, _ in self._running.values()) < self._stall):
+            return None
+        for i, (job, _, key) in enumerate(self._jobs):
+            if self._busy.get(key, 0) < self.per_key:
+                if i == 0:
+                    self._jobs.popleft()
                 else:
-                    del self._queues[key]
+                    del self._jobs[i]
+                self._queued[key] -= 1
+                if not self._queued[key]:
+                    del self._queued[key]
                 return key, job
         return None  # every asker with work is at its share: they wait for their own
 
@@ -109,11 +103,11 @@ class TaskPool:
                     if taken is not None:
                         key, job = taken
                         self._running[index] = (now, key)
-                        self._busy[key] += 1
+                        self._busy[key] = self._busy.get(key, 0) + 1
                         break
-                    if self._stopping and not self._queued:
+                    if self._stopping and not self._jobs:
                         return
-                    if self._queued and not self._standby:
+                    if self._jobs and not self._standby:
                         self._standby = True
                         self._cond.wait(self._stall)
                         self._standby = False
@@ -127,15 +121,15 @@ class TaskPool:
                     self._busy[key] -= 1
                     if not self._busy[key]:
                         del self._busy[key]
-                    if key in self._queues:  # its next job may go now
+                    if key in self._queued:  # its next job may go now
                         self._wake()
 
     def drain(self) -> list[Job]:
         """Jobs still queued (never started), removed from the queue."""
         with self._cond:
-            jobs = [job for queue in self._queues.values() for job, _ in queue]
-            self._queues.clear()
-            self._queued = 0
+            jobs = [job for job, _, _ in self._jobs]
+            self._jobs.clear()
+            self._queued.clear()
         return jobs
 
     def stop(self, timeout: float) -> list[str]:
