@@ -2,30 +2,19 @@
 reason shown, and starts once there is room; a job whose log passes max_output is
 stopped, and told so in its log and its record."""
 
-import json
 import os
 import shutil
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
 from tests.support import disk
 from tests.support.daemon import child_env, short_tmpdir, write_settings
 from tests.support.jobs import job_apps, kill_jobs_under, submit, wait_job
-from tests.support.web import Ws, run, start_with_users
+from tests.support.web import Ws, readyz, run, start_with_users
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 MIB = 1024 * 1024
-
-
-def readyz(url: str) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(url + "/readyz", timeout=10) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")

@@ -5,8 +5,6 @@ test mounts the tmpfs and unmounts it, even when it fails half way)."""
 
 import json
 import os
-import urllib.error
-import urllib.request
 
 import pytest
 
@@ -14,7 +12,7 @@ from tests.support import disk
 from tests.support.daemon import child_env, write_settings
 from tests.support.jobs import job_apps, submit, wait_job
 from tests.support.poll import poll_until
-from tests.support.web import Ws, run, start_with_users
+from tests.support.web import Ws, readyz, run, start_with_users
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120),
               pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")]
@@ -24,14 +22,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120),
 def small_data_dir():
     with disk.small_data_dir() as work:
         yield work
-
-
-def readyz(url: str) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(url + "/readyz", timeout=10) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 def test_exits_during_a_full_disk_are_recorded_when_space_returns(small_data_dir):

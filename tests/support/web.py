@@ -146,8 +146,21 @@ async def close_ws(conn: Any) -> None:
         pass
 
 
+def readyz(url: str) -> tuple[int, dict]:
+    """A daemon's /readyz: (HTTP status, its JSON body)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url + "/readyz", timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-__all__ = ["Ws", "admin", "close_ws", "create_users", "django_shell", "login", "run"]
+__all__ = ["Ws", "admin", "close_ws", "create_users", "django_shell", "login", "readyz",
+           "run"]
