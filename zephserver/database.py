@@ -17,8 +17,11 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 SQLITE_OPTIONS = {
-    # WAL lets readers run beside the writer; IMMEDIATE avoids upgrade deadlocks.
-    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    # WAL lets readers run beside the writer; IMMEDIATE avoids upgrade deadlocks. Each
+    # thread's connection keeps a page cache of 256 KiB, not SQLite's 2 MiB: a dozen of
+    # them grew the daemon by 5.8 MiB over 20,000 jobs (3.7 MiB with this), at no cost
+    # in jobs/s.
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-256;",
     "transaction_mode": "IMMEDIATE",
     # A writer waits this long for a lock another process holds; then its batch is
     # refused with -32003 "busy" and the events in it tried again (bounded, never a
