@@ -1,60 +1,48 @@
 """The daemon's log: text or JSON lines, each line carrying what it is about.
 
-``log_context(conn=..., rpc_id=...)`` sets fields for the code that runs inside it (on
-this thread, or this coroutine); ``log.info(..., extra={"job": 12})`` sets them for one
-line. Every line also names the node. The file handler reopens a file that logrotate
+The router says which request a task thread runs (``for_request``): its lines carry the
+connection, JSON-RPC id and method; ``log.info(..., extra={"job": 12})`` sets fields for
+one line. Every line also names the node. The file handler reopens a file that logrotate
 moved away (``WatchedFileHandler``), so no line is written to a deleted file.
 """
 
-import contextlib
-import contextvars
 import json
 import logging
 import logging.handlers
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 # Fields a line may carry, in the order a text line shows them.
-FIELDS = ("node", "conn", "rpc_id", "method", "job", "user")
-_context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
-    "zeph_log", default=None)
+FIELDS = ("node", "conn", "rpc_id", "method", "job")
 TEXT_FORMAT = "%(asctime)s %(levelname)s [%(threadName)s] %(name)s: %(message)s"
 
 
-@contextlib.contextmanager
-def log_context(**fields: Any) -> Iterator[None]:
-    """Lines logged inside carry ``fields`` (added to those already set)."""
-    token = _context.set({**(_context.get() or {}), **fields})
-    try:
-        yield
-    finally:
-        _context.reset(token)
+# The request each task thread runs: an attribute, not a context variable, because every
+# request pays for it.
+_request = threading.local()
 
 
-# The request a task thread is running (conn, rpc_id, method): set and cleared by the
-# router for each task, for the price of an attribute (a context variable costs more on
-# a path every request takes).
-request = threading.local()
+def for_request(fields: tuple[str, Any, str] | None) -> None:
+    """The request this thread runs now, (conn, rpc_id, method); None once it is done."""
+    _request.fields = fields
 
 
 class ContextFilter(logging.Filter):
-    """Puts the node and the context's fields on every record (as attributes)."""
+    """Puts the node and the thread's request on every record (as attributes)."""
 
     def __init__(self, node: str) -> None:
         super().__init__()
         self.node = node
 
     def filter(self, record: logging.LogRecord) -> bool:
-        fields = _context.get() or {}
-        asked = getattr(request, "fields", None)
+        asked = getattr(_request, "fields", None)
         if asked is not None:
-            fields = {"conn": asked[0], "rpc_id": asked[1], "method": asked[2], **fields}
-        for name, value in fields.items():
-            if not hasattr(record, name):  # a line's own extra= wins
-                setattr(record, name, value)
+            for name, value in zip(("conn", "rpc_id", "method"), asked, strict=True):
+                if not hasattr(record, name):  # a line's own extra= wins
+                    setattr(record, name, value)
         if not hasattr(record, "node"):
             record.node = self.node
         return True

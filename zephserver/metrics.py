@@ -74,8 +74,11 @@ class RequestCounts:
     (a labelled prometheus_client Counter and Histogram cost several times that per
     request), turned into families when Prometheus scrapes."""
 
-    requests_doc = "JSON-RPC requests, by method and outcome (ok, or the error code)."
-    duration_doc = "Time from a JSON-RPC request to its answer, by method."
+    # (name, type, help, labels) of the two families it makes
+    REQUESTS = ("zephserver_rpc_requests", "counter", "JSON-RPC requests, by method and "
+                "outcome (ok, or the error code).", ("method", "outcome"))
+    DURATION = ("zephserver_rpc_duration_seconds", "histogram", "Time from a JSON-RPC "
+                "request to its answer, by method.", ("method",))
 
     def __init__(self, buckets: tuple[float, ...] = LATENCY_BUCKETS) -> None:
         self.buckets = buckets
@@ -115,12 +118,12 @@ class RequestCounts:
                 total = durations.setdefault(method, [0.0] * len(row))
                 for i, n in enumerate(list(row)):
                     total[i] += n
-        requests = CounterMetricFamily("zephserver_rpc_requests", self.requests_doc,
-                                       labels=["method", "outcome"])
+        name, _, doc, labels = self.REQUESTS
+        requests = CounterMetricFamily(name, doc, labels=list(labels))
         for (method, outcome), n in sorted(counts.items()):
             requests.add_metric([method, outcome], n)
-        duration = HistogramMetricFamily("zephserver_rpc_duration_seconds", self.duration_doc,
-                                         labels=["method"])
+        name, _, doc, labels = self.DURATION
+        duration = HistogramMetricFamily(name, doc, labels=list(labels))
         for method, row in sorted(durations.items()):
             cumulative, buckets = 0.0, []
             for bound, n in zip([*map(str, self.buckets), "+Inf"], row[:-1], strict=True):
@@ -165,9 +168,16 @@ def catalogue() -> list[tuple[str, str, str]]:
     found = [(f.name, f.type, f.documentation)
              for metric in EVENTS for f in metric.describe()]
     found += [(g.name, "gauge", g.doc) for g in STATE_GAUGES]
-    found += [("zephserver_rpc_requests", "counter", RequestCounts.requests_doc),
-              ("zephserver_rpc_duration_seconds", "histogram", RequestCounts.duration_doc)]
+    found += [family[:3] for family in (RequestCounts.REQUESTS, RequestCounts.DURATION)]
     return sorted(found)
+
+
+def labels() -> dict[str, tuple[str, ...]]:
+    """The labels of every zephserver family, by family name."""
+    found = {g.name: g.labels for g in STATE_GAUGES}
+    found.update({m.describe()[0].name: tuple(m._labelnames) for m in EVENTS})
+    found.update({f[0]: f[3] for f in (RequestCounts.REQUESTS, RequestCounts.DURATION)})
+    return found
 
 
 def sample_names(name: str, kind: str) -> list[str]:

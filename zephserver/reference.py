@@ -174,10 +174,7 @@ def metrics_page() -> str:
              "`process_*` families (memory, CPU, open files). A counter's series ends in "
              "`_total`; a histogram's in `_bucket`, `_sum` and `_count`.", "",
              "| family | type | labels | what it counts |", "| --- | --- | --- | --- |"]
-    labels = {g.name: g.labels for g in metrics.STATE_GAUGES}
-    labels.update({m.describe()[0].name: m._labelnames for m in metrics.EVENTS})
-    labels.update({"zephserver_rpc_requests": ("method", "outcome"),
-                   "zephserver_rpc_duration_seconds": ("method",)})
+    labels = metrics.labels()
     lines += [f"| `{name}` | {kind} | {', '.join(labels.get(name, ())) or '-'} | "
               f"{_cell(doc)} |" for name, kind, doc in metrics.catalogue()]
     return "\n".join(lines) + "\n"

@@ -19,7 +19,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 @pytest.fixture
 def server():
     work = short_tmpdir()
-    (work / "go").unlink(missing_ok=True)
     settings = write_settings(work, APPS=job_apps(work),
                               DJANGO_SETTINGS_MODULE="tests.support.django_test_settings")
     daemon = start_with_users(settings, child_env())

@@ -29,14 +29,14 @@ def small_data_dir(size: str = "24m") -> Iterator[Path]:
 def fill(directory: Path, leave: int = 0) -> Path:
     """Take the free bytes of ``directory``'s filesystem but ``leave``; the filler."""
     path = directory / "filler"
-    free = os.statvfs(directory).f_bavail * os.statvfs(directory).f_frsize
-    block = b"\0" * 65536
+    st = os.statvfs(directory)
+    todo = st.f_bavail * st.f_frsize - leave
     with open(path, "wb") as f:
         try:
-            while leave == 0 or f.tell() < free - leave:
-                f.write(block[:max(1, min(len(block), free - leave - f.tell()))]
-                        if leave else block)
+            while todo > 0 or not leave:  # leave nothing: write until the disk says full
+                f.write(b"\0" * min(65536, todo if leave else 65536))
                 f.flush()
+                todo -= 65536
         except OSError:
             pass  # full
     return path

@@ -1,5 +1,5 @@
-"""The daemon's log lines: fields from the context and from extra=, text and JSON, and
-LOG_LEVEL per logger."""
+"""The daemon's log lines: fields from the thread's request and from extra=, text and
+JSON, and LOG_LEVEL per logger."""
 
 import json
 import logging
@@ -10,8 +10,8 @@ from zephserver.logs import (
     JsonFormatter,
     TextFormatter,
     apply_levels,
+    for_request,
     levels,
-    log_context,
 )
 
 
@@ -22,9 +22,12 @@ def record(message: str, **extra) -> logging.LogRecord:
     return rec
 
 
-def test_a_line_carries_the_context_and_its_own_fields():
-    with log_context(conn="n1-4", rpc_id=7, method="jobs.get"):
+def test_a_line_carries_its_request_and_its_own_fields():
+    for_request(("n1-4", 7, "jobs.get"))
+    try:
         rec = record("looked up", job=12)
+    finally:
+        for_request(None)
     line = json.loads(JsonFormatter().format(rec))
     assert {k: line[k] for k in ("node", "conn", "rpc_id", "method", "job", "message")} == {
         "node": "n1", "conn": "n1-4", "rpc_id": 7, "method": "jobs.get", "job": 12,
@@ -33,9 +36,9 @@ def test_a_line_carries_the_context_and_its_own_fields():
     assert text.endswith("zephserver.x: looked up [conn=n1-4 rpc_id=7 method=jobs.get job=12]")
 
 
-def test_outside_a_context_only_the_node():
-    with log_context(job=1):
-        pass
+def test_outside_a_request_only_the_node():
+    for_request(("n1-4", 8, "ping"))
+    for_request(None)
     line = json.loads(JsonFormatter().format(record("plain")))
     assert set(line) == {"time", "level", "logger", "thread", "message", "node"}
     assert TextFormatter().format(record("plain")).endswith("zephserver.x: plain")

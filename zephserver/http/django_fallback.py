@@ -11,7 +11,7 @@ from typing import Any
 
 import tornado.web
 
-from zephserver.http.rest import JsonError, refuse_declared_length
+from zephserver.http.rest import BoundedBody, JsonError
 
 
 @tornado.web.stream_request_body
@@ -19,32 +19,26 @@ class DjangoHandler(tornado.web.RequestHandler):
     def initialize(self, fallback: Any, max_body: int) -> None:
         self.fallback = fallback
         self.max_body = max_body
-        self._chunks: list[bytes] = []
-        self._received = 0
 
     def prepare(self) -> None:
         try:
-            refuse_declared_length(self.request, self.max_body)
+            self.body = BoundedBody(self.request, self.max_body, "HTTP_MAX_FORM_BODY")
         except JsonError as exc:
-            self._refuse(exc.status, exc.message)
+            self._refuse(exc)
 
     def data_received(self, chunk: bytes) -> None:
-        self._received += len(chunk)
-        if self._received <= self.max_body:
-            self._chunks.append(chunk)
-        else:
-            self._chunks = []
+        self.body.add(chunk)
 
-    def _refuse(self, status: int, message: str) -> None:
-        self.set_status(status)
-        self.finish({"error": message})
+    def _refuse(self, exc: JsonError) -> None:
+        self.set_status(exc.status)
+        self.finish({"error": exc.message})
 
     def _hand_over(self, *args: Any) -> None:
-        if self._received > self.max_body:
-            self._refuse(413, f"request body larger than {self.max_body} bytes "
-                              "(HTTP_MAX_FORM_BODY)")
+        try:
+            self.request.body = self.body.bytes()
+        except JsonError as exc:
+            self._refuse(exc)
             return
-        self.request.body = b"".join(self._chunks)
         self.fallback(self.request)  # WSGIContainer: answers on the connection itself
         self._finished = True
         self.on_finish()

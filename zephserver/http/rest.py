@@ -58,15 +58,39 @@ def authenticate_request(service: Any, handler: tornado.web.RequestHandler
     return user
 
 
-def refuse_declared_length(request: tornado.httputil.HTTPServerRequest, limit: int) -> None:
-    """JsonError 413 when the request says its body is longer than ``limit``."""
-    declared = request.headers.get("Content-Length", "0")
-    try:
-        too_long = int(declared) > limit
-    except ValueError:
-        raise JsonError(400, f"bad Content-Length {declared!r}") from None
-    if too_long:
-        raise JsonError(413, f"request body of {declared} bytes is larger than {limit}")
+class BoundedBody:
+    """A streamed request body kept up to ``limit`` bytes (for handlers decorated with
+    ``tornado.web.stream_request_body``): a declared length over it is refused before a
+    byte is read, a body that grows past it is dropped as it comes."""
+
+    def __init__(self, request: tornado.httputil.HTTPServerRequest, limit: int,
+                 setting: str) -> None:
+        """Raises JsonError 413 (400) when the request declares a longer (a bad) length."""
+        self.limit, self.setting = limit, setting
+        self._chunks: list[bytes] = []
+        self._received = 0
+        declared = request.headers.get("Content-Length", "0")
+        try:
+            too_long = int(declared) > limit
+        except ValueError:
+            raise JsonError(400, f"bad Content-Length {declared!r}") from None
+        if too_long:
+            raise JsonError(413, f"request body of {declared} bytes is larger than {limit} "
+                                 f"({setting})")
+
+    def add(self, chunk: bytes) -> None:
+        self._received += len(chunk)
+        if self._received <= self.limit:
+            self._chunks.append(chunk)
+        else:
+            self._chunks = []  # over the limit: kept no longer; ``bytes`` says 413
+
+    def bytes(self) -> bytes:
+        """Raises JsonError 413 when the body grew past the limit."""
+        if self._received > self.limit:
+            raise JsonError(413, f"request body larger than {self.limit} bytes "
+                                 f"({self.setting})")
+        return b"".join(self._chunks)
 
 
 class RequestIdMixin:
@@ -99,31 +123,22 @@ class JsonApiHandler(RequestIdMixin, tornado.web.RequestHandler):
         self.service = service
 
     async def prepare(self) -> None:
-        self._chunks: list[bytes] = []
-        self._received = 0
-        self.max_body = self.service.ctx.settings.HTTP_MAX_JSON_BODY
         try:
-            refuse_declared_length(self.request, self.max_body)
+            self.body = BoundedBody(self.request, self.service.ctx.settings.HTTP_MAX_JSON_BODY,
+                                    "HTTP_MAX_JSON_BODY")
             self.user = await self.blocking(authenticate_request, self.service, self)
         except JsonError as exc:
             self.fail(exc)
 
     def data_received(self, chunk: bytes) -> None:
-        self._received += len(chunk)
-        if self._received <= self.max_body:
-            self._chunks.append(chunk)
-        else:
-            self._chunks = []  # over the limit: kept no longer; json_body() says 413
+        self.body.add(chunk)
 
     async def blocking(self, fn: Any, *args: Any) -> Any:
         return await IOLoop.current().run_in_executor(self.service.api_executor, fn, *args)
 
     def json_body(self) -> dict:
-        if self._received > self.max_body:
-            raise JsonError(413, f"request body larger than {self.max_body} bytes "
-                                 "(HTTP_MAX_JSON_BODY)")
         try:
-            body = json.loads(b"".join(self._chunks) or b"null")
+            body = json.loads(self.body.bytes() or b"null")
         except ValueError:
             raise JsonError(400, "request body must be JSON") from None
         except RecursionError:

@@ -146,17 +146,11 @@ class TransactionalActor(Actor):
     def _hold_inbox(self, held: list) -> bool:
         """While writes fail: refuse the callers waiting in the inbox (-32003), keep the
         rest in ``held``; True if the inbox was closed meanwhile."""
-        error = RpcError(RpcCode.SERVICE_UNAVAILABLE, f"the database does not take writes "
-                         f"now ({self.write_problem}); retry later", {"retry_after": 5})
-        closed = False
-        for item in self._take_inbox():
-            if item is None:
-                closed = True
-            elif item[2] is None:
-                held.append(item)
-            elif not item[2].done():
-                item[2].set_exception(error)
-        return closed
+        items = self._take_inbox()
+        held += _refuse_callers([i for i in items if i is not None],
+                                f"the database does not take writes now "
+                                f"({self.write_problem})")
+        return None in items
 
     def close_inbox(self) -> None:
         super().close_inbox()
@@ -176,16 +170,8 @@ class TransactionalActor(Actor):
         now (-32003, with a retry hint); the rest (exits, timers: what happened) is kept
         and tried again after a backoff, so no exit status is dropped."""
         busy = "locked" in why or "busy" in why
-        error = RpcError(RpcCode.SERVICE_UNAVAILABLE,
-                         f"the database is {'busy' if busy else 'unavailable'} ({why}), "
-                         "retry later", {"retry_after": 5})
-        kept = []
-        for item in items:
-            future = item[2]
-            if future is None:
-                kept.append(item)
-            elif not future.done():
-                future.set_exception(error)
+        kept = _refuse_callers(items, f"the database is {'busy' if busy else 'unavailable'} "
+                                      f"({why})")
         self._retry_delay = min(BACKOFF_MAX, max(BACKOFF_FIRST, self._retry_delay * 2))
         if kept:
             log.warning("job manager: %d event(s) kept until the database answers; next "
@@ -226,3 +212,17 @@ class TransactionalActor(Actor):
             self._unpublished[job.pk] = job
         else:
             self.feed.send_update(job)
+
+
+def _refuse_callers(items: Any, why: str) -> list:
+    """Callers among ``items`` hear -32003 ``why`` (with a retry hint) now; the rest
+    (exits, timers: what happened) is returned, to be tried again."""
+    error = RpcError(RpcCode.SERVICE_UNAVAILABLE, f"{why}, retry later", {"retry_after": 5})
+    kept = []
+    for item in items:
+        future = item[2]
+        if future is None:
+            kept.append(item)
+        elif not future.done():
+            future.set_exception(error)
+    return kept

@@ -337,7 +337,10 @@ class JobManagerService(InteractiveApi, TransactionalActor, Service):
             return []
         self._needs_plan = False
         self._planned = time.monotonic()
-        self._check_space()
+        # Looked at here too, not only by the disk watch: work submitted just after the
+        # disk filled must not start on its last look (a statvfs is a microsecond).
+        if self.guard.check_space():
+            self._space_changed()
         if self.guard.low:  # new work waits for room on the disk, and says so
             self.waiting.set_reasons({w.id: self.guard.low for w in self.waiting.ordered})
             return []
@@ -483,10 +486,6 @@ class JobManagerService(InteractiveApi, TransactionalActor, Service):
         self.change(job, state, reason, exit_code=code)
 
     # -- the disk: room for new work, and each job's output cap ----------------------------
-
-    def _check_space(self) -> None:
-        if self.guard.check_space():
-            self._space_changed()
 
     def _space_changed(self) -> None:
         if self.guard.low:

@@ -246,10 +246,10 @@ class RouterService(Service):
                                   "the server is shutting down")
             else:
                 thread.name = f"{base_name}-{method}"
-                logs.request.fields = (conn.cid, request_id, method)
+                logs.for_request((conn.cid, request_id, method))
                 response = self._execute(conn, cls, method, params, request_id)
         finally:
-            logs.request.fields = None
+            logs.for_request(None)
             thread.name = base_name
             from django.db import close_old_connections
 

@@ -123,8 +123,9 @@ class Job(models.Model):
         return f"job {self.pk} {self.app} ({self.state})"
 
     def save(self, *args: Any, **kwargs: Any) -> None:
-        _note(self, None if self._state.adding else tuple(
-            f.attname for f in self._meta.concrete_fields if not f.primary_key))
+        if getattr(_journal, "writes", None) is not None:
+            _note(self, None if self._state.adding else tuple(
+                f.attname for f in self._meta.concrete_fields if not f.primary_key))
         super().save(*args, **kwargs)
 
     def persist(self, *names: str) -> None:
