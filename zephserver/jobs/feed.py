@@ -208,8 +208,12 @@ class Feed:
     def _stream_acked(self, m: dict) -> None:
         with self._lock:
             entry = self._outgoing.get(m["stream"])
-            if entry is not None:
-                entry[2] -= m["bytes"]
+            if entry is None:
+                return
+            was_full = entry[2] >= STREAM_WINDOW
+            entry[2] -= m["bytes"]
+        if was_full:  # the follower waits: resume at once, not at the tail's next retry
+            self.tail.ready_again(entry[0])
 
     def _stream_unfollowed(self, m: dict) -> None:
         with self._lock:

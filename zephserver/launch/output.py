@@ -133,6 +133,14 @@ class Tail:
             if not followers:
                 self._forget(follower.path)
 
+    def ready_again(self, follower: Follower) -> None:
+        """``follower``'s consumer has room again: feed it now, not at the next retry."""
+        with self._lock:
+            if follower.path not in self._followers:
+                return
+            self._dirty.add(follower.path)
+        self._wake()
+
     def finish(self, path: str) -> None:
         """The writer of ``path`` is gone: deliver the rest (a last line without a newline
         included) to every follower, call their ``done``, and stop following the file."""
