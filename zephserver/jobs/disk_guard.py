@@ -3,8 +3,8 @@ waits, with the reason in the queue, while free space is under DATA_DIR_MIN_FREE
 cap on each job's log (its app's ``max_output``, else JOB_MAX_OUTPUT): a job whose log
 passes it is stopped, and told so in its log and its record.
 
-A thread of its own (``DiskWatch``) looks at the logs every ``LOOK`` while jobs run and
-freezes (SIGSTOP) a job the moment its log passes its cap, so a job printing flat out
+A thread of its own (``DiskWatch``) looks at a log when it is written, at most every
+``LOOK``, and freezes (SIGSTOP) a job the moment its log passes its cap, so a job printing flat out
 passes it by at most what it writes in that time; the job manager then stops it
 politely (TERM, grace, KILL, the job continued so that it can handle TERM).
 """
@@ -13,11 +13,15 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from zephserver.launch.inotify import IN_MODIFY, PathWatch
+from zephserver.launch.wakeup import WakeableSelector
+
 LOOK = 0.02  # seconds between looks at the running jobs' logs
-IDLE_LOOK = 0.5  # seconds between looks at free space when no job runs
+IDLE_LOOK = 0.5  # seconds between looks at free space while no log is written
 MIB = 1024 * 1024
 log = logging.getLogger(__name__)
 
@@ -72,40 +76,62 @@ class DiskGuard:
 class DiskWatch(threading.Thread):
     """Looks at free space and at the running jobs' log sizes, off the job manager's
     thread: ``over(job, cap)`` once per job that passes its cap, ``space_changed()``
-    when DATA_DIR goes under or back over its watermark."""
+    when DATA_DIR goes under or back over its watermark.
+
+    It sleeps while no log is written (inotify wakes it), so quiet jobs cost nothing,
+    and looks at most every LOOK while some job prints."""
 
     def __init__(self, guard: DiskGuard, jobs: Callable[[], list[tuple[Any, Any]]],
                  over: Callable[[Any, int], None], space_changed: Callable[[], None]) -> None:
         super().__init__(name="zeph-disk-watch", daemon=True)
         self.guard, self.jobs, self.over, self.space_changed = guard, jobs, over, space_changed
-        self._wake = threading.Event()
+        self._watch = PathWatch(IN_MODIFY)
+        self._selector = WakeableSelector()
+        self._selector.register(self._watch.fd, "written")
         self._stopping = False
         self._told: set[int] = set()
 
     def poke(self) -> None:
-        """A job started: look now, and then often (any thread)."""
-        self._wake.set()
+        """A job started: watch its log now (any thread)."""
+        self._selector.wake()
 
     def stop(self) -> None:
         self._stopping = True
-        self._wake.set()
+        self._selector.wake()
 
     def run(self) -> None:
-        look = IDLE_LOOK
-        while True:
-            self._wake.wait(look)
-            self._wake.clear()
-            if self._stopping:
-                return
-            try:
-                if self.guard.check_space():
-                    self.space_changed()
-                jobs = self.jobs()
-                for job, limit in self.guard.over(jobs):
-                    if job.pk not in self._told:
-                        self._told.add(job.pk)
-                        self.over(job, limit)
-                self._told &= {job.pk for job, _ in jobs}
-                look = LOOK if jobs else IDLE_LOOK
-            except Exception:  # a look that fails must not end the watch
-                log.exception("disk watch: a look failed")
+        try:
+            while not self._stopping:
+                self._selector.select(IDLE_LOOK)
+                if self._stopping:
+                    return
+                try:
+                    written = self._look()
+                except Exception:  # a look that fails must not end the watch
+                    log.exception("disk watch: a look failed")
+                    written = False
+                if written:  # a job prints: the next look in LOOK, whatever it writes
+                    time.sleep(LOOK)
+        finally:
+            self._selector.close()
+            self._watch.close()
+
+    def _look(self) -> bool:
+        """One look; True if some log was written since the last one."""
+        if self.guard.check_space():
+            self.space_changed()
+        jobs = {job.log_path: (job, app) for job, app in self.jobs() if job.log_path}
+        for path in self._watch.paths() - jobs.keys():
+            self._watch.remove(path)
+        new = {path for path in jobs if path not in self._watch}
+        for path in new:
+            self._watch.add(path)
+        changed = self._watch.changed()
+        if changed is None:  # the kernel's queue overflowed: look at every log
+            changed = set(jobs)
+        for job, limit in self.guard.over(jobs[p] for p in (changed | new) & jobs.keys()):
+            if job.pk not in self._told:
+                self._told.add(job.pk)
+                self.over(job, limit)
+        self._told &= {job.pk for job, _ in jobs.values()}
+        return bool(changed)

@@ -8,20 +8,16 @@ simply not fed until it catches up: the file is the buffer, so nothing is lost, 
 is duplicated, and a slow consumer never slows the program or other followers.
 """
 
-import ctypes
 import logging
 import os
-import struct
 import threading
 from collections.abc import Callable
 
+from zephserver.launch.inotify import PathWatch
 from zephserver.launch.wakeup import WakeableSelector
 
 log = logging.getLogger(__name__)
 
-IN_MODIFY = 0x002
-IN_CLOSE_WRITE = 0x008
-EVENT = struct.Struct("iIII")
 RETRY = 0.02  # seconds between retries while some follower's consumer is behind
 
 
@@ -91,17 +87,11 @@ class Tail:
         self.chunk = chunk
         self._lock = threading.Lock()
         self._followers: dict[str, list[Follower]] = {}
-        self._wds: dict[str, int] = {}
-        self._paths_by_wd: dict[int, str] = {}
         self._dirty: set[str] = set()
         self._stopping = False
-        libc = ctypes.CDLL(None, use_errno=True)
-        self._libc = libc
-        self._ifd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-        if self._ifd < 0:  # pragma: no cover - inotify is always there on Linux
-            raise OSError(ctypes.get_errno(), "inotify_init1 failed")
+        self._watch = PathWatch()
         self._selector = WakeableSelector()
-        self._selector.register(self._ifd, "inotify")
+        self._selector.register(self._watch.fd, "inotify")
         self._thread = threading.Thread(target=self._run, name="zeph-output", daemon=True)
         self._thread.start()
 
@@ -111,15 +101,7 @@ class Tail:
         with self._lock:
             followers = self._followers.setdefault(follower.path, [])
             followers.append(follower)
-            if follower.path not in self._wds:
-                wd = self._libc.inotify_add_watch(self._ifd, os.fsencode(follower.path),
-                                                  IN_MODIFY | IN_CLOSE_WRITE)
-                if wd >= 0:
-                    self._wds[follower.path] = wd
-                    self._paths_by_wd[wd] = follower.path
-                else:
-                    log.warning("cannot watch %s: %s", follower.path,
-                                os.strerror(ctypes.get_errno()))
+            self._watch.add(follower.path)
             self._dirty.add(follower.path)  # deliver what is already there
         self._wake()
         return follower
@@ -158,7 +140,7 @@ class Tail:
         self._wake()
         self._thread.join(5)
         self._selector.close()
-        os.close(self._ifd)
+        self._watch.close()
 
     def counts(self) -> dict[str, int]:
         with self._lock:
@@ -170,10 +152,7 @@ class Tail:
     def _forget(self, path: str) -> None:
         self._followers.pop(path, None)
         self._dirty.discard(path)
-        wd = self._wds.pop(path, None)
-        if wd is not None:
-            self._paths_by_wd.pop(wd, None)
-            self._libc.inotify_rm_watch(self._ifd, wd)
+        self._watch.remove(path)
 
     def _wake(self) -> None:
         self._selector.wake()
@@ -199,18 +178,9 @@ class Tail:
                         self.unfollow(f)
 
     def _read_events(self) -> None:
-        try:
-            data = os.read(self._ifd, 65536)
-        except BlockingIOError:
-            return
-        pos = 0
         with self._lock:
-            while pos + EVENT.size <= len(data):
-                wd, _mask, _cookie, length = EVENT.unpack_from(data, pos)
-                pos += EVENT.size + length
-                path = self._paths_by_wd.get(wd)
-                if path is not None:
-                    self._dirty.add(path)
+            changed = self._watch.changed()
+            self._dirty |= set(self._followers) if changed is None else changed
 
     def _pump(self, f: Follower) -> bool:
         """Feed ``f`` what is new; True if it stopped because its consumer is behind."""
