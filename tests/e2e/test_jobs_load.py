@@ -14,14 +14,6 @@ from tests.support.web import Ws, run
 pytestmark = pytest.mark.e2e
 
 
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
 def zombies_of(pid: int) -> list[int]:
     with open(f"/proc/{pid}/task/{pid}/children") as f:
         children = [int(c) for c in f.read().split()]
@@ -102,7 +94,7 @@ def test_ten_thousand_short_jobs(workdir):
             ws = await connect(server)
             await submit_many(ws, 500)
             await drained(ws)
-            warm = rss_kib(pid)
+            warm = server.rss_mib()
             await submit_many(ws, 9500)
             await drained(ws)
             listing = (await ws.call("jobs.list", {"limit": 1}))["result"]
@@ -113,10 +105,10 @@ def test_ten_thousand_short_jobs(workdir):
         warm, listing, ok = run(scenario())
         assert listing["total"] == ok["total"] == 10_000
         poll_until(lambda: zombies_of(pid) == [], 10)
-        after = rss_kib(pid)
-        print(f"daemon RSS after the warm-up {warm / 1024:.1f} MiB, after 10,000 jobs "
-              f"{after / 1024:.1f} MiB")
-        assert after - warm < 12 * 1024, (warm, after)
+        after = server.rss_mib()
+        print(f"daemon RSS after the warm-up {warm:.1f} MiB, after 10,000 jobs "
+              f"{after:.1f} MiB")
+        assert after - warm < 12, (warm, after)
         server.cli("zephserver-stop")
     finally:
         server.close()

@@ -11,6 +11,31 @@ import time
 from urllib.parse import urlparse
 
 
+def handshake(sock: socket.socket, url: str, token: str) -> bytes:
+    """The WebSocket upgrade of ``url`` over a connected ``sock``; what followed it."""
+    u = urlparse(url)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall((f"GET {u.path} HTTP/1.1\r\nHost: {u.netloc}\r\n"
+                  f"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                  f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                  f"Authorization: Bearer {token}\r\n\r\n").encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(4096)
+    assert head.startswith(b"HTTP/1.1 101"), head[:100]
+    return head.split(b"\r\n\r\n", 1)[1]
+
+
+def send_text(sock: socket.socket, text: str) -> None:
+    """One masked text frame, as a client sends it."""
+    data, mask = text.encode(), os.urandom(4)
+    n = len(data)
+    head = bytes([0x81]) + (bytes([0x80 | n]) if n < 126 else
+                            bytes([0x80 | 126]) + struct.pack("!H", n) if n < 65536 else
+                            bytes([0x80 | 127]) + struct.pack("!Q", n))
+    sock.sendall(head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
+
+
 class RawConsole(threading.Thread):
     """A console client that costs next to nothing: a plain socket after the handshake.
     With ``count`` it walks the frame headers (lines received, bytes reported skipped);
@@ -27,16 +52,7 @@ class RawConsole(threading.Thread):
         self.go = threading.Event()
         if not paused:
             self.go.set()
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall((f"GET {u.path} HTTP/1.1\r\nHost: {u.netloc}\r\n"
-                           f"Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                           f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-                           f"Authorization: Bearer {token}\r\n\r\n").encode())
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += self.sock.recv(4096)
-        assert head.startswith(b"HTTP/1.1 101"), head[:100]
-        self.pending = head.split(b"\r\n\r\n", 1)[1]
+        self.pending = handshake(self.sock, attach, token)
         self.count = count
         self.lines = self.skipped = self.markers = 0
         self.first = self.last = 0.0

@@ -95,6 +95,14 @@ class DaemonProcess:
         assert self.proc is not None
         return self.proc.pid
 
+    def rss_mib(self) -> float:
+        """The daemon's resident memory now."""
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        raise AssertionError("no VmRSS")
+
     def cli(self, name: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
         return run_cli(name, "--settings", str(self.settings), *args, env=self.env,
                        timeout=timeout)
