@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 PROMETHEUS := /usr/bin/prometheus
 
-.PHONY: run test lint format bench docs clean
+.PHONY: run test test-heavy lint format bench docs clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ $(PROMETHEUS):
 test: $(STAMP) $(CHROMIUM) $(PROMETHEUS)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# The reliability suite at full size: 20,000 jobs, 1,000 idle WebSockets, 20,000 fuzzed
+# frames... (make test runs a reduced count of each).
+test-heavy: $(STAMP) $(CHROMIUM) $(PROMETHEUS)
+	ZEPH_HEAVY=1 $(BIN)/python -m pytest tests/reliability
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

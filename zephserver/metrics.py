@@ -52,6 +52,8 @@ AGENT_RESTARTS = Counter("zephserver_agent_restarts", "Agent processes restarted
 LOG_BYTES = Counter("zephserver_log_bytes_written", "Bytes written to logs: the daemon's "
                     "own (daemon) and the jobs' output, counted when a job ends (jobs).",
                     ["log"], registry=REGISTRY)
+MEMORY_TRIMS = Counter("zephserver_memory_trims", "Times freed memory was given back to the "
+                       "system after a burst of work ended (malloc_trim).", registry=REGISTRY)
 
 
 @dataclass(frozen=True)
@@ -154,12 +156,15 @@ PEER_UP = StateGauge("zephserver_cluster_peer_up", "1 if the peer is up, 0 if do
                      ("peer",))
 MESSAGES_BUFFERED = StateGauge("zephserver_cluster_messages_buffered", "Messages to a peer "
                                "not yet acknowledged.", ("peer",))
+MEMORY_TRIM_PENDING = StateGauge("zephserver_memory_trim_pending", "1 while a give-back of "
+                                 "freed memory waits for its interval.")
 MESSAGES_LOST = StateGauge("zephserver_cluster_messages_lost", "Messages to a peer given up "
                            "on (buffer full or too old), since the start.", ("peer",))
-EVENTS = (SPAWNS, JOB_EXITS, QUEUE_WAIT, SUBMIT_TO_RUNNING, AGENT_RESTARTS, LOG_BYTES)
+EVENTS = (SPAWNS, JOB_EXITS, QUEUE_WAIT, SUBMIT_TO_RUNNING, AGENT_RESTARTS, LOG_BYTES,
+          MEMORY_TRIMS)
 STATE_GAUGES = (JOBS, SESSIONS, AGENT_PROCESSES, QUEUE_LENGTH, WEBSOCKETS, TASK_POOL_BUSY,
                 TASK_POOL_QUEUED, SERVICE_STATE, SERVICE_RESTARTS, PEERS_UP, PEER_UP,
-                MESSAGES_BUFFERED, MESSAGES_LOST)
+                MESSAGES_BUFFERED, MESSAGES_LOST, MEMORY_TRIM_PENDING)
 
 
 def catalogue() -> list[tuple[str, str, str]]:

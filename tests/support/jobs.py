@@ -111,6 +111,13 @@ def proc_stat(pid: int | str) -> list[bytes] | None:
     return stat[stat.rindex(b")") + 2:].split()
 
 
+def zombies_of(pid: int) -> list[int]:
+    """The children of ``pid`` that died and were not reaped."""
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        children = [int(c) for c in f.read().split()]
+    return [c for c in children if (proc_stat(c) or [b""])[0] == b"Z"]
+
+
 def is_zombie_or_gone(pid: int) -> bool:
     fields = proc_stat(pid)
     return fields is None or fields[0] == b"Z"

@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 import tornado.websocket
 from tornado.ioloop import IOLoop
 
+from zephserver import memory
 from zephserver.errors import RpcCode, ServiceUnavailable
 from zephserver.task.base import UserInfo
 
@@ -142,6 +143,8 @@ class WsHandler(tornado.websocket.WebSocketHandler):
 
     def on_close(self) -> None:
         self.service.handlers.discard(self)
+        if not self.service.handlers:  # the last connection of a burst
+            memory.quiet()
         if self.conn is not None:
             with contextlib.suppress(Exception):
                 self.service.ctx.get("rooms").unregister(self.conn.cid)  # type: ignore

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from zephserver import memory
 from zephserver.infra.service import Service
 from zephserver.jobs.batches import TransactionalActor
 from zephserver.jobs.disk_guard import DiskGuard, DiskWatch
@@ -480,6 +481,8 @@ class JobManagerService(InteractiveApi, TransactionalActor, Service):
         self._finish(job, returncode, "", active.stop_by)
         self.tail.finish(job.log_path)
         self._needs_plan = True
+        if not self._active:  # a burst of jobs has ended
+            memory.quiet()
 
     def _finish(self, job: Any, code: int | None, when: str, stop_by: str = "") -> None:
         state, reason = ended(job, code, when, stop_by)

@@ -23,7 +23,7 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 from tornado.netutil import bind_sockets
 
-from zephserver import metrics
+from zephserver import memory, metrics
 from zephserver.infra.service import Service
 from zephserver.logs import CountingHandler
 
@@ -113,7 +113,8 @@ class OperationsService(Service):
         services = self.ctx.services()
         families = [
             metrics.SERVICE_STATE.family(((s["name"], s["state"]), 1) for s in services),
-            metrics.SERVICE_RESTARTS.family(((s["name"],), s["restarts"]) for s in services)]
+            metrics.SERVICE_RESTARTS.family(((s["name"],), s["restarts"]) for s in services),
+            metrics.MEMORY_TRIM_PENDING.family([((), memory.pending())])]
         cluster = self.ctx.cluster
         if cluster is not None and cluster.enabled:
             peers = cluster.status()["peers"]
