@@ -511,6 +511,32 @@ def _str_paths(value: Any, s: Settings) -> list[str]:
             if not isinstance(p, str) or not os.path.isabs(p) or not os.path.isdir(p)]
 
 
+def _access(value: Any, s: Settings) -> list[str]:
+    from zephserver.launch.access import parse_access
+
+    problems: list[str] = []
+    parse_access(value, "the rule", problems)
+    return problems
+
+
+def _url_rules(value: Any, s: Settings) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v for v in value):
+        return ["must be None or a list of URL prefixes or anchored regexps (^...)"]
+    problems = []
+    for rule in value:
+        if rule.startswith("^"):
+            try:
+                re.compile(rule)
+            except re.error as exc:
+                problems.append(f"{rule!r} is not a regular expression: {exc}")
+        elif not rule.startswith(("http://", "https://")):
+            problems.append(f"{rule!r} must start with http:// or https:// (or ^ for a "
+                            "regexp); file:// sources are AGENT_FILE_ROOTS'")
+    return problems
+
+
 def _resources(value: Any, s: Settings) -> list[str]:
     if not isinstance(value, dict) or set(value) - {"cores", "memory", "licenses"}:
         return ["must be a dict with cores, memory and licenses"]
@@ -634,6 +660,10 @@ SPEC: dict[str, Spec] = {
     "QUEUE_TICK": Spec(_number(0.01), "Time between safety scheduling passes (s)."),
     "AGENT_DIR": Spec(_data_dir, "Directory of agent processes; default DATA_DIR/agent."),
     "AGENT_FILE_ROOTS": Spec(_str_paths, "Directories file:// source URLs may point into."),
+    "AGENT_ALLOW": Spec(_access, "Who may create agent processes: {groups, users, staff}; "
+                        "None: every logged-in user."),
+    "AGENT_SOURCE_ALLOW": Spec(_url_rules, "URL prefixes or anchored regexps an http(s) "
+                               "source_url must match; None: any."),
     "AGENT_MAX_DOWNLOAD": Spec(_integer(1), "Largest source archive (bytes)."),
     "AGENT_MAX_UNPACKED": Spec(_integer(1), "Most bytes an archive may unpack to."),
     "AGENT_DOWNLOAD_TIMEOUT": Spec(_number(0.1), "Download stall timeout (s)."),

@@ -168,6 +168,12 @@ OUTPUT_MAX_PENDING = 8 * 1024 * 1024  # bytes a subscriber may have unsent befor
 # until deleted; they die with the daemon.
 AGENT_DIR = None  # DATA_DIR/agent: a directory per process (source, virtualenv, log)
 AGENT_FILE_ROOTS: list[str] = []  # directories file:// source URLs may point into
+# Who may create agent processes (they run commands of the user's own): staff only unless
+# opened, e.g. {"groups": ["deployers"], "staff": True}; None: every logged-in user.
+AGENT_ALLOW: dict | None = {"staff": True}
+# URL prefixes ("https://artifacts.example/") or anchored regexps ("^https://...$") an
+# http(s) source_url must match; None: any.
+AGENT_SOURCE_ALLOW: list[str] | None = None
 AGENT_MAX_DOWNLOAD = 100 * 1024 * 1024  # bytes of a source archive
 AGENT_MAX_UNPACKED = 1024 * 1024 * 1024  # bytes an archive may unpack to
 AGENT_DOWNLOAD_TIMEOUT = 30.0  # seconds without data before a download fails

@@ -60,7 +60,8 @@ def ui_server():
     # a fixed HTTP port: a restarted daemon must come back where the open page looks
     path = write_settings(work, APPS=ui_apps(low), PORT_ZEPH=low + 5,
                           DJANGO_SETTINGS_MODULE="tests.support.django_test_settings",
-                          RESOURCES={"cores": 4, "memory": 4096, "licenses": {}})
+                          RESOURCES={"cores": 4, "memory": 4096, "licenses": {}},
+                          AGENT_ALLOW=None)  # the agent for alice too, not staff only
     daemon = start_with_users(path, env)
     daemon.work, daemon.archives = work, archives
     yield daemon

@@ -59,7 +59,9 @@ def start_agent(work, archives, **settings):
     values = {"DJANGO_SETTINGS_MODULE": "tests.support.django_test_settings",
               "AGENT_FILE_ROOTS": [str(archives.root)], "AGENT_BACKOFF_INITIAL": 0.05,
               "AGENT_MIN_UPTIME": 5.0, "AGENT_GRACE": 2.0, "AGENT_CONSOLE_REPLAY": 5,
-              "AGENT_CONSOLE_MAX_PENDING": 2048, **settings}
+              "AGENT_CONSOLE_MAX_PENDING": 2048,
+              "AGENT_ALLOW": None,  # every logged-in user (the default is staff only)
+              **settings}
     path = write_settings(work, **values)
     return start_with_users(path, env)
 

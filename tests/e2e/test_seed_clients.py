@@ -120,7 +120,7 @@ def site():
     path = write_settings(work, APPS=apps, AGENT_FILE_ROOTS=[str(work / "files")],
                           DJANGO_SETTINGS_MODULE="tests.support.django_test_settings",
                           AGENT_BACKOFF_INITIAL=0.05, AGENT_GRACE=2.0,
-                          LEGACY_WS_PATH="/zephws")
+                          LEGACY_WS_PATH="/zephws", AGENT_ALLOW=None)
     daemon = start_with_users(path, env)
     daemon.work, daemon.files, daemon.escape_target = work, files, escape_target
     yield daemon
@@ -249,7 +249,7 @@ class Restartable:
         self.work = short_tmpdir("zk")
         path = write_settings(self.work, AGENT_FILE_ROOTS=[str(site.files.root)],
                               DJANGO_SETTINGS_MODULE="tests.support.django_test_settings",
-                              AGENT_BACKOFF_INITIAL=0.05)
+                              AGENT_BACKOFF_INITIAL=0.05, AGENT_ALLOW=None)
         self.daemon = start_with_users(path, child_env())
 
     def restart(self, kill: bool) -> None:

@@ -63,8 +63,8 @@ def site():
     path = write_settings(work, APPS=apps, AGENT_FILE_ROOTS=[str(work / "files")],
                           DJANGO_SETTINGS_MODULE="tests.support.django_test_settings",
                           LAUNCHER_ENDPOINT="/paraview", LEGACY_WS_PATH="/zephws",
-                          OPS_REQUIRE_TOKEN=True, RESOURCES={"cores": 4, "memory": 4096,
-                                                             "licenses": {}})
+                          OPS_REQUIRE_TOKEN=True, AGENT_ALLOW=None,
+                          RESOURCES={"cores": 4, "memory": 4096, "licenses": {}})
     daemon = start_with_users(path, child_env())
     daemon.files = files
     yield daemon

@@ -74,6 +74,7 @@ def test_hostile_archives_write_nothing_outside(figure):
     files = ArchiveServer(work / "files")
     daemon = start_with_users(write_settings(
         work, AGENT_FILE_ROOTS=[str(work / "files")], AGENT_MAX_UNPACKED=16 << 20,
+        AGENT_ALLOW=None,
         LOG_LEVEL="WARNING", DJANGO_SETTINGS_MODULE="tests.support.django_test_settings"),
         child_env())
     token = daemon.tokens["alice"]

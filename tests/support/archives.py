@@ -29,8 +29,8 @@ def make_tar(path: Path, files: dict[str, str]) -> Path:
 
 class ArchiveServer:
     """Serves files of a directory over HTTP; ``/stall/...`` sends headers and a little
-    data, then waits until released (a download that hangs). ``requests`` records the
-    path and headers of each GET."""
+    data, then waits until released (a download that hangs); ``/redirect/<url>``
+    answers 302 to <url>. ``requests`` records the path and headers of each GET."""
 
     def __init__(self, root: Path) -> None:
         self.release = threading.Event()
@@ -50,6 +50,12 @@ class ArchiveServer:
                     self.wfile.write(b"PK\x03\x04" + b"\0" * 1000)
                     self.wfile.flush()
                     release.wait(60)
+                    return
+                if self.path.startswith("/redirect/"):
+                    self.send_response(302)
+                    self.send_header("Location", self.path.removeprefix("/redirect/"))
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
                     return
                 super().do_GET()
 

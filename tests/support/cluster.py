@@ -17,7 +17,8 @@ def node_settings(work: Path, name: str, nodes: list[dict], database_url: str,
               "DJANGO_SETTINGS_MODULE": "tests.support.django_test_settings",
               "CLUSTER_SERVER_LIST": nodes, "CLUSTER_SECRET": secret,
               "CLUSTER_HEARTBEAT": 0.2, "CLUSTER_HEARTBEAT_TIMEOUT": 1.0,
-              "CLUSTER_RETRY": 0.2, "DATABASE_URL": database_url, **more}
+              "CLUSTER_RETRY": 0.2, "DATABASE_URL": database_url,
+              "AGENT_ALLOW": None, **more}
     return write_settings(work, f"{name}.py", **values)
 
 

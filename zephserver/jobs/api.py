@@ -156,10 +156,14 @@ class JobsApi:
                             self.node, params["method"], exc.message)
             raise
 
-    def app_for(self, name: Any) -> App:
+    def app_for(self, name: Any, user: UserInfo | None = None, field: str = "app") -> App:
+        """The app ``user`` asks to launch (None: of a job that exists): -32602 if there
+        is none, -32002 if they may not launch it."""
         app = self.apps.get(name) if isinstance(name, str) else None
         if app is None:
-            raise rpc_error(RpcCode.INVALID_PARAMS, f"unknown app {name!r}", "app")
+            raise rpc_error(RpcCode.INVALID_PARAMS, f"unknown app {name!r}", field)
+        if user is not None and not app.allows(user):
+            raise rpc_error(RpcCode.FORBIDDEN, f"you may not launch app {name!r}", field)
         return app
 
     def to_json(self, job: Any) -> dict:
@@ -199,7 +203,7 @@ class JobsApi:
                priority: Any, name: Any) -> Future:
         """Check and queue a job: a Future of its record (a burst of submits from many
         task threads then reaches the manager together, and is written in one commit)."""
-        app = self.app_for(app_name)
+        app = self.app_for(app_name, user)
         cleaned, needs = self._checked(app, params, resources)
         prio = self._priority(user, priority)
         if name is not None and (not isinstance(name, str) or len(name) > 200):

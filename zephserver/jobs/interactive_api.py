@@ -25,7 +25,7 @@ class InteractiveApi(JobsApi):
         """Ask for a session. The future resolves once it is ready (its view), at once
         if it may queue and has to wait (state QUEUED), or fails with -32003 (no
         resources, or it died or was not ready in time) or -32602 (bad request)."""
-        app = self.app_for(app_name)
+        app = self.app_for(app_name, user, "application")
         if app.session is None:
             raise rpc_error(RpcCode.INVALID_PARAMS, f"app {app.name!r} is not a session app "
                             f"(kind {app.kind})", "application")

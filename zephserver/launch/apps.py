@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from zephserver.launch.access import Access, allowed, parse_access
 from zephserver.launch.interactive import (
     SESSION_GENERATED,
     SESSION_KEYS,
@@ -152,6 +153,10 @@ class App:
     extra: Mapping[str, Any] = field(default_factory=dict)  # keys other modules add
     session: SessionOptions | None = None  # kind "session" only
     max_output: int | None = None  # bytes of log before the job is stopped (None: default)
+    allow: Access | None = None  # who may launch it (None: every logged-in user)
+
+    def allows(self, user: Any) -> bool:
+        return allowed(self.allow, user)
 
     def clean_params(self, given: Any) -> dict[str, Any]:
         """Declared params with defaults filled in; ParamError for anything else."""
@@ -205,7 +210,7 @@ class App:
 
 APP_KEYS = {"description", "kind", "argv", "cmd", "cwd", "env", "inherit_env", "vars",
             "params", "sanitize", "resources", "grace", "wall_time", "max_output", "parser",
-            "controls"}
+            "controls", "allow"}
 
 
 def parse_apps(apps: Any, extra_keys: frozenset[str] = frozenset()) -> dict[str, App]:
@@ -326,6 +331,7 @@ def _parse_app(name: str, spec: Any, problems: list[str],
 
     problems += check_parser_spec(parser)
     controls = _parse_controls(spec.get("controls", {}), problems)
+    allow = parse_access(spec.get("allow"), "allow", problems)
     extra = {k: spec[k] for k in extra_keys if k in spec}
     session = None
     if kind == "session":
@@ -333,7 +339,7 @@ def _parse_app(name: str, spec: Any, problems: list[str],
     return App(name, kind, tuple(argv), cwd, dict(env), tuple(inherit),
                {k: str(v) for k, v in vars_.items()}, params, resources, float(grace),
                None if wall is None else float(wall), parser, controls,
-               str(spec.get("description", "")), extra, session, max_output)
+               str(spec.get("description", "")), extra, session, max_output, allow)
 
 
 def _check_template(where: str, template: str, known: set[str], problems: list[str]) -> None:

@@ -9,6 +9,7 @@
 """
 
 import os
+import re
 import shutil
 import stat
 import tarfile
@@ -33,11 +34,18 @@ class Cancelled(Exception):
     pass
 
 
-def check_url(url: str, file_roots: list[str]) -> str | None:
-    """Why ``url`` may not be fetched, or None."""
+def check_url(url: str, file_roots: list[str], allow: list[str] | None = None) -> str | None:
+    """Why ``url`` may not be fetched, or None. ``allow``: the prefixes or anchored
+    regexps (``^...``) an http(s) URL must match (AGENT_SOURCE_ALLOW; None: any)."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme in ("http", "https"):
-        return None if parts.hostname else "source_url has no host"
+        if not parts.hostname:
+            return "source_url has no host"
+        if allow is not None and not any(
+                re.match(rule, url) if rule.startswith("^") else url.startswith(rule)
+                for rule in allow):
+            return f"source_url {url} is not allowed here (AGENT_SOURCE_ALLOW)"
+        return None
     if parts.scheme == "file":
         path = os.path.realpath(urllib.parse.unquote(parts.path))
         if any(os.path.commonpath([path, os.path.realpath(r)]) == os.path.realpath(r)
@@ -47,16 +55,32 @@ def check_url(url: str, file_roots: list[str]) -> str | None:
     return "source_url must be an http://, https:// or file:// URL"
 
 
+class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to a URL that ``allow`` admits, as the first one had to."""
+
+    def __init__(self, allow: list[str] | None) -> None:
+        self.allow = allow
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        why = check_url(newurl, [], self.allow)
+        if why:
+            raise SourceError("download failure", f"redirected: {why}")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
 def fetch(url: str, dest: str, max_bytes: int, timeout: float,
-          cancel: threading.Event, request_id: str | None = None) -> None:
+          cancel: threading.Event, request_id: str | None = None,
+          allow: list[str] | None = None) -> None:
     """Download ``url`` to the file ``dest``. SourceError("download failure", ...).
 
-    ``request_id`` goes out as ``X-Request-Id`` (smartmob's file servers log it)."""
+    ``request_id`` goes out as ``X-Request-Id`` (smartmob's file servers log it);
+    redirects are followed only where ``allow`` admits (AGENT_SOURCE_ALLOW)."""
     fail = "download failure"
     headers = {"X-Request-Id": request_id} if request_id else {}
+    opener = urllib.request.build_opener(_CheckedRedirects(allow))
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
-                                    timeout=timeout) as resp, open(dest, "wb") as out:
+        with opener.open(urllib.request.Request(url, headers=headers),
+                         timeout=timeout) as resp, open(dest, "wb") as out:
             length = resp.headers.get("Content-Length")
             if length and length.isdigit() and int(length) > max_bytes:
                 raise SourceError(fail, f"the archive is {int(length)} bytes, over the "

@@ -17,7 +17,6 @@ import dataclasses
 import logging
 import os
 import queue
-import re
 import shutil
 import signal
 import threading
@@ -31,12 +30,14 @@ from zephserver.backoff import BackoffPolicy, RestartTracker
 from zephserver.errors import RpcCode, RpcError, ServiceUnavailable
 from zephserver.infra.service import Service
 from zephserver.jobs.transition import now, transition
+from zephserver.launch.access import allowed, parse_access
 from zephserver.launch.apps import DEFAULT_INHERITED_ENV
 from zephserver.launch.consoles import Console, ConsoleGroup
 from zephserver.launch.output import Tail
 from zephserver.launch.preparation import make_venv, procfile_command
 from zephserver.launch.process import Reaper, SpawnError, describe_exit, signal_group, spawn
-from zephserver.launch.sources import Cancelled, SourceError, check_url, fetch, unpack
+from zephserver.launch.process_request import check_create_request
+from zephserver.launch.sources import Cancelled, SourceError, fetch, unpack
 from zephserver.launch.states import TERMINAL, JobState
 from zephserver.service.console_relay import ConsoleRelay
 from zephserver.task.base import UserInfo
@@ -48,8 +49,6 @@ LIFELINE_FD = 3
 # $1: the working directory, then the program's argv. The watcher blocks reading the
 # lifeline until the daemon is gone, then kills the group; the program does not get it.
 SHIM = ('cd "$1" || exit 126; shift; { read _ <&3; kill -KILL 0; } & exec "$@" 3<&-')
-NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
-ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 PREPARED = ".zeph-prepared"  # written once the source is unpacked and set up
 UNLIMITED = 10 ** 9
 PREP_WORKERS = 8  # sources fetched and set up at once
@@ -106,6 +105,7 @@ class AgentService(Actor, Service):
             self.relay = ConsoleRelay(self, self.cluster)
         self.dir = os.path.abspath(s.AGENT_DIR)
         self.file_roots = list(s.AGENT_FILE_ROOTS)
+        self.source_allow, self.allow = s.AGENT_SOURCE_ALLOW, parse_access(s.AGENT_ALLOW, "", [])
         self.max_download = s.AGENT_MAX_DOWNLOAD
         self.max_unpacked = s.AGENT_MAX_UNPACKED
         self.download_timeout = s.AGENT_DOWNLOAD_TIMEOUT
@@ -252,7 +252,7 @@ class AgentService(Actor, Service):
                 archive = os.path.join(job.job_dir, "source.archive")
                 self.post(self._phase, proc, "downloading", f"fetching {extra['source_url']}")
                 fetch(extra["source_url"], archive, self.max_download, self.download_timeout,
-                      proc.cancel, extra.get("request_id"))
+                      proc.cancel, extra.get("request_id"), self.source_allow)
                 self._check_cancel(proc)
                 self.post(self._phase, proc, "unpacking", "unpacking the source archive")
                 unpack(archive, source, self.max_unpacked)
@@ -392,7 +392,10 @@ class AgentService(Actor, Service):
     def create(self, user: UserInfo, body: Any, request_id: str | None = None) -> dict:
         """``request_id``: the creating request's X-Request-Id, logged with the process
         and sent with its source download."""
-        fields = self._check_create(body)
+        if not allowed(self.allow, user):
+            raise _rpc(RpcCode.FORBIDDEN, f"{user.username} may not create agent processes "
+                       "(AGENT_ALLOW)")
+        fields = check_create_request(body, self.file_roots, self.source_allow)
         slug = f"{fields['app']}.{fields['node']}"
         elsewhere = self._elsewhere(slug, user, own=True)
         if elsewhere:
@@ -421,44 +424,6 @@ class AgentService(Actor, Service):
     def _serve_delete(self, params: dict) -> dict:  # a cluster worker thread
         self.delete(UserInfo(**params["user"]), params["slug"])
         return {}
-
-    def _check_create(self, body: Any) -> dict:
-        if not isinstance(body, dict):
-            raise _rpc(RpcCode.INVALID_PARAMS, "the body must be a JSON object")
-        for key in ("app", "node", "process_type", "source_url"):
-            if key not in body:
-                raise _rpc(RpcCode.INVALID_PARAMS, f"missing field {key!r}", key)
-            if not isinstance(body[key], str):
-                raise _rpc(RpcCode.INVALID_PARAMS, f"{key!r} must be a string", key)
-        for key in ("app", "node"):
-            if not NAME.fullmatch(body[key]):
-                raise _rpc(RpcCode.INVALID_PARAMS, f"{key!r} must be 1-64 letters, digits, "
-                           "'_', '.', '-'", key)
-        if not re.fullmatch(r"[A-Za-z0-9_-]+", body["process_type"]):
-            raise _rpc(RpcCode.INVALID_PARAMS, "'process_type' must be a Procfile name",
-                       "process_type")
-        why = check_url(body["source_url"], self.file_roots)
-        if why:
-            raise _rpc(RpcCode.INVALID_PARAMS, why, "source_url")
-        env = body.get("env", {})
-        if env is None:
-            env = {}
-        if not isinstance(env, dict) or not all(
-                isinstance(k, str) and ENV_NAME.fullmatch(k) and isinstance(v, str)
-                and "\0" not in v for k, v in env.items()):
-            raise _rpc(RpcCode.INVALID_PARAMS, "'env' must map variable names to strings",
-                       "env")
-        max_restarts = body.get("max_restarts")
-        if max_restarts is not None and (isinstance(max_restarts, bool) or not isinstance(
-                max_restarts, int) or max_restarts < 1):
-            raise _rpc(RpcCode.INVALID_PARAMS, "'max_restarts' must be an integer >= 1",
-                       "max_restarts")
-        unknown = sorted(set(body) - {"app", "node", "process_type", "source_url", "env",
-                                      "max_restarts"})
-        if unknown:
-            raise _rpc(RpcCode.INVALID_PARAMS, f"unknown field {unknown[0]!r}", unknown[0])
-        return {"app": body["app"], "node": body["node"], "process_type": body["process_type"],
-                "source_url": body["source_url"], "env": env, "max_restarts": max_restarts}
 
     def _create(self, user: UserInfo, f: dict, request_id: str | None) -> dict:
         from django.contrib.auth import get_user_model

@@ -134,8 +134,9 @@ class SessionManagerService(Service):
     def _as_info(user: object) -> UserInfo:
         if not getattr(user, "is_authenticated", False) or not getattr(user, "is_active", True):
             return ANONYMOUS
+        groups = tuple(user.groups.values_list("name", flat=True))  # type: ignore
         return UserInfo(user.pk, user.get_username(), bool(user.is_staff),  # type: ignore
-                        bool(user.is_superuser))  # type: ignore[attr-defined]
+                        bool(user.is_superuser), groups)  # type: ignore[attr-defined]
 
     def _lookup_session(self, session_key: str) -> UserInfo:
         from django.contrib.auth import get_user

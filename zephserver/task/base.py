@@ -24,6 +24,10 @@ class UserInfo:
     username: str
     is_staff: bool = False
     is_superuser: bool = False
+    groups: tuple[str, ...] = ()  # Django group names (apps' and the agent's ``allow``)
+
+    def __post_init__(self) -> None:  # (a list when it crossed the cluster bus as JSON)
+        object.__setattr__(self, "groups", tuple(self.groups))
 
     @property
     def is_authenticated(self) -> bool:

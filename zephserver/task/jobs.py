@@ -30,7 +30,7 @@ class AppsListTask(_JobTask):
 
     def main(self) -> list[dict]:
         self.params()
-        return [app.describe() for app in self.jobs.apps.values()]
+        return [app.describe() for app in self.jobs.apps.values() if app.allows(self.user)]
 
 
 class JobsSubmitTask(_JobTask):

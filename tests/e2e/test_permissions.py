@@ -1,0 +1,139 @@
+"""Who may launch what: an app's ``allow`` (apps.list shows only what a user may launch;
+a refused launch is -32002 / 403 naming the app), the agent for staff unless AGENT_ALLOW
+opens it, and AGENT_SOURCE_ALLOW for where its archives may come from."""
+
+import shutil
+
+import pytest
+
+from tests.support.archives import ArchiveServer, make_zip
+from tests.support.daemon import child_env, short_tmpdir, write_settings
+from tests.support.jobs import kill_jobs_under
+from tests.support.sessions import free_port_range, rest
+from tests.support.web import Ws, django_shell, run, start_with_users
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+SH = "/bin/sh"
+GROUPS = """
+from django.contrib.auth.models import Group, User
+for group, names in [("simulation", ["alice"]), ("deployers", ["alice"])]:
+    g = Group.objects.create(name=group)
+    for name in names:
+        User.objects.get(username=name).groups.add(g)
+"""
+
+
+@pytest.fixture(scope="module")
+def site():
+    work = short_tmpdir("zq")
+    (work / "files" / "ok").mkdir(parents=True)
+    (work / "files" / "elsewhere").mkdir()
+    for folder in ("ok", "elsewhere"):
+        make_zip(work / "files" / folder / "app.zip", {"Procfile": "web: exec sleep 600\n"})
+    files = ArchiveServer(work / "files")
+    low, high = free_port_range(2, 33000)
+    apps = {"open": {"argv": [SH, "-c", "exit 0"], "resources": {"cores": 0}},
+            "solver": {"argv": [SH, "-c", "exit 0"], "resources": {"cores": 0},
+                       "allow": {"groups": ["simulation"]}},
+            "viz": {"kind": "session", "argv": [SH, "-c", "echo ready; exec sleep 600"],
+                    "ready_line": "ready", "grace": 1, "port_range": [low, high],
+                    "resources": {"cores": 0}, "allow": {"users": ["alice"]}}}
+    settings = write_settings(work, APPS=apps, AGENT_FILE_ROOTS=[str(work / "files")],
+                              AGENT_ALLOW={"groups": ["deployers"], "staff": True},
+                              AGENT_SOURCE_ALLOW=[f"{files.url}/ok/",
+                                                  f"^{files.url}/redirect/.*$"],
+                              LAUNCHER_ENDPOINT="/paraview",
+                              DJANGO_SETTINGS_MODULE="tests.support.django_test_settings")
+    env = child_env()
+    daemon = start_with_users(settings, env)
+    django_shell(settings, GROUPS, env)  # before any request: logins cache their groups
+    daemon.files = files
+    yield daemon
+    daemon.cli("zephserver-stop")
+    daemon.close()
+    files.close()
+    kill_jobs_under(work)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def calls(site, who: str, *requests: tuple[str, dict]) -> list[dict]:
+    async def scenario():
+        ws = await Ws.connect(site.url, token=site.tokens[who])
+        try:
+            return [await ws.call(method, params) for method, params in requests]
+        finally:
+            await ws.aclose()
+    return run(scenario())
+
+
+def test_apps_list_and_submit_follow_allow(site):
+    listed, submitted = calls(site, "alice", ("apps.list", {}),
+                              ("jobs.submit", {"app": "solver"}))
+    assert {a["name"] for a in listed["result"]} == {"open", "solver", "viz"}
+    assert "result" in submitted, submitted
+    listed, refused, fine = calls(site, "bob", ("apps.list", {}),
+                                  ("jobs.submit", {"app": "solver"}),
+                                  ("jobs.submit", {"app": "open"}))
+    assert {a["name"] for a in listed["result"]} == {"open"}
+    assert refused["error"]["code"] == -32002, refused
+    assert "solver" in refused["error"]["message"]
+    assert refused["error"]["data"]["field"] == "app"
+    assert "result" in fine
+    listed, = calls(site, "boss", ("apps.list", {}))  # staff, but in neither rule
+    assert {a["name"] for a in listed["result"]} == {"open"}
+
+
+def test_a_session_app_refused_over_rest_and_websocket(site):
+    status, body, _ = rest("POST", site.url + "/paraview", site.tokens["bob"],
+                           {"application": "viz"})
+    assert status == 403, body
+    assert "viz" in body["error"]
+    answer, = calls(site, "bob", ("sessions.start", {"application": "viz"}))
+    assert answer["error"]["code"] == -32002, answer
+    status, body, _ = rest("POST", site.url + "/paraview", site.tokens["alice"],
+                           {"application": "viz"})
+    assert status == 200, body
+    assert rest("DELETE", f"{site.url}/paraview/{body['id']}", site.tokens["alice"])[0] == 200
+
+
+def create(site, who: str, url: str, app: str) -> tuple[int, dict]:
+    status, doc, _ = rest("POST", site.url + "/agent/create-process", site.tokens[who],
+                          {"app": app, "node": "web", "process_type": "web",
+                           "source_url": url})
+    return status, doc
+
+
+def test_the_agent_is_for_its_allowed_users_only(site):
+    url = f"{site.files.url}/ok/app.zip"
+    status, doc = create(site, "bob", url, "bobs")  # not staff, not a deployer
+    assert status == 403, doc
+    assert "AGENT_ALLOW" in doc["error"]
+    assert create(site, "alice", url, "alices")[0] == 201  # a deployer
+    assert create(site, "boss", url, "boss")[0] == 201  # staff
+    for who, slug in (("alice", "alices.web"), ("boss", "boss.web")):
+        assert rest("DELETE", f"{site.url}/agent/delete-process/{slug}",
+                    site.tokens[who])[0] == 200
+
+
+def test_sources_come_only_from_where_agent_source_allow_says(site):
+    status, doc = create(site, "alice", f"{site.files.url}/elsewhere/app.zip", "far")
+    assert status == 400, doc
+    assert doc["field"] == "source_url"
+    assert "AGENT_SOURCE_ALLOW" in doc["error"]
+    # an allowed URL that redirects elsewhere: the download is refused, not followed
+    status, doc = create(site, "alice", f"{site.files.url}/redirect/{site.files.url}"
+                         "/elsewhere/app.zip", "bounce")
+    assert status == 201, doc
+
+    from tests.support.poll import poll_until
+
+    def ended():
+        _, got, _ = rest("GET", f"{site.url}/agent/process-status/bounce.web",
+                         site.tokens["alice"])
+        return got if got["state"] == "download failure" else None
+
+    failed = poll_until(ended, 20, what="the redirect refused")
+    assert "redirected" in failed["state_reason"]
+    assert "AGENT_SOURCE_ALLOW" in failed["state_reason"]
+    assert not any(path.startswith("/elsewhere/") for path, _ in site.files.requests)
