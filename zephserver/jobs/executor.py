@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from zephserver.launch import shim
+from zephserver.launch.cgroups import Cgroups
 from zephserver.launch.process import (
     Reaper,
     Spawned,
@@ -70,6 +71,10 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
+def _key(job: Any) -> str:
+    return f"job-{job.pk}"
+
+
 class LocalExecutor:
     """This node: each job under the ``/bin/sh`` shim (``launch.shim``), in a session of
     its own, its output straight to its log, so it outlives the daemon and its exit
@@ -77,14 +82,17 @@ class LocalExecutor:
 
     name = "local"
 
-    def __init__(self, roots: list[str] | None = None) -> None:
+    def __init__(self, roots: list[str] | None = None, cgroups: Cgroups | None = None) -> None:
         self.boot = boot_id()
         self.roots = roots or []
+        self.cgroups = cgroups  # None: a job's tree is its process group
         self.reaper = Reaper()
         self._programs: dict[tuple[str, str], tuple[str, float]] = {}
 
     def close(self) -> None:
         self.reaper.close()  # jobs keep running: a restarted daemon re-adopts them
+        if self.cgroups is not None:
+            self.cgroups.close()
 
     # -- starting -------------------------------------------------------------------------
 
@@ -98,7 +106,8 @@ class LocalExecutor:
     def _spawn(self, job: Any, env: dict[str, str]) -> Spawned | SpawnError:
         try:
             self._check_launchable(job.argv[0], job.cwd, env, job.job_dir)
-            return spawn(shim.wrap(job.argv, job.job_dir, job.cwd), None, env,
+            procs = self.cgroups.prepare(_key(job)) if self.cgroups else ""
+            return spawn(shim.wrap(job.argv, job.job_dir, job.cwd, procs), None, env,
                          job.log_path, read_start_time=False)
         except SpawnError as exc:
             return exc
@@ -149,13 +158,33 @@ class LocalExecutor:
     # -- running --------------------------------------------------------------------------
 
     def watch(self, job: Any, on_exit: OnExit, handle: Any = None) -> None:
-        self.reaper.watch(job.pid, lambda _pid, code: on_exit(code), handle)
+        cgroups, key = self.cgroups, _key(job)
+
+        def exited(_pid: int, code: int | None) -> None:
+            if cgroups is not None:  # what it left behind dies with it
+                cgroups.finish(key)
+            on_exit(code)
+        self.reaper.watch(job.pid, exited, handle)
 
     def stop(self, job: Any, grace: float) -> None:
-        self.reaper.stop_process(job.pid, grace)
+        self.reaper.stop_process(job.pid, grace, lambda pid, sig: self._send(job, sig))
 
     def signal(self, job: Any, sig: int) -> None:
-        signal_group(job.pid, sig)
+        self._send(job, sig)
+
+    def _send(self, job: Any, sig: int) -> bool:
+        """``sig`` to the job's whole tree: its process group and its cgroup."""
+        sent = signal_group(job.pid, sig)
+        if self.cgroups is not None:
+            sent = self.cgroups.signal(_key(job), sig) or sent
+        return sent
+
+    def sweep(self, running: list[Any]) -> None:
+        """At start, once running jobs are re-adopted: the cgroups of every other job go,
+        and what is left in them is killed (a job that ended while the daemon was down
+        takes its leftovers with it)."""
+        if self.cgroups is not None:
+            self.cgroups.sweep({_key(job) for job in running})
 
     def program_started(self, job: Any) -> bool:
         return shim.program_started(job.pid, job.job_dir)

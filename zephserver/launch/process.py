@@ -153,7 +153,8 @@ class Reaper:
         self._lock = threading.Lock()
         self._pending: list[tuple[int, ExitCallback, subprocess.Popen | None]] = []
         self._watched: dict[int, tuple[int, ExitCallback, subprocess.Popen | None]] = {}
-        self._deadlines: list[tuple[float, int]] = []  # (when, pid): SIGKILL the group then
+        self._deadlines: list[tuple[float, int]] = []  # (when, pid): SIGKILL the tree then
+        self._senders: dict[int, Callable[[int, int], bool]] = {}  # how to reach a tree
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="zeph-reaper", daemon=True)
         self._thread.start()
@@ -169,11 +170,14 @@ class Reaper:
             self._pending.append((pid, callback, popen))
         self._wake()
 
-    def stop_process(self, pid: int, grace: float) -> None:
-        """SIGTERM the process group of ``pid`` now and SIGKILL it after ``grace`` seconds
-        unless the leader has exited by then (the rest of the group is killed at its exit)."""
-        signal_group(pid, signal.SIGTERM)
+    def stop_process(self, pid: int, grace: float,
+                     send: Callable[[int, int], bool] = signal_group) -> None:
+        """SIGTERM the tree of ``pid`` now and SIGKILL it after ``grace`` seconds unless
+        the leader has exited by then (the rest is killed at its exit). ``send(pid, sig)``
+        reaches the tree: by default its process group."""
+        send(pid, signal.SIGTERM)
         with self._lock:
+            self._senders[pid] = send
             heapq.heappush(self._deadlines, (time.monotonic() + grace, pid))
         self._wake()
 
@@ -228,8 +232,9 @@ class Reaper:
             stopping = any(p == pid for _, p in self._deadlines)
             self._deadlines = [(w, p) for w, p in self._deadlines if p != pid]
             heapq.heapify(self._deadlines)
+            send = self._senders.pop(pid, signal_group)
         if stopping:
-            signal_group(pid, signal.SIGKILL)  # grandchildren left in the group go too
+            send(pid, signal.SIGKILL)  # grandchildren left in the tree go too
         try:
             callback(pid, returncode)
         except Exception:
@@ -247,9 +252,10 @@ class Reaper:
             due = []
             while self._deadlines and self._deadlines[0][0] <= now:
                 due.append(heapq.heappop(self._deadlines)[1])
-        for pid in due:
-            if signal_group(pid, signal.SIGKILL):
-                log.info("pid %d ignored SIGTERM; killed its process group", pid)
+            senders = [self._senders.get(pid, signal_group) for pid in due]
+        for pid, send in zip(due, senders, strict=True):
+            if send(pid, signal.SIGKILL):
+                log.info("pid %d ignored SIGTERM; killed its process tree", pid)
 
 
 

@@ -15,16 +15,19 @@ SHELL = "/bin/sh"
 PID_FILE = ".zeph-shim.pid"
 STATUS_FILE = ".zeph-exit.status"
 
-# $1: the pid file, $2: the status file, $3: the working directory, then the program's
-# argv. A program killed by signal N reports 128+N, as shells do.
-SCRIPT = ('cd "$3" || exit 126; echo $$ > "$1"; s="$2"; shift 3; trap : TERM INT HUP QUIT; '
-          '"$@"; rc=$?; echo $rc > "$s"; exit $rc')
+# $1: the pid file, $2: the status file, $3: the working directory, $4: the cgroup.procs
+# to enter first (launch.cgroups; "" for none), then the program's argv. A program killed
+# by signal N reports 128+N, as shells do.
+SCRIPT = ('cd "$3" || exit 126; if [ -n "$4" ]; then echo 0 > "$4" || { echo "[zephserver] '
+          'cannot enter the cgroup $4" >&2; exit 125; }; fi; echo $$ > "$1"; s="$2"; shift 4; '
+          'trap : TERM INT HUP QUIT; "$@"; rc=$?; echo $rc > "$s"; exit $rc')
 
 
-def wrap(argv: list[str], meta_dir: str, cwd: str) -> list[str]:
-    """The argv that runs ``argv`` in ``cwd`` under the shim, its files in ``meta_dir``."""
+def wrap(argv: list[str], meta_dir: str, cwd: str, cgroup_procs: str = "") -> list[str]:
+    """The argv that runs ``argv`` in ``cwd`` under the shim, its files in ``meta_dir``
+    (in the cgroup whose ``cgroup.procs`` is given)."""
     return [SHELL, "-c", SCRIPT, "zephserver-shim", os.path.join(meta_dir, PID_FILE),
-            os.path.join(meta_dir, STATUS_FILE), cwd, *argv]
+            os.path.join(meta_dir, STATUS_FILE), cwd, cgroup_procs, *argv]
 
 
 def read_int(path: str) -> int | None:

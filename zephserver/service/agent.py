@@ -32,6 +32,7 @@ from zephserver.infra.service import Service
 from zephserver.jobs.transition import now, transition
 from zephserver.launch.access import allowed, parse_access
 from zephserver.launch.apps import DEFAULT_INHERITED_ENV
+from zephserver.launch.cgroups import Cgroups
 from zephserver.launch.consoles import Console, ConsoleGroup
 from zephserver.launch.output import Tail
 from zephserver.launch.preparation import make_venv, procfile_command
@@ -53,6 +54,10 @@ PREPARED = ".zeph-prepared"  # written once the source is unpacked and set up
 UNLIMITED = 10 ** 9
 PREP_WORKERS = 8  # sources fetched and set up at once
 CONSOLE_MAX_LAG = 4 * 1024 * 1024  # unread log bytes after which consoles skip ahead
+
+
+def _key(proc: "Proc") -> str:
+    return f"process-{proc.job.pk}"
 
 
 def _rpc(code: RpcCode, message: str, field_name: str | None = None) -> RpcError:
@@ -123,6 +128,9 @@ class AgentService(Actor, Service):
         # The lifeline: children get the read end as fd 3; only we hold the write end.
         self._lifeline_r, self._lifeline_w = os.pipe()
         self.reaper = Reaper()
+        self.cgroups = Cgroups.detect(s.DATA_DIR, "agent")  # None: process groups only
+        if self.cgroups is not None:
+            self.cgroups.sweep(set())  # what a killed daemon's processes left behind
         self.tail = Tail(s.OUTPUT_CHUNK)
         # A few reused workers, not a thread per process: each new thread may get its own
         # malloc arena, and 100 processes would cost tens of MiB for nothing. Daemon
@@ -143,6 +151,8 @@ class AgentService(Actor, Service):
             for _ in range(PREP_WORKERS):
                 self._work.put(None)
             self.reaper.close()
+            if self.cgroups is not None:
+                self.cgroups.close()
             self.tail.close()
             os.close(self._lifeline_w)  # any child still there is killed by its watcher
             os.close(self._lifeline_r)
@@ -175,7 +185,7 @@ class AgentService(Actor, Service):
         for proc in procs:
             proc.cancel.set()
             if proc.pid is not None:
-                signal_group(proc.pid, signal.SIGTERM)
+                self._send(proc, proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + self.stop_grace
         while any(p.pid is not None for p in procs) and time.monotonic() < deadline:
             self.step(deadline - time.monotonic())  # exits arrive through the inbox
@@ -183,7 +193,7 @@ class AgentService(Actor, Service):
             if proc.pid is not None:
                 log.warning("process %s (pid %d) ignored SIGTERM; killed", proc.slug, proc.pid,
                             extra={"job": proc.job.pk})
-                signal_group(proc.pid, signal.SIGKILL)
+                self._send(proc, proc.pid, signal.SIGKILL)
         for proc in self._procs.values():
             job = proc.job
             if job.state == J.RUNNING:
@@ -323,6 +333,8 @@ class AgentService(Actor, Service):
         self._set(proc, J.STARTING, "starting", "starting")
         argv = ["/bin/sh", "-c", SHIM, "zephserver-agent", proc.cwd,
                 "/bin/sh", "-c", proc.command]
+        if self.cgroups is not None:
+            argv = self.cgroups.enter(_key(proc), argv)
         try:
             spawned = spawn(argv, None, proc.env, job.log_path, {LIFELINE_FD: self._lifeline_r})
         except SpawnError as exc:
@@ -335,11 +347,20 @@ class AgentService(Actor, Service):
         pid = spawned.pid
         self.reaper.watch(pid, lambda _pid, code: self.post(self._exited, proc, pid, code))
 
+    def _send(self, proc: Proc, pid: int, sig: int) -> bool:
+        """``sig`` to the process's whole tree: its group and its cgroup."""
+        sent = signal_group(pid, sig)
+        if self.cgroups is not None:
+            sent = self.cgroups.signal(_key(proc), sig) or sent
+        return sent
+
     def _exited(self, proc: Proc, pid: int, code: int | None) -> None:
         if proc.pid != pid:
             return
         proc.pid = None
         signal_group(pid, signal.SIGKILL)  # its watcher and anything it left behind
+        if self.cgroups is not None:
+            self.cgroups.finish(_key(proc))
         if proc.deleted:
             proc.job.exit_code = code
             self._finalize(proc)
@@ -504,7 +525,8 @@ class AgentService(Actor, Service):
                  extra={"job": proc.job.pk})
         if proc.pid is not None:
             self._ending[proc.job.pk] = proc
-            self.reaper.stop_process(proc.pid, self.grace)
+            self.reaper.stop_process(proc.pid, self.grace,
+                                     lambda pid, sig: self._send(proc, pid, sig))
         elif proc.preparing:
             self._ending[proc.job.pk] = proc  # finalized when the worker notices
         else:

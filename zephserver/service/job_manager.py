@@ -35,6 +35,7 @@ from zephserver.jobs.progress import progress_follower
 from zephserver.jobs.transition import ended, now, transition
 from zephserver.jobs.waiting import WaitingQueue, entry_for
 from zephserver.launch.apps import App, parse_all_apps
+from zephserver.launch.cgroups import Cgroups
 from zephserver.launch.output import Tail
 from zephserver.launch.process import SpawnError
 from zephserver.launch.scheduler import Demand, Running, Waiting
@@ -97,7 +98,7 @@ class JobManagerService(InteractiveApi, TransactionalActor, Service):
         self.scheduler = self.ctx.get("queue")
         self.rooms = self.ctx.get("rooms")
         os.makedirs(self.jobs_dir, exist_ok=True)
-        self.local = LocalExecutor()
+        self.local = LocalExecutor(cgroups=Cgroups.detect(self.data_dir, "jobs"))
         # Who runs each job's process; one per kind of place (a Slurm executor, the
         # cluster's other nodes join here), chosen per job by ``executor_for``.
         self.executors: dict[str, Executor] = {"local": self.local}
@@ -289,6 +290,8 @@ class JobManagerService(InteractiveApi, TransactionalActor, Service):
             self.waiting.add(Waiting(pk, owner, Demand.of(resources), priority, seq,
                                      (queued_at or created).timestamp()), state == J.HELD)
         self.interactive.loaded()
+        self.local.sweep([a.job for a in self._active.values()
+                          if self._executor_name(a.job) == "local"])
         log.info("job manager: %d running job(s) re-adopted, %d waiting in the queue",
                  len(self._active), len(self.waiting))
 

@@ -1,0 +1,127 @@
+"""A stop reaches the whole tree: a descendant that left the process group (setsid) dies
+on cancel, on wall time, and when its job ends; the agent's delete does the same."""
+
+import os
+import shutil
+import uuid
+
+import pytest
+
+from tests.support.archives import ArchiveServer, make_zip
+from tests.support.daemon import child_env, short_tmpdir, write_settings
+from tests.support.jobs import TERMINAL, kill_jobs_under, submit, wait_job
+from tests.support.poll import poll_until
+from tests.support.sessions import rest
+from tests.support.web import Ws, run, start_with_users
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+SH = "/bin/sh"
+# A descendant in a session of its own (out of the job's process group), then the job.
+ESCAPE = 'setsid sleep "$$0" & echo escaped; exec sleep 300'
+FINISH = 'setsid sleep "$$0" & echo escaped; sleep 0.5'
+
+
+def pids_of(marker: str) -> list[int]:
+    """Processes running ``sleep <marker>``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if f.read().split(b"\0")[:2] == [b"sleep", marker.encode()]:
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+def marker() -> str:
+    return f"{3000 + uuid.uuid4().int % 1000}.{uuid.uuid4().int % 10**6}"
+
+
+@pytest.fixture(scope="module")
+def site():
+    work = short_tmpdir("zt")
+    (work / "files").mkdir()
+    files = ArchiveServer(work / "files")
+    apps = {"escape": {"argv": [SH, "-c", ESCAPE, "$mark"], "grace": 1,
+                       "params": {"mark": {"type": "str", "regexp": r"^[0-9.]+$"}},
+                       "resources": {"cores": 0}},
+            "walltime": {"argv": [SH, "-c", ESCAPE, "$mark"], "grace": 1, "wall_time": 1,
+                         "params": {"mark": {"type": "str", "regexp": r"^[0-9.]+$"}},
+                         "resources": {"cores": 0}},
+            "finish": {"argv": [SH, "-c", FINISH, "$mark"], "grace": 1,
+                       "params": {"mark": {"type": "str", "regexp": r"^[0-9.]+$"}},
+                       "resources": {"cores": 0}}}
+    daemon = start_with_users(write_settings(
+        work, APPS=apps, AGENT_FILE_ROOTS=[str(work / "files")], AGENT_ALLOW=None,
+        AGENT_GRACE=1.0, DJANGO_SETTINGS_MODULE="tests.support.django_test_settings"),
+        child_env())
+    daemon.files, daemon.work = files, work
+    yield daemon
+    daemon.cli("zephserver-stop")
+    daemon.close()
+    files.close()
+    kill_jobs_under(work)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def started_escapee(ws, app: str):
+    mark = marker()
+
+    async def go():
+        job = await submit(ws, app, mark=mark)
+        await wait_job(ws, job["id"], {"RUNNING", *TERMINAL})
+        return job
+    return mark, go()
+
+
+@pytest.mark.parametrize(("app", "how", "end"), [("escape", "cancel", "CANCELLED"),
+                                           ("walltime", "wall time", "TIMED_OUT"),
+                                           ("finish", "its own end", "SUCCEEDED")])
+def test_an_escaped_descendant_dies_with_its_job(site, app, how, end):
+    mark = marker()
+
+    async def scenario():
+        ws = await Ws.connect(site.url, token=site.tokens["alice"])
+        try:
+            job = await submit(ws, app, mark=mark)
+            await wait_job(ws, job["id"], {"RUNNING", *TERMINAL})
+            await poll_async(lambda: pids_of(mark), 10)
+            escaped = pids_of(mark)
+            if how == "cancel":
+                assert "result" in await ws.call("jobs.cancel", {"id": job["id"]})
+            done = await wait_job(ws, job["id"], TERMINAL, 20)
+            return escaped, done
+        finally:
+            await ws.aclose()
+
+    escaped, done = run(scenario())
+    assert done["state"] == end, done
+    assert escaped  # it was running, out of the job's process group
+    poll_until(lambda: not pids_of(mark), 10, what=f"the escapee killed at {how}")
+
+
+async def poll_async(condition, timeout: float) -> None:
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "not reached in time"
+        await asyncio.sleep(0.02)
+
+
+def test_an_agent_process_escapee_dies_on_delete(site):
+    mark = marker()
+    make_zip(site.work / "files" / f"{mark}.zip",
+             {"Procfile": f"web: setsid sleep {mark} & exec sleep 300\n"})
+    token = site.tokens["alice"]
+    status, doc, _ = rest("POST", site.url + "/agent/create-process", token,
+                          {"app": "esc", "node": "web", "process_type": "web",
+                           "source_url": f"{site.files.url}/{mark}.zip"})
+    assert status == 201, doc
+    poll_until(lambda: pids_of(mark), 20, what="the agent process and its escapee")
+    assert rest("DELETE", doc["delete"], token)[0] == 200
+    poll_until(lambda: not pids_of(mark), 10, what="the escapee killed at delete")

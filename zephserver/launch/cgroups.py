@@ -1,0 +1,143 @@
+"""A cgroup per launched process tree, so that a stop reaches every descendant, even one
+that left the process group (``setsid``), as systemd's ``KillMode=control-group`` does.
+
+Where the kernel offers cgroup v2 with ``cgroup.kill`` (5.14+) and the daemon may write
+below its own cgroup, each job or agent process gets ``<own cgroup>/zephserver-<digest
+of DATA_DIR>/<kind>/<key>``: the program's first act (a line of /bin/sh before it execs
+the command) is to enter it, so nothing it starts can be outside. A stop sends SIGTERM
+to every member and, after the grace, kills the whole group at once; when the tree's
+leader ends, what it left behind is killed and the group removed. Elsewhere
+(``Cgroups.detect`` returns None) the process group is all there is, as before.
+"""
+
+import contextlib
+import hashlib
+import logging
+import os
+import signal
+
+log = logging.getLogger(__name__)
+
+SHELL = "/bin/sh"
+# $0: the cgroup's cgroup.procs; then the command. Entering fails loudly, never silently.
+ENTER = ('echo 0 > "$0" || { echo "[zephserver] cannot enter the cgroup $0" >&2; exit 125; }; '
+         'exec "$@"')
+
+
+def _cgroup2_mount() -> str | None:
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-")
+            if fields[sep + 1] == "cgroup2":
+                return fields[4]
+    return None
+
+
+def _own_cgroup() -> str | None:
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            hierarchy, _, path = line.rstrip("\n").split(":", 2)
+            if hierarchy == "0":
+                return path
+    return None
+
+
+class Cgroups:
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+    @classmethod
+    def detect(cls, data_dir: str, kind: str) -> "Cgroups | None":
+        """Per-tree cgroups under ``<own cgroup>/zephserver-<DATA_DIR's digest>/<kind>``
+        ("jobs", "agent": one daemon per DATA_DIR, so no other daemon's groups are ever
+        touched), or None (the reason logged) where the kernel or the daemon's rights do
+        not allow them."""
+        try:
+            mount, own = _cgroup2_mount(), _own_cgroup()
+            if mount is None or own is None:
+                raise OSError("no cgroup v2 hierarchy")
+            digest = hashlib.sha1(os.path.realpath(data_dir).encode()).hexdigest()[:12]
+            base = os.path.join(mount, own.lstrip("/"), f"zephserver-{digest}", kind)
+            os.makedirs(base, exist_ok=True)
+            if not os.path.exists(os.path.join(base, "cgroup.kill")):
+                raise OSError("the kernel has no cgroup.kill (Linux 5.14+)")
+            probe = os.path.join(base, ".probe")
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(probe)
+            os.rmdir(probe)
+        except OSError as exc:
+            log.info("%s: a stop reaches the process group only (no cgroups: %s)", kind,
+                     getattr(exc, "strerror", None) or exc)
+            return None
+        log.info("%s: a stop reaches every descendant (cgroups under %s)", kind, base)
+        return cls(base)
+
+    @property
+    def method(self) -> str:
+        return f"cgroup ({self.base})"
+
+    def path(self, key: str) -> str:
+        return os.path.join(self.base, key)
+
+    def prepare(self, key: str) -> str:
+        """Make ``key``'s group (again, if a restart left it); its cgroup.procs."""
+        os.makedirs(self.path(key), exist_ok=True)
+        return os.path.join(self.path(key), "cgroup.procs")
+
+    def enter(self, key: str, argv: list[str]) -> list[str]:
+        """``argv``, started inside ``key``'s group."""
+        return [SHELL, "-c", ENTER, self.prepare(key), *argv]
+
+    def members(self, key: str) -> list[int]:
+        try:
+            with open(os.path.join(self.path(key), "cgroup.procs")) as f:
+                return [int(pid) for pid in f.read().split()]
+        except OSError:
+            return []
+
+    def signal(self, key: str, sig: int) -> bool:
+        """Send ``sig`` to every process of the group; False if it has none."""
+        if sig == signal.SIGKILL:
+            return self.kill(key)
+        sent = False
+        for pid in self.members(key):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+                sent = True
+        return sent
+
+    def kill(self, key: str) -> bool:
+        """SIGKILL every process of the group at once; False if it had none."""
+        had = bool(self.members(key))
+        with contextlib.suppress(OSError), open(os.path.join(self.path(key), "cgroup.kill"),
+                                                 "w") as f:
+            f.write("1")
+        return had
+
+    def finish(self, key: str) -> None:
+        """The tree's leader ended: kill what it left behind, remove the group (or leave
+        it for ``sweep`` while the killed are still being reaped)."""
+        if self.kill(key):
+            log.info("%s: killed the processes its leader left behind", key)
+        with contextlib.suppress(OSError):
+            os.rmdir(self.path(key))
+
+    def sweep(self, keep: set[str]) -> None:
+        """Remove every group but ``keep`` (at start: what a stopped daemon left), killing
+        what is still in it."""
+        try:
+            names = [n for n in os.listdir(self.base)
+                     if os.path.isdir(os.path.join(self.base, n))]
+        except OSError:
+            return
+        for name in names:
+            if name not in keep:
+                self.finish(name)
+
+    def close(self) -> None:
+        """The daemon stops: leave no empty directory behind (groups of jobs that keep
+        running stay, for the next start to re-adopt)."""
+        for path in (self.base, os.path.dirname(self.base)):
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
