@@ -25,9 +25,15 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s [%(threadName)s] %(name)s: %(message)s"
 _request = threading.local()
 
 
-def for_request(fields: tuple[str, Any, str] | None) -> None:
-    """The request this thread runs now, (conn, rpc_id, method); None once it is done."""
+def for_request(fields: tuple[str, Any, str] | None, origin: str | None = None) -> None:
+    """The request this thread runs now, (conn, rpc_id, method), and where it comes from
+    (an address and a connection, for the audit lines); None once it is done."""
     _request.fields = fields
+    _request.origin = origin
+
+
+def current_origin() -> str | None:
+    return getattr(_request, "origin", None)
 
 
 class ContextFilter(logging.Filter):

@@ -9,6 +9,7 @@ import pytest
 from tests.support.archives import ArchiveServer, make_zip
 from tests.support.daemon import child_env, short_tmpdir, write_settings
 from tests.support.jobs import kill_jobs_under
+from tests.support.poll import poll_until
 from tests.support.sessions import free_port_range, rest
 from tests.support.web import Ws, django_shell, run, start_with_users
 
@@ -126,8 +127,6 @@ def test_sources_come_only_from_where_agent_source_allow_says(site):
                          "/elsewhere/app.zip", "bounce")
     assert status == 201, doc
 
-    from tests.support.poll import poll_until
-
     def ended():
         _, got, _ = rest("GET", f"{site.url}/agent/process-status/bounce.web",
                          site.tokens["alice"])
@@ -137,3 +136,41 @@ def test_sources_come_only_from_where_agent_source_allow_says(site):
     assert "redirected" in failed["state_reason"]
     assert "AGENT_SOURCE_ALLOW" in failed["state_reason"]
     assert not any(path.startswith("/elsewhere/") for path, _ in site.files.requests)
+
+
+def test_every_act_leaves_one_audit_line(site):
+    """Launch, cancel, delete, token creation and revocation: who, what, from where."""
+    token = site.tokens["alice"]
+    job, refused, minted = calls(site, "alice", ("jobs.submit", {"app": "open"}),
+                                   ("jobs.cancel", {"id": 10**6}),  # refused: no line
+                                   ("tokens.create", {"name": "ci"}))
+    revoked, = calls(site, "alice", ("tokens.revoke", {"prefix": minted["result"]["prefix"]}))
+    assert "result" in revoked
+    assert refused["error"]["code"] == -32005
+    status, session, _ = rest("POST", site.url + "/paraview", token, {"application": "viz"})
+    assert status == 200
+    assert rest("DELETE", f"{site.url}/paraview/{session['id']}", token)[0] == 200
+    status, made = create(site, "alice", f"{site.files.url}/ok/app.zip", "audited")
+    assert status == 201
+    assert rest("DELETE", made["delete"], token)[0] == 200
+    job_id, prefix = job["result"]["id"], minted["result"]["prefix"]
+    expected = [f"audit: launch by alice: job {job_id} (app open) from 127.0.0.1 ws ",
+                f"audit: token create by alice: token {prefix} ('ci') from 127.0.0.1 ws ",
+                f"audit: token revoke by alice: token {prefix} and 0 made with it from "
+                "127.0.0.1 ws ",
+                f"audit: launch by alice: session {session['id']} (app viz) from 127.0.0.1 "
+                "POST /paraview",
+                f"audit: cancel by alice: job {session['id']} from 127.0.0.1 DELETE "
+                f"/paraview/{session['id']}",
+                f"audit: launch by alice: agent process audited.web (job {made['id']}) from "
+                f"{site.files.url}/ok/app.zip from 127.0.0.1 POST /agent/create-process",
+                "audit: delete by alice: agent process audited.web from 127.0.0.1 DELETE "
+                "/agent/delete-process/audited.web"]
+
+    def lines():
+        found = [line.split("zephserver.audit: ", 1)[1] for line in site.output.splitlines()
+                 if "zephserver.audit: " in line and "by alice" in line]
+        return found if all(any(f.startswith(e) for f in found) for e in expected) else None
+
+    found = poll_until(lines, 10, what="the audit lines")
+    assert not any(f"job {10**6}" in f for f in found)  # a refused act is not audited

@@ -12,6 +12,7 @@ import tornado.httputil
 import tornado.web
 from tornado.ioloop import IOLoop
 
+from zephserver import logs
 from zephserver.errors import RpcCode, RpcError, ServiceUnavailable
 
 HTTP_STATUS = {RpcCode.INVALID_PARAMS: 400, RpcCode.NOT_AUTHENTICATED: 401,
@@ -134,7 +135,16 @@ class JsonApiHandler(RequestIdMixin, tornado.web.RequestHandler):
         self.body.add(chunk)
 
     async def blocking(self, fn: Any, *args: Any) -> Any:
-        return await IOLoop.current().run_in_executor(self.service.api_executor, fn, *args)
+        """``fn(*args)`` on a worker thread, which knows where the request comes from."""
+        origin = f"{self.request.remote_ip} {self.request.method} {self.request.path}"
+
+        def call() -> Any:
+            logs.for_request(None, origin)
+            try:
+                return fn(*args)
+            finally:
+                logs.for_request(None)
+        return await IOLoop.current().run_in_executor(self.service.api_executor, call)
 
     def json_body(self) -> dict:
         try:

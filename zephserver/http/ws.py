@@ -31,6 +31,7 @@ class WsConnection:
         self.cid = cid
         self.user = user
         self.credential = credential
+        self.origin = ""  # the client's address and this connection (audit lines)
         self._slots = 0
         self._lock = threading.Lock()
         self._pending = 0  # characters queued or buffered but not yet written to the socket
@@ -107,6 +108,7 @@ class WsHandler(tornado.websocket.WebSocketHandler):
         self.set_nodelay(True)
         cid = f"{self.service.node}-{next(self.service.cids)}"
         self.conn = self.connection_class(self, cid, self.user, self.credential)
+        self.conn.origin = f"{self.request.remote_ip} ws {cid}"
         self.service.handlers.add(self)
         self.service.ctx.get("rooms").register(self.conn)  # type: ignore[union-attr]
         access_log.info("ws open %s user=%s from %s", cid, self.user.username or "-",

@@ -25,6 +25,7 @@ from typing import Any
 
 from zephserver import metrics
 from zephserver.actor import on_actor
+from zephserver.audit import audit, audit_when_done
 from zephserver.errors import RpcCode, RpcError
 from zephserver.jobs.transition import now
 from zephserver.launch.apps import App, ParamError
@@ -47,10 +48,11 @@ def rpc_error(code: RpcCode, message: str, field: str | None = None) -> RpcError
 FORWARDED: dict[str, Callable] = {}
 
 
-def at_owner(actor: bool = True) -> Callable[[Callable], Callable]:
+def at_owner(actor: bool = True, audited: str | None = None) -> Callable[[Callable], Callable]:
     """Declare a method that needs the node running the job (its process, its log, its
     place in that node's queue): it runs here when the job is this node's (on the actor
-    thread when ``actor``), and is forwarded to the job's node otherwise."""
+    thread when ``actor``), and is forwarded to the job's node otherwise. ``audited``:
+    the action an audit line records once it succeeded (on the node that was asked)."""
     def wrap(method: Callable) -> Callable:
         local = on_actor(method) if actor else method
         FORWARDED[method.__name__] = local
@@ -59,8 +61,12 @@ def at_owner(actor: bool = True) -> Callable[[Callable], Callable]:
         def run(self: "JobsApi", user: UserInfo, job_id: Any, *args: Any) -> Any:
             node = self._node_of(user, job_id)
             if node == self.node:
-                return local(self, user, job_id, *args)
-            return self.forward(node, method.__name__, user, job_id, *args)
+                result = local(self, user, job_id, *args)
+            else:
+                result = self.forward(node, method.__name__, user, job_id, *args)
+            if audited:
+                audit(audited, user, f"job {job_id}")
+            return result
         return run
     return wrap
 
@@ -210,7 +216,8 @@ class JobsApi:
             raise rpc_error(RpcCode.INVALID_PARAMS, "name must be a string of at most 200 "
                             "characters", "name")
         job = self._new_job(user, app, cleaned, needs, prio, name=name or "")
-        return self.call_soon(self._queue_new, job)
+        return audit_when_done(self.call_soon(self._queue_new, job), "launch", user,
+                               lambda made: f"job {made['id']} (app {app.name})")
 
     def _resources(self, app: App, params: dict, override: Any) -> dict:
         needs = app.resources_for(params)
@@ -391,7 +398,7 @@ class JobsApi:
 
     # -- acting ---------------------------------------------------------------------------
 
-    @at_owner()
+    @at_owner(audited="cancel")
     def cancel(self, user: UserInfo, job_id: Any) -> dict:
         job = self._local_job(user, job_id)
         state = JobState(job.state)

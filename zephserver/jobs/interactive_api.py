@@ -6,6 +6,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from zephserver.actor import on_actor
+from zephserver.audit import audit_when_done
 from zephserver.errors import RpcCode, RpcError
 from zephserver.jobs.api import JobsApi, rpc_error
 from zephserver.launch.apps import GENERATED
@@ -42,7 +43,8 @@ class InteractiveApi(JobsApi):
         cleaned, needs = self._checked(app, params, None)
         job = self._new_job(user, app, cleaned, needs, 0, extra={"client": client})
         queue = app.session.queue if may_queue is None else may_queue
-        return self.call(self._queue_session, job, queue)
+        return audit_when_done(self.call(self._queue_session, job, queue), "launch", user,
+                               lambda view: f"session {view.get('id')} (app {app.name})")
 
     def _queue_session(self, job: Any, may_queue: bool) -> Future:
         self._queue_new(job)

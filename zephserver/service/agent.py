@@ -26,6 +26,7 @@ from typing import Any
 
 from zephserver import metrics
 from zephserver.actor import Actor
+from zephserver.audit import audit
 from zephserver.backoff import BackoffPolicy, RestartTracker
 from zephserver.errors import RpcCode, RpcError, ServiceUnavailable
 from zephserver.infra.service import Service
@@ -422,7 +423,10 @@ class AgentService(Actor, Service):
         if elsewhere:
             raise _rpc(RpcCode.CONFLICT, f"a process {slug!r} already exists (on node "
                        f"{elsewhere[0].node})", "node")
-        return self.call(self._create, user, fields, request_id)
+        made = self.call(self._create, user, fields, request_id)
+        audit("launch", user, f"agent process {made['slug']} (job {made['id']}) from "
+              f"{fields['source_url']}")
+        return made
 
     # -- the processes of the other nodes (a cluster: from the shared database) -----------
 
@@ -443,7 +447,7 @@ class AgentService(Actor, Service):
         return sorted(found, key=lambda job: job.owner_id != user.id)
 
     def _serve_delete(self, params: dict) -> dict:  # a cluster worker thread
-        self.delete(UserInfo(**params["user"]), params["slug"])
+        self.delete(UserInfo(**params["user"]), params["slug"], audited=False)
         return {}
 
     def _create(self, user: UserInfo, f: dict, request_id: str | None) -> dict:
@@ -499,14 +503,17 @@ class AgentService(Actor, Service):
                                   if user.is_staff or p.job.owner_id == user.id])
         return here + [self.record_status(job, job.pid) for job in self._elsewhere(None, user)]
 
-    def delete(self, user: UserInfo, slug: str) -> None:
-        """Delete a process here, or on the node that runs it."""
+    def delete(self, user: UserInfo, slug: str, audited: bool = True) -> None:
+        """Delete a process here, or on the node that runs it (which does not audit it
+        again)."""
         try:
             self.call(self._delete, user, slug)
         except RpcError as exc:
             remote = self._elsewhere_or_raise(exc, user, slug)
             self.cluster.calls.call(remote.node, "agent.delete", {
                 "user": dataclasses.asdict(user), "slug": slug}, self.call_timeout_s)
+        if audited:
+            audit("delete", user, f"agent process {slug}")
 
     def _elsewhere_or_raise(self, exc: RpcError, user: UserInfo, slug: str) -> Any:
         """Not found here (``exc``): the record of ``slug`` on another node, or ``exc``."""

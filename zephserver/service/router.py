@@ -246,7 +246,8 @@ class RouterService(Service):
                                   "the server is shutting down")
             else:
                 thread.name = f"{base_name}-{method}"
-                logs.for_request((conn.cid, request_id, method))
+                logs.for_request((conn.cid, request_id, method),
+                                 getattr(conn, "origin", None) or f"connection {conn.cid}")
                 response = self._execute(conn, cls, method, params, request_id)
         finally:
             logs.for_request(None)

@@ -3,6 +3,7 @@ is in the answer once, never again), revoke."""
 
 from typing import Any, ClassVar
 
+from zephserver.audit import audit
 from zephserver.errors import RpcCode
 from zephserver.task.base import Task, TaskError
 
@@ -50,6 +51,7 @@ class TokensCreateTask(_TokenTask):
 
         user = get_user_model().objects.get(pk=self.request.user.id)
         record, token = ApiToken.issue(user, name, parent=self._calling_token())
+        audit("token create", self.request.user, f"token {record.prefix} ({name!r})")
         return {**_json(record), "token": token}
 
     def _calling_token(self) -> Any:
@@ -82,4 +84,6 @@ class TokensRevokeTask(_TokenTask):
         if not count:
             raise TaskError(f"no active token {prefix!r}", RpcCode.NOT_FOUND,
                             {"field": "prefix"})
+        audit("token revoke", self.request.user, f"token {prefix} and {count - 1} made "
+              "with it")
         return {"revoked": prefix}
