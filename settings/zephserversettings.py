@@ -3,7 +3,13 @@
 Set only what you change; everything else comes from zephserver.defaults.
 """
 
+import os
+
 DATA_DIR = "./var"
+# Work never runs as root by accident: started as root, the demo apps and agent processes
+# run as nobody (an app may name its own run_as; "$user" with USER_MAP runs each user's
+# work as their own Unix account).
+RUN_AS = "nobody" if os.geteuid() == 0 else None
 LOG_LEVEL = "INFO"
 PORT_ZEPH = 5558
 

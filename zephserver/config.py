@@ -537,6 +537,32 @@ def _url_rules(value: Any, s: Settings) -> list[str]:
     return problems
 
 
+def _run_as(value: Any, s: Settings) -> list[str]:
+    """RUN_AS, and who every app and the agent run as (launch.accounts)."""
+    if value is not None and (not isinstance(value, str) or not value):
+        return ["must be None, an account name, '$user' or 'root'"]
+    from zephserver.launch.accounts import check, effective
+    from zephserver.launch.apps import AppConfigError, parse_all_apps
+    from zephserver.launch.wslink import effective_cwd
+
+    try:
+        apps = parse_all_apps(s.APPS, s.LAUNCHER_CONFIG, effective_cwd(s))
+    except (AppConfigError, ValueError, TypeError):
+        return []  # APPS and LAUNCHER_CONFIG say what is wrong with them
+    runs = {f"app {name!r}": effective(app.run_as, value) for name, app in apps.items()}
+    if any("service.agent/" in entry for entry in s.SERVICE_LIST):
+        runs["agent processes"] = value
+    user_map = s.USER_MAP if isinstance(s.USER_MAP, dict) else {}
+    return check(runs, user_map, [s.JOBS_DIR, s.AGENT_DIR])
+
+
+def _user_map(value: Any, s: Settings) -> list[str]:
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and k and v for k, v in value.items()):
+        return ["must be a dict of Django user name -> Unix account"]
+    return []
+
+
 def _resources(value: Any, s: Settings) -> list[str]:
     if not isinstance(value, dict) or set(value) - {"cores", "memory", "licenses"}:
         return ["must be a dict with cores, memory and licenses"]
@@ -660,6 +686,10 @@ SPEC: dict[str, Spec] = {
     "QUEUE_TICK": Spec(_number(0.01), "Time between safety scheduling passes (s)."),
     "AGENT_DIR": Spec(_data_dir, "Directory of agent processes; default DATA_DIR/agent."),
     "AGENT_FILE_ROOTS": Spec(_str_paths, "Directories file:// source URLs may point into."),
+    "RUN_AS": Spec(_run_as, "The Unix account work runs as when an app names none: an "
+                   "account, '$user' (USER_MAP), 'root' on purpose; None: the daemon's "
+                   "own (refused when that is root)."),
+    "USER_MAP": Spec(_user_map, "Django user name -> Unix account, for run_as '$user'."),
     "AGENT_ALLOW": Spec(_access, "Who may create agent processes: {groups, users, staff}; "
                         "None: every logged-in user."),
     "AGENT_SOURCE_ALLOW": Spec(_url_rules, "URL prefixes or anchored regexps an http(s) "

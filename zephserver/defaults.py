@@ -138,6 +138,10 @@ SECRET_KEY = None
 # Applications that may be launched (see README "Applications"), and an optional wslink
 # launcher file.
 APPS: dict[str, dict] = {}
+# Who work runs as when an app has no run_as: an account, "$user" (the owner's own, via
+# USER_MAP), or "root" on purpose. None: the daemon's account, refused if that is root.
+RUN_AS: str | None = None
+USER_MAP: dict[str, str] = {}  # Django user name -> Unix account, for run_as "$user"
 LAUNCHER_CONFIG = None
 
 # Sessions (apps of kind "session") and the ParaViewWeb/wslink launcher REST API.

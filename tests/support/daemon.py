@@ -27,6 +27,9 @@ def short_tmpdir(prefix: str = "zt") -> Path:
 
 def write_settings(directory: Path, name: str = "settings.py", **values: Any) -> Path:
     values.setdefault("DATA_DIR", str(directory / "var"))
+    # The suite runs as root and its apps run as the daemon does, on purpose (the run-as
+    # tests name their accounts).
+    values.setdefault("RUN_AS", "root")
     values.setdefault("PORT_ZEPH", 0)
     path = directory / name
     path.write_text("".join(f"{k} = {v!r}\n" for k, v in values.items()))

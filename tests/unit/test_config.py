@@ -24,7 +24,9 @@ def test_every_default_has_a_spec_and_back():
 def test_file_sets_only_what_it_changes(tmp_path):
     """Names the file does not set come from zephserver.defaults; paths derive from DATA_DIR."""
     path = tmp_path / "s.py"
-    path.write_text(f"DATA_DIR = {str(tmp_path / 'data')!r}\nPORT_ZEPH = 6000\n")
+    # (RUN_AS: a daemon started as root must say who work runs as; the suite runs as root)
+    path.write_text(f"DATA_DIR = {str(tmp_path / 'data')!r}\nPORT_ZEPH = 6000\n"
+                    "RUN_AS = 'root'\n")
     s = load_settings(str(path))
     assert s.PORT_ZEPH == 6000
     assert s.LOG_LEVEL == defaults.LOG_LEVEL
@@ -38,7 +40,7 @@ def test_file_may_extend_a_default_list(tmp_path):
     path = tmp_path / "s.py"
     path.write_text("from zephserver import defaults\n"
                     "SERVICE_LIST = defaults.SERVICE_LIST + ['tests.support.services/Plain']\n"
-                    f"DATA_DIR = {str(tmp_path)!r}\n")
+                    f"DATA_DIR = {str(tmp_path)!r}\nRUN_AS = 'root'\n")
     s = load_settings(str(path))
     assert s.SERVICE_LIST[-1] == "tests.support.services/Plain"
     assert errors_of(s) == []
@@ -95,7 +97,7 @@ def test_long_socket_path_is_an_error(tmp_path):
 def test_unknown_setting_is_a_warning(tmp_path):
     """A misspelt name is reported as a warning, not an error."""
     path = tmp_path / "s.py"
-    path.write_text(f"DATA_DIR = {str(tmp_path)!r}\nLOG_LEVLE = 'DEBUG'\n")
+    path.write_text(f"DATA_DIR = {str(tmp_path)!r}\nLOG_LEVLE = 'DEBUG'\nRUN_AS = 'root'\n")
     problems = check_settings(load_settings(str(path)))
     assert [(p.level, p.message) for p in problems] == [("warning", "unknown setting LOG_LEVLE")]
 

@@ -28,6 +28,7 @@ from zephserver.actor import on_actor
 from zephserver.audit import audit, audit_when_done
 from zephserver.errors import RpcCode, RpcError
 from zephserver.jobs.transition import now
+from zephserver.launch.accounts import OWNER, effective
 from zephserver.launch.apps import App, ParamError
 from zephserver.launch.output import read_range
 from zephserver.launch.states import TERMINAL, WAITING, JobState
@@ -74,6 +75,8 @@ def at_owner(actor: bool = True, audited: str | None = None) -> Callable[[Callab
 class JobsApi:
     # provided by the job manager (service/job_manager.py) and its Actor base
     apps: dict[str, App]
+    run_as: str | None
+    user_map: dict[str, str]
     node: str
     cluster: Any
     call_timeout_s: float
@@ -170,6 +173,10 @@ class JobsApi:
             raise rpc_error(RpcCode.INVALID_PARAMS, f"unknown app {name!r}", field)
         if user is not None and not app.allows(user):
             raise rpc_error(RpcCode.FORBIDDEN, f"you may not launch app {name!r}", field)
+        if (user is not None and effective(app.run_as, self.run_as) == OWNER
+                and user.username not in self.user_map):
+            raise rpc_error(RpcCode.FORBIDDEN, f"app {name!r} runs as its user's own Unix "
+                            f"account, and {user.username} has none (USER_MAP)", field)
         return app
 
     def to_json(self, job: Any) -> dict:

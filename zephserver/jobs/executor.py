@@ -8,9 +8,10 @@ plugs in behind the same methods without touching the manager: the manager keeps
 executor per name (``executors``) and asks each job's by its app's ``executor`` (default
 ``local``), launching each batch through the executor of its jobs.
 
-A job given to an executor has ``argv``, ``cwd``, ``job_dir`` (where the shim keeps its
-pid and exit status files), ``log_path``, and after the start ``pid``, ``start_time``
-and ``boot_id``.
+A job given to an executor has ``argv``, ``cwd``, ``job_dir`` (the shim keeps its pid
+and exit status beside it, ``shim.meta_dir``), ``log_path``, ``account`` (who it runs
+as, launch.accounts; None: the daemon's account), and after the start ``pid``,
+``start_time`` and ``boot_id``.
 """
 
 import os
@@ -75,6 +76,12 @@ def _key(job: Any) -> str:
     return f"job-{job.pk}"
 
 
+def _meta(job: Any) -> str:
+    """The job's shim files (in its own directory if an older daemon started it)."""
+    meta = shim.meta_dir(job.job_dir)
+    return meta if os.path.isdir(meta) else job.job_dir
+
+
 class LocalExecutor:
     """This node: each job under the ``/bin/sh`` shim (``launch.shim``), in a session of
     its own, its output straight to its log, so it outlives the daemon and its exit
@@ -107,10 +114,29 @@ class LocalExecutor:
         try:
             self._check_launchable(job.argv[0], job.cwd, env, job.job_dir)
             procs = self.cgroups.prepare(_key(job)) if self.cgroups else ""
-            return spawn(shim.wrap(job.argv, job.job_dir, job.cwd, procs), None, env,
+            argv = job.argv
+            account = getattr(job, "account", None)
+            if account is not None:  # the shim stays ours; the program runs as the account
+                argv, env = [*account.switch(), *argv], {**env, **account.env()}
+                self._give(account, job)
+            meta = shim.meta_dir(job.job_dir)
+            os.makedirs(meta, 0o700, exist_ok=True)
+            return spawn(shim.wrap(argv, meta, job.cwd, procs), None, env,
                          job.log_path, read_start_time=False)
         except SpawnError as exc:
             return exc
+
+    @staticmethod
+    def _give(account: Any, job: Any) -> None:
+        """The job's directory and log belong to the account it runs as."""
+        try:
+            os.close(os.open(job.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640))
+            account.own(job.job_dir)
+            if not job.log_path.startswith(job.job_dir + os.sep):  # (a session's log_dir)
+                account.own(job.log_path)
+        except OSError as exc:
+            raise SpawnError(f"cannot give the job's files to {account.name}: "
+                             f"{exc.strerror}") from exc
 
     def _check_launchable(self, program: str, cwd: str, env: dict, job_dir: str) -> None:
         """Refuse before spawning what the shim could only report as exit 127."""
@@ -187,7 +213,7 @@ class LocalExecutor:
             self.cgroups.sweep({_key(job) for job in running})
 
     def program_started(self, job: Any) -> bool:
-        return shim.program_started(job.pid, job.job_dir)
+        return shim.program_started(job.pid, _meta(job))
 
     # -- after a restart ------------------------------------------------------------------
 
@@ -196,14 +222,15 @@ class LocalExecutor:
         return job.boot_id == self.boot and is_alive(job.pid, job.start_time)
 
     def recorded_exit(self, job: Any) -> int | None:
-        return shim.recorded_status(job.job_dir) if job.job_dir else None
+        return shim.recorded_status(_meta(job)) if job.job_dir else None
 
     def orphan(self, job: Any) -> dict | None:
         if not job.job_dir:
             return None
-        pid = shim.recorded_pid(job.job_dir)
-        if pid is None or not (shim.is_shim_of(pid, job.job_dir)
-                               or shim.recorded_status(job.job_dir) is not None):
+        meta = _meta(job)
+        pid = shim.recorded_pid(meta)
+        if pid is None or not (shim.is_shim_of(pid, meta)
+                               or shim.recorded_status(meta) is not None):
             return None
         return {"pid": pid, "start_time": process_start_time(pid), "boot_id": self.boot}
 

@@ -154,6 +154,7 @@ class App:
     session: SessionOptions | None = None  # kind "session" only
     max_output: int | None = None  # bytes of log before the job is stopped (None: default)
     allow: Access | None = None  # who may launch it (None: every logged-in user)
+    run_as: str | None = None  # the Unix account it runs as (launch.accounts; None: RUN_AS)
 
     def allows(self, user: Any) -> bool:
         return allowed(self.allow, user)
@@ -210,7 +211,7 @@ class App:
 
 APP_KEYS = {"description", "kind", "argv", "cmd", "cwd", "env", "inherit_env", "vars",
             "params", "sanitize", "resources", "grace", "wall_time", "max_output", "parser",
-            "controls", "allow"}
+            "controls", "allow", "run_as"}
 
 
 def parse_apps(apps: Any, extra_keys: frozenset[str] = frozenset()) -> dict[str, App]:
@@ -332,6 +333,10 @@ def _parse_app(name: str, spec: Any, problems: list[str],
     problems += check_parser_spec(parser)
     controls = _parse_controls(spec.get("controls", {}), problems)
     allow = parse_access(spec.get("allow"), "allow", problems)
+    run_as = spec.get("run_as")
+    if run_as is not None and (not isinstance(run_as, str) or not run_as):
+        problems.append("run_as must be an account name, '$user' or 'root'")
+        run_as = None
     extra = {k: spec[k] for k in extra_keys if k in spec}
     session = None
     if kind == "session":
@@ -339,7 +344,7 @@ def _parse_app(name: str, spec: Any, problems: list[str],
     return App(name, kind, tuple(argv), cwd, dict(env), tuple(inherit),
                {k: str(v) for k, v in vars_.items()}, params, resources, float(grace),
                None if wall is None else float(wall), parser, controls,
-               str(spec.get("description", "")), extra, session, max_output, allow)
+               str(spec.get("description", "")), extra, session, max_output, allow, run_as)
 
 
 def _check_template(where: str, template: str, known: set[str], problems: list[str]) -> None:

@@ -1,10 +1,13 @@
-"""What a create-process request must hold (smartmob-agent's fields), checked before
-anything is fetched: -32602 naming the field for anything else."""
+"""What a create-process request must come with, checked before anything is fetched: a
+caller who may create processes (-32002 otherwise) and smartmob-agent's fields (-32602
+naming the field for anything else)."""
 
 import re
 from typing import Any
 
 from zephserver.errors import RpcCode, RpcError
+from zephserver.launch.access import Access, allowed
+from zephserver.launch.accounts import OWNER
 from zephserver.launch.sources import check_url
 
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
@@ -15,6 +18,18 @@ FIELDS = frozenset({"app", "node", "process_type", "source_url", "env", "max_res
 
 def _bad(message: str, field: str | None = None) -> RpcError:
     return RpcError(RpcCode.INVALID_PARAMS, message, {"field": field} if field else None)
+
+
+def check_creator(user: Any, allow: Access | None, run_as: str | None,
+                  user_map: dict[str, str]) -> None:
+    """-32002 unless ``user`` may create agent processes (AGENT_ALLOW) and has an account
+    for them to run as (RUN_AS '$user': USER_MAP)."""
+    if not allowed(allow, user):
+        raise RpcError(RpcCode.FORBIDDEN, f"{user.username} may not create agent processes "
+                       "(AGENT_ALLOW)")
+    if run_as == OWNER and user.username not in user_map:
+        raise RpcError(RpcCode.FORBIDDEN, f"agent processes run as their user's own Unix "
+                       f"account, and {user.username} has none (USER_MAP)")
 
 
 def check_create_request(body: Any, file_roots: list[str],

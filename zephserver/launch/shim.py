@@ -30,6 +30,13 @@ def wrap(argv: list[str], meta_dir: str, cwd: str, cgroup_procs: str = "") -> li
             os.path.join(meta_dir, STATUS_FILE), cwd, cgroup_procs, *argv]
 
 
+def meta_dir(job_dir: str) -> str:
+    """Where the shim of the job in ``job_dir`` keeps its pid and exit status: beside the
+    job's own directory, in one only the daemon writes (a job that runs as another
+    account owns its directory, and could forge them there)."""
+    return os.path.join(os.path.dirname(job_dir), ".zeph-meta", os.path.basename(job_dir))
+
+
 def read_int(path: str) -> int | None:
     try:
         with open(path) as f:

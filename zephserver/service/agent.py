@@ -31,14 +31,15 @@ from zephserver.backoff import BackoffPolicy, RestartTracker
 from zephserver.errors import RpcCode, RpcError, ServiceUnavailable
 from zephserver.infra.service import Service
 from zephserver.jobs.transition import now, transition
-from zephserver.launch.access import allowed, parse_access
+from zephserver.launch.access import parse_access
+from zephserver.launch.accounts import Account, NoAccount, account_for
 from zephserver.launch.apps import DEFAULT_INHERITED_ENV
 from zephserver.launch.cgroups import Cgroups
 from zephserver.launch.consoles import Console, ConsoleGroup
 from zephserver.launch.output import Tail
 from zephserver.launch.preparation import make_venv, procfile_command
 from zephserver.launch.process import Reaper, SpawnError, describe_exit, signal_group, spawn
-from zephserver.launch.process_request import check_create_request
+from zephserver.launch.process_request import check_create_request, check_creator
 from zephserver.launch.sources import Cancelled, SourceError, fetch, unpack
 from zephserver.launch.states import TERMINAL, JobState
 from zephserver.service.console_relay import ConsoleRelay
@@ -57,7 +58,7 @@ PREP_WORKERS = 8  # sources fetched and set up at once
 CONSOLE_MAX_LAG = 4 * 1024 * 1024  # unread log bytes after which consoles skip ahead
 
 
-def _key(proc: "Proc") -> str:
+def _key(proc: "Proc") -> str:  # its cgroup's name
     return f"process-{proc.job.pk}"
 
 
@@ -78,6 +79,7 @@ class Proc:
     deleted: bool = False
     restart_token: int = 0  # a pending restart only fires if this has not moved on
     consoles: ConsoleGroup | None = None
+    account: Account | None = None  # who it runs as (RUN_AS; None: the daemon's account)
 
     @property
     def slug(self) -> str:
@@ -112,6 +114,7 @@ class AgentService(Actor, Service):
         self.dir = os.path.abspath(s.AGENT_DIR)
         self.file_roots = list(s.AGENT_FILE_ROOTS)
         self.source_allow, self.allow = s.AGENT_SOURCE_ALLOW, parse_access(s.AGENT_ALLOW, "", [])
+        self.run_as, self.user_map = s.RUN_AS, dict(s.USER_MAP)
         self.max_download = s.AGENT_MAX_DOWNLOAD
         self.max_unpacked = s.AGENT_MAX_UNPACKED
         self.download_timeout = s.AGENT_DOWNLOAD_TIMEOUT
@@ -280,6 +283,10 @@ class AgentService(Actor, Service):
                 env["PATH"] = os.path.join(venv, "bin") + os.pathsep + env.get("PATH",
                                                                                os.defpath)
             env.update(extra.get("env") or {})
+            proc.account = account_for(self.run_as, job.owner.username, self.user_map)
+            if proc.account is not None:  # its files are its own; the daemon only reads them
+                proc.account.own(job.job_dir)
+                env.update(proc.account.env())
             with open(os.path.join(job.job_dir, PREPARED), "w"):
                 pass
             self.post(self._prepared, proc, command, env, source)
@@ -287,6 +294,8 @@ class AgentService(Actor, Service):
             self.post(self._prep_cancelled, proc)
         except SourceError as exc:
             self.post(self._prep_failed, proc, exc.phase, str(exc))
+        except (NoAccount, KeyError) as exc:
+            self.post(self._prep_failed, proc, "fatal", f"cannot run as its account: {exc}")
         except Exception as exc:
             log.exception("process %s: preparing failed", proc.slug, extra={"job": proc.job.pk})
             self.post(self._prep_failed, proc, "unpack failure", f"{type(exc).__name__}: {exc}")
@@ -332,8 +341,8 @@ class AgentService(Actor, Service):
         assert proc.env is not None
         assert proc.cwd is not None
         self._set(proc, J.STARTING, "starting", "starting")
-        argv = ["/bin/sh", "-c", SHIM, "zephserver-agent", proc.cwd,
-                "/bin/sh", "-c", proc.command]
+        argv = ["/bin/sh", "-c", SHIM, "zephserver-agent", proc.cwd,  # then who it runs as
+                *(proc.account.switch() if proc.account else []), "/bin/sh", "-c", proc.command]
         if self.cgroups is not None:
             argv = self.cgroups.enter(_key(proc), argv)
         try:
@@ -414,9 +423,7 @@ class AgentService(Actor, Service):
     def create(self, user: UserInfo, body: Any, request_id: str | None = None) -> dict:
         """``request_id``: the creating request's X-Request-Id, logged with the process
         and sent with its source download."""
-        if not allowed(self.allow, user):
-            raise _rpc(RpcCode.FORBIDDEN, f"{user.username} may not create agent processes "
-                       "(AGENT_ALLOW)")
+        check_creator(user, self.allow, self.run_as, self.user_map)
         fields = check_create_request(body, self.file_roots, self.source_allow)
         slug = f"{fields['app']}.{fields['node']}"
         elsewhere = self._elsewhere(slug, user, own=True)

@@ -34,6 +34,7 @@ from zephserver.jobs.interactive_api import InteractiveApi
 from zephserver.jobs.progress import progress_follower
 from zephserver.jobs.transition import ended, now, transition
 from zephserver.jobs.waiting import WaitingQueue, entry_for
+from zephserver.launch.accounts import NoAccount, account_for, effective
 from zephserver.launch.apps import App, parse_all_apps
 from zephserver.launch.cgroups import Cgroups
 from zephserver.launch.output import Tail
@@ -152,6 +153,7 @@ class JobManagerService(InteractiveApi, TransactionalActor, Service):
         self.apps = parse_all_apps(s.APPS, s.LAUNCHER_CONFIG, launcher_cwd)
         self.guard.data_dir, self.guard.min_free = self.data_dir, s.DATA_DIR_MIN_FREE
         self.guard.max_output = s.JOB_MAX_OUTPUT
+        self.run_as, self.user_map = s.RUN_AS, dict(s.USER_MAP)
 
     def http_routes(self) -> list[tuple[str, type]]:
         """The ParaViewWeb/wslink launcher REST API."""
@@ -394,6 +396,11 @@ class JobManagerService(InteractiveApi, TransactionalActor, Service):
                 log_path = os.path.join(app.session.log_dir, f"{job.pk}.txt")
         spec = app.prepare(job.params, generated)
         argv, failure = spec.argv, ""
+        try:  # who it runs as (the executor switches to it; None: as the daemon)
+            job.account = account_for(effective(app.run_as, self.run_as),
+                                      job.owner.username, self.user_map)
+        except (NoAccount, KeyError) as exc:
+            failure = f"cannot run as its account: {exc}"
         if app.session is not None:
             job.job_dir, job.log_path = job_dir, log_path  # (persisted just below)
             try:
