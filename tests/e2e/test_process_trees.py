@@ -1,5 +1,6 @@
 """A stop reaches the whole tree: a descendant that left the process group (setsid) dies
-on cancel, on wall time, and when its job ends; the agent's delete does the same."""
+on cancel, on wall time, and when its job ends; the agent's delete does the same. And
+resources.memory is a hard limit."""
 
 import os
 import shutil
@@ -19,6 +20,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 SH = "/bin/sh"
 # A descendant in a session of its own (out of the job's process group), then the job.
 ESCAPE = 'setsid sleep "$$0" & echo escaped; exec sleep 300'
+HUNGRY = ("import sys, time; chunks = [bytearray(1 << 20) for _ in range(int(sys.argv[1]))]; "
+          "print('holding', len(chunks), 'MiB', flush=True); time.sleep(0.2)")
 FINISH = 'setsid sleep "$$0" & echo escaped; sleep 0.5'
 
 
@@ -53,9 +56,13 @@ def site():
                          "resources": {"cores": 0}},
             "finish": {"argv": [SH, "-c", FINISH, "$mark"], "grace": 1,
                        "params": {"mark": {"type": "str", "regexp": r"^[0-9.]+$"}},
-                       "resources": {"cores": 0}}}
+                       "resources": {"cores": 0}},
+            "hungry": {"argv": ["$python", "-c", HUNGRY, "$mib"], "grace": 1,
+                       "params": {"mib": {"type": "int", "min": 1, "max": 1024}},
+                       "resources": {"cores": 0, "memory": 64}}}
     daemon = start_with_users(write_settings(
         work, APPS=apps, AGENT_FILE_ROOTS=[str(work / "files")], AGENT_ALLOW=None,
+        RESOURCES={"cores": 4, "memory": 4096, "licenses": {}},
         AGENT_GRACE=1.0, DJANGO_SETTINGS_MODULE="tests.support.django_test_settings"),
         child_env())
     daemon.files, daemon.work = files, work
@@ -125,3 +132,21 @@ def test_an_agent_process_escapee_dies_on_delete(site):
     poll_until(lambda: pids_of(mark), 20, what="the agent process and its escapee")
     assert rest("DELETE", doc["delete"], token)[0] == 200
     poll_until(lambda: not pids_of(mark), 10, what="the escapee killed at delete")
+
+
+@pytest.mark.parametrize(("mib", "state"), [(16, "SUCCEEDED"), (256, "FAILED")])
+def test_resources_memory_is_a_hard_limit(site, mib, state):
+    """64 MiB asked: a program that stays under it runs; one that goes over is stopped
+    by the kernel and its job says so (as Slurm's OUT_OF_MEMORY)."""
+    async def scenario():
+        ws = await Ws.connect(site.url, token=site.tokens["alice"])
+        try:
+            job = await submit(ws, "hungry", mib=mib)
+            return await wait_job(ws, job["id"], TERMINAL, 30)
+        finally:
+            await ws.aclose()
+
+    done = run(scenario())
+    assert done["state"] == state, done
+    if state == "FAILED":
+        assert done["state_reason"] == "out of memory (limit 64 MiB)", done

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from zephserver.launch import shim
-from zephserver.launch.cgroups import Cgroups
+from zephserver.launch.cgroups import Cgroups, MemoryLimits
 from zephserver.launch.process import (
     Reaper,
     Spawned,
@@ -65,6 +65,10 @@ class Executor(Protocol):
     def recorded_exit(self, job: Any) -> int | None:
         """The exit status recorded for an ended job (None: none was)."""
 
+    def exit_note(self, job: Any) -> str | None:
+        """Why the job ended, if the executor knows better than its exit status (out of
+        memory); None otherwise."""
+
     def orphan(self, job: Any) -> dict | None:
         """For a job recorded as starting but with no pid (the daemon died in between):
         the fields of the process it did start, or None if it started none."""
@@ -89,17 +93,21 @@ class LocalExecutor:
 
     name = "local"
 
-    def __init__(self, roots: list[str] | None = None, cgroups: Cgroups | None = None) -> None:
+    def __init__(self, roots: list[str] | None = None, cgroups: Cgroups | None = None,
+                 memory: MemoryLimits | None = None) -> None:
         self.boot = boot_id()
         self.roots = roots or []
         self.cgroups = cgroups  # None: a job's tree is its process group
+        self.memory = memory  # None: resources.memory is only counted, not enforced
+        self._oom: dict[int, int] = {}  # job id -> its limit (MiB), if the OOM killer ended it
         self.reaper = Reaper()
         self._programs: dict[tuple[str, str], tuple[str, float]] = {}
 
     def close(self) -> None:
         self.reaper.close()  # jobs keep running: a restarted daemon re-adopts them
-        if self.cgroups is not None:
-            self.cgroups.close()
+        for groups in (self.cgroups, self.memory):
+            if groups is not None:
+                groups.close()
 
     # -- starting -------------------------------------------------------------------------
 
@@ -113,7 +121,10 @@ class LocalExecutor:
     def _spawn(self, job: Any, env: dict[str, str]) -> Spawned | SpawnError:
         try:
             self._check_launchable(job.argv[0], job.cwd, env, job.job_dir)
-            procs = self.cgroups.prepare(_key(job)) if self.cgroups else ""
+            groups = [self.cgroups.prepare(_key(job))] if self.cgroups else []
+            mib = (job.resources or {}).get("memory") or 0
+            if self.memory is not None and mib:
+                groups.append(self.memory.prepare(_key(job), mib))
             argv = job.argv
             account = getattr(job, "account", None)
             if account is not None:  # the shim stays ours; the program runs as the account
@@ -121,7 +132,7 @@ class LocalExecutor:
                 self._give(account, job)
             meta = shim.meta_dir(job.job_dir)
             os.makedirs(meta, 0o700, exist_ok=True)
-            return spawn(shim.wrap(argv, meta, job.cwd, procs), None, env,
+            return spawn(shim.wrap(argv, meta, job.cwd, groups), None, env,
                          job.log_path, read_start_time=False)
         except SpawnError as exc:
             return exc
@@ -184,11 +195,15 @@ class LocalExecutor:
     # -- running --------------------------------------------------------------------------
 
     def watch(self, job: Any, on_exit: OnExit, handle: Any = None) -> None:
-        cgroups, key = self.cgroups, _key(job)
+        cgroups, memory, key = self.cgroups, self.memory, _key(job)
 
         def exited(_pid: int, code: int | None) -> None:
             if cgroups is not None:  # what it left behind dies with it
                 cgroups.finish(key)
+            if memory is not None:
+                if memory.oom_killed(key):
+                    self._oom[job.pk] = (job.resources or {}).get("memory") or 0
+                memory.finish(key)
             on_exit(code)
         self.reaper.watch(job.pid, exited, handle)
 
@@ -205,12 +220,19 @@ class LocalExecutor:
             sent = self.cgroups.signal(_key(job), sig) or sent
         return sent
 
+    def exit_note(self, job: Any) -> str | None:
+        """Why the job ended, if the executor knows better than its exit status."""
+        limit = self._oom.pop(job.pk, None)
+        return None if limit is None else f"out of memory (limit {limit} MiB)"
+
     def sweep(self, running: list[Any]) -> None:
         """At start, once running jobs are re-adopted: the cgroups of every other job go,
         and what is left in them is killed (a job that ended while the daemon was down
         takes its leftovers with it)."""
-        if self.cgroups is not None:
-            self.cgroups.sweep({_key(job) for job in running})
+        keep = {_key(job) for job in running}
+        for groups in (self.cgroups, self.memory):
+            if groups is not None:
+                groups.sweep(keep)
 
     def program_started(self, job: Any) -> bool:
         return shim.program_started(job.pid, _meta(job))

@@ -24,23 +24,36 @@ ENTER = ('echo 0 > "$0" || { echo "[zephserver] cannot enter the cgroup $0" >&2;
          'exec "$@"')
 
 
-def _cgroup2_mount() -> str | None:
+def _mount(fstype: str, option: str | None = None) -> str | None:
+    """Where a cgroup hierarchy is mounted (v1: the one with controller ``option``)."""
     with open("/proc/self/mountinfo") as f:
         for line in f:
             fields = line.split()
             sep = fields.index("-")
-            if fields[sep + 1] == "cgroup2":
+            if fields[sep + 1] == fstype and (
+                    option is None or option in fields[sep + 3].split(",")):
                 return fields[4]
     return None
 
 
-def _own_cgroup() -> str | None:
+def _own_cgroup(controller: str | None = None) -> str | None:
+    """The daemon's cgroup in v2 (None) or in the v1 hierarchy of ``controller``."""
     with open("/proc/self/cgroup") as f:
         for line in f:
-            hierarchy, _, path = line.rstrip("\n").split(":", 2)
-            if hierarchy == "0":
+            hierarchy, controllers, path = line.rstrip("\n").split(":", 2)
+            if (controller is None and hierarchy == "0") or (
+                    controller is not None and controller in controllers.split(",")):
                 return path
     return None
+
+
+def _base(mount: str | None, own: str | None, data_dir: str, kind: str) -> str:
+    if mount is None or own is None:
+        raise OSError("no such cgroup hierarchy")
+    digest = hashlib.sha1(os.path.realpath(data_dir).encode()).hexdigest()[:12]
+    base = os.path.join(mount, own.lstrip("/"), f"zephserver-{digest}", kind)
+    os.makedirs(base, exist_ok=True)
+    return base
 
 
 class Cgroups:
@@ -54,12 +67,7 @@ class Cgroups:
         touched), or None (the reason logged) where the kernel or the daemon's rights do
         not allow them."""
         try:
-            mount, own = _cgroup2_mount(), _own_cgroup()
-            if mount is None or own is None:
-                raise OSError("no cgroup v2 hierarchy")
-            digest = hashlib.sha1(os.path.realpath(data_dir).encode()).hexdigest()[:12]
-            base = os.path.join(mount, own.lstrip("/"), f"zephserver-{digest}", kind)
-            os.makedirs(base, exist_ok=True)
+            base = _base(_mount("cgroup2"), _own_cgroup(), data_dir, kind)
             if not os.path.exists(os.path.join(base, "cgroup.kill")):
                 raise OSError("the kernel has no cgroup.kill (Linux 5.14+)")
             probe = os.path.join(base, ".probe")
@@ -138,6 +146,62 @@ class Cgroups:
     def close(self) -> None:
         """The daemon stops: leave no empty directory behind (groups of jobs that keep
         running stay, for the next start to re-adopt)."""
+        for path in (self.base, os.path.dirname(self.base)):
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
+
+
+class MemoryLimits:
+    """A hard memory limit per job (its ``resources.memory``) where the v1 memory
+    controller is mounted. (A v2 one would need the daemon's own cgroup to hold no
+    process, which a daemon run as a service's only process breaks.) A job that the
+    kernel's OOM killer stopped is told so: ``oom_killed`` reads the group's count."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+    @classmethod
+    def detect(cls, data_dir: str, kind: str) -> "MemoryLimits | None":
+        try:
+            base = _base(_mount("cgroup", "memory"), _own_cgroup("memory"), data_dir, kind)
+            probe = os.path.join(base, ".probe")
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(probe)
+            os.rmdir(probe)
+        except OSError as exc:
+            log.info("%s: no memory limits (no memory cgroup: %s)", kind,
+                     getattr(exc, "strerror", None) or exc)
+            return None
+        log.info("%s: resources.memory is a hard limit (memory cgroups under %s)", kind, base)
+        return cls(base)
+
+    def prepare(self, key: str, mib: int) -> str:
+        """``key``'s group limited to ``mib`` MiB; its cgroup.procs."""
+        path = os.path.join(self.base, key)
+        os.makedirs(path, exist_ok=True)
+        with open(os.path.join(path, "memory.limit_in_bytes"), "w") as f:
+            f.write(str(mib * 1024 * 1024))
+        return os.path.join(path, "cgroup.procs")
+
+    def oom_killed(self, key: str) -> bool:
+        try:
+            with open(os.path.join(self.base, key, "memory.oom_control")) as f:
+                counts = dict(line.split() for line in f if line.strip())
+        except OSError:
+            return False
+        return int(counts.get("oom_kill", 0)) > 0
+
+    def finish(self, key: str) -> None:
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.join(self.base, key))
+
+    def sweep(self, keep: set[str]) -> None:
+        with contextlib.suppress(OSError):
+            for name in os.listdir(self.base):
+                if name not in keep and os.path.isdir(os.path.join(self.base, name)):
+                    self.finish(name)
+
+    def close(self) -> None:
         for path in (self.base, os.path.dirname(self.base)):
             with contextlib.suppress(OSError):
                 os.rmdir(path)

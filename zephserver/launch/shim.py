@@ -16,18 +16,19 @@ PID_FILE = ".zeph-shim.pid"
 STATUS_FILE = ".zeph-exit.status"
 
 # $1: the pid file, $2: the status file, $3: the working directory, $4: the cgroup.procs
-# to enter first (launch.cgroups; "" for none), then the program's argv. A program killed
-# by signal N reports 128+N, as shells do.
-SCRIPT = ('cd "$3" || exit 126; if [ -n "$4" ]; then echo 0 > "$4" || { echo "[zephserver] '
-          'cannot enter the cgroup $4" >&2; exit 125; }; fi; echo $$ > "$1"; s="$2"; shift 4; '
+# files to enter first, space-separated (launch.cgroups; "" for none), then the program's
+# argv. A program killed by signal N reports 128+N, as shells do.
+SCRIPT = ('cd "$3" || exit 126; for g in $4; do echo 0 > "$g" || { echo "[zephserver] cannot '
+          'enter the cgroup $g" >&2; exit 125; }; done; echo $$ > "$1"; s="$2"; shift 4; '
           'trap : TERM INT HUP QUIT; "$@"; rc=$?; echo $rc > "$s"; exit $rc')
 
 
-def wrap(argv: list[str], meta_dir: str, cwd: str, cgroup_procs: str = "") -> list[str]:
+def wrap(argv: list[str], meta_dir: str, cwd: str, cgroups: list[str] | None = None
+         ) -> list[str]:
     """The argv that runs ``argv`` in ``cwd`` under the shim, its files in ``meta_dir``
-    (in the cgroup whose ``cgroup.procs`` is given)."""
+    (in the cgroups whose ``cgroup.procs`` files are given)."""
     return [SHELL, "-c", SCRIPT, "zephserver-shim", os.path.join(meta_dir, PID_FILE),
-            os.path.join(meta_dir, STATUS_FILE), cwd, cgroup_procs, *argv]
+            os.path.join(meta_dir, STATUS_FILE), cwd, " ".join(cgroups or []), *argv]
 
 
 def meta_dir(job_dir: str) -> str:

@@ -36,7 +36,7 @@ from zephserver.jobs.transition import ended, now, transition
 from zephserver.jobs.waiting import WaitingQueue, entry_for
 from zephserver.launch.accounts import NoAccount, account_for, effective
 from zephserver.launch.apps import App, parse_all_apps
-from zephserver.launch.cgroups import Cgroups
+from zephserver.launch.cgroups import Cgroups, MemoryLimits
 from zephserver.launch.output import Tail
 from zephserver.launch.process import SpawnError
 from zephserver.launch.scheduler import Demand, Running, Waiting
@@ -99,7 +99,8 @@ class JobManagerService(InteractiveApi, TransactionalActor, Service):
         self.scheduler = self.ctx.get("queue")
         self.rooms = self.ctx.get("rooms")
         os.makedirs(self.jobs_dir, exist_ok=True)
-        self.local = LocalExecutor(cgroups=Cgroups.detect(self.data_dir, "jobs"))
+        self.local = LocalExecutor(cgroups=Cgroups.detect(self.data_dir, "jobs"),
+                                   memory=MemoryLimits.detect(self.data_dir, "jobs"))
         # Who runs each job's process; one per kind of place (a Slurm executor, the
         # cluster's other nodes join here), chosen per job by ``executor_for``.
         self.executors: dict[str, Executor] = {"local": self.local}
@@ -488,7 +489,11 @@ class JobManagerService(InteractiveApi, TransactionalActor, Service):
         job = active.job
         if returncode is None:  # re-adopted: we were not the parent; the shim recorded it
             returncode = self.executor_for(job).recorded_exit(job)
-        self._finish(job, returncode, "", active.stop_by)
+        note = self.executor_for(job).exit_note(job)
+        if note and not active.stop_by:  # the kernel stopped it, not a cancel
+            self.change(job, J.FAILED, note, exit_code=returncode)
+        else:
+            self._finish(job, returncode, "", active.stop_by)
         self.tail.finish(job.log_path)
         self._needs_plan = True
         if not self._active:  # a burst of jobs has ended
