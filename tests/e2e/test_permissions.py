@@ -2,13 +2,12 @@
 a refused launch is -32002 / 403 naming the app), the agent for staff unless AGENT_ALLOW
 opens it, and AGENT_SOURCE_ALLOW for where its archives may come from."""
 
-import shutil
 
 import pytest
 
 from tests.support.archives import ArchiveServer, make_zip
 from tests.support.daemon import child_env, short_tmpdir, write_settings
-from tests.support.jobs import kill_jobs_under
+from tests.support.jobs import stop_site
 from tests.support.poll import poll_until
 from tests.support.sessions import free_port_range, rest
 from tests.support.web import Ws, django_shell, run, start_with_users
@@ -51,11 +50,7 @@ def site():
     django_shell(settings, GROUPS, env)  # before any request: logins cache their groups
     daemon.files = files
     yield daemon
-    daemon.cli("zephserver-stop")
-    daemon.close()
-    files.close()
-    kill_jobs_under(work)
-    shutil.rmtree(work, ignore_errors=True)
+    stop_site(daemon, work, files)
 
 
 def calls(site, who: str, *requests: tuple[str, dict]) -> list[dict]:

@@ -3,14 +3,13 @@ on cancel, on wall time, and when its job ends; the agent's delete does the same
 resources.memory is a hard limit."""
 
 import os
-import shutil
 import uuid
 
 import pytest
 
 from tests.support.archives import ArchiveServer, make_zip
 from tests.support.daemon import child_env, short_tmpdir, write_settings
-from tests.support.jobs import TERMINAL, kill_jobs_under, submit, wait_job
+from tests.support.jobs import TERMINAL, stop_site, submit, wait_job
 from tests.support.poll import poll_until
 from tests.support.sessions import rest
 from tests.support.web import Ws, run, start_with_users
@@ -67,11 +66,7 @@ def site():
         child_env())
     daemon.files, daemon.work = files, work
     yield daemon
-    daemon.cli("zephserver-stop")
-    daemon.close()
-    files.close()
-    kill_jobs_under(work)
-    shutil.rmtree(work, ignore_errors=True)
+    stop_site(daemon, work, files)
 
 
 def started_escapee(ws, app: str):

@@ -14,7 +14,13 @@ import pytest
 
 from tests.support.archives import ArchiveServer, make_zip
 from tests.support.daemon import DaemonProcess, child_env, run_cli, short_tmpdir, write_settings
-from tests.support.jobs import TERMINAL, is_zombie_or_gone, kill_jobs_under, submit, wait_job
+from tests.support.jobs import (
+    TERMINAL,
+    is_zombie_or_gone,
+    stop_site,
+    submit,
+    wait_job,
+)
 from tests.support.poll import poll_until
 from tests.support.sessions import rest
 from tests.support.web import Ws, run, start_with_users
@@ -46,11 +52,7 @@ def site():
     daemon = start_with_users(settings, child_env())
     daemon.work, daemon.files = work, files
     yield daemon
-    daemon.cli("zephserver-stop")
-    daemon.close()
-    files.close()
-    kill_jobs_under(work)
-    shutil.rmtree(work, ignore_errors=True)
+    stop_site(daemon, work, files)
 
 
 def job_of(site, who: str, app: str, seconds: int = 0) -> dict:

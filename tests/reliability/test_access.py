@@ -8,7 +8,6 @@ import base64
 import importlib
 import json
 import re
-import shutil
 import urllib.error
 import urllib.request
 
@@ -18,7 +17,7 @@ from tornado.websocket import websocket_connect
 
 from tests.support.archives import ArchiveServer, make_zip
 from tests.support.daemon import child_env, short_tmpdir, write_settings
-from tests.support.jobs import kill_jobs_under
+from tests.support.jobs import stop_site
 from tests.support.poll import poll_until
 from tests.support.sessions import free_port_range, rest
 from tests.support.web import Ws, admin, close_ws, run, start_with_users
@@ -68,11 +67,7 @@ def site():
     daemon = start_with_users(path, child_env())
     daemon.files = files
     yield daemon
-    daemon.cli("zephserver-stop")
-    daemon.close()
-    files.close()
-    kill_jobs_under(work)
-    shutil.rmtree(work, ignore_errors=True)
+    stop_site(daemon, work, files)
 
 
 def result(answer: dict):

@@ -4,7 +4,6 @@ same run; the assertions catch stalls (ten times the goal), the figures tell the
 
 import asyncio
 import json
-import shutil
 import socket
 import statistics
 import time
@@ -15,7 +14,7 @@ import pytest
 from tests.reliability.conftest import scale
 from tests.support.console import handshake, send_text
 from tests.support.daemon import child_env, short_tmpdir, write_settings
-from tests.support.jobs import kill_jobs_under
+from tests.support.jobs import stop_site
 from tests.support.poll import poll_until
 from tests.support.web import Ws, run, start_with_users
 
@@ -34,10 +33,7 @@ def server():
         work, APPS=apps, DJANGO_SETTINGS_MODULE="tests.support.django_test_settings",
         LOG_LEVEL="WARNING", WS_MAX_CONNECTIONS=IDLE + 100), child_env())
     yield daemon
-    daemon.cli("zephserver-stop")
-    daemon.close()
-    kill_jobs_under(work)
-    shutil.rmtree(work, ignore_errors=True)
+    stop_site(daemon, work)
 
 
 async def ping_times(ws: Ws, count: int) -> list[float]:

@@ -5,7 +5,6 @@ of where it was after a warm-up, once the daemon has given freed memory back).""
 import asyncio
 import contextlib
 import os
-import shutil
 import socket
 import urllib.request
 
@@ -15,7 +14,7 @@ from tests.e2e.test_jobs import connect, start_server
 from tests.reliability.conftest import HEAVY, scale
 from tests.support.console import handshake
 from tests.support.daemon import short_tmpdir
-from tests.support.jobs import kill_jobs_under, zombies_of
+from tests.support.jobs import stop_site, zombies_of
 from tests.support.poll import poll_until
 from tests.support.web import run
 
@@ -36,10 +35,7 @@ def server():
                           WS_MAX_IN_FLIGHT=200, WS_MAX_BATCH=200, TASK_QUEUE_SIZE=512,
                           WS_MAX_CONNECTIONS=CONNECTIONS + 50, LOG_LEVEL="WARNING")
     yield daemon
-    daemon.cli("zephserver-stop")
-    daemon.close()
-    kill_jobs_under(work)
-    shutil.rmtree(work, ignore_errors=True)
+    stop_site(daemon, work)
 
 
 def fds(pid: int) -> int:

@@ -1,7 +1,6 @@
 """Fifty session POSTs at once for five ports: five sessions, each on its own port,
 forty-five clear refusals, and every port free again once the sessions are stopped."""
 
-import shutil
 import threading
 import time
 
@@ -9,7 +8,7 @@ import pytest
 
 from tests.reliability.conftest import scale
 from tests.support.daemon import child_env, short_tmpdir, write_settings
-from tests.support.jobs import kill_jobs_under
+from tests.support.jobs import stop_site
 from tests.support.poll import poll_until
 from tests.support.sessions import free_port_range, rest
 from tests.support.web import start_with_users
@@ -32,10 +31,7 @@ def server():
         DJANGO_SETTINGS_MODULE="tests.support.django_test_settings"), child_env())
     daemon.ports = set(range(low, high + 1))
     yield daemon
-    daemon.cli("zephserver-stop")
-    daemon.close()
-    kill_jobs_under(work)
-    shutil.rmtree(work, ignore_errors=True)
+    stop_site(daemon, work)
 
 
 def post_all(server, count: int) -> list[tuple[int, dict, dict]]:

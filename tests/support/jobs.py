@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -146,3 +147,14 @@ def kill_jobs_under(path: Path) -> None:
                     os.killpg(int(entry), signal.SIGKILL)
         except (OSError, ProcessLookupError):
             continue
+
+
+def stop_site(daemon: Any, work: Path, *servers: Any) -> None:
+    """A test module's daemon stopped, its helper servers closed, every job left under
+    ``work`` killed and ``work`` removed."""
+    daemon.cli("zephserver-stop")
+    daemon.close()
+    for server in servers:
+        server.close()
+    kill_jobs_under(work)
+    shutil.rmtree(work, ignore_errors=True)

@@ -15,6 +15,8 @@ import hashlib
 import logging
 import os
 import signal
+from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -56,37 +58,66 @@ def _base(mount: str | None, own: str | None, data_dir: str, kind: str) -> str:
     return base
 
 
-class Cgroups:
+class _Groups:
+    """One group per launched tree, under one base directory of a cgroup hierarchy."""
+
     def __init__(self, base: str) -> None:
         self.base = base
 
     @classmethod
-    def detect(cls, data_dir: str, kind: str) -> "Cgroups | None":
-        """Per-tree cgroups under ``<own cgroup>/zephserver-<DATA_DIR's digest>/<kind>``
-        ("jobs", "agent": one daemon per DATA_DIR, so no other daemon's groups are ever
-        touched), or None (the reason logged) where the kernel or the daemon's rights do
-        not allow them."""
+    def _detect(cls, kind: str, find_base: Callable[[], str], on: str, off: str) -> Any:
+        """An instance, or None where the kernel or the daemon's rights do not allow one;
+        the log says which (``on`` with the base, ``off`` with the reason)."""
         try:
-            base = _base(_mount("cgroup2"), _own_cgroup(), data_dir, kind)
-            if not os.path.exists(os.path.join(base, "cgroup.kill")):
-                raise OSError("the kernel has no cgroup.kill (Linux 5.14+)")
+            base = find_base()
             probe = os.path.join(base, ".probe")
             with contextlib.suppress(FileExistsError):
                 os.mkdir(probe)
             os.rmdir(probe)
         except OSError as exc:
-            log.info("%s: a stop reaches the process group only (no cgroups: %s)", kind,
-                     getattr(exc, "strerror", None) or exc)
+            log.info("%s: %s", kind, off.format(getattr(exc, "strerror", None) or exc))
             return None
-        log.info("%s: a stop reaches every descendant (cgroups under %s)", kind, base)
+        log.info("%s: %s", kind, on.format(base))
         return cls(base)
-
-    @property
-    def method(self) -> str:
-        return f"cgroup ({self.base})"
 
     def path(self, key: str) -> str:
         return os.path.join(self.base, key)
+
+    def finish(self, key: str) -> None:
+        with contextlib.suppress(OSError):
+            os.rmdir(self.path(key))
+
+    def sweep(self, keep: set[str]) -> None:
+        """Remove every group but ``keep`` (at start: what a stopped daemon left)."""
+        try:
+            names = [n for n in os.listdir(self.base) if os.path.isdir(self.path(n))]
+        except OSError:
+            return
+        for name in names:
+            if name not in keep:
+                self.finish(name)
+
+    def close(self) -> None:
+        """The daemon stops: leave no empty directory behind (groups of jobs that keep
+        running stay, for the next start to re-adopt)."""
+        for path in (self.base, os.path.dirname(self.base)):
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
+
+
+class Cgroups(_Groups):
+    @classmethod
+    def detect(cls, data_dir: str, kind: str) -> "Cgroups | None":
+        """Per-tree cgroups under ``<own cgroup>/zephserver-<DATA_DIR's digest>/<kind>``
+        ("jobs", "agent": one daemon per DATA_DIR, so no other daemon's groups are ever
+        touched), or None where the kernel or the daemon's rights do not allow them."""
+        def find() -> str:
+            base = _base(_mount("cgroup2"), _own_cgroup(), data_dir, kind)
+            if not os.path.exists(os.path.join(base, "cgroup.kill")):
+                raise OSError("the kernel has no cgroup.kill (Linux 5.14+)")
+            return base
+        return cls._detect(kind, find, "a stop reaches every descendant (cgroups under {})",
+                           "a stop reaches the process group only (no cgroups: {})")
 
     def prepare(self, key: str) -> str:
         """Make ``key``'s group (again, if a restart left it); its cgroup.procs."""
@@ -128,80 +159,34 @@ class Cgroups:
         it for ``sweep`` while the killed are still being reaped)."""
         if self.kill(key):
             log.info("%s: killed the processes its leader left behind", key)
-        with contextlib.suppress(OSError):
-            os.rmdir(self.path(key))
-
-    def sweep(self, keep: set[str]) -> None:
-        """Remove every group but ``keep`` (at start: what a stopped daemon left), killing
-        what is still in it."""
-        try:
-            names = [n for n in os.listdir(self.base)
-                     if os.path.isdir(os.path.join(self.base, n))]
-        except OSError:
-            return
-        for name in names:
-            if name not in keep:
-                self.finish(name)
-
-    def close(self) -> None:
-        """The daemon stops: leave no empty directory behind (groups of jobs that keep
-        running stay, for the next start to re-adopt)."""
-        for path in (self.base, os.path.dirname(self.base)):
-            with contextlib.suppress(OSError):
-                os.rmdir(path)
+        super().finish(key)
 
 
-class MemoryLimits:
+class MemoryLimits(_Groups):
     """A hard memory limit per job (its ``resources.memory``) where the v1 memory
     controller is mounted. (A v2 one would need the daemon's own cgroup to hold no
     process, which a daemon run as a service's only process breaks.) A job that the
     kernel's OOM killer stopped is told so: ``oom_killed`` reads the group's count."""
 
-    def __init__(self, base: str) -> None:
-        self.base = base
-
     @classmethod
     def detect(cls, data_dir: str, kind: str) -> "MemoryLimits | None":
-        try:
-            base = _base(_mount("cgroup", "memory"), _own_cgroup("memory"), data_dir, kind)
-            probe = os.path.join(base, ".probe")
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(probe)
-            os.rmdir(probe)
-        except OSError as exc:
-            log.info("%s: no memory limits (no memory cgroup: %s)", kind,
-                     getattr(exc, "strerror", None) or exc)
-            return None
-        log.info("%s: resources.memory is a hard limit (memory cgroups under %s)", kind, base)
-        return cls(base)
+        return cls._detect(
+            kind, lambda: _base(_mount("cgroup", "memory"), _own_cgroup("memory"), data_dir,
+                                kind),
+            "resources.memory is a hard limit (memory cgroups under {})",
+            "resources.memory is counted, not enforced (no memory cgroup: {})")
 
     def prepare(self, key: str, mib: int) -> str:
         """``key``'s group limited to ``mib`` MiB; its cgroup.procs."""
-        path = os.path.join(self.base, key)
-        os.makedirs(path, exist_ok=True)
-        with open(os.path.join(path, "memory.limit_in_bytes"), "w") as f:
+        os.makedirs(self.path(key), exist_ok=True)
+        with open(os.path.join(self.path(key), "memory.limit_in_bytes"), "w") as f:
             f.write(str(mib * 1024 * 1024))
-        return os.path.join(path, "cgroup.procs")
+        return os.path.join(self.path(key), "cgroup.procs")
 
     def oom_killed(self, key: str) -> bool:
         try:
-            with open(os.path.join(self.base, key, "memory.oom_control")) as f:
+            with open(os.path.join(self.path(key), "memory.oom_control")) as f:
                 counts = dict(line.split() for line in f if line.strip())
         except OSError:
             return False
         return int(counts.get("oom_kill", 0)) > 0
-
-    def finish(self, key: str) -> None:
-        with contextlib.suppress(OSError):
-            os.rmdir(os.path.join(self.base, key))
-
-    def sweep(self, keep: set[str]) -> None:
-        with contextlib.suppress(OSError):
-            for name in os.listdir(self.base):
-                if name not in keep and os.path.isdir(os.path.join(self.base, name)):
-                    self.finish(name)
-
-    def close(self) -> None:
-        for path in (self.base, os.path.dirname(self.base)):
-            with contextlib.suppress(OSError):
-                os.rmdir(path)
