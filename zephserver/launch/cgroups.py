@@ -148,11 +148,12 @@ class Cgroups(_Groups):
 
     def kill(self, key: str) -> bool:
         """SIGKILL every process of the group at once; False if it had none."""
-        had = bool(self.members(key))
+        if not self.members(key):
+            return False  # (the common end: nothing left behind)
         with contextlib.suppress(OSError), open(os.path.join(self.path(key), "cgroup.kill"),
                                                  "w") as f:
             f.write("1")
-        return had
+        return True
 
     def finish(self, key: str) -> None:
         """The tree's leader ended: kill what it left behind, remove the group (or leave
