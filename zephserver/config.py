@@ -689,6 +689,8 @@ SPEC: dict[str, Spec] = {
     "RUN_AS": Spec(_run_as, "The Unix account work runs as when an app names none: an "
                    "account, '$user' (USER_MAP), 'root' on purpose; None: the daemon's "
                    "own (refused when that is root)."),
+    "JOB_CGROUPS": Spec(_bool, "A cgroup per job and agent process where the kernel offers "
+                        "one; False: process groups and a subreaper shim."),
     "USER_MAP": Spec(_user_map, "Django user name -> Unix account, for run_as '$user'."),
     "AGENT_ALLOW": Spec(_access, "Who may create agent processes: {groups, users, staff}; "
                         "None: every logged-in user."),

@@ -141,6 +141,10 @@ APPS: dict[str, dict] = {}
 # Who work runs as when an app has no run_as: an account, "$user" (the owner's own, via
 # USER_MAP), or "root" on purpose. None: the daemon's account, refused if that is root.
 RUN_AS: str | None = None
+# A cgroup per job and agent process where the kernel offers one (a stop takes every
+# descendant; resources.memory is a hard limit). False: the process group, the shim a
+# subreaper so that descendants that leave it are still found.
+JOB_CGROUPS = True
 USER_MAP: dict[str, str] = {}  # Django user name -> Unix account, for run_as "$user"
 LAUNCHER_CONFIG = None
 

@@ -42,8 +42,10 @@ def marker() -> str:
     return f"{3000 + uuid.uuid4().int % 1000}.{uuid.uuid4().int % 10**6}"
 
 
-@pytest.fixture(scope="module")
-def site():
+@pytest.fixture(scope="module", params=[True, False], ids=["cgroups", "subreaper"])
+def site(request):
+    """A daemon with a cgroup per job, and one without (JOB_CGROUPS = False: the process
+    group, and a subreaper shim that keeps escaped descendants under it)."""
     work = short_tmpdir("zt")
     (work / "files").mkdir()
     files = ArchiveServer(work / "files")
@@ -61,10 +63,10 @@ def site():
                        "resources": {"cores": 0, "memory": 64}}}
     daemon = start_with_users(write_settings(
         work, APPS=apps, AGENT_FILE_ROOTS=[str(work / "files")], AGENT_ALLOW=None,
-        RESOURCES={"cores": 4, "memory": 4096, "licenses": {}},
+        RESOURCES={"cores": 4, "memory": 4096, "licenses": {}}, JOB_CGROUPS=request.param,
         AGENT_GRACE=1.0, DJANGO_SETTINGS_MODULE="tests.support.django_test_settings"),
         child_env())
-    daemon.files, daemon.work = files, work
+    daemon.files, daemon.work, daemon.cgroups = files, work, request.param
     yield daemon
     stop_site(daemon, work, files)
 
@@ -133,6 +135,8 @@ def test_an_agent_process_escapee_dies_on_delete(site):
 def test_resources_memory_is_a_hard_limit(site, mib, state):
     """64 MiB asked: a program that stays under it runs; one that goes over is stopped
     by the kernel and its job says so (as Slurm's OUT_OF_MEMORY)."""
+    if not site.cgroups:
+        pytest.skip("a memory limit needs the memory cgroup")
     async def scenario():
         ws = await Ws.connect(site.url, token=site.tokens["alice"])
         try:

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from zephserver.launch import shim
-from zephserver.launch.cgroups import Cgroups, MemoryLimits
+from zephserver.launch.cgroups import Cgroups, MemoryLimits, signal_tree
 from zephserver.launch.process import (
     Reaper,
     Spawned,
@@ -29,7 +29,6 @@ from zephserver.launch.process import (
     boot_id,
     is_alive,
     process_start_time,
-    signal_group,
     spawn,
     with_start_times,
 )
@@ -132,7 +131,7 @@ class LocalExecutor:
                 self._give(account, job)
             meta = shim.meta_dir(job.job_dir)
             os.makedirs(meta, 0o700, exist_ok=True)
-            return spawn(shim.wrap(argv, meta, job.cwd, groups), None, env,
+            return spawn(shim.wrap(argv, meta, job.cwd, groups, self.cgroups is None), None, env,
                          job.log_path, read_start_time=False)
         except SpawnError as exc:
             return exc
@@ -214,11 +213,7 @@ class LocalExecutor:
         self._send(job, sig)
 
     def _send(self, job: Any, sig: int) -> bool:
-        """``sig`` to the job's whole tree: its process group and its cgroup."""
-        sent = signal_group(job.pid, sig)
-        if self.cgroups is not None:
-            sent = self.cgroups.signal(_key(job), sig) or sent
-        return sent
+        return signal_tree(job.pid, sig, self.cgroups, _key(job))
 
     def exit_note(self, job: Any) -> str | None:
         """Why the job ended, if the executor knows better than its exit status."""

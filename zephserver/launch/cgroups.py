@@ -18,6 +18,8 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
+from zephserver.launch.process import descendants, signal_group
+
 log = logging.getLogger(__name__)
 
 SHELL = "/bin/sh"
@@ -191,3 +193,18 @@ class MemoryLimits(_Groups):
         except OSError:
             return False
         return int(counts.get("oom_kill", 0)) > 0
+
+
+def signal_tree(pid: int, sig: int, cgroups: Cgroups | None, key: str) -> bool:
+    """``sig`` to the whole tree led by ``pid``: its process group, and its cgroup (else
+    every descendant: under a subreaper, those that left the group too). False if there
+    was nobody to signal."""
+    if cgroups is not None:
+        return cgroups.signal(key, sig) | signal_group(pid, sig)
+    tree = descendants(pid)  # first: once the leader dies, its children move away
+    sent = signal_group(pid, sig)
+    for child in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, sig)
+            sent = True
+    return sent

@@ -136,6 +136,27 @@ def with_start_times(results: list[Any]) -> list[Any]:
             if isinstance(r, Spawned) and r.start_time is None else r for r in results]
 
 
+def descendants(pid: int) -> list[int]:
+    """Every living descendant of ``pid`` (children of each of its threads, and theirs):
+    under a subreaper, those that left the process group are still among them."""
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{task}/children") as f:
+                    children = [int(c) for c in f.read().split()]
+            except OSError:
+                continue
+            found += children
+            todo += children
+    return found
+
+
 def signal_group(pgid: int, sig: int) -> bool:
     """Send ``sig`` to a whole process group; False if the group is gone."""
     try:

@@ -31,10 +31,11 @@ from zephserver.backoff import BackoffPolicy, RestartTracker
 from zephserver.errors import RpcCode, RpcError, ServiceUnavailable
 from zephserver.infra.service import Service
 from zephserver.jobs.transition import now, transition
+from zephserver.launch import shim
 from zephserver.launch.access import parse_access
 from zephserver.launch.accounts import Account, NoAccount, account_for
 from zephserver.launch.apps import DEFAULT_INHERITED_ENV
-from zephserver.launch.cgroups import Cgroups
+from zephserver.launch.cgroups import Cgroups, signal_tree
 from zephserver.launch.consoles import Console, ConsoleGroup
 from zephserver.launch.output import Tail
 from zephserver.launch.preparation import make_venv, procfile_command
@@ -132,7 +133,7 @@ class AgentService(Actor, Service):
         # The lifeline: children get the read end as fd 3; only we hold the write end.
         self._lifeline_r, self._lifeline_w = os.pipe()
         self.reaper = Reaper()
-        self.cgroups = Cgroups.detect(s.DATA_DIR, "agent")  # None: process groups only
+        self.cgroups = Cgroups.detect(s.DATA_DIR, "agent") if s.JOB_CGROUPS else None
         if self.cgroups is not None:
             self.cgroups.sweep(set())  # what a killed daemon's processes left behind
         self.tail = Tail(s.OUTPUT_CHUNK)
@@ -343,8 +344,8 @@ class AgentService(Actor, Service):
         self._set(proc, J.STARTING, "starting", "starting")
         argv = ["/bin/sh", "-c", SHIM, "zephserver-agent", proc.cwd,  # then who it runs as
                 *(proc.account.switch() if proc.account else []), "/bin/sh", "-c", proc.command]
-        if self.cgroups is not None:
-            argv = self.cgroups.enter(_key(proc), argv)
+        argv = (self.cgroups.enter(_key(proc), argv) if self.cgroups is not None
+                else [*shim.subreaper(), *argv])  # (then its escapees stay under it)
         try:
             spawned = spawn(argv, None, proc.env, job.log_path, {LIFELINE_FD: self._lifeline_r})
         except SpawnError as exc:
@@ -358,11 +359,7 @@ class AgentService(Actor, Service):
         self.reaper.watch(pid, lambda _pid, code: self.post(self._exited, proc, pid, code))
 
     def _send(self, proc: Proc, pid: int, sig: int) -> bool:
-        """``sig`` to the process's whole tree: its group and its cgroup."""
-        sent = signal_group(pid, sig)
-        if self.cgroups is not None:
-            sent = self.cgroups.signal(_key(proc), sig) or sent
-        return sent
+        return signal_tree(pid, sig, self.cgroups, _key(proc))
 
     def _exited(self, proc: Proc, pid: int, code: int | None) -> None:
         if proc.pid != pid:

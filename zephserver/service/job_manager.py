@@ -99,8 +99,10 @@ class JobManagerService(InteractiveApi, TransactionalActor, Service):
         self.scheduler = self.ctx.get("queue")
         self.rooms = self.ctx.get("rooms")
         os.makedirs(self.jobs_dir, exist_ok=True)
-        self.local = LocalExecutor(cgroups=Cgroups.detect(self.data_dir, "jobs"),
-                                   memory=MemoryLimits.detect(self.data_dir, "jobs"))
+        grouped = s.JOB_CGROUPS
+        self.local = LocalExecutor(
+            cgroups=Cgroups.detect(self.data_dir, "jobs") if grouped else None,
+            memory=MemoryLimits.detect(self.data_dir, "jobs") if grouped else None)
         # Who runs each job's process; one per kind of place (a Slurm executor, the
         # cluster's other nodes join here), chosen per job by ``executor_for``.
         self.executors: dict[str, Executor] = {"local": self.local}
