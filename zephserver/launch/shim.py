@@ -18,12 +18,14 @@ STATUS_FILE = ".zeph-exit.status"
 
 # $1: the pid file, $2: the status file, $3: the working directory, $4: the cgroup.procs
 # files to enter first, space-separated (launch.cgroups; "" for none), then the program's
-# argv. A program killed by signal N reports 128+N, as shells do. What the program left
-# behind among the shim's children (under a subreaper: its escaped descendants) is killed.
+# argv. A program killed by signal N reports 128+N, as shells do. Without cgroups, what
+# the program left among the shim's children (as a subreaper: its escaped descendants) is
+# killed, with builtins only (a job's end costs no extra process).
 SCRIPT = ('cd "$3" || exit 126; for g in $4; do echo 0 > "$g" || { echo "[zephserver] cannot '
-          'enter the cgroup $g" >&2; exit 125; }; done; echo $$ > "$1"; s="$2"; shift 4; '
-          'trap : TERM INT HUP QUIT; "$@"; rc=$?; pkill -KILL -P $$ 2>/dev/null; echo $rc > "$s"; '
-          'exit $rc')
+          'enter the cgroup $g" >&2; exit 125; }; done; c="$4"; echo $$ > "$1"; s="$2"; '
+          'shift 4; trap : TERM INT HUP QUIT; "$@"; rc=$?; if [ -z "$c" ]; then '
+          'for t in /proc/$$/task/*/children; do read -r k < "$t"; '
+          '[ -z "$k" ] || kill -KILL $k 2>/dev/null; done; fi; echo $rc > "$s"; exit $rc')
 
 
 # Without cgroups: the shim becomes a child subreaper (kept across the exec into the
