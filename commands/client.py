@@ -4,6 +4,8 @@ Talks to a zephserver over its WebSocket JSON-RPC API with an API token, from
 $ZEPHSERVER_TOKEN, else --token-file, else ~/.config/zephserver/token (make one with
 "zephserver-admin create_token USERNAME"). Example:
 ZEPHSERVER_TOKEN=zt_... zephserver-client query --json --url http://host:5558
+(several --url, or ZEPHSERVER_URL=http://n1:5558,http://n2:5558: the first node that
+answers is used, as a cluster's nodes serve any request)
 """
 
 import argparse
@@ -23,6 +25,10 @@ DEFAULT_TOKEN_FILE = os.path.expanduser("~/.config/zephserver/token")
 
 class ClientError(Exception):
     pass
+
+
+class Unreachable(ClientError):
+    """The node did not answer at all: another node of the cluster may."""
 
 
 def read_token(args: argparse.Namespace) -> str:
@@ -48,8 +54,9 @@ async def call(url: str, token: str, method: str, params: dict) -> Any:
         if exc.code == 401:
             raise ClientError(f"{url} refused the token (invalid or revoked)") from None
         raise ClientError(f"{url} answered HTTP {exc.code}") from None
-    except OSError as exc:
-        raise ClientError(f"cannot reach {url}: {exc.strerror or exc}") from None
+    except (OSError, TimeoutError) as exc:
+        raise Unreachable(f"cannot reach {url}: {getattr(exc, 'strerror', None) or exc}"
+                          ) from None
     try:
         await conn.write_message(json.dumps({"jsonrpc": "2.0", "id": 1, "method": method,
                                              "params": params}))
@@ -64,6 +71,18 @@ async def call(url: str, token: str, method: str, params: dict) -> Any:
                 return message["result"]
     finally:
         conn.close()
+
+
+async def call_any(urls: list[str], token: str, method: str, params: dict) -> Any:
+    """``call`` on the first of ``urls`` (the nodes of one cluster) that answers; a node
+    that refuses the token or the call is an answer, not a reason to try the next."""
+    tried = []
+    for url in urls:
+        try:
+            return await call(url, token, method, params)
+        except Unreachable as exc:
+            tried.append(str(exc))
+    raise ClientError("no node answered: " + "; ".join(tried))
 
 
 def render(sessions: list[dict]) -> str:
@@ -83,9 +102,10 @@ EXIT_CODES = (ExitCode.OK, ExitCode.FAILED, ExitCode.USAGE)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", default=os.environ.get("ZEPHSERVER_URL",
-                                                        "http://127.0.0.1:5558"),
-                        help="the server (default $ZEPHSERVER_URL or http://127.0.0.1:5558)")
+    parser.add_argument("--url", action="append", dest="urls", metavar="URL",
+                        help="a node of the server; give several (a cluster) and the first "
+                             "that answers is used (default $ZEPHSERVER_URL, comma-separated "
+                             "URLs, or http://127.0.0.1:5558)")
     parser.add_argument("--token-file", help=f"file holding an API token "
                                              f"(default {DEFAULT_TOKEN_FILE})")
     verbs = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -97,7 +117,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         token = read_token(args)
-        sessions = asyncio.run(call(args.url, token, "sessions.list", {"all": args.all}))
+        urls = args.urls or os.environ.get("ZEPHSERVER_URL",
+                                           "http://127.0.0.1:5558").split(",")
+        sessions = asyncio.run(call_any([u.strip() for u in urls if u.strip()], token,
+                                        "sessions.list", {"all": args.all}))
     except ClientError as exc:
         print(f"zephserver-client: error: {exc}", file=sys.stderr)
         return ExitCode.FAILED

@@ -519,6 +519,28 @@ def test_zephserver_client_query(server):
     stop_and_wait_free(server, body)
 
 
+def test_zephserver_client_tries_each_node_until_one_answers(server):
+    """Several --url (a cluster's nodes): a node that is down is passed over; when none
+    answers, the error names every one tried."""
+    import subprocess
+
+    down = f"http://127.0.0.1:{free_port_range(1, 39000)[0]}"
+    client = os.path.join(os.path.dirname(sys.executable), "zephserver-client")
+    env = child_env(ZEPHSERVER_TOKEN=server.tokens["alice"])
+    found = subprocess.run([client, "--url", down, "--url", server.url, "query", "--json"],
+                           capture_output=True, text=True, env=env, timeout=30)
+    assert found.returncode == 0, found.stderr
+    assert isinstance(json.loads(found.stdout), list)
+    listed = subprocess.run([client, "query"], capture_output=True, text=True, timeout=30,
+                            env={**env, "ZEPHSERVER_URL": f"{down},{server.url}"})
+    assert listed.returncode == 0, listed.stderr
+    nobody = subprocess.run([client, "--url", down, "--url", down + "/", "query"],
+                            capture_output=True, text=True, env=env, timeout=30)
+    assert nobody.returncode == 1
+    assert nobody.stderr.startswith("zephserver-client: error: no node answered: cannot "
+                                    f"reach {down}"), nobody.stderr
+
+
 def test_a_client_that_leaves_before_ready_does_not_leave_a_session_behind(server):
     """The POST's connection closes while the session starts: it is stopped, not
     left running with an id nobody knows."""
