@@ -1,6 +1,7 @@
 """Applications and helpers for the job tests (real programs, started by the real daemon)."""
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -147,6 +148,22 @@ def kill_jobs_under(path: Path) -> None:
                     os.killpg(int(entry), signal.SIGKILL)
         except (OSError, ProcessLookupError):
             continue
+    remove_cgroups_of(path)
+
+
+def remove_cgroups_of(path: Path) -> None:
+    """The cgroups of the daemons whose DATA_DIR is ``path`` or a directory in it: a
+    daemon that is not restarted leaves its jobs' (emptied) groups, as it should."""
+    from zephserver.launch.cgroups import tops
+
+    candidates = [path, *(p for p in path.iterdir() if p.is_dir())] if path.is_dir() else []
+    for top in (t for data_dir in candidates for t in tops(str(data_dir))):
+        for root, dirs, _files in os.walk(top, topdown=False):
+            for name in dirs:
+                with contextlib.suppress(OSError):
+                    os.rmdir(os.path.join(root, name))
+        with contextlib.suppress(OSError):
+            os.rmdir(top)
 
 
 def stop_site(daemon: Any, work: Path, *servers: Any) -> None:

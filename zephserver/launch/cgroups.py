@@ -51,13 +51,27 @@ def _own_cgroup(controller: str | None = None) -> str | None:
     return None
 
 
-def _base(mount: str | None, own: str | None, data_dir: str, kind: str) -> str:
+def _top(mount: str | None, own: str | None, data_dir: str) -> str:
     if mount is None or own is None:
         raise OSError("no such cgroup hierarchy")
     digest = hashlib.sha1(os.path.realpath(data_dir).encode()).hexdigest()[:12]
-    base = os.path.join(mount, own.lstrip("/"), f"zephserver-{digest}", kind)
+    return os.path.join(mount, own.lstrip("/"), f"zephserver-{digest}")
+
+
+def _base(mount: str | None, own: str | None, data_dir: str, kind: str) -> str:
+    base = os.path.join(_top(mount, own, data_dir), kind)
     os.makedirs(base, exist_ok=True)
     return base
+
+
+def tops(data_dir: str) -> list[str]:
+    """Where the groups of the daemon of ``data_dir`` are (or would be), per hierarchy."""
+    found = []
+    for mount, own in ((_mount("cgroup2"), _own_cgroup()),
+                       (_mount("cgroup", "memory"), _own_cgroup("memory"))):
+        with contextlib.suppress(OSError):
+            found.append(_top(mount, own, data_dir))
+    return found
 
 
 class _Groups:
