@@ -10,7 +10,7 @@ import pytest
 from tests.support.archives import ArchiveServer, make_zip
 from tests.support.daemon import child_env, short_tmpdir, write_settings
 from tests.support.jobs import TERMINAL, stop_site, submit, wait_job
-from tests.support.poll import poll_until
+from tests.support.poll import poll_async, poll_until
 from tests.support.sessions import rest
 from tests.support.web import Ws, run, start_with_users
 
@@ -71,16 +71,6 @@ def site(request):
     stop_site(daemon, work, files)
 
 
-def started_escapee(ws, app: str):
-    mark = marker()
-
-    async def go():
-        job = await submit(ws, app, mark=mark)
-        await wait_job(ws, job["id"], {"RUNNING", *TERMINAL})
-        return job
-    return mark, go()
-
-
 @pytest.mark.parametrize(("app", "how", "end"), [("escape", "cancel", "CANCELLED"),
                                            ("walltime", "wall time", "TIMED_OUT"),
                                            ("finish", "its own end", "SUCCEEDED")])
@@ -105,16 +95,6 @@ def test_an_escaped_descendant_dies_with_its_job(site, app, how, end):
     assert done["state"] == end, done
     assert escaped  # it was running, out of the job's process group
     poll_until(lambda: not pids_of(mark), 10, what=f"the escapee killed at {how}")
-
-
-async def poll_async(condition, timeout: float) -> None:
-    import asyncio
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "not reached in time"
-        await asyncio.sleep(0.02)
 
 
 def test_an_agent_process_escapee_dies_on_delete(site):

@@ -134,7 +134,7 @@ def test_the_2015_wire_format_refuses_frames_without_a_valid_login(site):
         assert answer["error"]["code"] == -32001, answer
 
 
-def served_routes(site) -> set[str]:
+def served_routes() -> set[str]:
     """Every route pattern the daemon serves over HTTP, from the faces themselves."""
     return {pattern for face in (agent.routes(), launcher.routes("/paraview"),
                                  legacy_ws.routes("/zephws"), ws.routes())
@@ -189,7 +189,7 @@ def every_request(alices):
 
 
 def test_every_route_has_a_request_here(site):
-    assert served_routes(site) == set(REQUESTS)
+    assert served_routes() == set(REQUESTS)
 
 
 @pytest.mark.parametrize("credentials", ["none", "wrong token", "wrong basic"])

@@ -15,7 +15,7 @@ from tests.reliability.conftest import scale
 from tests.support.console import handshake, send_text
 from tests.support.daemon import child_env, short_tmpdir, write_settings
 from tests.support.jobs import stop_site
-from tests.support.poll import poll_until
+from tests.support.poll import poll_async, poll_until
 from tests.support.web import Ws, run, start_with_users
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
@@ -43,13 +43,6 @@ async def ping_times(ws: Ws, count: int) -> list[float]:
         assert (await ws.call("ping"))["result"] == "pong"
         times.append((time.perf_counter() - started) * 1000)
     return times
-
-
-async def poll_async(condition, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "not reached in time"
-        await asyncio.sleep(0.01)
 
 
 def p99(values: list[float]) -> float:

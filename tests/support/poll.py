@@ -1,5 +1,6 @@
 """Wait for outside state with a monotonic deadline, reporting the last value seen."""
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -22,3 +23,13 @@ def poll_until(probe: Callable[[], T], timeout: float = 10.0, interval: float = 
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
         time.sleep(interval)
+
+
+async def poll_async(condition: Callable[[], object], timeout: float,
+                     what: str = "condition") -> None:
+    """``poll_until`` inside an event loop: the loop keeps running while it waits."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.01)

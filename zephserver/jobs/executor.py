@@ -79,6 +79,11 @@ def _key(job: Any) -> str:
     return f"job-{job.pk}"
 
 
+def _memory(job: Any) -> int:
+    """The MiB the job asked for (0: none)."""
+    return (job.resources or {}).get("memory") or 0
+
+
 def _meta(job: Any) -> str:
     """The job's shim files (in its own directory if an older daemon started it)."""
     meta = shim.meta_dir(job.job_dir)
@@ -121,9 +126,8 @@ class LocalExecutor:
         try:
             self._check_launchable(job.argv[0], job.cwd, env, job.job_dir)
             groups = [self.cgroups.prepare(_key(job))] if self.cgroups else []
-            mib = (job.resources or {}).get("memory") or 0
-            if self.memory is not None and mib:
-                groups.append(self.memory.prepare(_key(job), mib))
+            if self.memory is not None and _memory(job):
+                groups.append(self.memory.prepare(_key(job), _memory(job)))
             argv = job.argv
             account = getattr(job, "account", None)
             if account is not None:  # the shim stays ours; the program runs as the account
@@ -201,7 +205,7 @@ class LocalExecutor:
                 cgroups.finish(key)
             if memory is not None:
                 if memory.oom_killed(key):
-                    self._oom[job.pk] = (job.resources or {}).get("memory") or 0
+                    self._oom[job.pk] = _memory(job)
                 memory.finish(key)
             on_exit(code)
         self.reaper.watch(job.pid, exited, handle)

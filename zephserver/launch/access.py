@@ -22,10 +22,6 @@ class Access:
         return bool(user.is_superuser or (self.staff and user.is_staff)
                     or user.username in self.users or self.groups & set(user.groups))
 
-    def describe(self) -> dict:
-        return {"groups": sorted(self.groups), "users": sorted(self.users),
-                "staff": self.staff}
-
 
 EVERYONE = None  # no rule: every logged-in user
 
