@@ -7,6 +7,8 @@ STAMP := $(VENV)/.installed
 # has a real Prometheus scrape the daemon (Debian's package too).
 CHROMIUM := /usr/bin/chromium
 PROMETHEUS := /usr/bin/prometheus
+# The Slurm executor's tests start a real one-node Slurm (Debian's slurm-wlm and munge).
+SLURMCTLD := /usr/sbin/slurmctld
 
 .PHONY: run test test-heavy lint format bench docs clean
 
@@ -28,7 +30,11 @@ $(PROMETHEUS):
 	DEBIAN_FRONTEND=noninteractive apt-get install -y prometheus || \
 	  (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y prometheus)
 
-test: $(STAMP) $(CHROMIUM) $(PROMETHEUS)
+$(SLURMCTLD):
+	DEBIAN_FRONTEND=noninteractive apt-get install -y slurm-wlm munge || \
+	  (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y slurm-wlm munge)
+
+test: $(STAMP) $(CHROMIUM) $(PROMETHEUS) $(SLURMCTLD)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 

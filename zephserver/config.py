@@ -556,6 +556,27 @@ def _run_as(value: Any, s: Settings) -> list[str]:
     return check(runs, user_map, [s.JOBS_DIR, s.AGENT_DIR])
 
 
+def _slurm_bin_dir(value: Any, s: Settings) -> list[str]:
+    """SLURM_BIN_DIR, and that Slurm's commands are there when an app uses Slurm."""
+    if value is not None and (not isinstance(value, str) or not os.path.isdir(value)):
+        return [f"{value!r} is not a directory"]
+    from zephserver.launch.apps import AppConfigError, parse_all_apps
+    from zephserver.launch.slurm import SlurmCommands
+    from zephserver.launch.wslink import effective_cwd
+
+    try:
+        apps = parse_all_apps(s.APPS, s.LAUNCHER_CONFIG, effective_cwd(s))
+    except (AppConfigError, ValueError, TypeError):
+        return []  # APPS and LAUNCHER_CONFIG say what is wrong with them
+    users = sorted(name for name, app in apps.items() if app.executor == "slurm")
+    missing = SlurmCommands(value).missing() if users else []
+    if missing:
+        return [f"app(s) {', '.join(users)} run on Slurm, and {', '.join(missing)} "
+                f"{'is' if len(missing) == 1 else 'are'} not found "
+                f"{'in ' + value if value else 'on PATH'} (install slurm-client)"]
+    return []
+
+
 def _user_map(value: Any, s: Settings) -> list[str]:
     if not isinstance(value, dict) or not all(
             isinstance(k, str) and isinstance(v, str) and k and v for k, v in value.items()):
@@ -692,6 +713,13 @@ SPEC: dict[str, Spec] = {
     "JOB_CGROUPS": Spec(_bool, "A cgroup per job and agent process where the kernel offers "
                         "one; False: process groups and a subreaper shim."),
     "USER_MAP": Spec(_user_map, "Django user name -> Unix account, for run_as '$user'."),
+    "SLURM_BIN_DIR": Spec(_slurm_bin_dir, "Directory of sbatch, squeue, scontrol and "
+                          "scancel; None: PATH."),
+    "SLURM_CONF": Spec(_optional_file, "The slurm.conf Slurm's commands read; None: "
+                       "Slurm's default."),
+    "SLURM_TICK": Spec(_number(0.05), "Time between looks (one squeue) at Slurm jobs (s)."),
+    "SLURM_SUBMIT_RETRY": Spec(_number(0), "How long a submission keeps trying while "
+                               "slurmctld is unreachable (s; 0: fail at once)."),
     "AGENT_ALLOW": Spec(_access, "Who may create agent processes: {groups, users, staff}; "
                         "None: every logged-in user."),
     "AGENT_SOURCE_ALLOW": Spec(_url_rules, "URL prefixes or anchored regexps an http(s) "

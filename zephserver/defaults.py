@@ -146,6 +146,14 @@ RUN_AS: str | None = None
 # subreaper so that descendants that leave it are still found.
 JOB_CGROUPS = True
 USER_MAP: dict[str, str] = {}  # Django user name -> Unix account, for run_as "$user"
+
+# Apps with executor "slurm": where Slurm's commands are (None: PATH) and its slurm.conf
+# (None: Slurm's own default); how often one squeue looks at every job (s); how long a
+# submission keeps trying while slurmctld is unreachable (s; 0: the job fails at once).
+SLURM_BIN_DIR = None
+SLURM_CONF = None
+SLURM_TICK = 2.0
+SLURM_SUBMIT_RETRY = 300.0
 LAUNCHER_CONFIG = None
 
 # Sessions (apps of kind "session") and the ParaViewWeb/wslink launcher REST API.

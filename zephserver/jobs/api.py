@@ -27,6 +27,8 @@ from zephserver import metrics
 from zephserver.actor import on_actor
 from zephserver.audit import audit, audit_when_done
 from zephserver.errors import RpcCode, RpcError
+from zephserver.jobs.active import counted
+from zephserver.jobs.reports import placed
 from zephserver.jobs.transition import now
 from zephserver.launch.accounts import OWNER, effective
 from zephserver.launch.apps import App, ParamError
@@ -238,7 +240,7 @@ class JobsApi:
                                     f"integer >= {needs[key]} (what app {app.name!r} needs)",
                                     f"resources.{key}")
                 needs[key] = value
-        refused = self.scheduler.never_fits(needs)
+        refused = self.scheduler.never_fits(needs) if counted(app) else None  # (Slurm's say)
         if refused is not None:
             resource, why = refused
             field = _param_feeding(app, resource) or (
@@ -413,7 +415,7 @@ class JobsApi:
             raise rpc_error(RpcCode.CONFLICT, f"job {job.pk} has already ended ({state})",
                             "id")
         by = user.username
-        if state in WAITING:
+        if state in WAITING and not placed(job):
             self.dequeue(job.pk)
             self.change(job, J.CANCELLED,
                         f"cancelled by {by} before it started")
@@ -433,7 +435,7 @@ class JobsApi:
     @at_owner()
     def update(self, user: UserInfo, job_id: Any, params: Any, resources: Any,
                priority: Any) -> dict:
-        job = self._local_job(user, job_id)
+        job = self._in_our_queue(user, job_id)
         if job.state not in WAITING:
             raise rpc_error(RpcCode.CONFLICT, f"job {job.pk} is {job.state}: only a queued "
                             "or held job can be changed", "id")
@@ -457,7 +459,7 @@ class JobsApi:
 
     @at_owner()
     def hold(self, user: UserInfo, job_id: Any, hold: bool) -> dict:
-        job = self._local_job(user, job_id)
+        job = self._in_our_queue(user, job_id)
         want, need = (J.HELD, J.QUEUED) if hold else (J.QUEUED, J.HELD)
         if job.state != need:
             raise rpc_error(RpcCode.CONFLICT, f"job {job.pk} is {job.state}, not {need}",
@@ -475,7 +477,7 @@ class JobsApi:
         among the caller's own jobs of that priority (others keep their places)."""
         from zephserver.web.models import Job
 
-        job = self._local_job(user, job_id)
+        job = self._in_our_queue(user, job_id)
         if job.state != J.QUEUED:
             raise rpc_error(RpcCode.CONFLICT, f"job {job.pk} is {job.state}, not QUEUED",
                             "id")
@@ -488,6 +490,17 @@ class JobsApi:
             self.forget_fresh(peer_id)
         self.replan()
         return self.to_json(job)
+
+    def _in_our_queue(self, user: UserInfo, job_id: Any) -> Any:
+        """The caller's job, refused (-32009) if it waits in another scheduler's queue:
+        there it can only be cancelled."""
+        job = self._local_job(user, job_id)
+        if placed(job) and job.state not in TERMINAL:
+            external = job.extra["external"]
+            raise rpc_error(RpcCode.CONFLICT, f"job {job.pk} was handed to "
+                            f"{external['executor']} (job {external['id']}): it can only "
+                            "be cancelled now", "id")
+        return job
 
     @at_owner()
     def control(self, user: UserInfo, job_id: Any, name: Any) -> dict:

@@ -3,10 +3,11 @@
 The job manager decides *what* runs and records it; an executor *runs* it: starts a
 batch of prepared jobs, tells when each ends, stops one, and after a restart says
 whether a recorded process is still the one it started. ``LocalExecutor`` (this node,
-under the shim) is today's; a Slurm executor (sbatch/squeue/scancel) or a remote node
-plugs in behind the same methods without touching the manager: the manager keeps one
-executor per name (``executors``) and asks each job's by its app's ``executor`` (default
-``local``), launching each batch through the executor of its jobs.
+under the shim); ``jobs.slurm_executor`` submits to Slurm (sbatch/squeue/scancel) behind
+the same methods: the manager keeps one executor per name (``executors``) and asks each
+job's by its app's ``executor`` (default ``local``), launching each batch through the
+executor of its jobs. An executor that ``reports`` (Slurm) hands a job back at launch
+(``Handed``) and later tells the manager when it is pending, running and ended.
 
 A job given to an executor has ``argv``, ``cwd``, ``job_dir`` (the shim keeps its pid
 and exit status beside it, ``shim.meta_dir``), ``log_path``, ``account`` (who it runs
@@ -32,19 +33,29 @@ from zephserver.launch.process import (
     spawn,
     with_start_times,
 )
+from zephserver.launch.states import JobState
 
 PROGRAM_CACHE_TTL = 10.0  # seconds a found program path is trusted
 
 OnExit = Callable[[int | None], None]  # the exit status, None if it was not seen
 
 
+class Handed:
+    """What ``launch`` gives for a job handed to an executor that reports its start
+    itself later (``reports``: Slurm says when it is pending, running, ended)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
 class Executor(Protocol):
     name: str
+    reports: bool  # whether it reports states itself (jobs.reports) besides exits
     boot: str | None  # this run of the machine, recorded with each process
     roots: list[str]  # where working directories may be (realpaths)
 
     def launch(self, jobs: list[Any], envs: list[dict[str, str]]
-               ) -> list[Spawned | SpawnError]:
+               ) -> list[Spawned | Handed | SpawnError]:
         """Start each prepared job (in order); what each start gave."""
 
     def watch(self, job: Any, on_exit: OnExit, handle: Any = None) -> None:
@@ -64,9 +75,9 @@ class Executor(Protocol):
     def recorded_exit(self, job: Any) -> int | None:
         """The exit status recorded for an ended job (None: none was)."""
 
-    def exit_note(self, job: Any) -> str | None:
-        """Why the job ended, if the executor knows better than its exit status (out of
-        memory); None otherwise."""
+    def end_state(self, job: Any) -> tuple[JobState, str] | None:
+        """The state and reason the job ended in, when the executor knows better than its
+        exit status (out of memory, Slurm's time limit); None otherwise."""
 
     def orphan(self, job: Any) -> dict | None:
         """For a job recorded as starting but with no pid (the daemon died in between):
@@ -96,6 +107,7 @@ class LocalExecutor:
     status is still recorded. Exits are seen by the reaper (pidfd)."""
 
     name = "local"
+    reports = False
 
     def __init__(self, roots: list[str] | None = None, cgroups: Cgroups | None = None,
                  memory: MemoryLimits | None = None) -> None:
@@ -219,10 +231,10 @@ class LocalExecutor:
     def _send(self, job: Any, sig: int) -> bool:
         return signal_tree(job.pid, sig, self.cgroups, _key(job))
 
-    def exit_note(self, job: Any) -> str | None:
-        """Why the job ended, if the executor knows better than its exit status."""
+    def end_state(self, job: Any) -> tuple[JobState, str] | None:
         limit = self._oom.pop(job.pk, None)
-        return None if limit is None else f"out of memory (limit {limit} MiB)"
+        return None if limit is None else (JobState.FAILED,
+                                           f"out of memory (limit {limit} MiB)")
 
     def sweep(self, running: list[Any]) -> None:
         """At start, once running jobs are re-adopted: the cgroups of every other job go,

@@ -35,3 +35,30 @@ def progress_follower(job: Any, parser_spec: Any, interval: Callable[[], float],
 
     # unfollowed by the tail itself once the job has ended and the last bytes are read
     return Follower(job.log_path, 0, deliver, done=done)
+
+
+class ProgressUpdates:
+    """Mixed into the job manager: parsers run on the output thread, their snapshots
+    land on the manager's thread, are persisted and published."""
+
+    _active: dict
+    progress_interval: float
+
+    def _follow_for_parser(self, active: Any) -> None:
+        if active.app is not None and active.app.parser is not None:
+            self.tail.follow(progress_follower(  # type: ignore[attr-defined]
+                active.job, active.app.parser, lambda: self.progress_interval,
+                lambda job_id, snapshot: self.post(  # type: ignore[attr-defined]
+                    self._set_progress, job_id, snapshot)))
+
+    def _set_progress(self, job_id: int, snapshot: dict) -> None:
+        from zephserver.web.models import Job
+
+        active = self._active.get(job_id)
+        job = active.job if active is not None else (
+            Job.objects.select_related("owner").filter(pk=job_id).first())
+        if job is None or job.progress == snapshot:
+            return
+        job.progress = snapshot
+        job.persist("progress")
+        self.publish(job)  # type: ignore[attr-defined]

@@ -18,11 +18,10 @@ def order_key(w: Waiting) -> tuple:
     return (-w.priority, w.seq, w.id)
 
 
-def entry_for(job: Any) -> Waiting:
-    """The queue entry of a job record."""
+def entry_for(job: Any, demand: Demand) -> Waiting:
+    """The queue entry of a job record that needs ``demand`` of this node."""
     queued = job.queued_at or job.created
-    return Waiting(job.pk, job.owner_id, Demand.of(job.resources), job.priority, job.seq,
-                   queued.timestamp())
+    return Waiting(job.pk, job.owner_id, demand, job.priority, job.seq, queued.timestamp())
 
 
 class WaitingQueue:

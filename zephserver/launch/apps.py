@@ -23,6 +23,7 @@ from zephserver.launch.interactive import (
     SessionOptions,
     parse_session_options,
 )
+from zephserver.launch.slurm import SlurmOptions, parse_slurm_options
 
 KINDS = ("batch", "session", "service")
 PARAM_TYPES = ("int", "float", "str", "path")
@@ -155,6 +156,8 @@ class App:
     max_output: int | None = None  # bytes of log before the job is stopped (None: default)
     allow: Access | None = None  # who may launch it (None: every logged-in user)
     run_as: str | None = None  # the Unix account it runs as (launch.accounts; None: RUN_AS)
+    executor: str = "local"  # who runs its processes: this node, or "slurm"
+    slurm: SlurmOptions | None = None  # executor "slurm": the sbatch constants
 
     def allows(self, user: Any) -> bool:
         return allowed(self.allow, user)
@@ -211,7 +214,8 @@ class App:
 
 APP_KEYS = {"description", "kind", "argv", "cmd", "cwd", "env", "inherit_env", "vars",
             "params", "sanitize", "resources", "grace", "wall_time", "max_output", "parser",
-            "controls", "allow", "run_as"}
+            "controls", "allow", "run_as", "executor", "slurm"}
+EXECUTORS = ("local", "slurm")
 
 
 def parse_apps(apps: Any, extra_keys: frozenset[str] = frozenset()) -> dict[str, App]:
@@ -338,13 +342,24 @@ def _parse_app(name: str, spec: Any, problems: list[str],
         problems.append("run_as must be an account name, '$user' or 'root'")
         run_as = None
     extra = {k: spec[k] for k in extra_keys if k in spec}
+    executor = spec.get("executor", "local")
+    if executor not in EXECUTORS:
+        problems.append(f"executor must be one of {', '.join(EXECUTORS)}")
+        executor = "local"
+    if kind == "service" and executor != "local":
+        problems.append("an agent process runs on its node (executor 'local')")
+    if "slurm" in spec and executor != "slurm":
+        problems.append("slurm options need executor 'slurm'")
+    slurm = parse_slurm_options(spec.get("slurm", {}), problems) if executor == "slurm" \
+        else None
     session = None
     if kind == "session":
         session = parse_session_options(spec, [*argv, cwd, *env.values()], known, problems)
     return App(name, kind, tuple(argv), cwd, dict(env), tuple(inherit),
                {k: str(v) for k, v in vars_.items()}, params, resources, float(grace),
                None if wall is None else float(wall), parser, controls,
-               str(spec.get("description", "")), extra, session, max_output, allow, run_as)
+               str(spec.get("description", "")), extra, session, max_output, allow, run_as,
+               executor, slurm)
 
 
 def _check_template(where: str, template: str, known: set[str], problems: list[str]) -> None:

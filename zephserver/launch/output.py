@@ -123,6 +123,17 @@ class Tail:
             self._dirty.add(follower.path)
         self._wake()
 
+    def recheck(self, paths: list[str]) -> None:
+        """Look at ``paths`` again now: files written on other machines (a shared
+        filesystem, a Slurm job's log) send no inotify events here, and may have grown."""
+        with self._lock:
+            found = [p for p in paths if p in self._followers]
+            for path in found:
+                self._watch.add(path)  # (made after it was first followed)
+            self._dirty.update(found)
+        if found:
+            self._wake()
+
     def finish(self, path: str) -> None:
         """The writer of ``path`` is gone: deliver the rest (a last line without a newline
         included) to every follower, call their ``done``, and stop following the file."""

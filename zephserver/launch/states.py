@@ -26,7 +26,10 @@ WAITING = frozenset({J.QUEUED, J.HELD})
 
 JOB_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     # QUEUED -> STARTING: the queue picked it; -> HELD: held; -> CANCELLED: cancelled.
-    J.QUEUED: frozenset({J.STARTING, J.HELD, J.CANCELLED}),
+    # A job QUEUED in another scheduler's queue (Slurm, jobs.reports) starts there
+    # (-> RUNNING), or ends without running (-> FAILED, LOST, TIMED_OUT: its deadline).
+    J.QUEUED: frozenset({J.STARTING, J.HELD, J.CANCELLED, J.RUNNING, J.FAILED, J.LOST,
+                         J.TIMED_OUT}),
     J.HELD: frozenset({J.QUEUED, J.CANCELLED}),
     # STARTING -> RUNNING: spawned; -> FAILED: could not spawn; -> QUEUED: the daemon
     # died before spawning (re-queued at restart); -> CANCELLED: cancelled meanwhile.

@@ -20,18 +20,20 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from zephserver import memory
 from zephserver.infra.service import Service
+from zephserver.jobs.active import Active, demand
 from zephserver.jobs.batches import TransactionalActor
 from zephserver.jobs.disk_guard import DiskGuard, DiskWatch
-from zephserver.jobs.executor import Executor, LocalExecutor
+from zephserver.jobs.executor import Executor, Handed, LocalExecutor
 from zephserver.jobs.feed import Feed
 from zephserver.jobs.interactive import NoFreePort, SessionKeeper
 from zephserver.jobs.interactive_api import InteractiveApi
-from zephserver.jobs.progress import progress_follower
+from zephserver.jobs.progress import ProgressUpdates
+from zephserver.jobs.reports import ExecutorReports
+from zephserver.jobs.slurm_executor import SlurmExecutor
 from zephserver.jobs.transition import ended, now, transition
 from zephserver.jobs.waiting import WaitingQueue, entry_for
 from zephserver.launch.accounts import NoAccount, account_for, effective
@@ -39,7 +41,7 @@ from zephserver.launch.apps import App, parse_all_apps
 from zephserver.launch.cgroups import Cgroups, MemoryLimits
 from zephserver.launch.output import Tail
 from zephserver.launch.process import SpawnError
-from zephserver.launch.scheduler import Demand, Running, Waiting
+from zephserver.launch.scheduler import Running, Waiting
 from zephserver.launch.states import TERMINAL, JobState
 from zephserver.launch.wslink import effective_cwd, effective_endpoint
 
@@ -51,23 +53,8 @@ PLAN_MAX_DELAY = 0.05  # seconds
 EXEC_POLL = 0.02  # seconds between looks at whether a job stopped at birth has exec'd
 
 
-@dataclass
-class Active:
-    """A job with a process (STARTING or RUNNING) on this node."""
-
-    job: Any
-    app: App | None
-    stop_by: str = ""
-    spawned_at: float = 0.0  # monotonic; 0 for a re-adopted job
-    running: Running | None = None  # what it holds, as the queue sees it (made once)
-
-    def holds(self) -> Running:
-        if self.running is None:
-            self.running = Running(self.job.owner_id, Demand.of(self.job.resources))
-        return self.running
-
-
-class JobManagerService(InteractiveApi, TransactionalActor, Service):
+class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, TransactionalActor,
+                        Service):
     name = "jobs"
     requires = ("rooms", "queue")
     announces_ready = True
@@ -103,8 +90,8 @@ class JobManagerService(InteractiveApi, TransactionalActor, Service):
         self.local = LocalExecutor(
             cgroups=Cgroups.detect(self.data_dir, "jobs") if grouped else None,
             memory=MemoryLimits.detect(self.data_dir, "jobs") if grouped else None)
-        # Who runs each job's process; one per kind of place (a Slurm executor, the
-        # cluster's other nodes join here), chosen per job by ``executor_for``.
+        # Who runs each job's process: one per kind of place ("local", "slurm" once an
+        # app uses it), chosen per job by ``executor_for``.
         self.executors: dict[str, Executor] = {"local": self.local}
         self.tail = Tail(s.OUTPUT_CHUNK)
         self.interactive = SessionKeeper(self, self.waiting, self.tail, s)
@@ -154,6 +141,11 @@ class JobManagerService(InteractiveApi, TransactionalActor, Service):
         self.progress_interval = s.JOB_PROGRESS_INTERVAL
         self.feed.max_pending = s.OUTPUT_MAX_PENDING
         self.apps = parse_all_apps(s.APPS, s.LAUNCHER_CONFIG, launcher_cwd)
+        if "slurm" not in self.executors and any(a.executor == "slurm"
+                                                 for a in self.apps.values()):
+            self.executors["slurm"] = SlurmExecutor.from_settings(
+                s, self.data_dir, self.reported, lambda job: self.apps[job.app].slurm,
+                self.tail.recheck)
         self.guard.data_dir, self.guard.min_free = self.data_dir, s.DATA_DIR_MIN_FREE
         self.guard.max_output = s.JOB_MAX_OUTPUT
         self.run_as, self.user_map = s.RUN_AS, dict(s.USER_MAP)
@@ -234,7 +226,7 @@ class JobManagerService(InteractiveApi, TransactionalActor, Service):
         return getattr(app, "executor", "local") if app is not None else "local"
 
     def executor_for(self, job: Any) -> Executor:
-        """Who runs ``job``'s process (the app's ``executor``; today always local)."""
+        """Who runs ``job``'s process (its app's ``executor``)."""
         return self.executors[self._executor_name(job)]
 
     def active(self, job_id: int) -> Active | None:
@@ -246,7 +238,8 @@ class JobManagerService(InteractiveApi, TransactionalActor, Service):
     # -- the waiting queue ----------------------------------------------------------------
 
     def enqueue(self, job: Any) -> None:
-        self.waiting.add(entry_for(job), held=job.state == J.HELD)
+        self.waiting.add(entry_for(job, demand(self.apps.get(job.app), job.resources)),
+                         held=job.state == J.HELD)
 
     def dequeue(self, job_id: int) -> Waiting | None:
         self._fresh.pop(job_id, None)  # changed or gone: the next plan reads the record
@@ -279,21 +272,28 @@ class JobManagerService(InteractiveApi, TransactionalActor, Service):
     def _load(self) -> None:
         """Re-adopt running jobs, settle what ended while we were down, and reload the
         queue (it lives in the database)."""
+        from django.db.models import Q
+
         from zephserver.web.models import Job
 
         # The agent's processes (kind "service") are its own: it resumes them itself.
         mine = Job.objects.select_related("owner").filter(node=self.node).exclude(
             kind="service")
-        for job in mine.filter(state__in=[J.STARTING, J.RUNNING]).order_by("id"):
+        in_other_queue = Q(state=J.QUEUED, extra__has_key="external")  # (Slurm's)
+        for job in mine.filter(Q(state__in=[J.STARTING, J.RUNNING]) | in_other_queue
+                               ).order_by("id"):
             try:
                 self._readopt(job)
             except Exception:
                 log.exception("job %d could not be re-adopted", job.pk, extra={"job": job.pk})
-        rows = mine.filter(state__in=[J.QUEUED, J.HELD]).values_list(
-            "id", "owner_id", "resources", "priority", "seq", "queued_at", "created", "state")
-        for pk, owner, resources, priority, seq, queued_at, created, state in rows.iterator():
-            self.waiting.add(Waiting(pk, owner, Demand.of(resources), priority, seq,
-                                     (queued_at or created).timestamp()), state == J.HELD)
+        rows = mine.filter(state__in=[J.QUEUED, J.HELD]).exclude(in_other_queue).values_list(
+            "id", "owner_id", "resources", "priority", "seq", "queued_at", "created", "state",
+            "app")
+        for pk, owner, resources, priority, seq, queued_at, created, state, app in (
+                rows.iterator()):
+            self.waiting.add(Waiting(pk, owner, demand(self.apps.get(app), resources),
+                                     priority, seq, (queued_at or created).timestamp()),
+                             state == J.HELD)
         self.interactive.loaded()
         self.local.sweep([a.job for a in self._active.values()
                           if self._executor_name(a.job) == "local"])
@@ -302,6 +302,9 @@ class JobManagerService(InteractiveApi, TransactionalActor, Service):
 
     def _readopt(self, job: Any) -> None:
         app = self.apps.get(job.app)
+        if self.executor_for(job).reports:
+            self.readopt_reported(job)
+            return
         if job.state == J.STARTING and job.pid is None:  # (a session not ready has a pid)
             found = self.executor_for(job).orphan(job)
             if found is None:
@@ -417,7 +420,7 @@ class JobManagerService(InteractiveApi, TransactionalActor, Service):
         session_fields = {"extra": job.extra} if app.session is not None else {}
         self.change(job, J.STARTING, "starting", argv=argv, cwd=spec.cwd, job_dir=job_dir,
                     log_path=log_path, pid=None, start_time=None,
-                    boot_id=self.executor_for(job).boot, **session_fields)
+                    boot_id=self.executor_for(job).boot or "", **session_fields)
         if failure:
             self._env.pop(job.pk, None)
             self.change(job, J.FAILED, failure)
@@ -443,6 +446,9 @@ class JobManagerService(InteractiveApi, TransactionalActor, Service):
         if isinstance(result, SpawnError):
             self.change(job, J.FAILED, str(result))
             self._needs_plan = True
+            return
+        if isinstance(result, Handed):
+            self.handed(job, result.reason)
             return
         active = Active(job, self.apps.get(job.app), spawned_at=time.monotonic())
         self._active[job.pk] = active
@@ -491,9 +497,9 @@ class JobManagerService(InteractiveApi, TransactionalActor, Service):
         job = active.job
         if returncode is None:  # re-adopted: we were not the parent; the shim recorded it
             returncode = self.executor_for(job).recorded_exit(job)
-        note = self.executor_for(job).exit_note(job)
-        if note and not active.stop_by:  # the kernel stopped it, not a cancel
-            self.change(job, J.FAILED, note, exit_code=returncode)
+        end = self.executor_for(job).end_state(job)
+        if end is not None and not job.stop_requested:  # not what a stop asked for
+            self.change(job, end[0], end[1], exit_code=returncode)
         else:
             self._finish(job, returncode, "", active.stop_by)
         self.tail.finish(job.log_path)
@@ -535,7 +541,9 @@ class JobManagerService(InteractiveApi, TransactionalActor, Service):
 
     def health_problems(self) -> list[str]:
         low = self.guard.low.removeprefix("waiting: ")
-        return super().health_problems() + ([f"new work waits: {low}"] if low else [])
+        return super().health_problems() + ([f"new work waits: {low}"] if low else []) + [
+            f"{e.name}: {e.problem}" for e in self.executors.values()
+            if getattr(e, "problem", "")]
 
     def _arm_wall_time(self, job: Any) -> None:
         if not job.wall_time:
@@ -577,24 +585,3 @@ class JobManagerService(InteractiveApi, TransactionalActor, Service):
             self.executor_for(active.job).signal(active.job, signal.SIGTERM)
         elif time.monotonic() < deadline:
             self.after(EXEC_POLL, lambda: self._term_when_started(job_id, deadline))
-
-    # -- progress (parsers run on the output thread, results land here) -------------------
-
-    def _follow_for_parser(self, active: Active) -> None:
-        if active.app is not None and active.app.parser is not None:
-            self.tail.follow(progress_follower(
-                active.job, active.app.parser, lambda: self.progress_interval,
-                lambda job_id, snapshot: self.post(self._set_progress, job_id, snapshot)))
-
-    def _set_progress(self, job_id: int, snapshot: dict) -> None:
-        from zephserver.web.models import Job
-
-        active = self._active.get(job_id)
-        job = active.job if active is not None else (
-            Job.objects.select_related("owner").filter(pk=job_id).first())
-        if job is None or job.progress == snapshot:
-            return
-        job.progress = snapshot
-        job.persist("progress")
-        self.publish(job)
-
