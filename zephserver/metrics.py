@@ -52,6 +52,9 @@ AGENT_RESTARTS = Counter("zephserver_agent_restarts", "Agent processes restarted
 LOG_BYTES = Counter("zephserver_log_bytes_written", "Bytes written to logs: the daemon's "
                     "own (daemon) and the jobs' output, counted when a job ends (jobs).",
                     ["log"], registry=REGISTRY)
+SLURM_COMMANDS = Counter("zephserver_slurm_commands", "Slurm commands run (sbatch, squeue, "
+                         "scontrol, sacct, scancel), by command: squeue once per tick "
+                         "whatever the number of jobs.", ["command"], registry=REGISTRY)
 MEMORY_TRIMS = Counter("zephserver_memory_trims", "Times freed memory was given back to the "
                        "system after a burst of work ended (malloc_trim).", registry=REGISTRY)
 
@@ -161,7 +164,7 @@ MEMORY_TRIM_PENDING = StateGauge("zephserver_memory_trim_pending", "1 while a gi
 MESSAGES_LOST = StateGauge("zephserver_cluster_messages_lost", "Messages to a peer given up "
                            "on (buffer full or too old), since the start.", ("peer",))
 EVENTS = (SPAWNS, JOB_EXITS, QUEUE_WAIT, SUBMIT_TO_RUNNING, AGENT_RESTARTS, LOG_BYTES,
-          MEMORY_TRIMS)
+          SLURM_COMMANDS, MEMORY_TRIMS)
 STATE_GAUGES = (JOBS, SESSIONS, AGENT_PROCESSES, QUEUE_LENGTH, WEBSOCKETS, TASK_POOL_BUSY,
                 TASK_POOL_QUEUED, SERVICE_STATE, SERVICE_RESTARTS, PEERS_UP, PEER_UP,
                 MESSAGES_BUFFERED, MESSAGES_LOST, MEMORY_TRIM_PENDING)

@@ -52,7 +52,8 @@ def _gone(pid: int | None, timeout: float) -> bool:
 
 
 class Slurm:
-    def __init__(self) -> None:
+    def __init__(self, cpus: int = CPUS) -> None:
+        self.cpus = cpus
         self.dir = short_tmpdir("zslurm")
         self.host = socket.gethostname().split(".")[0]
         self.conf = self.dir / "slurm.conf"
@@ -100,7 +101,7 @@ class Slurm:
             "MessageTimeout=5", "KillWait=2", "MinJobAge=600",
             # more cores than the machine has: jobs here mostly wait, not compute
             "SlurmdParameters=config_overrides",
-            f"NodeName={self.host} NodeAddr=127.0.0.1 CPUs={CPUS} "
+            f"NodeName={self.host} NodeAddr=127.0.0.1 CPUs={self.cpus} "
             f"RealMemory={MEMORY_MIB} State=UNKNOWN",
             f"PartitionName=debug Nodes={self.host} Default=YES MaxTime=INFINITE State=UP",
             "Licenses=dyna:2", ""]))

@@ -94,6 +94,7 @@ class SlurmExecutor:
         self._ends: dict[int, tuple[JobState, str]] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
+        self._looked = 0.0  # monotonic time of the last squeue
         self._closing = threading.Event()
         self._pool = ThreadPoolExecutor(SUBMIT_THREADS, thread_name_prefix="zeph-sbatch")
         self._thread = threading.Thread(target=self._watch_loop, name="zeph-slurm",
@@ -240,7 +241,9 @@ class SlurmExecutor:
                 return
             try:
                 self._kill_due()
-                self._look()
+                if time.monotonic() - self._looked >= self.tick:  # never more than once a tick
+                    self._looked = time.monotonic()
+                    self._look()
             except Exception:  # the watch must go on
                 log.exception("slurm: watching jobs failed")
 
@@ -348,10 +351,11 @@ class SlurmExecutor:
             self.commands.run("scancel", t.slurm_id)  # type: ignore[arg-type]
 
     def next_wake(self) -> float:
-        """Seconds until the watch must look again (a kill due sooner than the tick)."""
+        """Seconds until the watch must act: its next look, or a kill due sooner."""
+        now = time.monotonic()
         with self._lock:
             dues = [t.kill_at for t in self._jobs.values() if t.kill_at is not None]
-        return min([self.tick, *[max(0.0, d - time.monotonic()) for d in dues]])
+        return max(0.0, min([self._looked + self.tick - now, *[d - now for d in dues]]))
 
     # -- the rest of the executor boundary ------------------------------------------------
 

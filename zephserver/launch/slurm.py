@@ -13,11 +13,11 @@ import os
 import shlex
 import shutil
 import subprocess
-import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from zephserver.launch.states import JobState
+from zephserver.metrics import SLURM_COMMANDS
 
 J = JobState
 COMMAND_TIMEOUT = 30.0  # seconds a Slurm command may take before it counts as failing
@@ -223,12 +223,10 @@ def unreachable(message: str) -> bool:
 
 class SlurmCommands:
     """Runs Slurm's commands (from ``bin_dir``, else PATH) with ``SLURM_CONF``; counts
-    each run (the benchmark's figure: one squeue per tick whatever the jobs)."""
+    each run (zephserver_slurm_commands_total: one squeue per tick whatever the jobs)."""
 
     def __init__(self, bin_dir: str | None = None, conf: str | None = None) -> None:
         self.bin_dir, self.conf = bin_dir, conf
-        self.runs: dict[str, int] = {}
-        self._lock = threading.Lock()
 
     def path(self, command: str) -> str | None:
         if self.bin_dir:
@@ -243,8 +241,7 @@ class SlurmCommands:
     def run(self, command: str, *args: str, stdin: str | None = None,
             env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
         """Run a Slurm command; a timeout or a missing program is a failed run (255)."""
-        with self._lock:
-            self.runs[command] = self.runs.get(command, 0) + 1
+        SLURM_COMMANDS.labels(command).inc()
         program = self.path(command)
         if program is None:
             return subprocess.CompletedProcess([command], 255, "", f"{command} not found")
