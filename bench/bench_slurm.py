@@ -45,15 +45,15 @@ def by_hand(slurm) -> float:
     return took
 
 
-async def until_running(ws: Ws, job_ids: list[int], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
+async def until_running(ws: Ws, job_ids: list[int], within: float = 120) -> None:
+    deadline = time.monotonic() + within
     todo = set(job_ids)
     while todo:
         for job_id in list(todo):
             if (await ws.call("jobs.get", {"id": job_id}))["result"]["state"] == "RUNNING":
                 todo.discard(job_id)
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{len(todo)} job(s) not RUNNING after {timeout}s")
+            raise RuntimeError(f"{len(todo)} job(s) not RUNNING after {within}s")
         await asyncio.sleep(0.02)
 
 
@@ -105,7 +105,7 @@ async def main(daemon, slurm) -> None:
           f"run meanwhile: {ran} | squeue {ran.get('squeue', 0)} in {ticks:.1f} ticks | goal "
           f"one squeue per tick whatever the jobs (at most {int(ticks) + 1}): "
           f"{'met' if ran.get('squeue', 0) <= int(ticks) + 1 else 'NOT met'}", flush=True)
-    await asyncio.gather(*[c.call("jobs.cancel", {"id": i}) for c, i in zip(clients, ids)])
+    await asyncio.gather(*[c.call("jobs.cancel", {"id": i}) for c, i in zip(clients, ids, strict=True)])
     for c in clients:
         await c.aclose()
     await ws.aclose()
