@@ -105,7 +105,8 @@ async def main(daemon, slurm) -> None:
           f"run meanwhile: {ran} | squeue {ran.get('squeue', 0)} in {ticks:.1f} ticks | goal "
           f"one squeue per tick whatever the jobs (at most {int(ticks) + 1}): "
           f"{'met' if ran.get('squeue', 0) <= int(ticks) + 1 else 'NOT met'}", flush=True)
-    await asyncio.gather(*[c.call("jobs.cancel", {"id": i}) for c, i in zip(clients, ids, strict=True)])
+    await asyncio.gather(*[c.call("jobs.cancel", {"id": i})
+                           for c, i in zip(clients, ids, strict=True)])
     for c in clients:
         await c.aclose()
     await ws.aclose()
