@@ -153,7 +153,42 @@ class Slurm:
                 out.append(f"--- {name}\n" + "\n".join(path.read_text().splitlines()[-30:]))
         return "\n".join(out)
 
+    def _cancel_all(self, timeout: float = 15) -> None:
+        """Every job of this Slurm killed, while its daemons still run."""
+        deadline = time.monotonic() + timeout
+        with contextlib.suppress(subprocess.SubprocessError, OSError):
+            while time.monotonic() < deadline:
+                ids = self.run("squeue", "-h", "-o", "%i").split()
+                if not ids:
+                    return
+                subprocess.run(["scancel", "--full", "--signal=KILL", *ids], env=self._env(),
+                               capture_output=True, timeout=30)
+                subprocess.run(["scancel", *ids], env=self._env(), capture_output=True,
+                               timeout=30)
+                time.sleep(0.2)
+
+    def _leftovers(self) -> list[int]:
+        """Processes of this Slurm still there (job steps outlive slurmd): the steps
+        (their working directory is in its folder) and the jobs (their environment names
+        its slurm.conf)."""
+        mark, top = f"SLURM_CONF={self.conf}".encode(), str(self.dir) + os.sep
+        found = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and int(entry) != os.getpid():
+                try:
+                    if os.readlink(f"/proc/{entry}/cwd").startswith(top):
+                        found.append(int(entry))
+                        continue
+                    with open(f"/proc/{entry}/environ", "rb") as f:
+                        if mark in f.read().split(b"\0"):
+                            found.append(int(entry))
+                except OSError:
+                    pass
+        return found
+
     def close(self) -> None:
+        if (self.dir / "slurmctld.pid").exists():
+            self._cancel_all()
         pids = [_pid(self.dir / f) for f in ("slurmd.pid", "slurmctld.pid",
                                              "munge/munged.pid")]
         for pid in pids:
@@ -164,6 +199,9 @@ class Slurm:
             if pid is not None and not _gone(pid, 20):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+        for pid in self._leftovers():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     # -- asking Slurm directly -------------------------------------------------------------

@@ -97,6 +97,8 @@ class SlurmExecutor:
         self._looked = 0.0  # monotonic time of the last squeue
         self._closing = threading.Event()
         self._pool = ThreadPoolExecutor(SUBMIT_THREADS, thread_name_prefix="zeph-sbatch")
+        # scancel in order, never behind submissions waiting for slurmctld
+        self._signals = ThreadPoolExecutor(1, thread_name_prefix="zeph-scancel")
         self._thread = threading.Thread(target=self._watch_loop, name="zeph-slurm",
                                         daemon=True)
         self._thread.start()
@@ -113,6 +115,7 @@ class SlurmExecutor:
         self._closing.set()
         self._wake.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._signals.shutdown(wait=True)  # a cancel asked for is delivered
         self._thread.join(timeout=COMMAND_JOIN)
 
     def job_name(self, job: Any) -> str:
@@ -327,10 +330,12 @@ class SlurmExecutor:
                 t.kill_at = time.monotonic() + grace
         if slurm_id is None:
             return  # being submitted: cancelled as soon as Slurm names it
+        # on the pool: the manager's thread never waits on slurmctld
         if started:
-            self.commands.run("scancel", "--signal=TERM", "--full", slurm_id)
+            self._signals.submit(self.commands.run, "scancel", "--signal=TERM", "--full",
+                                 slurm_id)
         else:
-            self.commands.run("scancel", slurm_id)
+            self._signals.submit(self.commands.run, "scancel", slurm_id)
         self._wake.set()
 
     def signal(self, job: Any, sig: int) -> None:
@@ -338,8 +343,9 @@ class SlurmExecutor:
             t = self._jobs.get(job.pk)
             slurm_id = t.slurm_id if t is not None else None
         if slurm_id is not None:
-            self.commands.run("scancel", f"--signal={signal.Signals(sig).name[3:]}",
-                              "--full", slurm_id)
+            self._signals.submit(self.commands.run, "scancel",
+                                 f"--signal={signal.Signals(sig).name[3:]}", "--full",
+                                 slurm_id)
 
     def _kill_due(self) -> None:
         now = time.monotonic()
@@ -348,7 +354,7 @@ class SlurmExecutor:
             for t in due:
                 t.kill_at = None
         for t in due:
-            self.commands.run("scancel", t.slurm_id)  # type: ignore[arg-type]
+            self._signals.submit(self.commands.run, "scancel", t.slurm_id)
 
     def next_wake(self) -> float:
         """Seconds until the watch must act: its next look, or a kill due sooner."""
