@@ -140,12 +140,17 @@ def test_a_job_runs_on_slurm_with_live_output_progress_and_its_exit_code(site, s
         assert word in shown, (word, shown)
 
 
-def test_a_job_that_succeeds(site):
+def to_the_end(site, app, **params):
+    """Submit a job of ``app`` and wait for its end."""
     async def scenario(ws):
-        job = await submit(ws, "run", secs=0)
+        job = await submit(ws, app, **params)
         return await wait_job(ws, job["id"], TERMINAL, 30)
 
-    done = session(site, scenario)
+    return session(site, scenario)
+
+
+def test_a_job_that_succeeds(site):
+    done = to_the_end(site, "run", secs=0)
     assert done["state"] == "SUCCEEDED", done
     assert done["exit_code"] == 0, done
 
@@ -190,21 +195,13 @@ def test_a_pending_job_waits_queued_with_slurms_reason_and_is_cancelled_there(si
 
 
 def test_wall_time_ends_a_slurm_job_timed_out(site):
-    async def scenario(ws):
-        job = await submit(ws, "wall")
-        return await wait_job(ws, job["id"], TERMINAL, 30)
-
-    done = session(site, scenario)
+    done = to_the_end(site, "wall")
     assert done["state"] == "TIMED_OUT", done
     assert done["state_reason"].startswith("wall time of 1.5s exceeded"), done
 
 
 def test_what_slurm_refuses_fails_with_its_message(site):
-    async def scenario(ws):
-        job = await submit(ws, "unknown_licence")
-        return await wait_job(ws, job["id"], TERMINAL, 30)
-
-    done = session(site, scenario)
+    done = to_the_end(site, "unknown_licence")
     assert done["state"] == "FAILED", done
     assert done["state_reason"] == "sbatch refused it: Batch job submission failed: " \
                                    "Invalid license specification", done

@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 from tests.support.daemon import short_tmpdir
+from tests.support.server import ScratchServer
 
 
 def postgres_bin() -> Path:
@@ -29,7 +30,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Postgres:
+class Postgres(ScratchServer):
     def __init__(self) -> None:
         self.bin = postgres_bin()
         self.dir = short_tmpdir("zpg")
@@ -80,13 +81,3 @@ class Postgres:
             self.stop()
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> "Postgres":
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tests.support.daemon import short_tmpdir
 from tests.support.postgres import free_port
+from tests.support.server import ScratchServer
 
 CPUS = 4
 MEMORY_MIB = 4000
@@ -51,7 +52,7 @@ def _gone(pid: int | None, timeout: float) -> bool:
     return pid is None
 
 
-class Slurm:
+class Slurm(ScratchServer):
     def __init__(self, cpus: int = CPUS) -> None:
         self.cpus = cpus
         self.dir = short_tmpdir("zslurm")
@@ -209,13 +210,3 @@ class Slurm:
     def run(self, *argv: str) -> str:
         return subprocess.run(list(argv), env=self._env(), check=True, capture_output=True,
                               text=True, timeout=30).stdout
-
-    def __enter__(self) -> "Slurm":
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
