@@ -60,5 +60,7 @@ def test_job_transition_table():
     check_job_transition(JobState.QUEUED, JobState.STARTING)
     with pytest.raises(IllegalTransition):
         check_job_transition(JobState.SUCCEEDED, JobState.RUNNING)
+    # a job QUEUED in Slurm's queue starts there, but never ends without starting well
+    check_job_transition(JobState.QUEUED, JobState.RUNNING)
     with pytest.raises(IllegalTransition):
-        check_job_transition(JobState.QUEUED, JobState.RUNNING)
+        check_job_transition(JobState.QUEUED, JobState.SUCCEEDED)

@@ -95,6 +95,6 @@ def test_entry_for_a_record():
                                                        "licenses": {"x": 1}},
                           priority=1, seq=12.5, queued_at=None,
                           created=SimpleNamespace(timestamp=lambda: 99.0))
-    w = entry_for(job)
+    w = entry_for(job, Demand.of(job.resources))
     assert (w.id, w.owner, w.priority, w.seq, w.queued_at) == (4, 7, 1, 12.5, 99.0)
     assert w.demand == Demand.of(job.resources)
