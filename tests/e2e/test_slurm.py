@@ -4,8 +4,10 @@ time, failures, slurmctld away, and a daemon killed and restarted with Slurm job
 pending, running and ending meanwhile."""
 
 import asyncio
+import hashlib
 import os
 import signal
+import socket
 
 import pytest
 
@@ -13,6 +15,7 @@ from tests.support import slurm as slurm_support
 from tests.support.daemon import DaemonProcess, child_env, short_tmpdir, write_settings
 from tests.support.jobs import TERMINAL, stop_site, wait_job
 from tests.support.poll import poll_until
+from tests.support.sessions import rest
 from tests.support.web import Ws, readyz, run, start_with_users
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180),
@@ -28,6 +31,18 @@ for i in range(1, 4):
     print(f"step {i} of 4", flush=True)
     time.sleep(float(sys.argv[1]) / 3)
 sys.exit(int(sys.argv[2]))
+"""
+SERVER = """
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+s.listen()
+print("serving on port", s.getsockname()[1], flush=True)
+while True:
+    c, _ = s.accept()
+    c.sendall(b"hello from a compute node\\n")
+    c.close()
 """
 TRAP = """
 import signal, sys, time
@@ -63,6 +78,10 @@ def apps() -> dict:
                             "resources": {"licenses": {"nosuch": 1}}},
         # more cores than any node: local capacity would refuse it; Slurm decides
         "huge": {**slurm, "argv": ["true"], "resources": {"cores": 64}},
+        # a session on the compute node Slurm picks: port 0, told in its ready line
+        "remote": {**slurm, "kind": "session", "argv": [py, "-u", "-c", SERVER, "$port"],
+                   "ready_line": r"serving on port (?P<port>\d+)", "timeout": 60,
+                   "grace": 1, "session_url": "ws://$host:$port/ws?id=$id"},
     }
 
 
@@ -78,6 +97,7 @@ def site(slurm):
     settings = write_settings(
         work, APPS=apps(), SLURM_CONF=str(slurm.conf), SLURM_TICK=0.2,
         SLURM_SUBMIT_RETRY=120.0, RESOURCES={"cores": 1, "memory": 1024, "licenses": {}},
+        LAUNCHER_PROXY_FILE=str(work / "proxy.map"),
         DJANGO_SETTINGS_MODULE="tests.support.django_test_settings")
     daemon = start_with_users(settings, child_env())
     daemon.work, daemon.settings_path = work, settings
@@ -248,6 +268,35 @@ def test_slurmctld_away_during_a_submit(site, slurm):
     assert second["state"] == "SUCCEEDED", second
 
 
+def test_a_session_runs_on_the_compute_node_slurm_picks(site, slurm):
+    """POST /paraview: Slurm runs it; its ready line tells the port it bound; the answer
+    and the proxy map carry Slurm's host and that port; reached through the URL; DELETE
+    ends it there and unlists it."""
+    token = site.tokens["alice"]
+    status, doc, _ = rest("POST", site.url + "/paraview", token, {"application": "remote"},
+                          timeout=90)
+    assert status == 200, doc
+    port = int(doc["port"])
+    assert doc["sessionURL"] == f"ws://{slurm.host}:{port}/ws?id={doc['id']}", doc
+    assert doc["host"] == slurm.host, doc
+    with socket.create_connection((slurm.host, port), timeout=10) as conn:
+        assert conn.makefile("rb").readline() == b"hello from a compute node\n"
+    proxy = (site.work / "proxy.map").read_text()
+    assert f"{doc['id']} {slurm.host}:{port}" in proxy, proxy
+    status, gone, _ = rest("DELETE", f"{site.url}/paraview/{doc['id']}", token)
+    assert status == 200, gone
+
+    async def ended(ws):
+        return await wait_job(ws, int(doc["id"]), TERMINAL, 30)
+
+    job = session(site, ended)
+    assert job["state"] == "CANCELLED", job
+    poll_until(lambda: f"{slurm.host}:{port}" not in (site.work / "proxy.map").read_text(),
+               10, what="the session unlisted from the proxy map")
+    poll_until(lambda: slurm_state(slurm, job) != "RUNNING", 20,
+               what="the Slurm job of the session ended")
+
+
 def test_a_killed_daemon_readopts_its_slurm_jobs(slurm):
     """kill -9 of the daemon with a job running, one pending and one ending meanwhile:
     the restarted daemon re-adopts the first two and records the real end of the third."""
@@ -293,6 +342,80 @@ def test_a_killed_daemon_readopts_its_slurm_jobs(slurm):
     finally:
         daemon.close()
         stop_site_quietly(work)
+
+
+def own_daemon(work, slurm):
+    return start_with_users(write_settings(
+        work, APPS=apps(), SLURM_CONF=str(slurm.conf), SLURM_TICK=0.2,
+        RESOURCES={"cores": 1, "memory": 1024, "licenses": {}},
+        DJANGO_SETTINGS_MODULE="tests.support.django_test_settings"), child_env())
+
+
+def test_a_daemon_killed_while_submitting_finds_its_job_by_name(slurm):
+    """The daemon dies after sbatch got the job but before it recorded Slurm's id (here:
+    slurmctld away, the daemon killed, the job then submitted under the daemon's name
+    for it): the restarted daemon adopts that Slurm job and submits no second one."""
+    work = short_tmpdir("zs")
+    daemon = own_daemon(work, slurm)
+    try:
+        slurm.stop_controller()
+        try:
+            async def submitting(ws):
+                job = await submit(ws, "run", secs=0, code=5)
+                return await wait_reason(ws, job["id"], "slurmctld unreachable", 60)
+
+            job = session(daemon, submitting)
+            daemon.kill(signal.SIGKILL)
+            daemon.wait_exit()
+        finally:
+            slurm.start_controller()
+        tag = hashlib.sha1(os.path.realpath(work / "var").encode()).hexdigest()[:8]
+        name = f"zeph-{tag}-{job['id']}"
+        by_hand = slurm.run("sbatch", "--parsable", f"--job-name={name}", "-o", "/dev/null",
+                            "--wrap", "sleep 1; exit 5").strip()
+        again = DaemonProcess(daemon.settings, child_env()).start()
+        again.tokens = daemon.tokens
+        try:
+            done = session(again, lambda ws: wait_job(ws, job["id"], TERMINAL, 60))
+        finally:
+            again.cli("zephserver-stop")
+            again.close()
+        assert done["extra"]["external"]["id"] == by_hand, done
+        assert done["state"] == "FAILED", done
+        assert done["exit_code"] == 5, done
+        named = slurm.run("squeue", "-h", "--states=all", f"--name={name}", "-o", "%i")
+        assert named.split() == [by_hand], named  # no second submission
+    finally:
+        daemon.close()
+        stop_site_quietly(work)
+
+
+def test_a_job_no_slurm_source_knows_is_lost():
+    """slurmctld restarted without its state (the job is gone from squeue, scontrol and,
+    without accounting, sacct): the job becomes LOST with that reason."""
+    with slurm_support.Slurm() as own:
+        work = short_tmpdir("zs")
+        daemon = own_daemon(work, own)
+        try:
+            async def running(ws):
+                job = await submit(ws, "licensed", secs=60)
+                return await wait_job(ws, job["id"], {"RUNNING"}, 30)
+
+            job = session(daemon, running)
+            own.stop_controller()
+            for state in (own.dir / "state").iterdir():
+                if state.name.startswith("job_state"):
+                    state.unlink()
+            own.start_controller()
+            done = session(daemon, lambda ws: wait_job(ws, job["id"], TERMINAL, 30))
+            slurm_id = job["extra"]["external"]["id"]
+            assert done["state"] == "LOST", done
+            assert done["state_reason"] == f"Slurm job {slurm_id} is known to neither " \
+                                           "squeue, scontrol nor sacct", done
+        finally:
+            daemon.cli("zephserver-stop")
+            daemon.close()
+            stop_site_quietly(work)
 
 
 # -- helpers ------------------------------------------------------------------------------

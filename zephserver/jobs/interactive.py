@@ -26,6 +26,7 @@ from zephserver.launch.apps import App, LaunchSpec
 from zephserver.launch.broker_run import run_app_module
 from zephserver.launch.interactive import (
     ProxyMap,
+    ReadyMatch,
     ReadyScanner,
     has_connections,
     port_accepts,
@@ -42,6 +43,8 @@ J = JobState
 RETRY_AFTER = 5  # seconds a refused client is told to wait
 PORT_POLL = 0.01  # seconds between connection attempts for apps without a ready line
 LOG_TAIL = 2000  # bytes of log quoted in a start failure
+# Where a remote session's host and port go in its URL once its ready line tells them.
+HOST_MARK, PORT_MARK = "\x00host\x00", "\x00port\x00"
 
 
 class NoFreePort(Exception):
@@ -72,6 +75,9 @@ class SessionHost(Protocol):
 
     def session_ready(self, job_id: int) -> None:
         """The session is ready: RUNNING, then ``ready`` below."""
+
+    def remote_ready(self, job_id: int, told: dict[str, str]) -> None:
+        """A remote session's ready line matched (``told``: its port, maybe its host)."""
 
     def waiting_job(self, job_id: int) -> Any:
         """The record of a job in the waiting queue."""
@@ -115,6 +121,9 @@ class SessionKeeper:
         """Port and secret for ``job``: the variables its templates get. NoFreePort if
         every port of the app's ranges is reserved or bound by another program."""
         assert app.session is not None
+        if app.session.remote:  # it binds port 0 (or its own choice) where Slurm runs it
+            return {"id": str(job.pk), "host": "0.0.0.0", "port": "0",
+                    "secret": broker_helpers.get_password(), "application": app.name}
         got = self.ports.allocate(app.session.ports, job.pk)
         if got is None:
             ranges = ", ".join(str(r) for r in app.session.ports)
@@ -131,9 +140,12 @@ class SessionKeeper:
         values = {**app.vars, **{k: "" if v is None else v for k, v in spec.params.items()},
                   **generated}
         secret = generated["secret"]
+        if opts.remote:  # known once its ready line tells (remote_values)
+            values = {**values, "host": HOST_MARK, "port": PORT_MARK}
         extra: dict[str, Any] = {
-            "client": job.extra.get("client", {}), "host": generated["host"],
-            "port": int(generated["port"]), "protocol": opts.protocol,
+            "client": job.extra.get("client", {}),
+            "host": None if opts.remote else generated["host"],
+            "port": None if opts.remote else int(generated["port"]), "protocol": opts.protocol,
             "session_url": substitute(opts.session_url, values),
             "session_data": {k: substitute(v, values) for k, v in opts.session_data.items()},
             "config": None, "cert": None, "password_hash": None,
@@ -162,7 +174,14 @@ class SessionKeeper:
         job, opts = active.job, active.app.session  # type: ignore[union-attr]
         assert opts is not None
         job_id = job.pk
-        if opts.ready_line:
+        if opts.remote:
+            def told(groups: dict[str, str]) -> None:  # output thread
+                self.host.post(self.host.remote_ready, job_id, groups)
+
+            follower = Follower(job.log_path, 0, ReadyMatch(opts.ready_line, told).feed)
+            self._ready_followers[job_id] = follower
+            self.tail.follow(follower)
+        elif opts.ready_line:
             def found() -> None:  # output thread
                 self.host.post(self.host.session_ready, job_id)
 
@@ -173,6 +192,17 @@ class SessionKeeper:
         else:
             self.host.after(PORT_POLL, lambda: self._poll_port(job_id))
         self.host.after(opts.timeout, lambda: self._deadline(job_id, opts.timeout))
+
+    @staticmethod
+    def remote_values(job: Any, host: str, port: int) -> dict:
+        """A remote session's ``extra`` once its host and port are known: its URL and
+        data with them filled in."""
+        def fill(text: str) -> str:
+            return text.replace(HOST_MARK, host).replace(PORT_MARK, str(port))
+
+        extra = job.extra
+        return {"host": host, "port": port, "session_url": fill(extra["session_url"]),
+                "session_data": {k: fill(v) for k, v in extra["session_data"].items()}}
 
     def _poll_port(self, job_id: int) -> None:
         active = self.host.active(job_id)
@@ -185,7 +215,8 @@ class SessionKeeper:
 
     def _deadline(self, job_id: int, timeout: float) -> None:
         active = self.host.active(job_id)
-        if active is not None and active.job.state == J.STARTING and \
+        # (a remote session may still wait in Slurm's queue: QUEUED, and watched)
+        if active is not None and active.job.state in (J.STARTING, J.QUEUED) and \
                 not active.job.stop_requested:
             self.host.stop(active, J.FAILED, f"stopping: not ready within {timeout:g}s", "")
 
@@ -284,9 +315,9 @@ class SessionKeeper:
 
     def readopted(self, active: Any) -> None:
         job = active.job
-        if "port" in job.extra:
-            self.ports.reserve(job.extra["host"], job.extra["port"], job.pk)
         opts = active.app.session if active.app is not None else None
+        if job.extra.get("port") is not None and not (opts is not None and opts.remote):
+            self.ports.reserve(job.extra["host"], job.extra["port"], job.pk)
         if job.state == J.RUNNING:
             if self.proxy is not None:
                 self.proxy.entries[job.pk] = (job.extra["host"], job.extra["port"])
@@ -318,7 +349,7 @@ class SessionKeeper:
         opts = app.session if app is not None else None
         out: dict[str, Any] = {**extra.get("client", {}), "application": job.app,
                                "id": str(job.pk)}
-        if "session_url" in extra:
+        if "session_url" in extra and extra.get("port") is not None:  # (remote: once told)
             out.update(extra.get("session_data", {}))
             out.update(sessionURL=extra["session_url"], host=extra["host"],
                        port=extra["port"])

@@ -13,7 +13,9 @@ this node's capacity.
 
 from typing import Any
 
+from zephserver.jobs.active import Active
 from zephserver.jobs.transition import now, transition
+from zephserver.launch.interactive import first_host
 from zephserver.launch.states import TERMINAL, JobState
 
 J = JobState
@@ -29,6 +31,7 @@ class ExecutorReports:
 
     _active: dict
     _needs_plan: bool
+    _told: dict  # job id -> what a remote session's ready line told, before Slurm's report
 
     def reported(self, job_id: int, state: JobState | None, reason: str,
                  fields: dict) -> None:
@@ -54,19 +57,55 @@ class ExecutorReports:
             return
         if state == J.RUNNING:
             fields = {"started": now(), **fields}
+            if job.kind == "session":  # running, but ready only once its line tells
+                self.change(job, J.STARTING, f"{reason}: waiting for its ready line",  # type: ignore[attr-defined]
+                            **fields)
+                told = self._told.pop(job_id, None)
+                if told is not None:
+                    self.remote_ready(job_id, told)
+                return
         self.change(job, state, reason, **fields)  # type: ignore[attr-defined]
         if state == J.RUNNING:
             self._arm_wall_time(job)  # type: ignore[attr-defined]
 
-    def handed(self, job: Any, reason: str) -> None:
-        """``job`` was handed to a reporting executor at launch: watched from now on."""
-        from zephserver.jobs.active import Active
+    def remote_ready(self, job_id: int, told: dict[str, str]) -> None:
+        """A remote session's ready line told its port (maybe its host): with the host
+        Slurm ran it on, it is ready. Told before Slurm's report that it runs, it waits
+        for that report."""
+        active = self._active.get(job_id)
+        if active is None or active.job.stop_requested:
+            return
+        job = active.job
+        nodes = ((job.extra or {}).get("external") or {}).get("nodes")
+        if job.state != J.STARTING or not (nodes or told.get("host")):
+            self._told[job_id] = told
+            return
+        host = told.get("host") or first_host(nodes)
+        try:
+            port = int(told["port"])
+        except (KeyError, ValueError):
+            self.stop(active, J.FAILED, f"stopping: its ready line gave no port number "  # type: ignore[attr-defined]
+                      f"({told})", "")
+            return
+        self.change(job, J.RUNNING, f"ready on {host}:{port}",  # type: ignore[attr-defined]
+                    extra=self.interactive.remote_values(job, host, port))  # type: ignore[attr-defined]
+        self._arm_wall_time(job)  # type: ignore[attr-defined]
+        self.interactive.ready(active)  # type: ignore[attr-defined]
 
+    def handed(self, job: Any, reason: str, readopted: bool = False) -> None:
+        """``job`` was handed to a reporting executor at launch (or is found again after
+        a restart): watched from now on; a session's ready line is looked for."""
         active = Active(job, self.apps.get(job.app))  # type: ignore[attr-defined]
         self._active[job.pk] = active
-        transition(job, None, reason, self.publish)  # type: ignore[attr-defined]
+        if not readopted:
+            transition(job, None, reason, self.publish)  # type: ignore[attr-defined]
         self.executor_for(job).watch(job, self._exit_callback(job.pk))  # type: ignore[attr-defined]
         self._follow_for_parser(active)  # type: ignore[attr-defined]
+        if job.kind == "session" and active.app is not None:
+            if readopted:
+                self.interactive.readopted(active)  # type: ignore[attr-defined]
+            else:
+                self.interactive.started(active)  # type: ignore[attr-defined]
 
     def readopt_reported(self, job: Any) -> None:
         """At start: a job of a reporting executor is watched again (its next report
@@ -80,6 +119,6 @@ class ExecutorReports:
                             "was submitted", queued_at=now())
                 return
             transition(job, None, "submitted (re-adopted)", self.publish, **found)  # type: ignore[attr-defined]
-        self.handed(job, job.state_reason)
+        self.handed(job, job.state_reason, readopted=True)
         if job.state == J.RUNNING:
             self._arm_wall_time(job)  # type: ignore[attr-defined]

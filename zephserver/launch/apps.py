@@ -354,7 +354,8 @@ def _parse_app(name: str, spec: Any, problems: list[str],
         else None
     session = None
     if kind == "session":
-        session = parse_session_options(spec, [*argv, cwd, *env.values()], known, problems)
+        session = parse_session_options(spec, [*argv, cwd, *env.values()], known, problems,
+                                        remote=executor != "local")
     return App(name, kind, tuple(argv), cwd, dict(env), tuple(inherit),
                {k: str(v) for k, v in vars_.items()}, params, resources, float(grace),
                None if wall is None else float(wall), parser, controls,

@@ -44,6 +44,9 @@ class SessionOptions:
     fields: tuple[str, ...] | None  # what the REST answer shows (wslink "fields")
     session_data: Mapping[str, str]
     log_dir: str | None
+    # Run by another scheduler (Slurm): the port is chosen where it runs and read from
+    # its ready line, a regular expression with a (?P<port>...) group.
+    remote: bool = False
 
 
 def _seconds(spec: dict, key: str, default: float | None, problems: list[str]) -> float | None:
@@ -78,12 +81,15 @@ def _parse_ports(spec: dict, problems: list[str]) -> tuple[PortRange, ...]:
 
 
 def parse_session_options(spec: dict, templates: list[str], known: set[str],
-                          problems: list[str]) -> SessionOptions:
-    """Check the session keys of an app definition (``templates``: its argv, cwd, env)."""
+                          problems: list[str], remote: bool = False) -> SessionOptions:
+    """Check the session keys of an app definition (``templates``: its argv, cwd, env;
+    ``remote``: run by Slurm)."""
     ready = spec.get("ready_line")
     if ready is not None and (not isinstance(ready, str) or not ready or "\n" in ready):
         problems.append("ready_line must be a non-empty string (one line)")
         ready = None
+    if remote:
+        problems += _remote_problems(spec, ready)
     url = spec.get("session_url", DEFAULT_URL)
     data = spec.get("session_data", {})
     if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
@@ -126,14 +132,33 @@ def parse_session_options(spec: dict, templates: list[str], known: set[str],
         problems.append("log_dir must be an absolute directory")
         log_dir = None
     return SessionOptions(
-        ports=_parse_ports(spec, problems), ready_line=ready,
+        ports=() if remote else _parse_ports(spec, problems), ready_line=ready,
         timeout=_seconds(spec, "timeout", DEFAULT_TIMEOUT, problems) or DEFAULT_TIMEOUT,
         session_url=url, uses_secret=uses,
         idle_timeout=_seconds(spec, "idle_timeout", None, problems),
         max_age=_seconds(spec, "max_age", None, problems),
         queue=bool(spec.get("queue", False)), module=module, protocol=protocol,
         hash_algorithm=algo, fields=None if fields is None else tuple(fields),
-        session_data=dict(data), log_dir=log_dir)
+        session_data=dict(data), log_dir=log_dir, remote=remote)
+
+
+def _remote_problems(spec: dict, ready: str | None) -> list[str]:
+    """What a session run by Slurm cannot have: its port is chosen on the compute node
+    and told in its ready line; nothing of it can be watched on this machine."""
+    problems = []
+    try:
+        pattern = re.compile(ready) if ready else None
+    except re.error as exc:
+        return [f"ready_line: a Slurm session's ready line is a regular expression: {exc}"]
+    if pattern is None or "port" not in pattern.groupindex:
+        problems.append("a Slurm session needs a ready_line regular expression with a "
+                        "(?P<port>...) group: its port is chosen where it runs")
+    problems += [f"{key} is not for a Slurm session ({why})" for key, why in (
+        ("ports", "its port is chosen on the compute node"),
+        ("port_range", "its port is chosen on the compute node"),
+        ("idle_timeout", "its connections are not seen from here"),
+        ("module", "an app module configures a port on this machine")) if key in spec]
+    return problems
 
 
 class ReadyScanner:
@@ -154,6 +179,38 @@ class ReadyScanner:
             self.found()
             return
         self._carry = window[-(len(self.needle) - 1):] if len(self.needle) > 1 else b""
+
+
+class ReadyMatch:
+    """Finds the first line matching a regular expression in output that arrives in
+    chunks; ``found`` gets its named groups (a remote session's port, maybe its host)."""
+
+    def __init__(self, pattern: str, found: Callable[[dict[str, str]], None]) -> None:
+        self.pattern = re.compile(pattern)
+        self.found = found
+        self.done = False
+        self._partial = b""
+
+    def feed(self, offset: int, data: bytes) -> None:  # output thread
+        if self.done:
+            return
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()[-4096:]
+        for raw in lines:
+            match = self.pattern.search(raw.decode("utf-8", "replace"))
+            if match is not None:
+                self.done = True
+                self.found({k: v for k, v in match.groupdict().items() if v is not None})
+                return
+
+
+def first_host(nodes: str) -> str:
+    """The first host of a Slurm node list ("c[01-04,07]" -> "c01", "a,b" -> "a")."""
+    head = re.match(r"([^,\[]*)(?:\[([^\]]*)\])?", nodes)
+    if head is None or not head.group(2):
+        return nodes.split(",")[0]
+    first = head.group(2).split(",")[0].split("-")[0]
+    return head.group(1) + first
 
 
 def port_accepts(host: str, port: int) -> bool:

@@ -73,6 +73,7 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Transa
         self.disk_watch: DiskWatch | None = None
         self._env: dict[int, dict[str, str]] = {}  # launch environments between phases
         self._fresh: dict[int, Any] = {}  # jobs submitted since the last plan
+        self._told: dict[int, dict] = {}  # (jobs.reports: remote sessions' ready lines)
         self.apps: dict[str, App] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
