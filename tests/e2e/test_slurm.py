@@ -44,6 +44,20 @@ while True:
     c.sendall(b"hello from a compute node\\n")
     c.close()
 """
+CONTROLLED = """
+import os, time
+print("waiting for STOP", flush=True)
+while not os.path.exists("STOP"):
+    time.sleep(0.05)
+print("told:", open("STOP").read(), flush=True)
+"""
+STUBBORN = """
+import signal, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print("ignoring TERM", flush=True)
+while True:
+    time.sleep(0.05)
+"""
 TRAP = """
 import signal, sys, time
 def bye(*_):
@@ -69,6 +83,9 @@ def apps() -> dict:
                 "resources": {"cores": 1, "memory": 100},
                 "parser": {"progress": r"step (?P<value>\d+) of (?P<total>\d+)"}},
         "trap": {**slurm, "argv": [py, "-u", "-c", TRAP], "grace": 5},
+        "stubborn": {**slurm, "argv": [py, "-u", "-c", STUBBORN], "grace": 1},
+        "controlled": {**slurm, "argv": [py, "-u", "-c", CONTROLLED],
+                       "controls": {"stop": {"file": "STOP", "payload": "please stop"}}},
         "wall": {**slurm, "argv": ["sleep", "300"], "wall_time": 1.5, "grace": 1},
         # two licences in all (slurm.conf): a second holder waits in Slurm's queue
         "licensed": {**slurm, "argv": ["sleep", "$secs"],
@@ -189,6 +206,34 @@ def test_cancel_sends_term_then_the_job_ends_cancelled(site, slurm):
     assert done["state_reason"].startswith("cancelled by alice"), done
     assert "got TERM" in text, text  # it was asked first, and could finish cleanly
     assert slurm_state(slurm, done) in ("COMPLETED", "CANCELLED"), done
+
+
+def test_a_job_that_ignores_term_is_killed_after_its_grace(site, slurm):
+    async def scenario(ws):
+        job = await submit(ws, "stubborn")
+        await wait_job(ws, job["id"], {"RUNNING"}, 30)
+        await poll_output(ws, job["id"], "ignoring TERM")
+        assert "result" in await ws.call("jobs.cancel", {"id": job["id"]})
+        return await wait_job(ws, job["id"], TERMINAL, 30)
+
+    done = session(site, scenario)
+    assert done["state"] == "CANCELLED", done
+    assert slurm_state(slurm, done) == "CANCELLED", done
+
+
+def test_a_control_reaches_a_slurm_job_through_its_directory(site):
+    async def scenario(ws):
+        job = await submit(ws, "controlled")
+        await wait_job(ws, job["id"], {"RUNNING"}, 30)
+        await poll_output(ws, job["id"], "waiting for STOP")
+        told = await ws.call("jobs.control", {"id": job["id"], "control": "stop"})
+        done = await wait_job(ws, job["id"], TERMINAL, 30)
+        return told, done, await output(ws, job["id"])
+
+    told, done, text = session(site, scenario)
+    assert "result" in told, told
+    assert done["state"] == "SUCCEEDED", done
+    assert "told: please stop" in text, text
 
 
 def test_a_pending_job_waits_queued_with_slurms_reason_and_is_cancelled_there(site, slurm):
@@ -351,10 +396,12 @@ def own_daemon(work, slurm):
         DJANGO_SETTINGS_MODULE="tests.support.django_test_settings"), child_env())
 
 
-def test_a_daemon_killed_while_submitting_finds_its_job_by_name(slurm):
-    """The daemon dies after sbatch got the job but before it recorded Slurm's id (here:
-    slurmctld away, the daemon killed, the job then submitted under the daemon's name
-    for it): the restarted daemon adopts that Slurm job and submits no second one."""
+@pytest.mark.parametrize("reached_slurm", [True, False], ids=["submitted", "not-submitted"])
+def test_a_daemon_killed_while_submitting(slurm, reached_slurm):
+    """The daemon dies while a job is being submitted (here: slurmctld away, the daemon
+    killed). If sbatch got that far (the job is then submitted under the daemon's name
+    for it), the restarted daemon adopts that Slurm job and submits no second one; if
+    not, the job is queued again and submitted once."""
     work = short_tmpdir("zs")
     daemon = own_daemon(work, slurm)
     try:
@@ -369,10 +416,12 @@ def test_a_daemon_killed_while_submitting_finds_its_job_by_name(slurm):
             daemon.wait_exit()
         finally:
             slurm.start_controller()
+        assert job["extra"]["external"]["name"].startswith("zeph-"), job  # recorded first
         tag = hashlib.sha1(os.path.realpath(work / "var").encode()).hexdigest()[:8]
         name = f"zeph-{tag}-{job['id']}"
+        assert job["extra"]["external"]["name"] == name, job
         by_hand = slurm.run("sbatch", "--parsable", f"--job-name={name}", "-o", "/dev/null",
-                            "--wrap", "sleep 1; exit 5").strip()
+                            "--wrap", "sleep 1; exit 5").strip() if reached_slurm else None
         again = DaemonProcess(daemon.settings, child_env()).start()
         again.tokens = daemon.tokens
         try:
@@ -380,11 +429,14 @@ def test_a_daemon_killed_while_submitting_finds_its_job_by_name(slurm):
         finally:
             again.cli("zephserver-stop")
             again.close()
-        assert done["extra"]["external"]["id"] == by_hand, done
         assert done["state"] == "FAILED", done
         assert done["exit_code"] == 5, done
         named = slurm.run("squeue", "-h", "--states=all", f"--name={name}", "-o", "%i")
-        assert named.split() == [by_hand], named  # no second submission
+        assert len(named.split()) == 1, named  # one submission, never two
+        if reached_slurm:
+            assert done["extra"]["external"]["id"] == by_hand, done
+        else:
+            assert done["extra"]["external"]["id"] == named.split()[0], done
     finally:
         daemon.close()
         stop_site_quietly(work)

@@ -44,8 +44,9 @@ class Handed:
     """What ``launch`` gives for a job handed to an executor that reports its start
     itself later (``reports``: Slurm says when it is pending, running, ended)."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, extra: dict | None = None) -> None:
         self.reason = reason
+        self.extra = extra or {}  # recorded at once (the name it will be known by)
 
 
 class Executor(Protocol):

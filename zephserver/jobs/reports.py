@@ -23,7 +23,7 @@ J = JobState
 
 def placed(job: Any) -> bool:
     """Whether ``job`` was handed to an executor's own queue (it has an external id)."""
-    return bool((job.extra or {}).get("external"))
+    return bool(((job.extra or {}).get("external") or {}).get("id"))
 
 
 class ExecutorReports:
@@ -92,13 +92,14 @@ class ExecutorReports:
         self._arm_wall_time(job)  # type: ignore[attr-defined]
         self.interactive.ready(active)  # type: ignore[attr-defined]
 
-    def handed(self, job: Any, reason: str, readopted: bool = False) -> None:
+    def handed(self, job: Any, reason: str, readopted: bool = False,
+               extra: dict | None = None) -> None:
         """``job`` was handed to a reporting executor at launch (or is found again after
         a restart): watched from now on; a session's ready line is looked for."""
         active = Active(job, self.apps.get(job.app))  # type: ignore[attr-defined]
         self._active[job.pk] = active
         if not readopted:
-            transition(job, None, reason, self.publish)  # type: ignore[attr-defined]
+            transition(job, None, reason, self.publish, extra=extra)  # type: ignore[attr-defined]
         self.executor_for(job).watch(job, self._exit_callback(job.pk))  # type: ignore[attr-defined]
         self._follow_for_parser(active)  # type: ignore[attr-defined]
         if job.kind == "session" and active.app is not None:
@@ -115,6 +116,8 @@ class ExecutorReports:
         if not placed(job):
             found = executor.orphan(job)
             if found is None:
+                job.extra = {k: v for k, v in (job.extra or {}).items() if k != "external"}
+                job.persist("extra")  # (it names no Slurm job: it waits in our queue)
                 self.change(job, J.QUEUED, "re-queued: the daemon stopped before the job "  # type: ignore[attr-defined]
                             "was submitted", queued_at=now())
                 return

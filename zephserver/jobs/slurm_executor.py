@@ -136,7 +136,8 @@ class SlurmExecutor:
                 self._jobs[job.pk] = tracked
             self._pool.submit(self._submit, tracked, argv, sbatch_env,
                               batch_script(job.argv, f"zephserver job {job.pk} ({job.app})"))
-            out.append(Handed("submitting to Slurm"))
+            out.append(Handed("submitting to Slurm",
+                              {"external": {"executor": "slurm", "name": tracked.name}}))
         return out
 
     def _prepare(self, job: Any, env: dict[str, str]) -> tuple[list[str], dict[str, str]]:

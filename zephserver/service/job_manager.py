@@ -280,7 +280,7 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Transa
         # The agent's processes (kind "service") are its own: it resumes them itself.
         mine = Job.objects.select_related("owner").filter(node=self.node).exclude(
             kind="service")
-        in_other_queue = Q(state=J.QUEUED, extra__has_key="external")  # (Slurm's)
+        in_other_queue = Q(state=J.QUEUED, extra__external__has_key="id")  # (Slurm's)
         for job in mine.filter(Q(state__in=[J.STARTING, J.RUNNING]) | in_other_queue
                                ).order_by("id"):
             try:
@@ -449,7 +449,7 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Transa
             self._needs_plan = True
             return
         if isinstance(result, Handed):
-            self.handed(job, result.reason)
+            self.handed(job, result.reason, extra=result.extra)
             return
         active = Active(job, self.apps.get(job.app), spawned_at=time.monotonic())
         self._active[job.pk] = active
