@@ -393,6 +393,7 @@ def own_daemon(work, slurm):
     return start_with_users(write_settings(
         work, APPS=apps(), SLURM_CONF=str(slurm.conf), SLURM_TICK=0.2,
         RESOURCES={"cores": 1, "memory": 1024, "licenses": {}},
+        LAUNCHER_PROXY_FILE=str(work / "proxy.map"),
         DJANGO_SETTINGS_MODULE="tests.support.django_test_settings"), child_env())
 
 
@@ -437,6 +438,39 @@ def test_a_daemon_killed_while_submitting(slurm, reached_slurm):
             assert done["extra"]["external"]["id"] == by_hand, done
         else:
             assert done["extra"]["external"]["id"] == named.split()[0], done
+    finally:
+        daemon.close()
+        stop_site_quietly(work)
+
+
+def test_a_restarted_daemon_keeps_a_slurm_session(slurm):
+    """kill -9 of the daemon while a session runs on Slurm: restarted, it still lists it
+    in the proxy map, answers for it, and DELETE still ends it there."""
+    work = short_tmpdir("zs")
+    daemon = own_daemon(work, slurm)
+    try:
+        token = daemon.tokens["alice"]
+        status, doc, _ = rest("POST", daemon.url + "/paraview", token,
+                              {"application": "remote"}, timeout=90)
+        assert status == 200, doc
+        daemon.kill(signal.SIGKILL)
+        daemon.wait_exit()
+        (work / "proxy.map").unlink()  # written again from the records
+        again = DaemonProcess(daemon.settings, child_env()).start()
+        try:
+            proxy = (work / "proxy.map").read_text()
+            assert f"{doc['id']} {slurm.host}:{doc['port']}" in proxy, proxy
+            status, seen, _ = rest("GET", f"{again.url}/paraview/{doc['id']}", token)
+            assert status == 200, seen
+            assert seen["sessionURL"] == doc["sessionURL"], seen
+            with socket.create_connection((slurm.host, int(doc["port"])), timeout=10) as c:
+                assert c.makefile("rb").readline() == b"hello from a compute node\n"
+            assert rest("DELETE", f"{again.url}/paraview/{doc['id']}", token)[0] == 200
+            poll_until(lambda: doc["id"] + " " not in (work / "proxy.map").read_text(), 20,
+                       what="the session unlisted after DELETE")
+        finally:
+            again.cli("zephserver-stop")
+            again.close()
     finally:
         daemon.close()
         stop_site_quietly(work)
