@@ -192,14 +192,18 @@ def test_a_job_that_succeeds(site):
     assert done["exit_code"] == 0, done
 
 
+async def cancelled_once_printing(ws, app, words):
+    """A job of ``app`` cancelled once it runs and printed ``words``: its end, its log."""
+    job = await submit(ws, app)
+    await wait_job(ws, job["id"], {"RUNNING"}, 30)
+    await poll_output(ws, job["id"], words)
+    assert "result" in await ws.call("jobs.cancel", {"id": job["id"]})
+    return await wait_job(ws, job["id"], TERMINAL, 30), await output(ws, job["id"])
+
+
 def test_cancel_sends_term_then_the_job_ends_cancelled(site, slurm):
     async def scenario(ws):
-        job = await submit(ws, "trap")
-        await wait_job(ws, job["id"], {"RUNNING"}, 30)
-        await poll_output(ws, job["id"], "waiting")
-        assert "result" in await ws.call("jobs.cancel", {"id": job["id"]})
-        done = await wait_job(ws, job["id"], TERMINAL, 30)
-        return done, await output(ws, job["id"])
+        return await cancelled_once_printing(ws, "trap", "waiting")
 
     done, text = session(site, scenario)
     assert done["state"] == "CANCELLED", done
@@ -210,13 +214,9 @@ def test_cancel_sends_term_then_the_job_ends_cancelled(site, slurm):
 
 def test_a_job_that_ignores_term_is_killed_after_its_grace(site, slurm):
     async def scenario(ws):
-        job = await submit(ws, "stubborn")
-        await wait_job(ws, job["id"], {"RUNNING"}, 30)
-        await poll_output(ws, job["id"], "ignoring TERM")
-        assert "result" in await ws.call("jobs.cancel", {"id": job["id"]})
-        return await wait_job(ws, job["id"], TERMINAL, 30)
+        return await cancelled_once_printing(ws, "stubborn", "ignoring TERM")
 
-    done = session(site, scenario)
+    done, _ = session(site, scenario)
     assert done["state"] == "CANCELLED", done
     assert slurm_state(slurm, done) == "CANCELLED", done
 

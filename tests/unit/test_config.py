@@ -139,3 +139,17 @@ def test_number_settings_read_as_floats_and_integers_as_ints(tmp_path):
     assert s.AGENT_GRACE == 2.0
     assert type(s.TASK_POOL_SIZE) is int
     assert type(s.QUEUE_TICK) is float  # a default too
+
+
+def test_an_app_on_slurm_needs_slurms_commands(tmp_path):
+    """Settings naming a Slurm app are refused at start when sbatch & co are not found."""
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    path = tmp_path / "s.py"
+    path.write_text(f"DATA_DIR = {str(tmp_path / 'data')!r}\nRUN_AS = 'root'\n"
+                    f"SLURM_BIN_DIR = {str(empty)!r}\n"
+                    "APPS = {'dyna': {'argv': ['lsdyna'], 'executor': 'slurm'}}\n")
+    errors = errors_of(load_settings(str(path)))
+    assert errors == [f"SLURM_BIN_DIR: app(s) dyna run on Slurm, and sbatch, squeue, "
+                      f"scontrol, scancel are not found in {empty} (install slurm-client) "
+                      "(Directory of sbatch, squeue, scontrol and scancel; None: PATH)"]
