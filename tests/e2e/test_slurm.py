@@ -4,8 +4,10 @@ time, failures, slurmctld away, and a daemon killed and restarted with Slurm job
 pending, running and ending meanwhile."""
 
 import asyncio
+import contextlib
 import hashlib
 import os
+import shutil
 import signal
 import socket
 
@@ -13,7 +15,7 @@ import pytest
 
 from tests.support import slurm as slurm_support
 from tests.support.daemon import DaemonProcess, child_env, short_tmpdir, write_settings
-from tests.support.jobs import TERMINAL, stop_site, wait_job
+from tests.support.jobs import TERMINAL, kill_jobs_under, stop_site, wait_job
 from tests.support.poll import poll_until
 from tests.support.sessions import rest
 from tests.support.web import Ws, readyz, run, start_with_users
@@ -342,16 +344,45 @@ def test_a_session_runs_on_the_compute_node_slurm_picks(site, slurm):
                what="the Slurm job of the session ended")
 
 
+class OwnSite:
+    """A daemon of the test's own (its own DATA_DIR and proxy map) on ``slurm``, that the
+    test kills and starts again; every daemon stopped and the folder removed at close."""
+
+    def __init__(self, slurm) -> None:
+        self.work = short_tmpdir("zs")
+        self.daemons = [start_with_users(write_settings(
+            self.work, APPS=apps(), SLURM_CONF=str(slurm.conf), SLURM_TICK=0.2,
+            RESOURCES={"cores": 1, "memory": 1024, "licenses": {}},
+            LAUNCHER_PROXY_FILE=str(self.work / "proxy.map"),
+            DJANGO_SETTINGS_MODULE="tests.support.django_test_settings"), child_env())]
+
+    @property
+    def daemon(self):
+        return self.daemons[-1]
+
+    def kill(self) -> None:
+        self.daemon.kill(signal.SIGKILL)
+        self.daemon.wait_exit()
+
+    def start_again(self):
+        again = DaemonProcess(self.daemons[0].settings, child_env()).start()
+        again.tokens = self.daemons[0].tokens
+        self.daemons.append(again)
+        return again
+
+    def close(self) -> None:
+        for daemon in reversed(self.daemons):
+            with contextlib.suppress(Exception):
+                daemon.cli("zephserver-stop")
+            daemon.close()
+        kill_jobs_under(self.work)
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
 def test_a_killed_daemon_readopts_its_slurm_jobs(slurm):
     """kill -9 of the daemon with a job running, one pending and one ending meanwhile:
     the restarted daemon re-adopts the first two and records the real end of the third."""
-    work = short_tmpdir("zs")
-    settings = write_settings(
-        work, APPS=apps(), SLURM_CONF=str(slurm.conf), SLURM_TICK=0.2,
-        RESOURCES={"cores": 1, "memory": 1024, "licenses": {}},
-        DJANGO_SETTINGS_MODULE="tests.support.django_test_settings")
-    daemon = start_with_users(settings, child_env())
-    try:
+    with contextlib.closing(OwnSite(slurm)) as own:
         async def before(ws):
             holder = await submit(ws, "licensed", secs=6)
             holder = await wait_job(ws, holder["id"], {"RUNNING"}, 30)
@@ -361,40 +392,24 @@ def test_a_killed_daemon_readopts_its_slurm_jobs(slurm):
             short = await wait_job(ws, short["id"], {"RUNNING"}, 30)
             return holder, pending, short
 
-        holder, pending, short = session(daemon, before)
-        daemon.kill(signal.SIGKILL)
-        daemon.wait_exit()
+        holder, pending, short = session(own.daemon, before)
+        own.kill()
         poll_until(lambda: slurm_state_of(slurm, short) == "FAILED", 30,
                    what="the short job ending while the daemon is down")
-        again = DaemonProcess(settings, child_env()).start()
-        again.tokens = daemon.tokens
-        try:
-            async def after(ws):
-                readopted = (await ws.call("jobs.get", {"id": holder["id"]}))["result"]
-                ended = await wait_job(ws, short["id"], TERMINAL, 30)
-                done = [await wait_job(ws, j["id"], TERMINAL, 60) for j in (holder, pending)]
-                return readopted, ended, done
+        again = own.start_again()
 
-            readopted, ended, done = session(again, after)
-            assert readopted["state"] in ("RUNNING", "SUCCEEDED"), readopted
-            assert ended["state"] == "FAILED", ended
-            assert ended["exit_code"] == 4, ended
-            assert [j["state"] for j in done] == ["SUCCEEDED", "SUCCEEDED"], done
-            assert "job manager: 3 running job(s) re-adopted" in again.output, again.output
-        finally:
-            again.cli("zephserver-stop")
-            again.close()
-    finally:
-        daemon.close()
-        stop_site_quietly(work)
+        async def after(ws):
+            readopted = (await ws.call("jobs.get", {"id": holder["id"]}))["result"]
+            ended = await wait_job(ws, short["id"], TERMINAL, 30)
+            done = [await wait_job(ws, j["id"], TERMINAL, 60) for j in (holder, pending)]
+            return readopted, ended, done
 
-
-def own_daemon(work, slurm):
-    return start_with_users(write_settings(
-        work, APPS=apps(), SLURM_CONF=str(slurm.conf), SLURM_TICK=0.2,
-        RESOURCES={"cores": 1, "memory": 1024, "licenses": {}},
-        LAUNCHER_PROXY_FILE=str(work / "proxy.map"),
-        DJANGO_SETTINGS_MODULE="tests.support.django_test_settings"), child_env())
+        readopted, ended, done = session(again, after)
+        assert readopted["state"] in ("RUNNING", "SUCCEEDED"), readopted
+        assert ended["state"] == "FAILED", ended
+        assert ended["exit_code"] == 4, ended
+        assert [j["state"] for j in done] == ["SUCCEEDED", "SUCCEEDED"], done
+        assert "job manager: 3 running job(s) re-adopted" in again.output, again.output
 
 
 @pytest.mark.parametrize("reached_slurm", [True, False], ids=["submitted", "not-submitted"])
@@ -403,105 +418,73 @@ def test_a_daemon_killed_while_submitting(slurm, reached_slurm):
     killed). If sbatch got that far (the job is then submitted under the daemon's name
     for it), the restarted daemon adopts that Slurm job and submits no second one; if
     not, the job is queued again and submitted once."""
-    work = short_tmpdir("zs")
-    daemon = own_daemon(work, slurm)
-    try:
+    with contextlib.closing(OwnSite(slurm)) as own:
         slurm.stop_controller()
         try:
             async def submitting(ws):
                 job = await submit(ws, "run", secs=0, code=5)
                 return await wait_reason(ws, job["id"], "slurmctld unreachable", 60)
 
-            job = session(daemon, submitting)
-            daemon.kill(signal.SIGKILL)
-            daemon.wait_exit()
+            job = session(own.daemon, submitting)
+            own.kill()
         finally:
             slurm.start_controller()
-        assert job["extra"]["external"]["name"].startswith("zeph-"), job  # recorded first
-        tag = hashlib.sha1(os.path.realpath(work / "var").encode()).hexdigest()[:8]
+        tag = hashlib.sha1(os.path.realpath(own.work / "var").encode()).hexdigest()[:8]
         name = f"zeph-{tag}-{job['id']}"
-        assert job["extra"]["external"]["name"] == name, job
+        assert job["extra"]["external"]["name"] == name, job  # recorded before sbatch
         by_hand = slurm.run("sbatch", "--parsable", f"--job-name={name}", "-o", "/dev/null",
                             "--wrap", "sleep 1; exit 5").strip() if reached_slurm else None
-        again = DaemonProcess(daemon.settings, child_env()).start()
-        again.tokens = daemon.tokens
-        try:
-            done = session(again, lambda ws: wait_job(ws, job["id"], TERMINAL, 60))
-        finally:
-            again.cli("zephserver-stop")
-            again.close()
+        again = own.start_again()
+        done = session(again, lambda ws: wait_job(ws, job["id"], TERMINAL, 60))
         assert done["state"] == "FAILED", done
         assert done["exit_code"] == 5, done
         named = slurm.run("squeue", "-h", "--states=all", f"--name={name}", "-o", "%i")
         assert len(named.split()) == 1, named  # one submission, never two
-        if reached_slurm:
-            assert done["extra"]["external"]["id"] == by_hand, done
-        else:
-            assert done["extra"]["external"]["id"] == named.split()[0], done
-    finally:
-        daemon.close()
-        stop_site_quietly(work)
+        assert done["extra"]["external"]["id"] == (by_hand or named.split()[0]), done
 
 
 def test_a_restarted_daemon_keeps_a_slurm_session(slurm):
     """kill -9 of the daemon while a session runs on Slurm: restarted, it still lists it
     in the proxy map, answers for it, and DELETE still ends it there."""
-    work = short_tmpdir("zs")
-    daemon = own_daemon(work, slurm)
-    try:
-        token = daemon.tokens["alice"]
-        status, doc, _ = rest("POST", daemon.url + "/paraview", token,
+    with contextlib.closing(OwnSite(slurm)) as own:
+        token = own.daemon.tokens["alice"]
+        status, doc, _ = rest("POST", own.daemon.url + "/paraview", token,
                               {"application": "remote"}, timeout=90)
         assert status == 200, doc
-        daemon.kill(signal.SIGKILL)
-        daemon.wait_exit()
-        (work / "proxy.map").unlink()  # written again from the records
-        again = DaemonProcess(daemon.settings, child_env()).start()
-        try:
-            proxy = (work / "proxy.map").read_text()
-            assert f"{doc['id']} {slurm.host}:{doc['port']}" in proxy, proxy
-            status, seen, _ = rest("GET", f"{again.url}/paraview/{doc['id']}", token)
-            assert status == 200, seen
-            assert seen["sessionURL"] == doc["sessionURL"], seen
-            with socket.create_connection((slurm.host, int(doc["port"])), timeout=10) as c:
-                assert c.makefile("rb").readline() == b"hello from a compute node\n"
-            assert rest("DELETE", f"{again.url}/paraview/{doc['id']}", token)[0] == 200
-            poll_until(lambda: doc["id"] + " " not in (work / "proxy.map").read_text(), 20,
-                       what="the session unlisted after DELETE")
-        finally:
-            again.cli("zephserver-stop")
-            again.close()
-    finally:
-        daemon.close()
-        stop_site_quietly(work)
+        own.kill()
+        (own.work / "proxy.map").unlink()  # written again from the records
+        again = own.start_again()
+        proxy = (own.work / "proxy.map").read_text()
+        assert f"{doc['id']} {slurm.host}:{doc['port']}" in proxy, proxy
+        status, seen, _ = rest("GET", f"{again.url}/paraview/{doc['id']}", token)
+        assert status == 200, seen
+        assert seen["sessionURL"] == doc["sessionURL"], seen
+        with socket.create_connection((slurm.host, int(doc["port"])), timeout=10) as conn:
+            assert conn.makefile("rb").readline() == b"hello from a compute node\n"
+        assert rest("DELETE", f"{again.url}/paraview/{doc['id']}", token)[0] == 200
+        poll_until(lambda: doc["id"] + " " not in (own.work / "proxy.map").read_text(), 20,
+                   what="the session unlisted after DELETE")
 
 
 def test_a_job_no_slurm_source_knows_is_lost():
     """slurmctld restarted without its state (the job is gone from squeue, scontrol and,
     without accounting, sacct): the job becomes LOST with that reason."""
-    with slurm_support.Slurm() as own:
-        work = short_tmpdir("zs")
-        daemon = own_daemon(work, own)
-        try:
-            async def running(ws):
-                job = await submit(ws, "licensed", secs=60)
-                return await wait_job(ws, job["id"], {"RUNNING"}, 30)
+    with slurm_support.Slurm() as cluster, contextlib.closing(OwnSite(cluster)) as own:
+        async def running(ws):
+            job = await submit(ws, "licensed", secs=60)
+            return await wait_job(ws, job["id"], {"RUNNING"}, 30)
 
-            job = session(daemon, running)
-            own.stop_controller()
-            for state in (own.dir / "state").iterdir():
-                if state.name.startswith("job_state"):
-                    state.unlink()
-            own.start_controller()
-            done = session(daemon, lambda ws: wait_job(ws, job["id"], TERMINAL, 30))
-            slurm_id = job["extra"]["external"]["id"]
-            assert done["state"] == "LOST", done
-            assert done["state_reason"] == f"Slurm job {slurm_id} is known to neither " \
-                                           "squeue, scontrol nor sacct", done
-        finally:
-            daemon.cli("zephserver-stop")
-            daemon.close()
-            stop_site_quietly(work)
+        job = session(own.daemon, running)
+        cluster.stop_controller()
+        for state in (cluster.dir / "state").iterdir():
+            if state.name.startswith("job_state"):
+                state.unlink()
+        cluster.start_controller()
+        done = session(own.daemon, lambda ws: wait_job(ws, job["id"], TERMINAL, 30))
+        slurm_id = job["extra"]["external"]["id"]
+        assert done["state"] == "LOST", done
+        assert done["state_reason"] == f"Slurm job {slurm_id} is known to neither squeue, " \
+                                       "scontrol nor sacct", done
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -534,12 +517,3 @@ def slurm_state_of(slurm, job):
     shown = slurm.run("squeue", "-h", "--states=all", "-o", "%i %T")
     states = dict(line.split() for line in shown.splitlines())
     return states.get(str(job.get("extra", {}).get("external", {}).get("id")))
-
-
-def stop_site_quietly(work):
-    from tests.support.jobs import kill_jobs_under
-
-    kill_jobs_under(work)
-    import shutil
-
-    shutil.rmtree(work, ignore_errors=True)
