@@ -108,6 +108,10 @@ def test_one_id_space_and_every_record_names_its_node(cluster):
     first = run(call(cluster["n1"], "jobs.submit", {"app": "nap"}, token=token))["result"]
     second = run(call(cluster["n2"], "jobs.submit", {"app": "nap"}, token=token))["result"]
     assert second["id"] != first["id"]
+    # queued for the whole cluster (no node yet), started where submitted (room there)
+    assert (first["node"], second["node"]) == ("", "")
+    first = wait_state(cluster["n1"], first["id"], {"RUNNING"}, token)
+    second = wait_state(cluster["n2"], second["id"], {"RUNNING"}, token)
     assert (first["node"], second["node"]) == ("n1", "n2")
     seen = run(call(cluster["n3"], "jobs.get", {"id": first["id"]}, token=token))["result"]
     assert (seen["id"], seen["node"]) == (first["id"], "n1")
@@ -261,13 +265,22 @@ async def read_output(ws, job_id, until):
     return text, at
 
 
-def test_a_queued_job_of_another_node_is_held_released_and_changed_through_any_node(cluster):
+def test_a_job_waiting_for_the_cluster_is_held_released_and_changed_through_any_node(cluster):
+    """Every node's one core taken: a fourth job waits for the whole cluster (no node).
+    Held through n3, released through n2, changed through n3; when a core frees on any
+    node, it starts there, as changed."""
     token = cluster["n1"].tokens["alice"]
-    running = run(call(cluster["n1"], "jobs.submit", {"app": "whole"}, token=token))["result"]
-    waiting = run(call(cluster["n1"], "jobs.submit", {"app": "whole"}, token=token))["result"]
+    running = [run(call(cluster["n1"], "jobs.submit", {"app": "whole"}, token=token))
+               ["result"] for _ in range(3)]
     try:
-        wait_state(cluster["n1"], running["id"], {"RUNNING"}, token)
-        assert waiting["state"] == "QUEUED"
+        running = [wait_state(cluster["n1"], job["id"], {"RUNNING"}, token)
+                   for job in running]
+        assert sorted(job["node"] for job in running) == ["n1", "n2", "n3"], running
+        waiting = run(call(cluster["n1"], "jobs.submit", {"app": "whole"}, token=token))
+        waiting = waiting["result"]
+        running.append(waiting)
+        seen = run(call(cluster["n2"], "jobs.get", {"id": waiting["id"]}, token=token))
+        assert (seen["result"]["state"], seen["result"]["node"]) == ("QUEUED", ""), seen
         held = run(call(cluster["n3"], "queue.hold", {"id": waiting["id"]}, token=token))
         assert held["result"]["state"] == "HELD", held
         released = run(call(cluster["n2"], "queue.release", {"id": waiting["id"]},
@@ -276,12 +289,12 @@ def test_a_queued_job_of_another_node_is_held_released_and_changed_through_any_n
         changed = run(call(cluster["n3"], "jobs.update", {"id": waiting["id"],
                                                           "priority": -3}, token=token))
         assert changed["result"]["priority"] == -3, changed
-        # n1's own queue has it, changed: it starts there once the core is free
-        run(call(cluster["n2"], "jobs.cancel", {"id": running["id"]}, token=token))
+        freed = running[1]
+        run(call(cluster["n2"], "jobs.cancel", {"id": freed["id"]}, token=token))
         started = wait_state(cluster["n3"], waiting["id"], {"RUNNING"}, token)
-        assert (started["node"], started["priority"]) == ("n1", -3)
+        assert (started["node"], started["priority"]) == (freed["node"], -3), started
     finally:
-        for job in (running, waiting):
+        for job in running:
             run(call(cluster["n1"], "jobs.cancel", {"id": job["id"]}, token=token))
 
 

@@ -101,6 +101,7 @@ class JobsApi:
     call: Callable[..., Any]
     call_soon: Callable[..., Future]
     _queue_new: Callable[[Any], dict]
+    node_for_new: Callable[[str], str]
 
     # -- looking things up ----------------------------------------------------------------
 
@@ -126,10 +127,24 @@ class JobsApi:
         """``_job``, for what needs the job's node (its process, its log or its place in
         that node's queue): another node's job is refused with that node's name."""
         job = self._job(user, job_id)
-        if job.node != self.node:
+        if job.node == "" and self.on_actor_thread():  # (changed in this batch: locked)
+            job = self._waiting_in_cluster(job)
+        if job.node not in (self.node, ""):
             raise RpcError(RpcCode.CONFLICT, f"job {job.pk} is handled by node {job.node}, "
                            f"not {self.node}", {"field": "id", "node": job.node})
         return job
+
+    def _waiting_in_cluster(self, job: Any) -> Any:
+        """A job waiting in the cluster's queue (no node yet), locked for the current
+        batch: no node can claim it while it is changed here. One claimed meanwhile is
+        answered -32006 with its node (asked again, the call goes there)."""
+        from zephserver.web.models import Job
+
+        locked = Job.objects.select_for_update().select_related("owner").get(pk=job.pk)
+        if locked.node != "":
+            raise RpcError(RpcCode.CONFLICT, f"job {job.pk} has just started on node "
+                           f"{locked.node}; ask again", {"field": "id", "node": locked.node})
+        return locked
 
     def _node_of(self, user: UserInfo, job_id: Any) -> str:
         """The node running job ``job_id``, if ``user`` may see the job (one query)."""
@@ -140,7 +155,7 @@ class JobsApi:
         row = Job.objects.filter(pk=job_id).values_list("node", "owner_id").first()
         if row is None or (row[1] != user.id and not user.is_staff):  # as in _job
             raise rpc_error(RpcCode.NOT_FOUND, f"no job {job_id}", "id")
-        return row[0]
+        return row[0] or self.node  # (waiting in the cluster's queue: any node acts on it)
 
     def forward(self, node: str, method: str, user: UserInfo, *args: Any) -> Any:
         """``method(user, *args)`` as ``node`` answers it (over the cluster bus)."""
@@ -209,7 +224,8 @@ class JobsApi:
         # The caller is authenticated: no need to fetch the user row again.
         owner = get_user_model()(pk=user.id, username=user.username)
         created = now()
-        return Job(app=app.name, kind=app.kind, owner=owner, node=self.node, state=J.QUEUED,
+        return Job(app=app.name, kind=app.kind, owner=owner, node=self.node_for_new(app.kind),
+                   state=J.QUEUED,
                    state_reason="queued", params=cleaned, resources=needs, priority=priority,
                    wall_time=app.wall_time, created=created, queued_at=created,
                    seq=time.time(), **fields)  # seq: FIFO; queue.move reassigns it

@@ -31,6 +31,7 @@ class TransactionalActor(Actor):
         self._batching = False
         self._deferred: list[tuple[Future | None, Any, BaseException | None]] = []
         self._unpublished: dict[int, Any] = {}  # job id -> job: one update per batch
+        self._announced: dict[int, Any] = {}  # new jobs other nodes' queues must know
         self._retry_delay = 0.0  # backoff while a batch cannot begin
         self.write_problem = ""  # set while a failed batch's rows are being written again
         self._stop_retrying = threading.Event()
@@ -46,6 +47,7 @@ class TransactionalActor(Actor):
 
         self._deferred: list[tuple[Future | None, Any, BaseException | None]] = []
         self._unpublished: dict[int, Any] = {}
+        self._announced: dict[int, Any] = {}
         atomic, began = transaction.atomic(), False
         try:
             with recording_writes() as writes:
@@ -77,9 +79,13 @@ class TransactionalActor(Actor):
         finally:
             deferred, self._deferred = self._deferred, []
             unpublished, self._unpublished = self._unpublished, {}
+            announced, self._announced = self._announced, {}
             self._batching = False
         for job in unpublished.values():
             self.feed.send_update(job)
+        for job in announced.values():
+            if job.pk not in unpublished and began:
+                self.feed.send_queue(job)
         for future, result, exc in deferred:
             if future is None:
                 continue
@@ -205,6 +211,10 @@ class TransactionalActor(Actor):
             future.set_exception(error)
         else:
             future.set_result(result)
+
+    def announce(self, job: Any) -> None:
+        """Tell the other nodes' queues of a new job, once it is committed."""
+        self._announced[job.pk] = job
 
     def publish(self, job: Any) -> None:
         """Tell subscribers (after the commit when inside a batch)."""

@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from zephserver.jobs.cluster_queue import queue_fields
 from zephserver.launch.output import Follower, Tail
 from zephserver.launch.states import TERMINAL
 
@@ -73,9 +74,16 @@ class Feed:
         texts = [notification("job.updated", self.to_json(job))]
         if job.kind == "session":
             texts.append(notification("session.updated", self.session_view(job)))
-        if self.cluster is not None:
-            self.cluster.say(UPDATED, {"id": job.pk, "owner": job.owner_id, "texts": texts})
+        if self.cluster is not None:  # (with what another node's copy of the queue needs)
+            self.cluster.say(UPDATED, {"id": job.pk, "owner": job.owner_id, "texts": texts,
+                                       "queue": queue_fields(job)})
         self._deliver(cids, texts)
+
+    def send_queue(self, job: Any) -> None:
+        """What the other nodes' queues need of ``job`` (a new one: no client is told)."""
+        if self.cluster is not None:
+            self.cluster.say(UPDATED, {"id": job.pk, "owner": job.owner_id, "texts": [],
+                                       "queue": queue_fields(job)})
 
     def _from_cluster(self, update: dict) -> None:  # the cluster's dispatcher thread
         with self._lock:

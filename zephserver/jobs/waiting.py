@@ -34,6 +34,10 @@ class WaitingQueue:
     def __contains__(self, job_id: int) -> bool:
         return job_id in self._entries
 
+    def entries(self) -> list[Waiting]:
+        """Every entry, QUEUED and HELD."""
+        return list(self._entries.values())
+
     def __len__(self) -> int:
         return len(self._entries)
 

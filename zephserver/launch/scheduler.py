@@ -71,6 +71,7 @@ class Waiting:
 class Running:
     owner: int
     demand: Demand
+    here: bool = True  # False: on another node (only its licences are taken from here)
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ def plan(queue: Iterable[Waiting], running: Iterable[Running], capacity: Pool,
     free = capacity.copy()
     per_user: dict[int, list[int]] = {}  # owner -> [jobs, cores]
     for r in running:
-        free.take(r.demand)
+        free.take(r.demand if r.here else Demand(licenses=r.demand.licenses))
         usage = per_user.setdefault(r.owner, [0, 0])
         usage[0] += 1
         usage[1] += r.demand.cores

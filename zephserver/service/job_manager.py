@@ -26,9 +26,10 @@ from zephserver import memory
 from zephserver.infra.service import Service
 from zephserver.jobs.active import Active, demand
 from zephserver.jobs.batches import TransactionalActor
+from zephserver.jobs.cluster_queue import ClusterQueue
 from zephserver.jobs.disk_guard import DiskGuard, DiskWatch
 from zephserver.jobs.executor import Executor, Handed, LocalExecutor
-from zephserver.jobs.feed import Feed
+from zephserver.jobs.feed import UPDATED, Feed
 from zephserver.jobs.interactive import NoFreePort, SessionKeeper
 from zephserver.jobs.interactive_api import InteractiveApi
 from zephserver.jobs.progress import ProgressUpdates
@@ -53,8 +54,8 @@ PLAN_MAX_DELAY = 0.05  # seconds
 EXEC_POLL = 0.02  # seconds between looks at whether a job stopped at birth has exec'd
 
 
-class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, TransactionalActor,
-                        Service):
+class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, ClusterQueue,
+                        TransactionalActor, Service):
     name = "jobs"
     requires = ("rooms", "queue")
     announces_ready = True
@@ -103,6 +104,7 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Transa
                          lambda job: self.interactive.view(job, owner=False),
                          cluster=self.cluster)
         if self.cluster.enabled:
+            self.cluster.subscribe(UPDATED, self.heard_update)
             self.cluster.calls.handle("jobs.forwarded", self.serve_forwarded)
             self.cluster.calls.handle("jobs.resources", self.node_resources)
         self._configure(s)
@@ -117,6 +119,7 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Transa
             self.run_inbox()
         finally:
             self.disk_watch.stop()
+            self.cluster.unsubscribe(UPDATED, self.heard_update)
             self.rooms.remove_unregister_listener(self.feed.connection_gone)
             self.feed.close()
             self.refuse(self.drain_inbox())
@@ -207,6 +210,8 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Transa
     def _watchdog(self) -> None:
         """A process gone without its exit seen (it cannot normally happen: exits arrive
         as events) is settled from its recorded exit status, or LOST with a reason."""
+        if self.shared_queue:  # an update missed (a peer down) is made good here
+            self.load_waiting()
         for job_id, active in list(self._active.items()):
             job = active.job
             if job.pid is not None and not self.executor_for(job).alive(job):
@@ -264,6 +269,8 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Transa
         log.info("job %d (%s, %s) submitted", job.pk, job.app, job.owner.username,
                  extra={"job": job.pk})
         self.enqueue(job)
+        if self.shared_queue:
+            self.announce(job)  # (started here at once, or planned by any node with room)
         self._fresh[job.pk] = job  # the next plan (this batch's) needs no SELECT for it
         self._needs_plan = True
         return self.to_json(job)
@@ -280,21 +287,14 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Transa
         # The agent's processes (kind "service") are its own: it resumes them itself.
         mine = Job.objects.select_related("owner").filter(node=self.node).exclude(
             kind="service")
-        in_other_queue = Q(state=J.QUEUED, extra__external__has_key="id")  # (Slurm's)
+        in_other_queue = Q(state=J.QUEUED, extra__has_key="external")  # (Slurm's)
         for job in mine.filter(Q(state__in=[J.STARTING, J.RUNNING]) | in_other_queue
                                ).order_by("id"):
             try:
                 self._readopt(job)
             except Exception:
                 log.exception("job %d could not be re-adopted", job.pk, extra={"job": job.pk})
-        rows = mine.filter(state__in=[J.QUEUED, J.HELD]).exclude(in_other_queue).values_list(
-            "id", "owner_id", "resources", "priority", "seq", "queued_at", "created", "state",
-            "app")
-        for pk, owner, resources, priority, seq, queued_at, created, state, app in (
-                rows.iterator()):
-            self.waiting.add(Waiting(pk, owner, demand(self.apps.get(app), resources),
-                                     priority, seq, (queued_at or created).timestamp()),
-                             state == J.HELD)
+        self.load_waiting()
         self.interactive.loaded()
         self.local.sweep([a.job for a in self._active.values()
                           if self._executor_name(a.job) == "local"])
@@ -357,12 +357,17 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Transa
         if self.guard.low:  # new work waits for room on the disk, and says so
             self.waiting.set_reasons({w.id: self.guard.low for w in self.waiting.ordered})
             return []
-        plan = self.scheduler.plan(self.waiting.ordered, self.holdings(), time.time())
+        if not self.waiting.ordered:
+            return []
+        running = self.holdings() + (self.cluster_holdings() if self.shared_queue else [])
+        plan = self.scheduler.plan(self.waiting.ordered, running, time.time())
         self.waiting.set_reasons(plan.reasons)
         from zephserver.web.models import Job
 
         fresh, self._fresh = self._fresh, {}
         ids = [job_id for job_id in plan.start if self.dequeue(job_id) is not None]
+        if self.shared_queue:
+            ids = self.claim(ids)
         if not ids:
             return []
         jobs = {i: fresh[i] for i in ids if i in fresh}
@@ -372,6 +377,8 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Transa
         prepared = []
         for job_id in ids:
             job = jobs.get(job_id)
+            if job is not None and job.node == "":
+                job.node = self.node  # (claimed above)
             if job is None or job.state != J.QUEUED:
                 log.error("job %d: queued here but %s in the database; not started", job_id,
                           "missing" if job is None else job.state, extra={"job": job_id})

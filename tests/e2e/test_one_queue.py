@@ -1,0 +1,164 @@
+"""One queue for the cluster: three real daemons on one real PostgreSQL. A job waits once
+for every node and starts on one with room; licences are counted across the cluster; a
+job is claimed in the database, so none starts twice, even when every node plans at the
+same instant. Each job writes its id, node and start/end times to a shared file: what
+the tests check comes from the jobs themselves."""
+
+import asyncio
+import collections
+
+import pytest
+
+from tests.support.cluster import node_settings, prepare_database, start_nodes, stop_nodes
+from tests.support.daemon import child_env, short_tmpdir
+from tests.support.postgres import Postgres
+from tests.support.sessions import free_port_range
+from tests.support.web import Ws, run
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+# (an APPS template: $$ is a literal $ for the shell)
+STAMP = ('echo "$$1 $$2 start $$(date +%s.%N)" >> "$$3"; sleep "$$4"; '
+         'echo "$$1 $$2 end $$(date +%s.%N)" >> "$$3"')
+
+
+def apps(stamps) -> dict:
+    argv = ["/bin/sh", "-c", STAMP, "stamp", "$job_id", "$node", str(stamps), "$secs"]
+    secs = {"secs": {"type": "float", "default": 0, "min": 0, "max": 60}}
+    return {"core": {"argv": argv, "params": secs, "resources": {"cores": 1}, "grace": 1},
+            "licensed": {"argv": argv, "params": secs, "grace": 1,
+                         "resources": {"cores": 0, "licenses": {"dyna": 1}}},
+            "free": {"argv": argv, "params": secs, "resources": {"cores": 0}, "grace": 1}}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    work = short_tmpdir("zq")
+    stamps = work / "stamps.txt"
+    low, _ = free_port_range(3, 33000)
+    nodes = [{"hostname": f"n{i}", "address": "127.0.0.1", "port": low + i - 1}
+             for i in (1, 2, 3)]
+    daemons: dict = {}
+    with Postgres() as pg:
+        url = pg.database("queue")
+        env = child_env()
+        paths = {n["hostname"]: node_settings(
+            work, n["hostname"], nodes, url, APPS=apps(stamps), QUEUE_TICK=0.5,
+            WS_MAX_IN_FLIGHT=200, WS_MAX_BATCH=200,
+            JOB_ROOTS=[str(work)],
+            RESOURCES={"cores": 2, "memory": 4096, "licenses": {"dyna": 4}})
+            for n in nodes}
+        try:
+            tokens = prepare_database(paths["n1"], env)
+            start_nodes(paths, env, tokens, daemons)
+            daemons["n1"].stamps = stamps
+            yield daemons
+        finally:
+            stop_nodes(daemons, work)
+
+
+async def submit_batch(node, app: str, count: int, secs: float) -> list[int]:
+    """``count`` jobs of ``app`` in one JSON-RPC batch through ``node``: their ids."""
+    ws = await Ws.connect(node.url, token=node.tokens["alice"])
+    try:
+        await ws.send([{"jsonrpc": "2.0", "id": i, "method": "jobs.submit",
+                        "params": {"app": app, "params": {"secs": secs}}}
+                       for i in range(count)])
+        while True:
+            reply = await ws.recv(60)
+            if isinstance(reply, list):
+                break
+        assert all("result" in r for r in reply), reply
+        return [r["result"]["id"] for r in reply]
+    finally:
+        await ws.aclose()
+
+
+async def wait_all_ended(node, ids: list[int], timeout: float = 60) -> list[dict]:
+    ws = await Ws.connect(node.url, token=node.tokens["alice"])
+    deadline = asyncio.get_running_loop().time() + timeout
+    try:
+        while True:
+            jobs = [(await ws.call("jobs.get", {"id": i}))["result"] for i in ids]
+            if all(j["state"] in ("SUCCEEDED", "FAILED", "CANCELLED", "LOST", "TIMED_OUT")
+                   for j in jobs):
+                return jobs
+            assert asyncio.get_running_loop().time() < deadline, [
+                (j["id"], j["state"], j["node"], j["state_reason"]) for j in jobs
+                if j["state"] != "SUCCEEDED"][:5]
+            await asyncio.sleep(0.1)
+    finally:
+        await ws.aclose()
+
+
+def stamps_of(cluster, ids: list[int]) -> dict[int, dict]:
+    """Each job's node and start/end, from what the jobs wrote; every start once."""
+    found: dict[int, dict] = {}
+    starts = collections.Counter()
+    wanted = set(ids)
+    for line in cluster["n1"].stamps.read_text().splitlines():
+        job_id, node, what, when = line.split()
+        if int(job_id) in wanted:
+            entry = found.setdefault(int(job_id), {"node": node})
+            entry[what] = float(when)
+            starts[int(job_id)] += what == "start"
+    assert set(found) == wanted, wanted - set(found)
+    assert set(starts.values()) == {1}, [i for i, n in starts.items() if n != 1]
+    return found
+
+
+def most_at_once(spans: list[tuple[float, float]]) -> int:
+    events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
+    now = most = 0
+    for _, step in events:
+        now += step
+        most = max(most, now)
+    return most
+
+
+def test_jobs_submitted_on_one_node_run_on_every_node(cluster):
+    """30 one-core jobs submitted on n1, 2 cores per node: all three nodes run them at
+    once, never more than their cores each."""
+    ids = run(submit_batch(cluster["n1"], "core", 30, 1.0))
+    jobs = run(wait_all_ended(cluster["n1"], ids))
+    assert {j["state"] for j in jobs} == {"SUCCEEDED"}, jobs
+    stamps = stamps_of(cluster, ids)
+    by_node = collections.defaultdict(list)
+    for s in stamps.values():
+        by_node[s["node"]].append((s["start"], s["end"]))
+    assert sorted(by_node) == ["n1", "n2", "n3"], dict(by_node)
+    assert {j["node"] for j in jobs} == {"n1", "n2", "n3"}
+    for node, spans in by_node.items():
+        assert most_at_once(spans) <= 2, (node, spans)  # its 2 cores
+    assert most_at_once([(s["start"], s["end"]) for s in stamps.values()]) >= 5
+
+
+def test_licences_are_counted_across_the_cluster(cluster):
+    """4 licences for the cluster, 12 jobs needing one each, submitted through every
+    node: never 5 holders at once, whatever the nodes (from the jobs' own times)."""
+    async def through_all():
+        return [i for ids in await asyncio.gather(*[
+            submit_batch(cluster[n], "licensed", 4, 0.6) for n in ("n1", "n2", "n3")])
+            for i in ids]
+
+    ids = run(through_all())
+    jobs = run(wait_all_ended(cluster["n1"], ids))
+    assert {j["state"] for j in jobs} == {"SUCCEEDED"}, jobs
+    spans = [(s["start"], s["end"]) for s in stamps_of(cluster, ids).values()]
+    assert most_at_once(spans) <= 4, sorted(spans)
+    assert most_at_once(spans) >= 3  # they did run side by side
+
+
+def test_no_job_starts_twice_when_every_node_plans_at_once(cluster):
+    """100 jobs submitted concurrently through three nodes: each starts exactly once."""
+    async def through_all():
+        return [i for ids in await asyncio.gather(*[
+            submit_batch(cluster[n], "free", count, 0)
+            for n, count in (("n1", 34), ("n2", 33), ("n3", 33))]) for i in ids]
+
+    ids = run(through_all())
+    assert len(set(ids)) == 100
+    jobs = run(wait_all_ended(cluster["n2"], ids))
+    assert {j["state"] for j in jobs} == {"SUCCEEDED"}, jobs
+    stamps = stamps_of(cluster, ids)  # (every start once)
+    assert {s["node"] for s in stamps.values()} <= {"n1", "n2", "n3"}

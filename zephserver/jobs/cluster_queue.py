@@ -1,0 +1,137 @@
+"""One queue for the cluster: a batch job waits once for every node and starts on one
+that has room (DESIGN.md, "A cluster is one system").
+
+A batch job submitted to a cluster is recorded with no node (``node = ""``). Every node
+keeps a copy of the cluster's waiting jobs in its own ``WaitingQueue``: loaded from the
+database at start, then kept up to date by the ``jobs.updated`` events every node says
+(each carries the queue fields of a batch job, ``queue_fields``). The node where a job is
+submitted plans it at once (it starts there when there is room); the others plan it when
+they hear it still waits.
+
+Planning is serialised across the cluster by a PostgreSQL transaction-level advisory
+lock: under it a node reads what runs on the other nodes (licences and per-user limits
+are counted cluster-wide; cores and memory are each node's own), chooses, and claims its
+choice with ``SELECT ... FOR UPDATE SKIP LOCKED`` on rows still QUEUED with no node,
+setting its own name in the same transaction that makes them STARTING. A job is thus
+claimed once, by one node; a copy that was claimed, cancelled or held elsewhere meanwhile
+simply drops out of the choosing node's queue.
+"""
+
+from typing import Any
+
+from zephserver.jobs.active import demand
+from zephserver.launch.scheduler import Running, Waiting
+from zephserver.launch.states import JobState
+
+J = JobState
+PLAN_LOCK = 0x7A657068  # "zeph": the advisory lock every node plans under
+QUEUED_KINDS = ("batch",)  # kinds that wait in the cluster's queue (sessions: their node)
+
+
+def queue_fields(job: Any) -> dict | None:
+    """What another node needs to keep its copy of the queue (None: not a batch job)."""
+    if job.kind not in QUEUED_KINDS:
+        return None
+    queued = job.queued_at or job.created
+    return {"state": str(job.state), "node": job.node, "app": job.app,
+            "resources": job.resources, "priority": job.priority, "seq": job.seq,
+            "queued_at": queued.timestamp() if queued else 0.0}
+
+
+class ClusterQueue:
+    """Mixed into the job manager (it provides node, cluster, apps, waiting, post, ...)."""
+
+    node: str
+    cluster: Any
+    apps: dict
+    waiting: Any
+    _needs_plan: bool
+    _fresh: dict
+
+    @property
+    def shared_queue(self) -> bool:
+        return bool(self.cluster.enabled)
+
+    def node_for_new(self, kind: str) -> str:
+        """The node a new job is recorded with: none for a batch job of a cluster (it
+        waits for whichever node has room), this one otherwise."""
+        return "" if self.shared_queue and kind in QUEUED_KINDS else self.node
+
+    # -- keeping the copy of the queue ----------------------------------------------------
+
+    def heard_update(self, update: dict) -> None:  # the cluster's dispatcher thread
+        fields = update.get("queue")
+        if fields is not None:
+            self.post(self._queue_heard, update["id"], update["owner"], fields)  # type: ignore[attr-defined]
+
+    def _queue_heard(self, job_id: int, owner: int, fields: dict) -> None:
+        """Another node changed a batch job: our copy of the queue follows, and what it
+        freed (an end, a claim that failed) is planned again."""
+        if self.active(job_id) is not None:  # type: ignore[attr-defined]
+            return  # ours now: what we hold is what counts
+        self.dequeue(job_id)  # type: ignore[attr-defined]
+        if fields["node"] == "" and fields["state"] in (J.QUEUED, J.HELD):
+            self.waiting.add(Waiting(job_id, owner,
+                                     demand(self.apps.get(fields["app"]), fields["resources"]),
+                                     fields["priority"], fields["seq"], fields["queued_at"]),
+                             held=fields["state"] == J.HELD)
+        self._needs_plan = True
+
+    def load_waiting(self) -> None:
+        """The waiting queue as the database has it: the cluster's waiting jobs (no node
+        yet) and this node's own (at start; in a cluster, again at each safety tick)."""
+        from django.db.models import Q
+
+        from zephserver.web.models import Job
+
+        rows = (Job.objects.filter(Q(node=self.node) | Q(node=""), state__in=[J.QUEUED, J.HELD])
+                .exclude(kind="service").exclude(extra__has_key="external")  # (Slurm's)
+                .values_list("id", "owner_id", "resources", "priority", "seq", "queued_at",
+                             "created", "state", "app"))
+        found = set()
+        for pk, owner, resources, priority, seq, queued_at, created, state, app in (
+                rows.iterator()):
+            found.add(pk)
+            if pk not in self.waiting:
+                self.waiting.add(Waiting(pk, owner, demand(self.apps.get(app), resources),
+                                         priority, seq, (queued_at or created).timestamp()),
+                                 held=state == J.HELD)
+        for entry in list(self.waiting.entries()):
+            if entry.id not in found and entry.id not in self._fresh:
+                self.dequeue(entry.id)  # type: ignore[attr-defined]
+
+    # -- planning across the cluster ------------------------------------------------------
+
+    def cluster_holdings(self) -> list[Running]:
+        """Under the plan lock: what runs on the other nodes (their licences and their
+        owners' usage count here too; their cores and memory do not)."""
+        from django.db import connection
+
+        from zephserver.web.models import Job
+
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [PLAN_LOCK])
+        rows = (Job.objects.filter(state__in=[J.STARTING, J.RUNNING])
+                .exclude(node=self.node).exclude(node="").exclude(kind="service")
+                .values_list("owner_id", "resources", "app"))
+        return [Running(owner, demand(self.apps.get(app), resources), here=False)
+                for owner, resources, app in rows.iterator()]
+
+    def claim(self, ids: list[int]) -> list[int]:
+        """Of ``ids`` (chosen to start here), those this node now owns: still QUEUED with
+        no node, locked (skipping rows another node is claiming) and given this node's
+        name in the current transaction. The others leave our copy of the queue."""
+        from django.db.models import Q
+
+        from zephserver.web.models import Job
+
+        if not ids:
+            return []
+        mine = set(Job.objects.select_for_update(skip_locked=True)
+                   .filter(Q(node="") | Q(node=self.node), pk__in=ids, state=J.QUEUED)
+                   .values_list("pk", flat=True))
+        Job.objects.filter(pk__in=mine, node="").update(node=self.node)
+        for job_id in ids:
+            if job_id not in mine:
+                self.dequeue(job_id)  # type: ignore[attr-defined]
+        return [i for i in ids if i in mine]
