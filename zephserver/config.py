@@ -556,6 +556,14 @@ def _run_as(value: Any, s: Settings) -> list[str]:
     return check(runs, user_map, [s.JOBS_DIR, s.AGENT_DIR])
 
 
+def _down_after(value: Any, s: Settings) -> list[str]:
+    problems = _number(0.5)(value, s)
+    lost = s.NODE_LOST_AFTER
+    if not problems and isinstance(lost, int | float) and value <= lost:
+        problems.append(f"must be more than NODE_LOST_AFTER ({lost:g})")
+    return problems
+
+
 def _slurm_bin_dir(value: Any, s: Settings) -> list[str]:
     """SLURM_BIN_DIR, and that Slurm's commands are there when an app uses Slurm."""
     if value is not None and (not isinstance(value, str) or not os.path.isdir(value)):
@@ -713,6 +721,10 @@ SPEC: dict[str, Spec] = {
     "JOB_CGROUPS": Spec(_bool, "A cgroup per job and agent process where the kernel offers "
                         "one; False: process groups and a subreaper shim."),
     "USER_MAP": Spec(_user_map, "Django user name -> Unix account, for run_as '$user'."),
+    "NODE_LOST_AFTER": Spec(_number(0.5), "Seconds without a node's lease before the "
+                            "others declare it lost (cluster)."),
+    "NODE_DOWN_AFTER": Spec(_down_after, "Seconds without a node's lease before its "
+                            "running jobs are LOST (cluster; more than NODE_LOST_AFTER)."),
     "SLURM_BIN_DIR": Spec(_slurm_bin_dir, "Directory of sbatch, squeue, scontrol and "
                           "scancel; None: PATH."),
     "SLURM_CONF": Spec(_optional_file, "The slurm.conf Slurm's commands read; None: "

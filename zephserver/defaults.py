@@ -147,6 +147,12 @@ RUN_AS: str | None = None
 JOB_CGROUPS = True
 USER_MAP: dict[str, str] = {}  # Django user name -> Unix account, for run_as "$user"
 
+# A cluster node not heard from (its lease in the database) for NODE_LOST_AFTER seconds
+# is lost: its waiting work returns to the queue, its sessions end, its running jobs say
+# "not responding" and become LOST after NODE_DOWN_AFTER seconds.
+NODE_LOST_AFTER = 30.0
+NODE_DOWN_AFTER = 600.0
+
 # Apps with executor "slurm": where Slurm's commands are (None: PATH) and its slurm.conf
 # (None: Slurm's own default); how often one squeue looks at every job (s); how long a
 # submission keeps trying while slurmctld is unreachable (s; 0: the job fails at once).

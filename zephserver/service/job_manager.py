@@ -32,6 +32,7 @@ from zephserver.jobs.executor import Executor, Handed, LocalExecutor
 from zephserver.jobs.feed import UPDATED, Feed
 from zephserver.jobs.interactive import NoFreePort, SessionKeeper
 from zephserver.jobs.interactive_api import InteractiveApi
+from zephserver.jobs.node_leases import NodeLeases
 from zephserver.jobs.progress import ProgressUpdates
 from zephserver.jobs.reports import ExecutorReports
 from zephserver.jobs.slurm_executor import SlurmExecutor
@@ -55,7 +56,7 @@ EXEC_POLL = 0.02  # seconds between looks at whether a job stopped at birth has 
 
 
 class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, ClusterQueue,
-                        TransactionalActor, Service):
+                        NodeLeases, TransactionalActor, Service):
     name = "jobs"
     requires = ("rooms", "queue")
     announces_ready = True
@@ -99,6 +100,7 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Cluste
         self.interactive = SessionKeeper(self, self.waiting, self.tail, s)
         self.cluster = self.ctx.cluster
         self.call_timeout_s = s.CLUSTER_CALL_TIMEOUT
+        self.lost_after, self.down_after = s.NODE_LOST_AFTER, s.NODE_DOWN_AFTER
         self.database_url = s.DATABASE_URL
         self.feed = Feed(self.rooms, self.tail, self.to_json,
                          lambda job: self.interactive.view(job, owner=False),
@@ -295,9 +297,10 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Cluste
             except Exception:
                 log.exception("job %d could not be re-adopted", job.pk, extra={"job": job.pk})
         self.load_waiting()
+        stopping = self.start_leases() if self.cluster.enabled else []
         self.interactive.loaded()
         self.local.sweep([a.job for a in self._active.values()
-                          if self._executor_name(a.job) == "local"])
+                          if self._executor_name(a.job) == "local"] + stopping)
         log.info("job manager: %d running job(s) re-adopted, %d waiting in the queue",
                  len(self._active), len(self.waiting))
 

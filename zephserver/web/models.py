@@ -170,6 +170,16 @@ def public_extra(extra: dict) -> dict:
     return {k: v for k, v in extra.items() if k not in PRIVATE_EXTRA}
 
 
+class NodeLease(models.Model):
+    """A cluster node's lease: renewed by the node with the database's clock; a node
+    whose lease is older than NODE_LOST_AFTER is declared lost by one of the others
+    (``lost_at``, set by a conditional UPDATE: zephserver.jobs.node_leases)."""
+
+    node = models.CharField(max_length=255, primary_key=True)
+    renewed = models.DateTimeField()
+    lost_at = models.DateTimeField(null=True, blank=True)
+
+
 class Installation(models.Model):
     """One row: the identity of this database. Nodes sharing it are one cluster; their
     cluster keys are derived from it too, so a node of another database is refused."""

@@ -1,0 +1,135 @@
+"""A node lost: three real daemons on one real PostgreSQL, n2's daemon killed (kill -9)
+while its job runs on. Within NODE_LOST_AFTER the others say so on the job ("node n2 not
+responding since ..."); after NODE_DOWN_AFTER it is LOST. n2 restarted before that
+re-adopts its job; restarted after, it stops what the cluster gave up."""
+
+import os
+import signal
+import uuid
+
+import pytest
+
+from tests.support.cluster import node_settings, prepare_database, start_nodes, stop_nodes
+from tests.support.daemon import DaemonProcess, child_env, short_tmpdir
+from tests.support.poll import poll_until
+from tests.support.postgres import Postgres
+from tests.support.sessions import free_port_range
+from tests.support.web import Ws, run
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+LOST_AFTER, DOWN_AFTER = 2.0, 8.0
+APPS = {"nap": {"argv": ["sleep", "$mark"], "grace": 1, "resources": {"cores": 1},
+                "params": {"mark": {"type": "str", "regexp": r"[0-9.]+"}}}}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    work = short_tmpdir("zl")
+    low, _ = free_port_range(3, 34000)
+    nodes = [{"hostname": f"n{i}", "address": "127.0.0.1", "port": low + i - 1}
+             for i in (1, 2, 3)]
+    daemons: dict = {}
+    with Postgres() as pg:
+        url = pg.database("loss")
+        env = child_env()
+        paths = {n["hostname"]: node_settings(
+            work, n["hostname"], nodes, url, APPS=APPS, NODE_LOST_AFTER=LOST_AFTER,
+            NODE_DOWN_AFTER=DOWN_AFTER, RESOURCES={"cores": 1, "memory": 1024,
+                                                   "licenses": {}})
+            for n in nodes}
+        try:
+            tokens = prepare_database(paths["n1"], env)
+            start_nodes(paths, env, tokens, daemons)
+            daemons["paths"], daemons["env"] = paths, env
+            yield daemons
+        finally:
+            del daemons["paths"], daemons["env"]
+            stop_nodes(daemons, work)
+
+
+def marker() -> str:
+    return f"{4000 + uuid.uuid4().int % 1000}.{uuid.uuid4().int % 10**6}"
+
+
+def pids_of(mark: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if f.read().split(b"\0")[:2] == [b"sleep", mark.encode()]:
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+def call(node, method, params):
+    async def go():
+        ws = await Ws.connect(node.url, token=node.tokens["alice"])
+        try:
+            return await ws.call(method, params)
+        finally:
+            await ws.aclose()
+    return run(go())
+
+
+def job_of(node, job_id):
+    return call(node, "jobs.get", {"id": job_id})["result"]
+
+
+def running_on_n2(cluster, mark):
+    job = call(cluster["n2"], "jobs.submit", {"app": "nap", "params": {"mark": mark}})
+    job_id = job["result"]["id"]
+    running = poll_until(lambda: (j := job_of(cluster["n2"], job_id))["state"] == "RUNNING"
+                         and j, 20, what="the job running")
+    assert running["node"] == "n2", running  # submitted there, with room there
+    poll_until(lambda: pids_of(mark), 10, what="its process")
+    return job_id
+
+
+def kill_n2(cluster):
+    cluster["n2"].kill(signal.SIGKILL)
+    cluster["n2"].wait_exit()
+    cluster["n2"].close()  # (its jobs run on: each in a session of its own)
+
+
+def restart_n2(cluster):
+    again = DaemonProcess(cluster["paths"]["n2"], cluster["env"]).start()
+    again.tokens = cluster["n1"].tokens
+    cluster["n2"] = again
+    return again
+
+
+def test_a_lost_nodes_job_says_so_and_is_readopted_when_it_comes_back(cluster):
+    mark = marker()
+    job_id = running_on_n2(cluster, mark)
+    kill_n2(cluster)
+    told = poll_until(lambda: (j := job_of(cluster["n1"], job_id))["state_reason"]
+                      .startswith("node n2 not responding since") and j,
+                      LOST_AFTER + 5, what="the others saying n2 does not respond")
+    assert told["state"] == "RUNNING", told  # it may still be computing there
+    assert pids_of(mark)
+    restart_n2(cluster)  # before NODE_DOWN_AFTER
+    back = poll_until(lambda: (j := job_of(cluster["n1"], job_id))["state_reason"]
+                      == "running (this node is back)" and j, 15, what="n2 back")
+    assert (back["state"], back["node"]) == ("RUNNING", "n2"), back
+    assert "result" in call(cluster["n3"], "jobs.cancel", {"id": job_id})
+    poll_until(lambda: not pids_of(mark), 10, what="the process stopped on cancel")
+    assert job_of(cluster["n1"], job_id)["state"] == "CANCELLED"
+
+
+def test_a_job_of_a_node_down_too_long_is_lost_and_stopped_when_the_node_returns(cluster):
+    mark = marker()
+    job_id = running_on_n2(cluster, mark)
+    kill_n2(cluster)
+    lost = poll_until(lambda: (j := job_of(cluster["n3"], job_id))["state"] == "LOST" and j,
+                      DOWN_AFTER + 5, what="the job LOST after NODE_DOWN_AFTER")
+    assert lost["state_reason"].startswith("node n2 down: not heard from since"), lost
+    assert pids_of(mark)  # the machine still runs it: its daemon is gone, not the job
+    restart_n2(cluster)
+    poll_until(lambda: not pids_of(mark), 15, what="n2 stopping what the cluster gave up")
+    stopped = job_of(cluster["n1"], job_id)
+    assert stopped["state"] == "LOST", stopped
+    assert "stopped when node n2 came back" in stopped["state_reason"], stopped
