@@ -382,6 +382,10 @@ def _cluster_list(value: Any, s: Settings) -> list[str]:
             errors.append(f"entry {i} lacks {', '.join(missing)}")
         elif _port(entry["port"], s) or entry["port"] == 0:
             errors.append(f"entry {i} port {entry['port']!r} is not a port number")
+        labels = entry.get("labels", [])
+        if not isinstance(labels, list) or not all(isinstance(x, str) and x for x in labels):
+            errors.append(f"entry {i} labels must be a list of names (what apps' nodes "
+                          "may ask for)")
     hostnames = [e.get("hostname") for e in value if isinstance(e, dict)]
     if len(value) >= 2 and not errors and s.NODE_NAME not in hostnames:
         errors.append(f"NODE_NAME {s.NODE_NAME!r} is not a hostname in CLUSTER_SERVER_LIST")
@@ -404,10 +408,21 @@ def _apps(value: Any, s: Settings) -> list[str]:
     try:
         from zephserver.launch.wslink import effective_cwd
 
-        parse_all_apps(value, s.LAUNCHER_CONFIG, effective_cwd(s))
+        apps = parse_all_apps(value, s.LAUNCHER_CONFIG, effective_cwd(s))
     except AppConfigError as exc:
         return exc.problems
-    return []
+    return _placeable(apps, s)
+
+
+def _placeable(apps: dict, s: Settings) -> list[str]:
+    """Every app's ``nodes`` names a node (or a label of one) of the cluster."""
+    entries = [e for e in s.CLUSTER_SERVER_LIST if isinstance(e, dict)] \
+        if isinstance(s.CLUSTER_SERVER_LIST, list | tuple) and _nodes(s) >= 2 else []
+    places = {s.NODE_NAME} if not entries else {
+        p for e in entries for p in [e.get("hostname"), *(e.get("labels") or [])]}
+    return [f"app {name!r}: nodes {list(app.nodes)} match no node (names and labels of "
+            f"CLUSTER_SERVER_LIST: {', '.join(sorted(map(str, places)))})"
+            for name, app in apps.items() if app.nodes and not set(app.nodes) & places]
 
 
 def _launcher_config(value: Any, s: Settings) -> list[str]:

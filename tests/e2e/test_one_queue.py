@@ -28,7 +28,12 @@ def apps(stamps) -> dict:
     return {"core": {"argv": argv, "params": secs, "resources": {"cores": 1}, "grace": 1},
             "licensed": {"argv": argv, "params": secs, "grace": 1,
                          "resources": {"cores": 0, "licenses": {"dyna": 1}}},
-            "free": {"argv": argv, "params": secs, "resources": {"cores": 0}, "grace": 1}}
+            "free": {"argv": argv, "params": secs, "resources": {"cores": 0}, "grace": 1},
+            # only where asked: a label of n3's, and a node by name
+            "on_gpu": {"argv": argv, "params": secs, "resources": {"cores": 0},
+                       "nodes": ["gpu"]},
+            "on_n2": {"argv": argv, "params": secs, "resources": {"cores": 0},
+                      "nodes": ["n2"]}}
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +41,8 @@ def cluster():
     work = short_tmpdir("zq")
     stamps = work / "stamps.txt"
     low, _ = free_port_range(3, 33000)
-    nodes = [{"hostname": f"n{i}", "address": "127.0.0.1", "port": low + i - 1}
-             for i in (1, 2, 3)]
+    nodes = [{"hostname": f"n{i}", "address": "127.0.0.1", "port": low + i - 1,
+              **({"labels": ["gpu"]} if i == 3 else {})} for i in (1, 2, 3)]
     daemons: dict = {}
     with Postgres() as pg:
         url = pg.database("queue")
@@ -162,3 +167,12 @@ def test_no_job_starts_twice_when_every_node_plans_at_once(cluster):
     assert {j["state"] for j in jobs} == {"SUCCEEDED"}, jobs
     stamps = stamps_of(cluster, ids)  # (every start once)
     assert {s["node"] for s in stamps.values()} <= {"n1", "n2", "n3"}
+
+
+def test_an_app_runs_only_on_the_nodes_it_names(cluster):
+    """``nodes``: a label (n3's "gpu") or a node's name; submitted on n1 all the same."""
+    ids = run(submit_batch(cluster["n1"], "on_gpu", 3, 0))
+    ids += run(submit_batch(cluster["n1"], "on_n2", 3, 0))
+    jobs = run(wait_all_ended(cluster["n1"], ids))
+    assert [j["state"] for j in jobs] == ["SUCCEEDED"] * 6, jobs
+    assert [j["node"] for j in jobs] == ["n3"] * 3 + ["n2"] * 3, jobs

@@ -153,3 +153,14 @@ def test_an_app_on_slurm_needs_slurms_commands(tmp_path):
     assert errors == [f"SLURM_BIN_DIR: app(s) dyna run on Slurm, and sbatch, squeue, "
                       f"scontrol, scancel are not found in {empty} (install slurm-client) "
                       "(Directory of sbatch, squeue, scontrol and scancel; None: PATH)"]
+
+
+def test_an_app_must_be_able_to_run_somewhere(tmp_path):
+    path = tmp_path / "s.py"
+    path.write_text(f"DATA_DIR = {str(tmp_path / 'data')!r}\nRUN_AS = 'root'\n"
+                    "NODE_NAME = 'n1'\n"
+                    "APPS = {'solver': {'argv': ['x'], 'nodes': ['gpu', 'n7']}}\n")
+    errors = errors_of(load_settings(str(path)))
+    assert len(errors) == 1, errors
+    assert errors[0].startswith("APPS: app 'solver': nodes ['gpu', 'n7'] match no node "
+                                "(names and labels of CLUSTER_SERVER_LIST: n1)"), errors

@@ -93,8 +93,9 @@ def test_a_user_moves_only_among_their_own_jobs():
 def test_entry_for_a_record():
     job = SimpleNamespace(pk=4, owner_id=7, resources={"cores": 2, "memory": 10,
                                                        "licenses": {"x": 1}},
-                          priority=1, seq=12.5, queued_at=None,
+                          priority=1, seq=12.5, queued_at=None, app="solver",
                           created=SimpleNamespace(timestamp=lambda: 99.0))
     w = entry_for(job, Demand.of(job.resources))
-    assert (w.id, w.owner, w.priority, w.seq, w.queued_at) == (4, 7, 1, 12.5, 99.0)
+    assert (w.id, w.owner, w.priority, w.seq, w.queued_at, w.app) == (4, 7, 1, 12.5, 99.0,
+                                                                      "solver")
     assert w.demand == Demand.of(job.resources)

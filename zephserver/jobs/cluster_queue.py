@@ -28,6 +28,13 @@ PLAN_LOCK = 0x7A657068  # "zeph": the advisory lock every node plans under
 QUEUED_KINDS = ("batch",)  # kinds that wait in the cluster's queue (sessions: their node)
 
 
+def places_of(s: Any) -> set[str]:
+    """This node's name and its labels (its CLUSTER_SERVER_LIST entry): where an app's
+    ``nodes`` may send work."""
+    entry = next((e for e in s.CLUSTER_SERVER_LIST if e.get("hostname") == s.NODE_NAME), {})
+    return {s.NODE_NAME, *entry.get("labels", [])}
+
+
 def queue_fields(job: Any) -> dict | None:
     """What another node needs to keep its copy of the queue (None: not a batch job)."""
     if job.kind not in QUEUED_KINDS:
@@ -47,6 +54,7 @@ class ClusterQueue:
     waiting: Any
     _needs_plan: bool
     _fresh: dict
+    places: set[str]  # this node's name and labels (CLUSTER_SERVER_LIST)
 
     @property
     def shared_queue(self) -> bool:
@@ -73,7 +81,8 @@ class ClusterQueue:
         if fields["node"] == "" and fields["state"] in (J.QUEUED, J.HELD):
             self.waiting.add(Waiting(job_id, owner,
                                      demand(self.apps.get(fields["app"]), fields["resources"]),
-                                     fields["priority"], fields["seq"], fields["queued_at"]),
+                                     fields["priority"], fields["seq"], fields["queued_at"],
+                                     fields["app"]),
                              held=fields["state"] == J.HELD)
         self._needs_plan = True
 
@@ -94,13 +103,26 @@ class ClusterQueue:
             found.add(pk)
             if pk not in self.waiting:
                 self.waiting.add(Waiting(pk, owner, demand(self.apps.get(app), resources),
-                                         priority, seq, (queued_at or created).timestamp()),
-                                 held=state == J.HELD)
+                                         priority, seq, (queued_at or created).timestamp(),
+                                         app), held=state == J.HELD)
         for entry in list(self.waiting.entries()):
             if entry.id not in found and entry.id not in self._fresh:
                 self.dequeue(entry.id)  # type: ignore[attr-defined]
 
     # -- planning across the cluster ------------------------------------------------------
+
+    def for_here(self, ordered: list[Waiting]) -> tuple[list[Waiting], dict[int, str]]:
+        """The waiting jobs this node may run (an app's ``nodes``: names or labels), and
+        why the others wait."""
+        mine, elsewhere = [], {}
+        for entry in ordered:
+            app = self.apps.get(entry.app)
+            wanted = getattr(app, "nodes", None)
+            if wanted and not set(wanted) & self.places:
+                elsewhere[entry.id] = f"waiting for a node among {', '.join(wanted)}"
+            else:
+                mine.append(entry)
+        return mine, elsewhere
 
     def cluster_holdings(self) -> list[Running]:
         """Under the plan lock: what runs on the other nodes (their licences and their

@@ -21,7 +21,8 @@ def order_key(w: Waiting) -> tuple:
 def entry_for(job: Any, demand: Demand) -> Waiting:
     """The queue entry of a job record that needs ``demand`` of this node."""
     queued = job.queued_at or job.created
-    return Waiting(job.pk, job.owner_id, demand, job.priority, job.seq, queued.timestamp())
+    return Waiting(job.pk, job.owner_id, demand, job.priority, job.seq, queued.timestamp(),
+                   job.app)
 
 
 class WaitingQueue:

@@ -158,6 +158,7 @@ class App:
     run_as: str | None = None  # the Unix account it runs as (launch.accounts; None: RUN_AS)
     executor: str = "local"  # who runs its processes: this node, or "slurm"
     slurm: SlurmOptions | None = None  # executor "slurm": the sbatch constants
+    nodes: tuple[str, ...] | None = None  # cluster nodes it may run on (names or labels)
 
     def allows(self, user: Any) -> bool:
         return allowed(self.allow, user)
@@ -214,7 +215,7 @@ class App:
 
 APP_KEYS = {"description", "kind", "argv", "cmd", "cwd", "env", "inherit_env", "vars",
             "params", "sanitize", "resources", "grace", "wall_time", "max_output", "parser",
-            "controls", "allow", "run_as", "executor", "slurm"}
+            "controls", "allow", "run_as", "executor", "slurm", "nodes"}
 EXECUTORS = ("local", "slurm")
 
 
@@ -352,6 +353,11 @@ def _parse_app(name: str, spec: Any, problems: list[str],
         problems.append("slurm options need executor 'slurm'")
     slurm = parse_slurm_options(spec.get("slurm", {}), problems) if executor == "slurm" \
         else None
+    nodes = spec.get("nodes")
+    if nodes is not None and (not isinstance(nodes, list) or not nodes or not all(
+            isinstance(n, str) and n for n in nodes)):
+        problems.append("nodes must be a non-empty list of node names or labels")
+        nodes = None
     session = None
     if kind == "session":
         session = parse_session_options(spec, [*argv, cwd, *env.values()], known, problems,
@@ -360,7 +366,7 @@ def _parse_app(name: str, spec: Any, problems: list[str],
                {k: str(v) for k, v in vars_.items()}, params, resources, float(grace),
                None if wall is None else float(wall), parser, controls,
                str(spec.get("description", "")), extra, session, max_output, allow, run_as,
-               executor, slurm)
+               executor, slurm, None if nodes is None else tuple(nodes))
 
 
 def _check_template(where: str, template: str, known: set[str], problems: list[str]) -> None:

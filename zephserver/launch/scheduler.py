@@ -65,6 +65,7 @@ class Waiting:
     priority: int
     seq: float
     queued_at: float  # seconds (clock of the caller)
+    app: str = ""  # (where it may run: the app's ``nodes``)
 
 
 @dataclass(frozen=True)

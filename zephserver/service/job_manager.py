@@ -26,7 +26,7 @@ from zephserver import memory
 from zephserver.infra.service import Service
 from zephserver.jobs.active import Active, demand
 from zephserver.jobs.batches import TransactionalActor
-from zephserver.jobs.cluster_queue import ClusterQueue
+from zephserver.jobs.cluster_queue import ClusterQueue, places_of
 from zephserver.jobs.disk_guard import DiskGuard, DiskWatch
 from zephserver.jobs.executor import Executor, Handed, LocalExecutor
 from zephserver.jobs.feed import UPDATED, Feed
@@ -84,6 +84,7 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Cluste
         assert self.ctx is not None
         s = self.ctx.settings
         self.node = s.NODE_NAME
+        self.places = places_of(s)
         self.data_dir = os.path.abspath(s.DATA_DIR)
         self.jobs_dir = os.path.abspath(s.JOBS_DIR)
         self.scheduler = self.ctx.get("queue")
@@ -363,8 +364,9 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Cluste
         if not self.waiting.ordered:
             return []
         running = self.holdings() + (self.cluster_holdings() if self.shared_queue else [])
-        plan = self.scheduler.plan(self.waiting.ordered, running, time.time())
-        self.waiting.set_reasons(plan.reasons)
+        mine, elsewhere = self.for_here(self.waiting.ordered)
+        plan = self.scheduler.plan(mine, running, time.time())
+        self.waiting.set_reasons({**elsewhere, **plan.reasons})
         from zephserver.web.models import Job
 
         fresh, self._fresh = self._fresh, {}
