@@ -19,8 +19,19 @@ from tests.support.web import Ws, run
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 LOST_AFTER, DOWN_AFTER = 2.0, 8.0
-APPS = {"nap": {"argv": ["sleep", "$mark"], "grace": 1, "resources": {"cores": 1},
-                "params": {"mark": {"type": "str", "regexp": r"[0-9.]+"}}}}
+# A requeue job stamps each run: its node, pid, start, and end (on TERM) to a shared file.
+RUN = ('echo "$$1 $$2 $$$$ start $$(date +%s.%N)" >> "$$3"; '
+       'trap \'echo "$$1 $$2 $$$$ end $$(date +%s.%N)" >> "$$3"; exit 143\' TERM; '
+       'sleep "$$4" & wait')
+
+
+def apps(stamps) -> dict:
+    return {"nap": {"argv": ["sleep", "$mark"], "grace": 1, "resources": {"cores": 1},
+                    "params": {"mark": {"type": "str", "regexp": r"[0-9.]+"}}},
+            "again": {"argv": ["/bin/sh", "-c", RUN, "run", "$job_id", "$node", str(stamps),
+                               "$mark"], "requeue": True, "grace": 1,
+                      "resources": {"cores": 1},
+                      "params": {"mark": {"type": "str", "regexp": r"[0-9.]+"}}}}
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +45,8 @@ def cluster():
         url = pg.database("loss")
         env = child_env()
         paths = {n["hostname"]: node_settings(
-            work, n["hostname"], nodes, url, APPS=APPS, NODE_LOST_AFTER=LOST_AFTER,
+            work, n["hostname"], nodes, url, APPS=apps(work / "stamps.txt"),
+            NODE_LOST_AFTER=LOST_AFTER, JOB_ROOTS=[str(work)],
             NODE_DOWN_AFTER=DOWN_AFTER, RESOURCES={"cores": 1, "memory": 1024,
                                                    "licenses": {}})
             for n in nodes}
@@ -42,9 +54,10 @@ def cluster():
             tokens = prepare_database(paths["n1"], env)
             start_nodes(paths, env, tokens, daemons)
             daemons["paths"], daemons["env"] = paths, env
+            daemons["stamps"] = work / "stamps.txt"
             yield daemons
         finally:
-            del daemons["paths"], daemons["env"]
+            del daemons["paths"], daemons["env"], daemons["stamps"]
             stop_nodes(daemons, work)
 
 
@@ -79,8 +92,8 @@ def job_of(node, job_id):
     return call(node, "jobs.get", {"id": job_id})["result"]
 
 
-def running_on_n2(cluster, mark):
-    job = call(cluster["n2"], "jobs.submit", {"app": "nap", "params": {"mark": mark}})
+def running_on_n2(cluster, mark, app="nap"):
+    job = call(cluster["n2"], "jobs.submit", {"app": app, "params": {"mark": mark}})
     job_id = job["result"]["id"]
     running = poll_until(lambda: (j := job_of(cluster["n2"], job_id))["state"] == "RUNNING"
                          and j, 20, what="the job running")
@@ -133,3 +146,53 @@ def test_a_job_of_a_node_down_too_long_is_lost_and_stopped_when_the_node_returns
     stopped = job_of(cluster["n1"], job_id)
     assert stopped["state"] == "LOST", stopped
     assert "stopped when node n2 came back" in stopped["state_reason"], stopped
+
+
+def runs_of(cluster, job_id):
+    """Each run of a requeue job, from its stamps: (node, pid, start, end or None)."""
+    runs: dict = {}
+    for line in cluster["stamps"].read_text().splitlines():
+        jid, node, pid, what, when = line.split()
+        if int(jid) == job_id:
+            run_ = runs.setdefault(pid, {"node": node, "start": None, "end": None})
+            run_[what] = float(when)
+    return sorted(runs.values(), key=lambda r: r["start"])
+
+
+@pytest.mark.parametrize("how", ["killed", "paused"])
+def test_a_requeue_job_of_a_lost_node_runs_again_elsewhere_and_never_twice(cluster, how):
+    """kill -9 (or SIGSTOP) of n2's daemon while its requeue: True job runs: the job is
+    stopped on n2 (it is held to the daemon's lease) before it runs again on another
+    node as attempt 2; the two runs never overlap. n2 back (restarted, or SIGCONT) keeps
+    its hands off it."""
+    mark = marker()
+    job_id = running_on_n2(cluster, mark, "again")
+    daemon = cluster["n2"]
+    if how == "killed":
+        kill_n2(cluster)
+    else:
+        os.kill(daemon.pid, signal.SIGSTOP)
+    try:
+        moved = poll_until(lambda: (j := job_of(cluster["n1"], job_id))["state"] == "RUNNING"
+                           and j["node"] != "n2" and j, LOST_AFTER + 8,
+                           what="the job running again elsewhere")
+        assert moved["restarts"] == 1, moved  # attempt 2
+        assert "attempt 2" in moved["state_reason"] or moved["state_reason"] == "running"
+        poll_until(lambda: len(runs_of(cluster, job_id)) == 2, 10, what="the second run")
+        first, second = runs_of(cluster, job_id)
+        assert (first["node"], second["node"]) == ("n2", moved["node"])
+        assert first["end"] is not None, first  # stopped on n2 ...
+        assert first["end"] < second["start"], (first, second)  # ... before it ran again
+    finally:
+        if how == "killed":
+            restart_n2(cluster)
+        else:
+            os.kill(daemon.pid, signal.SIGCONT)
+    # n2 back: it reconciles and leaves the job where it runs now
+    poll_until(lambda: call(cluster["n2"], "ping", {}).get("result") is not None, 20,
+               what="n2 answering again")
+    still = job_of(cluster["n2"], job_id)
+    assert (still["state"], still["node"]) == ("RUNNING", moved["node"]), still
+    assert len(runs_of(cluster, job_id)) == 2
+    assert "result" in call(cluster["n1"], "jobs.cancel", {"id": job_id})
+    poll_until(lambda: not pids_of(mark), 10, what="every run of it gone")

@@ -124,15 +124,18 @@ class ClusterQueue:
                 mine.append(entry)
         return mine, elsewhere
 
-    def cluster_holdings(self) -> list[Running]:
+    def cluster_holdings(self) -> list[Running] | None:
         """Under the plan lock: what runs on the other nodes (their licences and their
-        owners' usage count here too; their cores and memory do not)."""
+        owners' usage count here too; their cores and memory do not). None: another node
+        holds the lock (it plans now); the manager's thread never waits for it."""
         from django.db import connection
 
         from zephserver.web.models import Job
 
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [PLAN_LOCK])
+            cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [PLAN_LOCK])
+            if not cursor.fetchone()[0]:
+                return None
         rows = (Job.objects.filter(state__in=[J.STARTING, J.RUNNING])
                 .exclude(node=self.node).exclude(node="").exclude(kind="service")
                 .values_list("owner_id", "resources", "app"))

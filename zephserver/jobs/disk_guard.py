@@ -12,12 +12,14 @@ politely (TERM, grace, KILL, the job continued so that it can handle TERM).
 import contextlib
 import logging
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from zephserver.launch.inotify import IN_MODIFY, PathWatch
+from zephserver.launch.states import JobState
 from zephserver.launch.wakeup import WakeableSelector
 
 LOOK = 0.02  # seconds between looks at the running jobs' logs
@@ -135,3 +137,38 @@ class DiskWatch(threading.Thread):
                 self.over(job, limit)
         self._told &= {job.pk for job, _ in jobs.values()}
         return bool(changed)
+
+
+class DiskReactions:
+    """Mixed into the job manager: what it does when the disk fills or frees, and when a
+    job's output passes its cap (it provides guard, _active, post, stop, ...)."""
+
+    guard: DiskGuard
+    _active: dict
+    _needs_plan: bool
+
+    def _space_changed(self) -> None:
+        if self.guard.low:
+            log.warning("new work waits: %s", self.guard.low.removeprefix("waiting: "))
+        else:
+            log.info("DATA_DIR has room again: the queue goes on")
+            self._needs_plan = True
+
+    def _watched(self) -> list[tuple[Any, Any]]:  # the disk watch's thread
+        return [(a.job, a.app) for a in list(self._active.values()) if a.job.pid]
+
+    def _output_over(self, job: Any, limit: int) -> None:  # the disk watch's thread
+        """Freeze it now (its output stops here), then stop it on the manager's thread."""
+        with contextlib.suppress(OSError):
+            self.executor_for(job).signal(job, signal.SIGSTOP)  # type: ignore[attr-defined]
+        self.post(self._stop_for_output, job.pk, limit)  # type: ignore[attr-defined]
+
+    def _stop_for_output(self, job_id: int, limit: int) -> None:
+        active = self._active.get(job_id)
+        if active is None or active.job.stop_requested:
+            return
+        DiskGuard.tell(active.job, limit)
+        self.stop(active, JobState.FAILED, f"stopping: its output passed its limit of "  # type: ignore[attr-defined]
+                  f"{limit} bytes (max_output)", "")
+        with contextlib.suppress(OSError):  # (frozen: it must run to handle its TERM)
+            self.executor_for(active.job).signal(active.job, signal.SIGCONT)  # type: ignore[attr-defined]

@@ -146,6 +146,8 @@ class LocalExecutor:
             if account is not None:  # the shim stays ours; the program runs as the account
                 argv, env = [*account.switch(), *argv], {**env, **account.env()}
                 self._give(account, job)
+            # a requeue job is held to the daemon's lease (launch.leash), as the daemon
+            argv = [*getattr(job, "leash", ()), *argv]
             meta = shim.meta_dir(job.job_dir)
             os.makedirs(meta, 0o700, exist_ok=True)
             return spawn(shim.wrap(argv, meta, job.cwd, groups, self.cgroups is None), None, env,

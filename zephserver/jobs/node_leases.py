@@ -20,9 +20,11 @@ before it claims anything: what it still runs that the cluster gave up (LOST) is
 
 import datetime
 import logging
+import os
 from typing import Any
 
 from zephserver.jobs.transition import now, transition
+from zephserver.launch.leash import BEAT_FILE, leash
 from zephserver.launch.states import JobState
 
 log = logging.getLogger("zephserver.jobs.nodes")
@@ -43,7 +45,37 @@ class NodeLeases:
     cluster: Any
     lost_after: float
     down_after: float
+    data_dir: str
     _active: dict
+
+    def leash_for(self, app: Any) -> list[str]:
+        """What holds a job of ``app`` to this node's lease: a requeue app's, in a
+        cluster (launch.leash); nothing otherwise."""
+        if not (self.cluster.enabled and getattr(app, "requeue", False)):
+            return []
+        return leash(os.path.join(self.data_dir, BEAT_FILE), self.lost_after)
+
+    def _beat(self) -> None:
+        """The lease was renewed: what requeue jobs' leashes look at."""
+        path = os.path.join(self.data_dir, BEAT_FILE)
+        try:
+            with open(path, "a"):
+                os.utime(path)
+        except OSError as exc:
+            log.error("cannot touch %s: %s (requeue jobs stop when it gets old)", path,
+                      exc.strerror)
+
+    def moved_away(self, job: Any) -> bool:
+        """Whether the cluster gave ``job`` to another node (or up) while this node was
+        away: then what ends here is not its end, and nothing of it is written."""
+        from zephserver.web.models import Job
+
+        node = Job.objects.filter(pk=job.pk).values_list("node", flat=True).first()
+        if node == self.node:
+            return False
+        log.warning("job %d: its process here ended, but the cluster had given the job to "
+                    "%s: nothing recorded", job.pk, node or "the queue", extra={"job": job.pk})
+        return True
 
     def start_leases(self) -> list[Any]:
         """At start, once running jobs are re-adopted (cluster only): our lease, and a
@@ -58,6 +90,7 @@ class NodeLeases:
             stopping = self._stop_given_up(lease.lost_at)
             self._back_from_lost(lease.lost_at)
         NodeLease.objects.filter(node=self.node).update(renewed=_db_now(), lost_at=None)
+        self._beat()
         self.after(self.lost_after / RENEWALS_PER_LEASE, self._lease_tick)  # type: ignore[attr-defined]
         return stopping
 
@@ -76,6 +109,7 @@ class NodeLeases:
                     self._back_from_lost(lost_at)
                 NodeLease.objects.filter(node=self.node).update(renewed=_db_now(),
                                                                 lost_at=None)
+                self._beat()
                 self._declare_lost()
                 self._give_up_down()
         except DatabaseError as exc:
@@ -112,6 +146,14 @@ class NodeLeases:
             elif job.kind == "session":
                 self.change(job, J.LOST, f"node {node} lost (not heard from since "  # type: ignore[attr-defined]
                             f"{since.isoformat(timespec='seconds')})")
+            elif getattr(self.apps.get(job.app), "requeue", False):  # type: ignore[attr-defined]
+                # its leash stopped it on the lost node before now: a new attempt
+                attempt = job.restarts + 2
+                self.change(job, J.QUEUED, f"re-queued: node {node} lost (attempt "  # type: ignore[attr-defined]
+                            f"{attempt})", node="", queued_at=now(), pid=None,
+                            start_time=None, restarts=job.restarts + 1)
+                self.enqueue(job)  # type: ignore[attr-defined]
+                self._needs_plan = True
             else:
                 transition(job, None, f"node {node} not responding since "
                            f"{since.isoformat(timespec='seconds')}", self.publish)  # type: ignore[attr-defined]

@@ -159,6 +159,7 @@ class App:
     executor: str = "local"  # who runs its processes: this node, or "slurm"
     slurm: SlurmOptions | None = None  # executor "slurm": the sbatch constants
     nodes: tuple[str, ...] | None = None  # cluster nodes it may run on (names or labels)
+    requeue: bool = False  # run again elsewhere when its node is lost (held to its lease)
 
     def allows(self, user: Any) -> bool:
         return allowed(self.allow, user)
@@ -215,7 +216,7 @@ class App:
 
 APP_KEYS = {"description", "kind", "argv", "cmd", "cwd", "env", "inherit_env", "vars",
             "params", "sanitize", "resources", "grace", "wall_time", "max_output", "parser",
-            "controls", "allow", "run_as", "executor", "slurm", "nodes"}
+            "controls", "allow", "run_as", "executor", "slurm", "nodes", "requeue"}
 EXECUTORS = ("local", "slurm")
 
 
@@ -358,6 +359,11 @@ def _parse_app(name: str, spec: Any, problems: list[str],
             isinstance(n, str) and n for n in nodes)):
         problems.append("nodes must be a non-empty list of node names or labels")
         nodes = None
+    requeue = spec.get("requeue", False)
+    if not isinstance(requeue, bool) or (requeue and (kind != "batch" or executor != "local")):
+        problems.append("requeue must be True or False, and only for a batch app run by its "
+                        "node (executor 'local')")
+        requeue = False
     session = None
     if kind == "session":
         session = parse_session_options(spec, [*argv, cwd, *env.values()], known, problems,
@@ -366,7 +372,7 @@ def _parse_app(name: str, spec: Any, problems: list[str],
                {k: str(v) for k, v in vars_.items()}, params, resources, float(grace),
                None if wall is None else float(wall), parser, controls,
                str(spec.get("description", "")), extra, session, max_output, allow, run_as,
-               executor, slurm, None if nodes is None else tuple(nodes))
+               executor, slurm, None if nodes is None else tuple(nodes), requeue)
 
 
 def _check_template(where: str, template: str, known: set[str], problems: list[str]) -> None:

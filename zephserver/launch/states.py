@@ -34,8 +34,9 @@ JOB_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     # STARTING -> RUNNING: spawned; -> FAILED: could not spawn; -> QUEUED: the daemon
     # died before spawning (re-queued at restart); -> CANCELLED: cancelled meanwhile.
     J.STARTING: frozenset({J.RUNNING, J.FAILED, J.QUEUED, J.CANCELLED, J.LOST}),
+    # RUNNING -> QUEUED: a requeue job of a lost node, queued again as a new attempt.
     J.RUNNING: frozenset({J.SUCCEEDED, J.FAILED, J.CANCELLED, J.TIMED_OUT, J.LOST,
-                          J.BACKOFF}),
+                          J.BACKOFF, J.QUEUED}),
     # BACKOFF: a supervised process waits to be restarted.
     J.BACKOFF: frozenset({J.STARTING, J.CANCELLED}),
     **{t: frozenset() for t in TERMINAL},

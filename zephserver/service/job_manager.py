@@ -14,7 +14,6 @@ ended meanwhile.
 """
 
 import collections
-import contextlib
 import logging
 import os
 import signal
@@ -27,7 +26,7 @@ from zephserver.infra.service import Service
 from zephserver.jobs.active import Active, demand
 from zephserver.jobs.batches import TransactionalActor
 from zephserver.jobs.cluster_queue import ClusterQueue, places_of
-from zephserver.jobs.disk_guard import DiskGuard, DiskWatch
+from zephserver.jobs.disk_guard import DiskGuard, DiskReactions, DiskWatch
 from zephserver.jobs.executor import Executor, Handed, LocalExecutor
 from zephserver.jobs.feed import UPDATED, Feed
 from zephserver.jobs.interactive import NoFreePort, SessionKeeper
@@ -52,11 +51,12 @@ log = logging.getLogger(__name__)
 J = JobState
 MAX_BATCH = 500  # inbox items handled in one transaction
 PLAN_MAX_DELAY = 0.05  # seconds
+PLAN_RETRY = 0.005  # seconds before planning again when another node holds the plan lock
 EXEC_POLL = 0.02  # seconds between looks at whether a job stopped at birth has exec'd
 
 
 class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, ClusterQueue,
-                        NodeLeases, TransactionalActor, Service):
+                        NodeLeases, DiskReactions, TransactionalActor, Service):
     name = "jobs"
     requires = ("rooms", "queue")
     announces_ready = True
@@ -363,7 +363,11 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Cluste
             return []
         if not self.waiting.ordered:
             return []
-        running = self.holdings() + (self.cluster_holdings() if self.shared_queue else [])
+        elsewhere = self.cluster_holdings() if self.shared_queue else []
+        if elsewhere is None:  # another node plans now: again in a moment
+            self.after(PLAN_RETRY, self.replan)
+            return []
+        running = self.holdings() + elsewhere
         mine, elsewhere = self.for_here(self.waiting.ordered)
         plan = self.scheduler.plan(mine, running, time.time())
         self.waiting.set_reasons({**elsewhere, **plan.reasons})
@@ -415,6 +419,7 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Cluste
                 log_path = os.path.join(app.session.log_dir, f"{job.pk}.txt")
         spec = app.prepare(job.params, generated)
         argv, failure = spec.argv, ""
+        job.leash = self.leash_for(app)  # (requeue: held to this node's lease)
         try:  # who it runs as (the executor switches to it; None: as the daemon)
             job.account = account_for(effective(app.run_as, self.run_as),
                                       job.owner.username, self.user_map)
@@ -508,6 +513,9 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Cluste
         if active is None:
             return
         job = active.job
+        if self.cluster.enabled and self.moved_away(job):
+            self.tail.finish(job.log_path)
+            return
         if returncode is None:  # re-adopted: we were not the parent; the shim recorded it
             returncode = self.executor_for(job).recorded_exit(job)
         end = self.executor_for(job).end_state(job)
@@ -523,34 +531,6 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Cluste
     def _finish(self, job: Any, code: int | None, when: str, stop_by: str = "") -> None:
         state, reason = ended(job, code, when, stop_by)
         self.change(job, state, reason, exit_code=code)
-
-    # -- the disk: room for new work, and each job's output cap ----------------------------
-
-    def _space_changed(self) -> None:
-        if self.guard.low:
-            log.warning("new work waits: %s", self.guard.low.removeprefix("waiting: "))
-        else:
-            log.info("DATA_DIR has room again: the queue goes on")
-            self._needs_plan = True
-
-    def _watched(self) -> list[tuple[Any, Any]]:  # the disk watch's thread
-        return [(a.job, a.app) for a in list(self._active.values()) if a.job.pid]
-
-    def _output_over(self, job: Any, limit: int) -> None:  # the disk watch's thread
-        """Freeze it now (its output stops here), then stop it on the manager's thread."""
-        with contextlib.suppress(OSError):
-            self.executor_for(job).signal(job, signal.SIGSTOP)
-        self.post(self._stop_for_output, job.pk, limit)
-
-    def _stop_for_output(self, job_id: int, limit: int) -> None:
-        active = self._active.get(job_id)
-        if active is None or active.job.stop_requested:
-            return
-        DiskGuard.tell(active.job, limit)
-        self.stop(active, J.FAILED, f"stopping: its output passed its limit of {limit} "
-                  "bytes (max_output)", "")
-        with contextlib.suppress(OSError):  # (frozen: it must run to handle its TERM)
-            self.executor_for(active.job).signal(active.job, signal.SIGCONT)
 
     def health_problems(self) -> list[str]:
         low = self.guard.low.removeprefix("waiting: ")
