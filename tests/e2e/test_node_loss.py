@@ -11,6 +11,7 @@ import pytest
 
 from tests.support.cluster import node_settings, prepare_database, start_nodes, stop_nodes
 from tests.support.daemon import DaemonProcess, child_env, short_tmpdir
+from tests.support.jobs import pids_of
 from tests.support.poll import poll_until
 from tests.support.postgres import Postgres
 from tests.support.sessions import free_port_range
@@ -63,19 +64,6 @@ def cluster():
 
 def marker() -> str:
     return f"{4000 + uuid.uuid4().int % 1000}.{uuid.uuid4().int % 10**6}"
-
-
-def pids_of(mark: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if f.read().split(b"\0")[:2] == [b"sleep", mark.encode()]:
-                        found.append(int(entry))
-            except OSError:
-                pass
-    return found
 
 
 def call(node, method, params):

@@ -2,14 +2,13 @@
 on cancel, on wall time, and when its job ends; the agent's delete does the same. And
 resources.memory is a hard limit."""
 
-import os
 import uuid
 
 import pytest
 
 from tests.support.archives import ArchiveServer, make_zip
 from tests.support.daemon import child_env, short_tmpdir, write_settings
-from tests.support.jobs import TERMINAL, stop_site, submit, wait_job
+from tests.support.jobs import TERMINAL, pids_of, stop_site, submit, wait_job
 from tests.support.poll import poll_async, poll_until
 from tests.support.sessions import rest
 from tests.support.web import Ws, run, start_with_users
@@ -22,20 +21,6 @@ ESCAPE = 'setsid sleep "$$0" & echo escaped; exec sleep 300'
 HUNGRY = ("import sys, time; chunks = [bytearray(1 << 20) for _ in range(int(sys.argv[1]))]; "
           "print('holding', len(chunks), 'MiB', flush=True); time.sleep(0.2)")
 FINISH = 'setsid sleep "$$0" & echo escaped; sleep 0.5'
-
-
-def pids_of(marker: str) -> list[int]:
-    """Processes running ``sleep <marker>``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if f.read().split(b"\0")[:2] == [b"sleep", marker.encode()]:
-                        found.append(int(entry))
-            except OSError:
-                pass
-    return found
 
 
 def marker() -> str:

@@ -175,3 +175,17 @@ def stop_site(daemon: Any, work: Path, *servers: Any) -> None:
         server.close()
     kill_jobs_under(work)
     shutil.rmtree(work, ignore_errors=True)
+
+
+def pids_of(marker: str) -> list[int]:
+    """Processes running ``sleep <marker>`` (a test's own, told apart by its marker)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if f.read().split(b"\0")[:2] == [b"sleep", marker.encode()]:
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found
