@@ -66,15 +66,17 @@ class NodeLeases:
                       exc.strerror)
 
     def moved_away(self, job: Any) -> bool:
-        """Whether the cluster gave ``job`` to another node (or up) while this node was
-        away: then what ends here is not its end, and nothing of it is written."""
+        """Whether the cluster gave ``job`` to another node, or gave it up (LOST), while
+        this node was away: then what ends here is not its end, and nothing is written."""
         from zephserver.web.models import Job
 
-        node = Job.objects.filter(pk=job.pk).values_list("node", flat=True).first()
-        if node == self.node:
+        node, state = Job.objects.filter(pk=job.pk).values_list("node", "state").first() \
+            or ("", J.LOST)
+        if node == self.node and state != J.LOST:
             return False
-        log.warning("job %d: its process here ended, but the cluster had given the job to "
-                    "%s: nothing recorded", job.pk, node or "the queue", extra={"job": job.pk})
+        log.warning("job %d: its process here ended, but the cluster had %s: nothing "
+                    "recorded", job.pk, "given it up (LOST)" if node == self.node else
+                    f"given it to {node or 'the queue'}", extra={"job": job.pk})
         return True
 
     def start_leases(self) -> list[Any]:
