@@ -21,6 +21,7 @@ before it claims anything: what it still runs that the cluster gave up (LOST) is
 import datetime
 import logging
 import os
+import time
 from typing import Any
 
 from zephserver.jobs.transition import now, transition
@@ -47,6 +48,7 @@ class NodeLeases:
     down_after: float
     data_dir: str
     _active: dict
+    _renewed_mono = 0.0  # monotonic time of our last lease renewal
 
     def leash_for(self, app: Any) -> list[str]:
         """What holds a job of ``app`` to this node's lease: a requeue app's, in a
@@ -57,6 +59,7 @@ class NodeLeases:
 
     def _beat(self) -> None:
         """The lease was renewed: what requeue jobs' leashes look at."""
+        self._renewed_mono = time.monotonic()
         path = os.path.join(self.data_dir, BEAT_FILE)
         try:
             with open(path, "a"):
@@ -70,6 +73,8 @@ class NodeLeases:
         this node was away: then what ends here is not its end, and nothing is written."""
         from zephserver.web.models import Job
 
+        if time.monotonic() - self._renewed_mono < self.lost_after / 2:
+            return False  # our lease is fresh: nobody may have given our jobs away
         node, state = Job.objects.filter(pk=job.pk).values_list("node", "state").first() \
             or ("", J.LOST)
         if node == self.node and state != J.LOST:
