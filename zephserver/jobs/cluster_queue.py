@@ -20,12 +20,13 @@ simply drops out of the choosing node's queue.
 from typing import Any
 
 from zephserver.jobs.active import demand
+from zephserver.jobs.cluster_sessions import session_fields
 from zephserver.launch.scheduler import Running, Waiting
 from zephserver.launch.states import JobState
 
 J = JobState
 PLAN_LOCK = 0x7A657068  # "zeph": the advisory lock every node plans under
-QUEUED_KINDS = ("batch",)  # kinds that wait in the cluster's queue (sessions: their node)
+QUEUED_KINDS = ("batch", "session")  # kinds that wait in the cluster's queue
 
 
 def places_of(s: Any) -> set[str]:
@@ -36,13 +37,17 @@ def places_of(s: Any) -> set[str]:
 
 
 def queue_fields(job: Any) -> dict | None:
-    """What another node needs to keep its copy of the queue (None: not a batch job)."""
+    """What another node needs to keep its copy of the queue, and its proxy map (None:
+    not a kind that waits in the cluster's queue)."""
     if job.kind not in QUEUED_KINDS:
         return None
     queued = job.queued_at or job.created
-    return {"state": str(job.state), "node": job.node, "app": job.app,
-            "resources": job.resources, "priority": job.priority, "seq": job.seq,
-            "queued_at": queued.timestamp() if queued else 0.0}
+    fields = {"state": str(job.state), "node": job.node, "app": job.app, "kind": job.kind,
+              "resources": job.resources, "priority": job.priority, "seq": job.seq,
+              "queued_at": queued.timestamp() if queued else 0.0}
+    if job.kind == "session":
+        fields.update(session_fields(job))
+    return fields
 
 
 class ClusterQueue:
@@ -77,6 +82,8 @@ class ClusterQueue:
         freed (an end, a claim that failed) is planned again."""
         if self.active(job_id) is not None:  # type: ignore[attr-defined]
             return  # ours now: what we hold is what counts
+        if fields.get("kind") == "session":
+            self.session_heard(job_id, fields)  # type: ignore[attr-defined]
         self.dequeue(job_id)  # type: ignore[attr-defined]
         if fields["node"] == "" and fields["state"] in (J.QUEUED, J.HELD):
             self.waiting.add(Waiting(job_id, owner,
@@ -120,6 +127,8 @@ class ClusterQueue:
             wanted = getattr(app, "nodes", None)
             if wanted and not set(wanted) & self.places:
                 elsewhere[entry.id] = f"waiting for a node among {', '.join(wanted)}"
+            elif app is not None and not self.interactive.may_have_port(app):  # type: ignore[attr-defined]
+                elsewhere[entry.id] = self.interactive.no_port_reason(app)  # type: ignore[attr-defined]
             else:
                 mine.append(entry)
         return mine, elsewhere
@@ -141,6 +150,15 @@ class ClusterQueue:
                 .values_list("owner_id", "resources", "app"))
         return [Running(owner, demand(self.apps.get(app), resources), here=False)
                 for owner, resources, app in rows.iterator()]
+
+    def unclaim(self, job: Any) -> None:
+        """A job claimed here that cannot start here after all (no free port): back to
+        the cluster's queue, and the other nodes told."""
+        from zephserver.web.models import Job
+
+        Job.objects.filter(pk=job.pk, node=self.node).update(node="")
+        job.node = ""
+        self.announce(job)  # type: ignore[attr-defined]
 
     def claim(self, ids: list[int]) -> list[int]:
         """Of ``ids`` (chosen to start here), those this node now owns: still QUEUED with

@@ -33,7 +33,7 @@ from zephserver.launch.interactive import (
     substitute,
 )
 from zephserver.launch.output import Follower, Tail, read_range
-from zephserver.launch.ports import PortPool
+from zephserver.launch.ports import PortPool, PortRange
 from zephserver.launch.states import JobState
 from zephserver.launch.wslink import effective_proxy_file
 
@@ -49,6 +49,19 @@ HOST_MARK, PORT_MARK = "\x00host\x00", "\x00port\x00"
 
 class NoFreePort(Exception):
     pass
+
+
+def host_nodes(nodes: list[dict]) -> dict[str, str]:
+    """Which node a port range's host names: a node's hostname, or an address no other
+    node shares (several nodes on one machine share theirs: it names none of them)."""
+    owners: dict[str, set[str]] = {}
+    for entry in nodes:
+        for name in {entry.get("hostname"), entry.get("address")} - {None}:
+            owners.setdefault(name, set()).add(entry["hostname"])
+    named = {name: next(iter(found)) for name, found in owners.items() if len(found) == 1}
+    for entry in nodes:  # a hostname always names its node
+        named[entry["hostname"]] = entry["hostname"]
+    return named if len(nodes) >= 2 else {}
 
 
 def unavailable(message: str, log_tail: str | None = None) -> RpcError:
@@ -82,7 +95,9 @@ class SessionHost(Protocol):
     def waiting_job(self, job_id: int) -> Any:
         """The record of a job in the waiting queue."""
 
-    def cancel_waiting(self, job: Any, reason: str) -> None: ...
+    def refuse_session(self, job: Any, why: str) -> None:
+        """A session that may not queue did not start here (in a cluster: maybe on
+        another node)."""
 
     def answer(self, future: Future, result: Any = None,
                error: BaseException | None = None) -> None:
@@ -98,6 +113,8 @@ class SessionKeeper:
         self.ports = PortPool()
         path = effective_proxy_file(settings)
         self.proxy = ProxyMap(path, settings.LAUNCHER_PROXY_FILE_MODE) if path else None
+        self.node = settings.NODE_NAME
+        self.host_nodes = host_nodes(settings.CLUSTER_SERVER_LIST)
         self.cert_key_type = settings.SESSION_CERT_KEY
         self.cert_days = settings.SESSION_CERT_DAYS
         self.waiters: dict[int, list[Future]] = {}
@@ -124,13 +141,31 @@ class SessionKeeper:
         if app.session.remote:  # it binds port 0 (or its own choice) where Slurm runs it
             return {"id": str(job.pk), "host": "0.0.0.0", "port": "0",
                     "secret": broker_helpers.get_password(), "application": app.name}
-        got = self.ports.allocate(app.session.ports, job.pk)
+        ranges = self.ranges_here(app.session.ports)
+        got = self.ports.allocate(ranges, job.pk)
         if got is None:
-            ranges = ", ".join(str(r) for r in app.session.ports)
-            raise NoFreePort(f"no free port in {ranges}")
+            raise NoFreePort(self.no_port_reason(app))
         host, port = got
         return {"id": str(job.pk), "host": host, "port": str(port),
                 "secret": broker_helpers.get_password(), "application": app.name}
+
+    def ranges_here(self, ranges: tuple[PortRange, ...]) -> tuple[PortRange, ...]:
+        """The ranges this node hands ports from: those whose host names it, and those
+        whose host names no node of the cluster."""
+        return tuple(r for r in ranges if self.host_nodes.get(r.host, self.node) == self.node)
+
+    def no_port_reason(self, app: App) -> str:
+        assert app.session is not None
+        ranges = self.ranges_here(app.session.ports)
+        if not ranges:
+            return f"no port range for node {self.node}"
+        return f"no free port in {', '.join(str(r) for r in ranges)}"
+
+    def may_have_port(self, app: App) -> bool:
+        """Whether a port of ``app``'s ranges may be free here (one that another program
+        holds is found out only when allocated)."""
+        opts = app.session
+        return opts is None or opts.remote or self.ports.any_free(self.ranges_here(opts.ports))
 
     def prepare(self, job: Any, app: App, spec: LaunchSpec, generated: dict) -> list[str]:
         """Run the app module (if any), fill ``job.extra``; the argv to start. Raises
@@ -280,6 +315,29 @@ class SessionKeeper:
             for waiter in waiters:
                 self.host.answer(waiter, error=error)
 
+    # -- sessions of the other nodes (a cluster) -----------------------------------------
+
+    def list_elsewhere(self, job_id: int, host: str, port: int) -> None:
+        if self.proxy is not None and self.proxy.entries.get(job_id) != (host, port):
+            self.proxy.entries[job_id] = (host, port)
+            self._write_proxy()
+
+    def unlist(self, job_id: int) -> None:
+        if self.proxy is not None and self.proxy.entries.pop(job_id, None) is not None:
+            self._write_proxy()
+
+    def answer_elsewhere(self, job: Any) -> None:
+        """The session a client asked us for runs (or ended) on another node."""
+        waiters = self.waiters.pop(job.pk, [])
+        self.pending.pop(job.pk, None)
+        if job.state == J.RUNNING:
+            result, error = self.view(job, owner=True), None
+        else:  # (its log is on its node: no tail)
+            result, error = None, unavailable(
+                f"session {job.pk} is not available: {job.state_reason}")
+        for waiter in waiters:
+            self.host.answer(waiter, result, error)
+
     def after_plan(self) -> None:
         """Sessions the plan did not start: refused (503), or answered QUEUED."""
         pending, self.pending = self.pending, {}
@@ -293,7 +351,7 @@ class SessionKeeper:
                 for waiter in self.waiters.pop(job_id, []):
                     self.host.answer(waiter, view)
             else:
-                self.host.cancel_waiting(job, f"refused: {why}")
+                self.host.refuse_session(job, why)
 
     def _unfollow(self, job_id: int) -> None:
         follower = self._ready_followers.pop(job_id, None)

@@ -75,6 +75,12 @@ class PortPool:
     def holder(self, host: str, port: int) -> int | None:
         return self._owner.get((host, port))
 
+    def any_free(self, ranges: tuple[PortRange, ...]) -> bool:
+        """Whether a port of ``ranges`` is not reserved (as ``free_count``, but stops at
+        the first)."""
+        return any((r.host, p) not in self._owner for r in ranges
+                   for p in range(r.low, r.high + 1))
+
     def free_count(self, ranges: tuple[PortRange, ...]) -> int:
         """Ports of ``ranges`` not reserved (some may still be held by other programs)."""
         return sum(1 for r in ranges for p in range(r.low, r.high + 1)

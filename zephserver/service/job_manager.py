@@ -26,6 +26,7 @@ from zephserver.infra.service import Service
 from zephserver.jobs.active import Active, demand
 from zephserver.jobs.batches import TransactionalActor
 from zephserver.jobs.cluster_queue import ClusterQueue, places_of
+from zephserver.jobs.cluster_sessions import ClusterSessions
 from zephserver.jobs.disk_guard import DiskGuard, DiskReactions, DiskWatch
 from zephserver.jobs.executor import Executor, Handed, LocalExecutor
 from zephserver.jobs.feed import UPDATED, Feed
@@ -56,7 +57,8 @@ EXEC_POLL = 0.02  # seconds between looks at whether a job stopped at birth has 
 
 
 class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, ClusterQueue,
-                        NodeLeases, DiskReactions, TransactionalActor, Service):
+                        ClusterSessions, NodeLeases, DiskReactions, TransactionalActor,
+                        Service):
     name = "jobs"
     requires = ("rooms", "queue")
     announces_ready = True
@@ -70,7 +72,9 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Cluste
         self._active: dict[int, Active] = {}
         self.waiting = WaitingQueue()
         self._needs_plan = False
+        self._plan_ran = False  # (in this batch: what waited for a plan may be answered)
         self._planned = 0.0
+        self._probes = {}  # (cluster_sessions: peers asking whether we took a session)
         self.guard = DiskGuard("", 0, 0)  # set from the settings in _configure
         self.disk_watch: DiskWatch | None = None
         self._env: dict[int, dict[str, str]] = {}  # launch environments between phases
@@ -110,6 +114,7 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Cluste
             self.cluster.subscribe(UPDATED, self.heard_update)
             self.cluster.calls.handle("jobs.forwarded", self.serve_forwarded)
             self.cluster.calls.handle("jobs.resources", self.node_resources)
+            self.start_cluster_sessions()
         self._configure(s)
         self.rooms.add_unregister_listener(self.feed.connection_gone)
         self.disk_watch = DiskWatch(self.guard, self._watched, self._output_over,
@@ -123,6 +128,8 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Cluste
         finally:
             self.disk_watch.stop()
             self.cluster.unsubscribe(UPDATED, self.heard_update)
+            if self.cluster.enabled:
+                self.stop_cluster_sessions()
             self.rooms.remove_unregister_listener(self.feed.connection_gone)
             self.feed.close()
             self.refuse(self.drain_inbox())
@@ -175,6 +182,7 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Cluste
     def handle(self, items: list) -> None:
         pending = collections.deque(items)
         first, prepared = True, []
+        self._plan_ran = False
 
         def group() -> None:
             nonlocal first, prepared
@@ -186,7 +194,7 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Cluste
                 # The queue's choice is committed (STARTING) with the batch that caused
                 # it: a submit and its start cost one commit.
                 prepared = self._plan()
-                if self.interactive.pending and not self._needs_plan:
+                if self.interactive.pending and self._plan_ran:
                     self.interactive.after_plan()
 
         while pending or first:
@@ -198,6 +206,8 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Cluste
                 return
         if prepared:
             self._launch(prepared)
+        if self._plan_ran:
+            self.settle_probes()
 
     def kick(self) -> None:
         """Plan the queue again soon (resources changed outside the manager's view)."""
@@ -299,6 +309,8 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Cluste
                 log.exception("job %d could not be re-adopted", job.pk, extra={"job": job.pk})
         self.load_waiting()
         stopping = self.start_leases() if self.cluster.enabled else []
+        if self.cluster.enabled:
+            self.load_sessions_elsewhere()
         self.interactive.loaded()
         self.local.sweep([a.job for a in self._active.values()
                           if self._executor_name(a.job) == "local"] + stopping)
@@ -354,6 +366,7 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Cluste
             return []
         self._needs_plan = False
         self._planned = time.monotonic()
+        self._plan_ran = True
         # Looked at here too, not only by the disk watch: work submitted just after the
         # disk filled must not start on its last look (a statvfs is a microsecond).
         if self.guard.check_space():
@@ -365,6 +378,7 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Cluste
             return []
         elsewhere = self.cluster_holdings() if self.shared_queue else []
         if elsewhere is None:  # another node plans now: again in a moment
+            self._plan_ran = False
             self.after(PLAN_RETRY, self.replan)
             return []
         running = self.holdings() + elsewhere
@@ -413,6 +427,8 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Cluste
             except NoFreePort as exc:  # stays queued (or is refused) until a port frees
                 self.enqueue(job)
                 self.waiting.note(job.pk, str(exc))
+                if self.shared_queue:
+                    self.unclaim(job)  # (another node may have one)
                 return
             if app.session.log_dir:  # wslink's <log_dir>/<id>.txt
                 os.makedirs(app.session.log_dir, exist_ok=True)
