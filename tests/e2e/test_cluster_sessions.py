@@ -88,7 +88,7 @@ def stop_all(cluster) -> None:
 
 
 def test_a_session_starts_on_a_node_with_a_free_port(cluster):
-    n1, n2, n3 = cluster["n1"], cluster["n2"], cluster["n3"]
+    n1, n3 = cluster["n1"], cluster["n3"]
     work, ports = n1.work, n1.ports
     try:
         status, first, _ = post(n1)

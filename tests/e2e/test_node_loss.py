@@ -14,7 +14,7 @@ from tests.support.daemon import DaemonProcess, child_env, short_tmpdir
 from tests.support.jobs import pids_of
 from tests.support.poll import poll_until
 from tests.support.postgres import Postgres
-from tests.support.sessions import free_port_range
+from tests.support.sessions import free_port_range, rest
 from tests.support.web import Ws, run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -30,8 +30,12 @@ RUN = ('for p in $$(grep "^$$1 .* start " "$$3" | cut -d" " -f3); do '
        'sleep "$$4" & wait')
 
 
-def apps(stamps) -> dict:
-    return {"nap": {"argv": ["sleep", "$mark"], "grace": 1, "resources": {"cores": 1},
+def apps(stamps, ports) -> dict:
+    return {"viz": {"kind": "session", "argv": ["/bin/sh", "-c", "echo ready; exec sleep $mark"],
+                    "ready_line": "ready", "grace": 1, "resources": {"cores": 0},
+                    "port_range": list(ports),
+                    "params": {"mark": {"type": "str", "regexp": r"[0-9.]+"}}},
+            "nap": {"argv": ["sleep", "$mark"], "grace": 1, "resources": {"cores": 1},
                     "params": {"mark": {"type": "str", "regexp": r"[0-9.]+"}}},
             "again": {"argv": ["/bin/sh", "-c", RUN, "run", "$job_id", "$node", str(stamps),
                                "$mark"], "requeue": True, "grace": 1,
@@ -43,6 +47,7 @@ def apps(stamps) -> dict:
 def cluster():
     work = short_tmpdir("zl")
     low, _ = free_port_range(3, 34000)
+    ports = free_port_range(3, 36000)
     nodes = [{"hostname": f"n{i}", "address": "127.0.0.1", "port": low + i - 1}
              for i in (1, 2, 3)]
     daemons: dict = {}
@@ -50,7 +55,8 @@ def cluster():
         url = pg.database("loss")
         env = child_env()
         paths = {n["hostname"]: node_settings(
-            work, n["hostname"], nodes, url, APPS=apps(work / "stamps.txt"),
+            work, n["hostname"], nodes, url, APPS=apps(work / "stamps.txt", ports),
+            LAUNCHER_PROXY_FILE=str(work / f"{n['hostname']}.map"),
             NODE_LOST_AFTER=LOST_AFTER, JOB_ROOTS=[str(work)],
             NODE_DOWN_AFTER=DOWN_AFTER, RESOURCES={"cores": 1, "memory": 1024,
                                                    "licenses": {}})
@@ -60,9 +66,10 @@ def cluster():
             start_nodes(paths, env, tokens, daemons)
             daemons["paths"], daemons["env"] = paths, env
             daemons["stamps"] = work / "stamps.txt"
+            daemons["work"] = work
             yield daemons
         finally:
-            del daemons["paths"], daemons["env"], daemons["stamps"]
+            del daemons["paths"], daemons["env"], daemons["stamps"], daemons["work"]
             stop_nodes(daemons, work)
 
 
@@ -138,6 +145,34 @@ def test_a_job_of_a_node_down_too_long_is_lost_and_stopped_when_the_node_returns
     stopped = job_of(cluster["n1"], job_id)
     assert stopped["state"] == "LOST", stopped
     assert "stopped when node n2 came back" in stopped["state_reason"], stopped
+
+
+def test_a_lost_nodes_sessions_end_and_leave_every_proxy_map(cluster):
+    """A session on n2, listed in every node's proxy map: n2 killed, the session is LOST
+    within NODE_LOST_AFTER and unlisted everywhere; n2 back stops its process."""
+    mark = marker()
+    status, body, _ = rest("POST", cluster["n2"].url + "/paraview",
+                           cluster["n2"].tokens["alice"], {"application": "viz",
+                                                           "mark": mark})
+    assert status == 200, body
+    assert job_of(cluster["n1"], int(body["id"]))["node"] == "n2"
+    entry = f"{body['id']} localhost:{body['port']}"
+
+    def listed(node):
+        path = cluster["work"] / f"{node}.map"
+        return path.exists() and entry in path.read_text().splitlines()
+
+    poll_until(lambda: listed("n1") and listed("n3"), 10, what="the session in every map")
+    kill_n2(cluster)
+    session = poll_until(lambda: (j := job_of(cluster["n1"], int(body["id"])))["state"]
+                         == "LOST" and j, LOST_AFTER + 5, what="the session LOST")
+    assert session["state_reason"].startswith("node n2 lost"), session
+    poll_until(lambda: not listed("n1") and not listed("n3"), 5,
+               what="the session gone from the other nodes' proxy maps")
+    assert pids_of(mark)  # (its daemon died, not its process)
+    restart_n2(cluster)
+    poll_until(lambda: not pids_of(mark), 15, what="n2 stopping the session it lost")
+    assert not listed("n2")
 
 
 def runs_of(cluster, job_id):

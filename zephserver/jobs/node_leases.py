@@ -24,6 +24,7 @@ import os
 import time
 from typing import Any
 
+from zephserver.jobs.cluster_queue import QUEUED_KINDS
 from zephserver.jobs.transition import now, transition
 from zephserver.launch.leash import BEAT_FILE, leash
 from zephserver.launch.states import JobState
@@ -144,7 +145,7 @@ class NodeLeases:
         jobs = Job.objects.select_related("owner").filter(
             node=node, state__in=[J.STARTING, J.RUNNING]).exclude(kind="service")
         for job in jobs.select_for_update(skip_locked=True):
-            if job.state == J.STARTING and job.pid is None and job.kind == "batch" \
+            if job.state == J.STARTING and job.pid is None and job.kind in QUEUED_KINDS \
                     and not (job.extra or {}).get("external"):
                 self.change(job, J.QUEUED, f"re-queued: node {node} was lost before it "  # type: ignore[attr-defined]
                             "started the job", node="", queued_at=now())
