@@ -369,6 +369,18 @@ def _secret_key(value: Any, s: Settings) -> list[str]:
     return ["must be None or a string of at least 32 characters"]
 
 
+def _is_http_url(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises on a bad port)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and \
+        parts.path in ("", "/") and not parts.query
+
+
 def _cluster_list(value: Any, s: Settings) -> list[str]:
     if not isinstance(value, list | tuple):
         return ["must be a list of {'hostname', 'address', 'port'} dicts"]
@@ -386,6 +398,10 @@ def _cluster_list(value: Any, s: Settings) -> list[str]:
         if not isinstance(labels, list) or not all(isinstance(x, str) and x for x in labels):
             errors.append(f"entry {i} labels must be a list of names (what apps' nodes "
                           "may ask for)")
+        url = entry.get("url")
+        if url is not None and not (isinstance(url, str) and _is_http_url(url)):
+            errors.append(f"entry {i} url {url!r} is not an http:// or https:// URL (where "
+                          "clients reach that node)")
     hostnames = [e.get("hostname") for e in value if isinstance(e, dict)]
     if len(value) >= 2 and not errors and s.NODE_NAME not in hostnames:
         errors.append(f"NODE_NAME {s.NODE_NAME!r} is not a hostname in CLUSTER_SERVER_LIST")
@@ -690,7 +706,8 @@ SPEC: dict[str, Spec] = {
     "TASK_REPLY_TIMEOUT": Spec(_number(0.01), "Wait for a task's Future before -32012 (s)."),
     "SESSION_CACHE_TTL": Spec(_number(0), "Life of a cached session/token lookup (s)."),
     "WSGI_POOL_SIZE": Spec(_integer(1), "Threads running Django views."),
-    "CLUSTER_SERVER_LIST": Spec(_cluster_list, "Cluster nodes; fewer than two = no cluster."),
+    "CLUSTER_SERVER_LIST": Spec(_cluster_list, "Cluster nodes ({hostname, address, port}, "
+                                "optional labels and url); fewer than two = no cluster."),
     "CLUSTER_SECRET": Spec(_cluster_secret, "Shared secret the nodes' CURVE keys come from."),
     "CLUSTER_HEARTBEAT": Spec(_number(0.01), "Heartbeat interval to each peer (s)."),
     "CLUSTER_HEARTBEAT_TIMEOUT": Spec(_number(0.05), "Silence after which a peer is down (s)."),

@@ -164,3 +164,20 @@ def test_an_app_must_be_able_to_run_somewhere(tmp_path):
     assert len(errors) == 1, errors
     assert errors[0].startswith("APPS: app 'solver': nodes ['gpu', 'n7'] match no node "
                                 "(names and labels of CLUSTER_SERVER_LIST: n1)"), errors
+
+
+def test_a_node_url_must_be_an_http_url(tmp_path):
+    """A node's ``url`` is where clients (the web UI moving off a dead node) reach it."""
+    path = tmp_path / "s.py"
+    nodes = [{"hostname": "n1", "address": "10.0.0.1", "port": 5600,
+              "url": "https://n1.example:8443"},
+             {"hostname": "n2", "address": "10.0.0.2", "port": 5600, "url": "n2:5558/x"}]
+    path.write_text(f"DATA_DIR = {str(tmp_path / 'data')!r}\nRUN_AS = 'root'\n"
+                    f"NODE_NAME = 'n1'\nCLUSTER_SERVER_LIST = {nodes!r}\n"
+                    "CLUSTER_SECRET = 'a secret long enough for the test'\n"
+                    "DATABASE_URL = 'postgresql://u@db/zeph'\n")
+    errors = errors_of(load_settings(str(path)))
+    assert [e for e in errors if "url" in e] == [
+        "CLUSTER_SERVER_LIST: entry 1 url 'n2:5558/x' is not an http:// or https:// URL "
+        "(where clients reach that node) (Cluster nodes ({hostname, address, port}, "
+        "optional labels and url); fewer than two = no cluster)"], errors

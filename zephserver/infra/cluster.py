@@ -81,6 +81,14 @@ class Peer:
     recv_last: int = 0
 
 
+def node_urls(settings: Settings) -> dict[str, str]:
+    """Where clients reach each node of CLUSTER_SERVER_LIST over HTTP: its entry's
+    ``url``, or http://<address>:<PORT_ZEPH> (every node on this node's port)."""
+    return {e["hostname"]: (e.get("url") or f"http://{e['address']}:{settings.PORT_ZEPH}"
+                            ).rstrip("/")
+            for e in settings.CLUSTER_SERVER_LIST}
+
+
 class ClusterManager:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

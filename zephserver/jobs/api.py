@@ -343,7 +343,8 @@ class JobsApi:
         free = capacity.copy()
         for held in self.holdings():
             free.take(held.demand)
-        return {"node": self.node, "state": "up", "capacity": capacity.to_json(),
+        return {"node": self.node, "state": "up", "url": self.node_urls.get(self.node),
+                "capacity": capacity.to_json(),
                 "free": free.to_json(), "running": len(self.holdings()),
                 "queued": self.waiting.queued, "held": self.waiting.held}
 
@@ -359,7 +360,8 @@ class JobsApi:
                 nodes.append(self.cluster.calls.call(peer, "jobs.resources", {},
                                                      self.call_timeout_s))
             except RpcError as exc:
-                nodes.append({"node": peer, "state": "unreachable", "reason": exc.message})
+                nodes.append({"node": peer, "state": "unreachable", "reason": exc.message,
+                              "url": self.node_urls.get(peer)})
         up = [n for n in nodes if n["state"] == "up"]
         total: dict[str, Any] = {k: sum(n[k] for n in up) for k in ("running", "queued",
                                                                       "held")}

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from zephserver import memory
+from zephserver.infra.cluster import node_urls
 from zephserver.infra.service import Service
 from zephserver.jobs.active import Active, demand
 from zephserver.jobs.batches import TransactionalActor
@@ -89,6 +90,7 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Cluste
         s = self.ctx.settings
         self.node = s.NODE_NAME
         self.places = places_of(s)
+        self.node_urls = node_urls(s) if len(s.CLUSTER_SERVER_LIST) >= 2 else {}
         self.data_dir = os.path.abspath(s.DATA_DIR)
         self.jobs_dir = os.path.abspath(s.JOBS_DIR)
         self.scheduler = self.ctx.get("queue")

@@ -26,6 +26,7 @@ from tornado.wsgi import WSGIContainer
 from zephserver import metrics
 from zephserver.http import legacy_ws, ws
 from zephserver.http.django_fallback import DjangoHandler
+from zephserver.infra.cluster import node_urls
 from zephserver.infra.service import Service
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,8 @@ class WebSocketService(Service):
 
         self.node = s.NODE_NAME
         self.allowed_origins = set(s.WS_ALLOWED_ORIGINS)
+        if len(s.CLUSTER_SERVER_LIST) >= 2:  # a page of one node may move to another
+            self.allowed_origins |= set(node_urls(s).values())
         self.router = self.ctx.get("router")
         self.auth_executor = ThreadPoolExecutor(2, thread_name_prefix="zeph-auth")
         wsgi_executor = ThreadPoolExecutor(s.WSGI_POOL_SIZE, thread_name_prefix="zeph-wsgi")

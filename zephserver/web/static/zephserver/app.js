@@ -26,18 +26,25 @@ function duration(seconds) {
 }
 
 // -- the connection: reconnects with backoff; pages re-subscribe in onOpen -------------
+// In a cluster it learns every node's URL (resources.status) once connected; when its
+// node goes away it tries the next one, so the page moves to a node that answers.
+function wsUrl(httpUrl) { return httpUrl.replace(/^http/, "ws") + "/ws"; }
+
 class Rpc {
   constructor() {
     this.seq = 0; this.pending = new Map(); this.handlers = new Map(); this.openers = new Set();
-    this.delay = 500; this.connect();
+    this.delay = 500; this.node = null; this.nodes = [];
+    this.targets = [wsUrl(location.origin)]; this.at = 0;
+    this.connect();
   }
   connect() {
-    const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws");
+    const ws = new WebSocket(this.targets[this.at]);
     this.ws = ws;
     showConn("connecting", "connecting…");
     ws.onopen = () => {
       this.delay = 500;
       showConn("connected", "connected");
+      this.learnNodes(ws);
       for (const fn of this.openers) fn();
     };
     ws.onmessage = (ev) => {
@@ -55,11 +62,25 @@ class Rpc {
     ws.onclose = () => {
       for (const { reject } of this.pending.values()) reject({ message: "connection lost" });
       this.pending.clear();
-      const wait = this.delay;
-      this.delay = Math.min(this.delay * 2, 8000);
+      // another node next (a cluster); once round all of them, back off
+      this.at = (this.at + 1) % this.targets.length;
+      const wait = this.at === 0 ? this.delay : 250;
+      if (this.at === 0) this.delay = Math.min(this.delay * 2, 8000);
       showConn("reconnecting", `reconnecting in ${Math.round(wait / 100) / 10}s`);
       setTimeout(() => this.connect(), wait);
     };
+  }
+  async learnNodes(ws) {
+    try {
+      const r = await this.call("resources.status");
+      if (ws !== this.ws) return;
+      this.node = r.node;
+      this.nodes = r.nodes || [];
+      showConn("connected", this.nodes.length ? `connected to ${r.node}` : "connected");
+      const here = this.targets[this.at];
+      const others = this.nodes.filter((n) => n.url && wsUrl(n.url) !== here).map((n) => wsUrl(n.url));
+      if (others.length) { this.targets = [here, ...others]; this.at = 0; }
+    } catch (err) { /* learnt at the next connection */ }
   }
   call(method, params = {}) {
     return new Promise((resolve, reject) => {
@@ -140,7 +161,8 @@ function showFieldError(form, err, fallback) {
 }
 
 // -- pages -----------------------------------------------------------------------------
-const pages = { jobs: jobsPage, job: jobPage, sessions: sessionsPage, processes: processesPage, account: accountPage };
+const pages = { jobs: jobsPage, job: jobPage, sessions: sessionsPage, processes: processesPage, nodes: nodesPage,
+  account: accountPage };
 let cleanup = [];
 
 function route() {
@@ -168,7 +190,8 @@ function jobsPage(el) {
   const strip = h("div", { class: "strip", id: "resources" });
   const body = h("tbody");
   const table = h("table", { id: "jobs" }, h("thead", {}, h("tr", {},
-    h("th", {}, "Id"), h("th", {}, "App"), ME.staff ? h("th", {}, "Owner") : null, h("th", {}, "State"),
+    h("th", {}, "Id"), h("th", {}, "App"), ME.staff ? h("th", {}, "Owner") : null, h("th", { class: "opt" }, "Node"),
+    h("th", {}, "State"),
     h("th", {}, "Progress"), h("th", { class: "opt" }, "Elapsed"), h("th", { class: "opt" }, "ETA"),
     h("th", {}, "Actions"))), body);
   el.append(h("section", { class: "card" }, h("h2", {}, "Submit a job"), form),
@@ -204,6 +227,7 @@ function jobsPage(el) {
       h("td", {}, h("a", { href: `#/job/${job.id}` }, String(job.id))),
       h("td", {}, job.app + (job.name ? ` (${job.name})` : "")),
       ME.staff ? h("td", {}, job.owner) : null,
+      h("td", { class: "opt node" }, job.node || ""),
       h("td", { title: job.state_reason }, h("span", { class: `state ${job.state}` }, job.state),
         h("div", { class: "muted" }, job.state_reason)),
       h("td", {}, p.percent !== undefined && p.percent !== null
@@ -276,7 +300,7 @@ function jobPage(el, idText) {
   function showInfo(j) {
     job = j;
     const rows = [["State", h("span", { class: `state ${j.state}` }, j.state)], ["Reason", j.state_reason],
-      ["App", j.app], ["Owner", j.owner], ["Exit code", j.exit_code ?? ""], ["Created", j.created],
+      ["App", j.app], ["Owner", j.owner], ["Node", j.node || ""], ["Exit code", j.exit_code ?? ""], ["Created", j.created],
       ["Started", j.started ?? ""], ["Finished", j.finished ?? ""],
       ["Progress", j.progress && j.progress.percent !== undefined ? `${Math.round(j.progress.percent)}%` : ""],
       ["Parameters", JSON.stringify(j.params)], ["Resources", JSON.stringify(j.resources)]];
@@ -374,6 +398,42 @@ function sessionsPage(el) {
     for (const s of await rpc.call("sessions.list", {})) sessions.set(s.id, s);
     render();
   }));
+}
+
+// -- the cluster's nodes: state, what is in use, the caller's jobs on each --------------
+function nodesPage(el) {
+  const body = h("tbody");
+  const note = h("p", { class: "muted", id: "nodes-note" });
+  el.append(h("section", { class: "card" }, h("h2", {}, "Nodes"), note,
+    h("table", { id: "nodes" }, h("thead", {}, h("tr", {}, h("th", {}, "Node"), h("th", {}, "State"),
+      h("th", {}, "Cores"), h("th", {}, "Memory"), h("th", {}, "Licences"), h("th", {}, "Running"),
+      h("th", {}, "Queued"), h("th", {}, ME.staff ? "Jobs" : "Your jobs"))), body)));
+  const used = (n, k) => n.capacity[k] - n.free[k];
+  function row(n, jobs) {
+    const up = n.state === "up";
+    const licences = up ? Object.entries(n.capacity.licenses || {}).map(([k, v]) => `${k} ${v - (n.free.licenses[k] || 0)} / ${v}`).join(", ") : "";
+    return h("tr", { "data-node": n.node, "data-state": n.state },
+      h("td", {}, n.url ? h("a", { href: n.url + "/" }, n.node) : n.node, n.node === rpc.node ? h("span", { class: "muted" }, " (this page)") : null),
+      h("td", { title: n.reason || "" }, h("span", { class: `state ${up ? "RUNNING" : "LOST"}` }, n.state)),
+      h("td", {}, up ? `${used(n, "cores")} / ${n.capacity.cores}` : ""),
+      h("td", {}, up ? `${used(n, "memory")} / ${n.capacity.memory} MiB` : ""),
+      h("td", {}, licences),
+      h("td", {}, up ? String(n.running) : ""), h("td", {}, up ? String(n.queued) : ""),
+      h("td", { class: "jobs" }, (jobs.get(n.node) || []).flatMap((j) => [h("a", { href: `#/job/${j.id}` }, String(j.id)), " "])));
+  }
+  async function load() {
+    try {
+      const [r, page] = await Promise.all([rpc.call("resources.status"),
+        rpc.call("jobs.list", { state: ["STARTING", "RUNNING"], limit: 500 })]);
+      const jobs = new Map();
+      for (const j of page.jobs) jobs.set(j.node, [...(jobs.get(j.node) || []), j]);
+      const nodes = r.nodes || [r];
+      note.textContent = r.nodes ? `${nodes.filter((n) => n.state === "up").length} of ${nodes.length} nodes up` : "a single node";
+      body.replaceChildren(...nodes.map((n) => row(n, jobs)));
+    } catch (err) { note.textContent = err.message || "not connected"; }
+  }
+  cleanup.push(rpc.whenOpen(load));
+  every(2000, load);
 }
 
 async function rest(method, path, body) {
