@@ -64,10 +64,12 @@ def test_nodes_view_job_node_and_moving_to_another_node(cluster, page_for):
                                  f"a:has-text('{job_id}')")
     assert row is not None
     n2_row = page.inner_text("#nodes tr[data-node=n2]")
-    assert "1 / 2" in n2_row and "dyna 0 / 3" in n2_row, n2_row  # its cores in use
+    assert "1 / 2" in n2_row, n2_row  # its cores in use
+    assert "dyna 0 / 3" in n2_row, n2_row
     assert "2 of 2 nodes up" in page.inner_text("#nodes-note")
     page.goto(n1.url + "/#/jobs")
-    page.wait_for_selector(f"#jobs tr[data-id='{job_id}'][data-state=RUNNING] td.node:has-text('n2')")
+    page.wait_for_selector(f"#jobs tr[data-id='{job_id}'][data-state=RUNNING] "
+                           "td.node:has-text('n2')")
     # n1 dies: the open page moves to n2 by itself and keeps working
     n1.kill(signal.SIGKILL)
     n1.wait_exit()

@@ -11,6 +11,7 @@ import pytest
 
 from tests.support.cluster import node_settings, prepare_database, start_nodes, stop_nodes
 from tests.support.daemon import child_env, short_tmpdir
+from tests.support.poll import poll_until
 from tests.support.postgres import Postgres
 from tests.support.sessions import free_port_range
 from tests.support.web import Ws, run
@@ -57,6 +58,7 @@ def cluster():
             tokens = prepare_database(paths["n1"], env)
             start_nodes(paths, env, tokens, daemons)
             daemons["n1"].stamps = stamps
+            daemons["n1"].pg = pg
             yield daemons
         finally:
             stop_nodes(daemons, work)
@@ -176,3 +178,34 @@ def test_an_app_runs_only_on_the_nodes_it_names(cluster):
     jobs = run(wait_all_ended(cluster["n1"], ids))
     assert [j["state"] for j in jobs] == ["SUCCEEDED"] * 6, jobs
     assert [j["node"] for j in jobs] == ["n3"] * 3 + ["n2"] * 3, jobs
+
+
+def test_postgres_restarted_during_placement_loses_and_doubles_nothing(cluster):
+    """60 short one-core jobs (six run at once in the cluster); PostgreSQL stopped in the
+    middle of their placement, and started again: every job runs exactly once and ends
+    SUCCEEDED (exits seen meanwhile are recorded once the database is back)."""
+    pg = cluster["n1"].pg
+    ids = run(submit_batch(cluster["n1"], "core", 60, 0.2))
+    first = stamps_of_started(cluster, ids)
+    poll_until(lambda: len(first()) >= 6, 20, what="the first jobs started")
+    pg.stop()
+    try:
+        during = len(first())
+    finally:
+        pg.start_again()
+    jobs = run(wait_all_ended(cluster["n3"], ids, timeout=90))
+    assert {j["state"] for j in jobs} == {"SUCCEEDED"}, [
+        (j["id"], j["state"], j["state_reason"]) for j in jobs if j["state"] != "SUCCEEDED"]
+    stamps = stamps_of(cluster, ids)  # (every start once)
+    assert during < len(ids), "the restart came after every job had started"
+    assert {s["node"] for s in stamps.values()} == {"n1", "n2", "n3"}
+
+
+def stamps_of_started(cluster, ids):
+    """A function: the jobs of ``ids`` that have written their start stamp so far."""
+    wanted = {str(i) for i in ids}
+
+    def started():
+        return {line.split()[0] for line in cluster["n1"].stamps.read_text().splitlines()
+                if line.split()[0] in wanted and " start " in line}
+    return started

@@ -111,18 +111,27 @@ class SessionManagerService(Service):
         return self._resolve(credential)
 
     def _resolve(self, credential: tuple[str, str]) -> UserInfo:
-        from django.db import DatabaseError, close_old_connections
+        from django.db import DatabaseError, close_old_connections, connection
 
         kind, value = credential
-        try:
-            user = self._lookup_token(value) if kind == "token" else self._lookup_session(value)
-        except DatabaseError as exc:
-            why = unavailable_reason(exc)
-            if why is None:
-                raise
-            raise ServiceUnavailable(f"the database is unavailable: {why}") from None
-        finally:
-            close_old_connections()
+        # A connection opened before the server restarted fails at its first use: once
+        # more on a new one (a server that is down fails that one too, and says so).
+        stale_possible = connection.connection is not None
+        while True:
+            try:
+                user = self._lookup_token(value) if kind == "token" else \
+                    self._lookup_session(value)
+                break
+            except DatabaseError as exc:
+                why = unavailable_reason(exc)
+                if why is None:
+                    raise
+                connection.close()
+                if not stale_possible:
+                    raise ServiceUnavailable(f"the database is unavailable: {why}") from None
+                stale_possible = False
+            finally:
+                close_old_connections()
         with self._lock:
             self._cache[credential] = (user, time.monotonic() + self.ttl)
             if len(self._cache) > 10000:  # bound memory: drop expired entries
