@@ -30,6 +30,7 @@ SQLITE_OPTIONS = {
 }
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 CONNECT_TIMEOUT = 5  # seconds: an unreachable server is reported, not waited on
+IDLE_IN_TRANSACTION = 10.0  # seconds (at most; a short NODE_LOST_AFTER makes it shorter)
 
 
 class DatabaseUrlError(ValueError):
@@ -64,8 +65,12 @@ def is_embedded(url: str | None) -> bool:
     return url is None or urlsplit(url).scheme == "sqlite"
 
 
-def django_database(url: str | None, data_dir: str) -> dict[str, Any]:
-    """Django's settings for the database ``url`` names.
+def django_database(url: str | None, data_dir: str,
+                    idle_in_transaction: float = IDLE_IN_TRANSACTION) -> dict[str, Any]:
+    """Django's settings for the database ``url`` names. On PostgreSQL a session idle
+    inside a transaction for ``idle_in_transaction`` seconds is ended by the server: a
+    node paused (SIGSTOP, a hung disk) while it plans must not hold the cluster's plan
+    lock and its row locks for longer (the URL's own ``options`` wins).
 
     Raises:
         DatabaseUrlError: a URL zephserver cannot use, saying why.
@@ -98,6 +103,8 @@ def django_database(url: str | None, data_dir: str) -> dict[str, Any]:
                 conn_max_age = int(value)
             else:
                 options[key] = value
+        options.setdefault("options", "-c idle_in_transaction_session_timeout="
+                           f"{max(1, round(idle_in_transaction * 1000))}")
         return {"ENGINE": "django.db.backends.postgresql", "NAME": name,
                 "USER": unquote(parts.username or ""),
                 "PASSWORD": unquote(parts.password or ""), "HOST": parts.hostname,

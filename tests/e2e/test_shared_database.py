@@ -507,3 +507,25 @@ def test_postgresql_stopped_and_started_again_under_a_running_daemon(tmp_path):
             daemon.cli("zephserver-stop")
             daemon.close()
             kill_jobs_under(tmp_path)
+
+
+def test_a_transaction_left_idle_is_ended_by_postgresql(pg):
+    """A node paused inside a transaction (holding the plan lock) is cut off by the server
+    after the idle limit the daemon's connections carry; the lock is free again."""
+    import psycopg
+
+    from zephserver.database import django_database
+
+    url = pg.database("idle")
+    conf = django_database(url, ".", idle_in_transaction=0.5)
+    conninfo = dict(host=conf["HOST"], port=conf["PORT"], user=conf["USER"],
+                    dbname=conf["NAME"], **conf["OPTIONS"])
+    paused = psycopg.connect(**conninfo)
+    paused.execute("SELECT pg_advisory_xact_lock(7)")  # (a transaction begins)
+    with psycopg.connect(url, autocommit=True) as other:
+        def lock_free():
+            return other.execute("SELECT pg_try_advisory_lock(7)").fetchone()[0]
+        poll_until(lock_free, 10, what="the paused session's lock released")
+    with pytest.raises(psycopg.errors.IdleInTransactionSessionTimeout):
+        paused.execute("SELECT 1")
+    paused.close()

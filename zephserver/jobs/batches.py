@@ -98,6 +98,11 @@ class TransactionalActor(Actor):
             self.unavailable_reason = ""
         return began
 
+    def confirm_rewrite(self, todo: list) -> list:
+        """(in the rewrite's transaction) Of a failed batch's rows, those still right to
+        write again: all of them, unless a subclass knows better."""
+        return todo
+
     def _write_again(self, writes: list, why: str) -> None:
         """Write ``writes`` (the failed batch's rows, as they are in memory now) in a new
         transaction, with a backoff, until it commits or the service stops. Meanwhile
@@ -131,6 +136,7 @@ class TransactionalActor(Actor):
             delay = min(BACKOFF_MAX, delay * 2)
             try:
                 with transaction.atomic():
+                    todo = self.confirm_rewrite(todo)
                     for job, names in todo:
                         if names is None:
                             job.save(force_insert=True)

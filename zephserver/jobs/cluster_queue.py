@@ -17,12 +17,15 @@ claimed once, by one node; a copy that was claimed, cancelled or held elsewhere 
 simply drops out of the choosing node's queue.
 """
 
+import logging
 from typing import Any
 
 from zephserver.jobs.active import demand
 from zephserver.jobs.cluster_sessions import session_fields
 from zephserver.launch.scheduler import Running, Waiting
 from zephserver.launch.states import JobState
+
+log = logging.getLogger("zephserver.service.job_manager")
 
 J = JobState
 PLAN_LOCK = 0x7A657068  # "zeph": the advisory lock every node plans under
@@ -151,6 +154,48 @@ class ClusterQueue:
         return [Running(owner, demand(self.apps.get(app), resources), here=False)
                 for owner, resources, app in rows.iterator()]
 
+    # -- a claim whose transaction failed -------------------------------------------------
+    # The batch that claimed a job failed at its commit (the database went away, or ended
+    # this node's transaction after a pause): in memory the job is ours and STARTING, on
+    # disk it is not. Meanwhile another node may have claimed it. So the batch's rows are
+    # written again only for the jobs still unclaimed (locked, in the rewrite's own
+    # transaction); the others are dropped here and never started: no job runs twice.
+
+    def claims_begin(self) -> None:
+        """A group (one transaction) begins."""
+        self._claimed: set[int] = set()  # claimed in the transaction now open
+
+    def claims_end(self) -> None:
+        """The inbox's batch is committed and its launches filtered."""
+        self._claimed = set()
+        self._lost_claims: set[int] = set()
+
+    def confirm_rewrite(self, todo: list) -> list:
+        from zephserver.web.models import Job
+
+        ids = [job.pk for job, _ in todo if job.pk in self._claimed]
+        if not ids:
+            return todo
+        still = set(Job.objects.select_for_update().filter(pk__in=ids, state=J.QUEUED)
+                    .filter(node__in=["", self.node]).values_list("pk", flat=True))
+        for job_id in set(ids) - still:
+            log.warning("job %d: claimed here in a batch that failed, and meanwhile taken "
+                        "or changed elsewhere: not started here", job_id,
+                        extra={"job": job_id})
+            self._claimed.discard(job_id)
+            self._lost_claims.add(job_id)
+            self._unpublished.pop(job_id, None)  # type: ignore[attr-defined]
+        return [(job, names) for job, names in todo if job.pk not in self._lost_claims]
+
+    def claim_was_lost(self, job: Any) -> bool:
+        """(after the batch) ``job`` was claimed by a batch that failed and is not ours:
+        forget what was prepared for it."""
+        if job.pk not in self._lost_claims:
+            return False
+        self.interactive.ports.release(job.pk)  # type: ignore[attr-defined]
+        self._env.pop(job.pk, None)  # type: ignore[attr-defined]
+        return True
+
     def unclaim(self, job: Any) -> None:
         """A job claimed here that cannot start here after all (no free port): back to
         the cluster's queue, and the other nodes told."""
@@ -174,6 +219,7 @@ class ClusterQueue:
                    .filter(Q(node="") | Q(node=self.node), pk__in=ids, state=J.QUEUED)
                    .values_list("pk", flat=True))
         Job.objects.filter(pk__in=mine, node="").update(node=self.node)
+        self._claimed |= mine
         for job_id in ids:
             if job_id not in mine:
                 self.dequeue(job_id)  # type: ignore[attr-defined]

@@ -76,6 +76,7 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Cluste
         self._plan_ran = False  # (in this batch: what waited for a plan may be answered)
         self._planned = 0.0
         self._probes = {}  # (cluster_sessions: peers asking whether we took a session)
+        self.claims_end()
         self.guard = DiskGuard("", 0, 0)  # set from the settings in _configure
         self.disk_watch: DiskWatch | None = None
         self._env: dict[int, dict[str, str]] = {}  # launch environments between phases
@@ -200,12 +201,15 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Cluste
                     self.interactive.after_plan()
 
         while pending or first:
+            self.claims_begin()
             # A database error ends a group early; what is left goes in the next one.
             if not self._group_commit(group):
                 # Not even begun (the database is busy or down): callers hear it now;
                 # exits and timers are kept and tried again.
                 self.unavailable(pending, self.unavailable_reason)
                 return
+        prepared = [job for job in prepared if not self.claim_was_lost(job)]
+        self.claims_end()  # (committed: the launches' batch claims nothing)
         if prepared:
             self._launch(prepared)
         if self._plan_ran:

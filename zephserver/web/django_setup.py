@@ -15,7 +15,7 @@ import secrets
 from typing import Any
 
 from zephserver.config import Settings
-from zephserver.database import django_database
+from zephserver.database import IDLE_IN_TRANSACTION, django_database
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +57,10 @@ def django_values(settings: Settings) -> dict[str, Any]:
         values["SECRET_KEY"] = cluster_secret_key(settings.CLUSTER_SECRET)
     elif not values.get("SECRET_KEY"):
         values["SECRET_KEY"] = secret_key(settings.DATA_DIR)
+    # a node paused in a transaction is cut off well before the others declare it lost
+    idle = min(IDLE_IN_TRANSACTION, settings.NODE_LOST_AFTER / 3)
     values["DATABASES"] = {"default": django_database(settings.DATABASE_URL,
-                                                      settings.DATA_DIR)}
+                                                      settings.DATA_DIR, idle)}
     return values
 
 
