@@ -30,6 +30,11 @@ def apps(stamps) -> dict:
             "licensed": {"argv": argv, "params": secs, "grace": 1,
                          "resources": {"cores": 0, "licenses": {"dyna": 1}}},
             "free": {"argv": argv, "params": secs, "resources": {"cores": 0}, "grace": 1},
+            # more memory than n1 and n2 have: only n3 (8 GiB) can run it
+            "big": {"argv": argv, "params": secs, "resources": {"cores": 0, "memory": 6000},
+                    "grace": 1},
+            "huge": {"argv": argv, "params": secs, "grace": 1,
+                     "resources": {"cores": 0, "memory": 9000}},
             # only where asked: a label of n3's, and a node by name
             "on_gpu": {"argv": argv, "params": secs, "resources": {"cores": 0},
                        "nodes": ["gpu"]},
@@ -52,7 +57,8 @@ def cluster():
             work, n["hostname"], nodes, url, APPS=apps(stamps), QUEUE_TICK=0.5,
             WS_MAX_IN_FLIGHT=200, WS_MAX_BATCH=200,
             JOB_ROOTS=[str(work)],
-            RESOURCES={"cores": 2, "memory": 4096, "licenses": {"dyna": 4}})
+            RESOURCES={"cores": 2, "memory": 8192 if n["hostname"] == "n3" else 4096,
+                       "licenses": {"dyna": 4}})
             for n in nodes}
         try:
             tokens = prepare_database(paths["n1"], env)
@@ -178,6 +184,25 @@ def test_an_app_runs_only_on_the_nodes_it_names(cluster):
     jobs = run(wait_all_ended(cluster["n1"], ids))
     assert [j["state"] for j in jobs] == ["SUCCEEDED"] * 6, jobs
     assert [j["node"] for j in jobs] == ["n3"] * 3 + ["n2"] * 3, jobs
+
+
+def test_a_job_too_big_for_the_node_asked_runs_on_one_big_enough(cluster):
+    """Submitted on n1 (4 GiB), a 6,000 MiB job is accepted and runs on n3 (8 GiB);
+    one that no node could ever hold is refused at once, saying so."""
+    ids = run(submit_batch(cluster["n1"], "big", 2, 0))
+    jobs = run(wait_all_ended(cluster["n1"], ids))
+    assert [(j["state"], j["node"]) for j in jobs] == [("SUCCEEDED", "n3")] * 2, jobs
+
+    async def refused():
+        ws = await Ws.connect(cluster["n2"].url, token=cluster["n2"].tokens["alice"])
+        try:
+            return await ws.call("jobs.submit", {"app": "huge", "params": {"secs": 0}})
+        finally:
+            await ws.aclose()
+    error = run(refused())["error"]
+    assert error["code"] == -32602, error
+    assert "needs 9000 memory" in error["message"], error
+    assert "nor does any node of the cluster" in error["message"], error
 
 
 def test_postgres_restarted_during_placement_loses_and_doubles_nothing(cluster):

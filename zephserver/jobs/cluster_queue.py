@@ -39,6 +39,11 @@ def places_of(s: Any) -> set[str]:
     return {s.NODE_NAME, *entry.get("labels", [])}
 
 
+def places_by_node(s: Any) -> dict[str, set[str]]:
+    return {e["hostname"]: {e["hostname"], *e.get("labels", [])}
+            for e in s.CLUSTER_SERVER_LIST}
+
+
 def queue_fields(job: Any) -> dict | None:
     """What another node needs to keep its copy of the queue, and its proxy map (None:
     not a kind that waits in the cluster's queue)."""
@@ -63,6 +68,7 @@ class ClusterQueue:
     _needs_plan: bool
     _fresh: dict
     places: set[str]  # this node's name and labels (CLUSTER_SERVER_LIST)
+    node_places: dict[str, set[str]]  # every node's name and labels
 
     @property
     def shared_queue(self) -> bool:
@@ -132,9 +138,35 @@ class ClusterQueue:
                 elsewhere[entry.id] = f"waiting for a node among {', '.join(wanted)}"
             elif app is not None and not self.interactive.may_have_port(app):  # type: ignore[attr-defined]
                 elsewhere[entry.id] = self.interactive.no_port_reason(app)  # type: ignore[attr-defined]
+            elif self.shared_queue and (too_big := self._too_big_here(entry.demand)):
+                elsewhere[entry.id] = f"waiting for a node with {too_big}"
             else:
                 mine.append(entry)
         return mine, elsewhere
+
+    def _too_big_here(self, need: Any) -> str:
+        """What of ``need`` this node does not even have ("" if it could fit here)."""
+        capacity = self.scheduler.capacity()  # type: ignore[attr-defined]
+        if need.cores > capacity.cores:
+            return f"{need.cores} cores"
+        if need.memory > capacity.memory:
+            return f"{need.memory} MiB memory"
+        return ""
+
+    def fits_some_node(self, app: Any, needs: dict) -> bool:
+        """Whether a node of the cluster (not lost, allowed by the app's ``nodes``) has
+        the cores and memory ``needs`` asks for, as its lease last said."""
+        from zephserver.web.models import NodeLease
+
+        wanted = set(getattr(app, "nodes", None) or ())
+        for node, capacity in (NodeLease.objects.filter(lost_at__isnull=True)
+                               .values_list("node", "capacity")):
+            if wanted and not wanted & self.node_places.get(node, {node}):
+                continue
+            if capacity and needs["cores"] <= capacity.get("cores", 0) and \
+                    needs["memory"] <= capacity.get("memory", 0):
+                return True
+        return False
 
     def cluster_holdings(self) -> list[Running] | None:
         """Under the plan lock: what runs on the other nodes (their licences and their

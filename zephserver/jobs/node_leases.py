@@ -85,6 +85,11 @@ class NodeLeases:
                     f"given it to {node or 'the queue'}", extra={"job": job.pk})
         return True
 
+    def _capacity_json(self) -> dict:
+        """This node's capacity, beside its lease: where a job too big for the node it
+        was submitted on may still fit."""
+        return self.scheduler.capacity().to_json()  # type: ignore[attr-defined]
+
     def start_leases(self) -> list[Any]:
         """At start, once running jobs are re-adopted (cluster only): our lease, and a
         reconciliation first if the cluster gave this node up while it was away. The
@@ -97,7 +102,8 @@ class NodeLeases:
         if not made and lease.lost_at is not None:
             stopping = self._stop_given_up(lease.lost_at)
             self._back_from_lost(lease.lost_at)
-        NodeLease.objects.filter(node=self.node).update(renewed=_db_now(), lost_at=None)
+        NodeLease.objects.filter(node=self.node).update(renewed=_db_now(), lost_at=None,
+                                                        capacity=self._capacity_json())
         self._beat()
         self.after(self.lost_after / RENEWALS_PER_LEASE, self._lease_tick)  # type: ignore[attr-defined]
         return stopping
@@ -115,8 +121,8 @@ class NodeLeases:
                            .values_list("lost_at", flat=True).first())
                 if lost_at is not None:  # given up while away (paused, cut off)
                     self._back_from_lost(lost_at)
-                NodeLease.objects.filter(node=self.node).update(renewed=_db_now(),
-                                                                lost_at=None)
+                NodeLease.objects.filter(node=self.node).update(
+                    renewed=_db_now(), lost_at=None, capacity=self._capacity_json())
                 self._beat()
                 self._declare_lost()
                 self._give_up_down()

@@ -178,6 +178,8 @@ class NodeLease(models.Model):
     node = models.CharField(max_length=255, primary_key=True)
     renewed = models.DateTimeField()
     lost_at = models.DateTimeField(null=True, blank=True)
+    # its RESOURCES capacity as of its last renewal: whether a job fits any node
+    capacity = models.JSONField(default=dict, blank=True)
 
 
 class Installation(models.Model):
