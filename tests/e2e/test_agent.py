@@ -165,7 +165,8 @@ def test_bad_requests(server, archives):
              ({"source_url": "ftp://example.com/a.zip"}, "source_url"),
              ({"source_url": "file:///etc/passwd"}, "source_url"),
              ({"node": "../x"}, "node"), ({"max_restarts": 0}, "max_restarts"),
-             ({"command": "rm -rf /"}, "command")]
+             ({"command": "rm -rf /"}, "command"), ({"runs_on": 3}, "runs_on"),
+             ({"runs_on": "nowhere"}, "runs_on")]  # (not a node: a single daemon)
     for change, field in cases:
         status, answer, _ = call(server, "POST", "/agent/create-process", {**good, **change})
         assert status == 400, (change, answer)

@@ -6,6 +6,7 @@ re-adopts its job; restarted after, it stops what the cluster gave up."""
 import os
 import signal
 import uuid
+import zipfile
 
 import pytest
 
@@ -50,6 +51,10 @@ def cluster():
     ports = free_port_range(3, 36000)
     nodes = [{"hostname": f"n{i}", "address": "127.0.0.1", "port": low + i - 1}
              for i in (1, 2, 3)]
+    files = work / "files"
+    files.mkdir()
+    with zipfile.ZipFile(files / "keep.zip", "w") as archive:
+        archive.writestr("Procfile", "web: exec sleep $MARK\n")
     daemons: dict = {}
     with Postgres() as pg:
         url = pg.database("loss")
@@ -57,6 +62,7 @@ def cluster():
         paths = {n["hostname"]: node_settings(
             work, n["hostname"], nodes, url, APPS=apps(work / "stamps.txt", ports),
             LAUNCHER_PROXY_FILE=str(work / f"{n['hostname']}.map"),
+            AGENT_FILE_ROOTS=[str(files)],
             NODE_LOST_AFTER=LOST_AFTER, JOB_ROOTS=[str(work)],
             NODE_DOWN_AFTER=DOWN_AFTER, RESOURCES={"cores": 1, "memory": 1024,
                                                    "licenses": {}})
@@ -67,9 +73,11 @@ def cluster():
             daemons["paths"], daemons["env"] = paths, env
             daemons["stamps"] = work / "stamps.txt"
             daemons["work"] = work
+            daemons["archive"] = f"file://{files}/keep.zip"
             yield daemons
         finally:
-            del daemons["paths"], daemons["env"], daemons["stamps"], daemons["work"]
+            for key in ("paths", "env", "stamps", "work", "archive"):
+                del daemons[key]
             stop_nodes(daemons, work)
 
 
@@ -232,3 +240,53 @@ def test_a_requeue_job_of_a_lost_node_runs_again_elsewhere_and_never_twice(clust
     assert len(runs_of(cluster, job_id)) == 2
     assert "result" in call(cluster["n1"], "jobs.cancel", {"id": job_id})
     poll_until(lambda: not pids_of(mark), 10, what="every run of it gone")
+
+
+@pytest.mark.parametrize("how", ["killed", "paused"])
+def test_a_lost_nodes_agent_processes_run_again_elsewhere(cluster, how):
+    """An agent process placed on n2 (``runs_on``): n2 killed (its process dies with it)
+    or paused (its process runs on, frozen out): another node takes the process and
+    runs it from its source again. n2 back leaves it there, and stops its own copy."""
+    mark = marker()
+    token = cluster["n1"].tokens["alice"]
+    poll_until(lambda: call(cluster["n1"], "resources.status", {})["result"]["total"]
+               ["capacity"]["cores"] == 3, 20, what="every node up (seen from n1)")
+    status, made, _ = rest("POST", cluster["n1"].url + "/agent/create-process", token, {
+        "app": "keep", "node": how, "process_type": "web", "runs_on": "n2",
+        "source_url": cluster["archive"], "env": {"MARK": mark}})
+    assert status == 201, made
+    slug = made["slug"]
+
+    def shown(node="n1"):
+        return rest("GET", f"{cluster[node].url}/agent/process-status/{slug}", token)[1]
+
+    poll_until(lambda: shown()["state"] == "running" and pids_of(mark), 20,
+               what="the process running on n2")
+    assert shown()["runs_on"] == "n2"
+    daemon = cluster["n2"]
+    if how == "killed":
+        kill_n2(cluster)
+    else:
+        os.kill(daemon.pid, signal.SIGSTOP)
+    try:
+        moved = poll_until(lambda: (p := shown())["runs_on"] != "n2" and
+                           p["state"] == "running" and p, LOST_AFTER + 8,
+                           what="the process running again on another node")
+        assert moved["state_reason"] == "running", moved
+        if how == "killed":  # (its copy on n2 died with n2's daemon; the new one execs)
+            poll_until(lambda: len(pids_of(mark)) == 1, 5, what="its one copy")
+    finally:
+        if how == "killed":
+            restart_n2(cluster)
+        else:
+            os.kill(daemon.pid, signal.SIGCONT)
+    poll_until(lambda: call(cluster["n2"], "ping", {}).get("result") is not None, 20,
+               what="n2 answering again")
+    poll_until(lambda: shown("n2")["runs_on"] == moved["runs_on"] and
+               len(pids_of(mark)) == 1, 15, what="one copy left (n2's stopped)")
+    if how == "paused":  # (its copy ran on, frozen with its daemon, until it woke)
+        assert f"process {slug} (job {made['id']}): the cluster moved it" in \
+            cluster["n2"].output
+    status, _, _ = rest("POST", f"{cluster['n3'].url}/agent/delete-process/{slug}", token, {})
+    assert status == 200
+    poll_until(lambda: not pids_of(mark), 10, what="the process deleted")

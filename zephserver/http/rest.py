@@ -18,7 +18,7 @@ from zephserver.errors import RpcCode, RpcError, ServiceUnavailable
 HTTP_STATUS = {RpcCode.INVALID_PARAMS: 400, RpcCode.NOT_AUTHENTICATED: 401,
                RpcCode.FORBIDDEN: 403, RpcCode.NOT_FOUND: 404, RpcCode.CONFLICT: 409,
                RpcCode.SERVICE_UNAVAILABLE: 503, RpcCode.SHUTTING_DOWN: 503,
-               RpcCode.QUEUE_FULL: 503}
+               RpcCode.QUEUE_FULL: 503, RpcCode.NODE_UNREACHABLE: 503}
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 
 

@@ -257,10 +257,7 @@ class JobsApi:
                                     f"resources.{key}")
                 needs[key] = value
         refused = self.scheduler.never_fits(needs) if counted(app) else None  # (Slurm's say)
-        if refused is not None and refused[0] in ("cores", "memory") and \
-                self.cluster.enabled:
-            refused = None if self.fits_some_node(app, needs) else (  # (waits for it)
-                refused[0], f"{refused[1]}, nor does any node of the cluster")
+        refused = self.cluster_never_fits(app, needs, refused)
         if refused is not None:
             resource, why = refused
             field = _param_feeding(app, resource) or (

@@ -20,6 +20,7 @@ simply drops out of the choosing node's queue.
 import logging
 from typing import Any
 
+from zephserver.infra.cluster import node_urls
 from zephserver.jobs.active import demand
 from zephserver.jobs.cluster_sessions import session_fields
 from zephserver.launch.scheduler import Running, Waiting
@@ -42,6 +43,12 @@ def places_of(s: Any) -> set[str]:
 def places_by_node(s: Any) -> dict[str, set[str]]:
     return {e["hostname"]: {e["hostname"], *e.get("labels", [])}
             for e in s.CLUSTER_SERVER_LIST}
+
+
+def node_places_and_urls(s: Any) -> tuple[set[str], dict[str, set[str]], dict[str, str]]:
+    """This node's name and labels, every node's, and where clients reach each node."""
+    urls = node_urls(s) if len(s.CLUSTER_SERVER_LIST) >= 2 else {}
+    return places_of(s), places_by_node(s), urls
 
 
 def queue_fields(job: Any) -> dict | None:
@@ -152,6 +159,13 @@ class ClusterQueue:
         if need.memory > capacity.memory:
             return f"{need.memory} MiB memory"
         return ""
+
+    def cluster_never_fits(self, app: Any, needs: dict, refused: Any) -> Any:
+        """``refused`` (this node's never_fits), unless another node could hold it."""
+        if refused is None or refused[0] not in ("cores", "memory") or not self.shared_queue:
+            return refused
+        return None if self.fits_some_node(app, needs) else (  # (it waits for that node)
+            refused[0], f"{refused[1]}, nor does any node of the cluster")
 
     def fits_some_node(self, app: Any, needs: dict) -> bool:
         """Whether a node of the cluster (not lost, allowed by the app's ``nodes``) has

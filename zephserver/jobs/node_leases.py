@@ -27,7 +27,7 @@ from typing import Any
 from zephserver.jobs.cluster_queue import QUEUED_KINDS
 from zephserver.jobs.transition import now, transition
 from zephserver.launch.leash import BEAT_FILE, leash
-from zephserver.launch.states import JobState
+from zephserver.launch.states import TERMINAL, JobState
 
 log = logging.getLogger("zephserver.jobs.nodes")
 J = JobState
@@ -148,6 +148,7 @@ class NodeLeases:
 
         log.warning("node %s lost: not heard from since %s (NODE_LOST_AFTER %gs)", node,
                     since.isoformat(timespec="seconds"), self.lost_after)
+        self._take_processes(node)
         jobs = Job.objects.select_related("owner").filter(
             node=node, state__in=[J.STARTING, J.RUNNING]).exclude(kind="service")
         for job in jobs.select_for_update(skip_locked=True):
@@ -171,6 +172,36 @@ class NodeLeases:
             else:
                 transition(job, None, f"node {node} not responding since "
                            f"{since.isoformat(timespec='seconds')}", self.publish)  # type: ignore[attr-defined]
+
+    def _take_processes(self, node: str) -> None:
+        """The lost node's agent processes restart until deleted: this node takes them
+        (its agent sets them up again from their source and starts them, once this
+        batch is committed)."""
+        from zephserver.web.models import Job
+
+        taken = 0
+        for job in (Job.objects.select_for_update(skip_locked=True)
+                    .filter(kind="service", node=node).exclude(state__in=list(TERMINAL))):
+            if job.extra.get("deleted"):
+                continue
+            running = job.state == J.RUNNING  # (its process died with its node, or is fenced)
+            transition(job, J.BACKOFF if running else None, f"node {node} lost: starting "
+                       f"again on {self.node}", self.publish,  # type: ignore[attr-defined]
+                       extra={"phase": "backoff"} if running else None, node=self.node,
+                       pid=None)
+            taken += 1
+        if taken:
+            log.warning("node %s lost: %d agent process(es) start again here", node, taken)
+            self.after(0.01, self._tell_agent)  # type: ignore[attr-defined]  # (after the commit)
+
+    def _tell_agent(self) -> None:
+        import contextlib
+
+        from zephserver.errors import ServiceUnavailable
+
+        with contextlib.suppress(ServiceUnavailable):  # (a node without the agent)
+            agent = self.ctx.get("agent")  # type: ignore[attr-defined]
+            agent.post(agent.adopt)
 
     def _give_up_down(self) -> None:
         """Jobs of a node silent for NODE_DOWN_AFTER become LOST (whoever sees it first;

@@ -13,7 +13,8 @@ from zephserver.launch.sources import check_url
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 PROCESS_TYPE = re.compile(r"[A-Za-z0-9_-]+")
-FIELDS = frozenset({"app", "node", "process_type", "source_url", "env", "max_restarts"})
+FIELDS = frozenset({"app", "node", "process_type", "source_url", "env", "max_restarts",
+                    "runs_on"})
 
 
 def _bad(message: str, field: str | None = None) -> RpcError:
@@ -59,8 +60,12 @@ def check_create_request(body: Any, file_roots: list[str],
     if max_restarts is not None and (isinstance(max_restarts, bool) or not isinstance(
             max_restarts, int) or max_restarts < 1):
         raise _bad("'max_restarts' must be an integer >= 1", "max_restarts")
+    runs_on = body.get("runs_on")
+    if runs_on is not None and (not isinstance(runs_on, str) or not NAME.fullmatch(runs_on)):
+        raise _bad("'runs_on' must be a node's name", "runs_on")
     unknown = sorted(set(body) - FIELDS)
     if unknown:
         raise _bad(f"unknown field {unknown[0]!r}", unknown[0])
     return {"app": body["app"], "node": body["node"], "process_type": body["process_type"],
-            "source_url": body["source_url"], "env": env, "max_restarts": max_restarts}
+            "source_url": body["source_url"], "env": env, "max_restarts": max_restarts,
+            "runs_on": runs_on}

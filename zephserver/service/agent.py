@@ -43,6 +43,7 @@ from zephserver.launch.process import Reaper, SpawnError, describe_exit, signal_
 from zephserver.launch.process_request import check_create_request, check_creator
 from zephserver.launch.sources import Cancelled, SourceError, fetch, unpack
 from zephserver.launch.states import TERMINAL, JobState
+from zephserver.service.agent_cluster import AgentCluster, agent_error
 from zephserver.service.console_relay import ConsoleRelay
 from zephserver.task.base import UserInfo
 
@@ -63,8 +64,7 @@ def _key(proc: "Proc") -> str:  # its cgroup's name
     return f"process-{proc.job.pk}"
 
 
-def _rpc(code: RpcCode, message: str, field_name: str | None = None) -> RpcError:
-    return RpcError(code, message, {"field": field_name} if field_name else None)
+_rpc = agent_error
 
 
 @dataclass
@@ -78,6 +78,7 @@ class Proc:
     pid: int | None = None
     preparing: bool = False
     deleted: bool = False
+    moved: bool = False  # the cluster gave it to another node: nothing of it is ours
     restart_token: int = 0  # a pending restart only fires if this has not moved on
     consoles: ConsoleGroup | None = None
     account: Account | None = None  # who it runs as (RUN_AS; None: the daemon's account)
@@ -87,7 +88,7 @@ class Proc:
         return self.job.name
 
 
-class AgentService(Actor, Service):
+class AgentService(AgentCluster, Actor, Service):
     name = "agent"
     announces_ready = True
 
@@ -130,6 +131,8 @@ class AgentService(Actor, Service):
         self.console_max_pending = s.AGENT_CONSOLE_MAX_PENDING
         self.console_max_rate = s.AGENT_CONSOLE_MAX_RATE
         os.makedirs(self.dir, exist_ok=True)
+        if self.cluster.enabled:
+            self.start_cluster(s)
         # The lifeline: children get the read end as fd 3; only we hold the write end.
         self._lifeline_r, self._lifeline_w = os.pipe()
         self.reaper = Reaper()
@@ -230,16 +233,20 @@ class AgentService(Actor, Service):
         for job in jobs:
             if job.extra.get("deleted"):
                 continue  # deleted in a failure state: it stays deleted
-            proc = Proc(job, self._tracker(job))
-            self._procs[(job.owner_id, job.name)] = proc
-            if job.state == J.FAILED:
-                continue  # failed and not deleted: still listed, with its reason
-            if job.state == J.RUNNING:  # the daemon was killed: the watcher killed it
-                self._set(proc, J.BACKOFF, "backoff", "the daemon stopped; restarting",
-                          pid=None)
-            self._prepare_async(proc)
+            self._take(job)
         if jobs:
             log.info("agent: %d process(es) resumed", len(self._procs))
+
+    def _take(self, job: Any) -> None:
+        """Run ``job``'s process here: set it up and start it (listed only, if FAILED)."""
+        proc = Proc(job, self._tracker(job))
+        self._procs[(job.owner_id, job.name)] = proc
+        if job.state == J.FAILED:
+            return  # failed and not deleted: still listed, with its reason
+        if job.state == J.RUNNING:  # its daemon died: the watcher killed it
+            self._set(proc, J.BACKOFF, "backoff", "the daemon stopped; restarting",
+                      pid=None)
+        self._prepare_async(proc)
 
     def _tracker(self, job: Any) -> RestartTracker:
         limit = job.extra.get("max_restarts") or self.max_restarts or UNLIMITED
@@ -337,6 +344,8 @@ class AgentService(Actor, Service):
         self._set(proc, J.FAILED, phase, reason)
 
     def _start(self, proc: Proc) -> None:
+        if self.fenced or self.moved(proc):
+            return  # (fenced: started again once the lease is renewed, if still ours)
         job = proc.job
         assert proc.command is not None
         assert proc.env is not None
@@ -375,6 +384,8 @@ class AgentService(Actor, Service):
         if self._stopping:
             proc.job.exit_code = code
             return
+        if self.fenced or self.moved(proc):
+            return  # (fenced: nothing written while cut off; started again if still ours)
         what = describe_exit(code)
         delay = proc.tracker.exited(time.monotonic())
         if delay is None:
@@ -407,13 +418,16 @@ class AgentService(Actor, Service):
         else:  # a failure state: the record keeps its reason, marked deleted
             self._set(proc, None, proc.job.extra.get("phase", "stopped"),
                       proc.job.state_reason, deleted)
+        self._close_consoles(proc)
+        if not self.keep_files:
+            shutil.rmtree(proc.job.job_dir, ignore_errors=True)
+
+    def _close_consoles(self, proc: Proc) -> None:
         if proc.consoles is not None:
             self.tail.unfollow(proc.consoles.follower)
             for console in list(proc.consoles.consoles):
                 console.close()
             proc.consoles = None
-        if not self.keep_files:
-            shutil.rmtree(proc.job.job_dir, ignore_errors=True)
 
     # -- the API (any thread) ---------------------------------------------------------------
 
@@ -422,37 +436,16 @@ class AgentService(Actor, Service):
         and sent with its source download."""
         check_creator(user, self.allow, self.run_as, self.user_map)
         fields = check_create_request(body, self.file_roots, self.source_allow)
+        runs_on = fields.pop("runs_on")
         slug = f"{fields['app']}.{fields['node']}"
         elsewhere = self._elsewhere(slug, user, own=True)
         if elsewhere:
             raise _rpc(RpcCode.CONFLICT, f"a process {slug!r} already exists (on node "
                        f"{elsewhere[0].node})", "node")
-        made = self.call(self._create, user, fields, request_id)
+        made = self.create_on(self.place(runs_on, user, slug), user, fields, request_id)
         audit("launch", user, f"agent process {made['slug']} (job {made['id']}) from "
               f"{fields['source_url']}")
         return made
-
-    # -- the processes of the other nodes (a cluster: from the shared database) -----------
-
-    def _elsewhere(self, slug: str | None, user: UserInfo, own: bool = False) -> list[Any]:
-        """Processes of the other nodes, not deleted (``slug``: that one), that ``user``
-        may see (``own``: theirs only, staff too); the user's own first."""
-        if not self.cluster.enabled:
-            return []
-        from zephserver.web.models import Job
-
-        jobs = Job.objects.select_related("owner").filter(kind="service").exclude(
-            node=self.node).exclude(state__in=[s for s in TERMINAL if s != J.FAILED])
-        if slug is not None:
-            jobs = jobs.filter(name=slug)
-        if own or not user.is_staff:
-            jobs = jobs.filter(owner_id=user.id)
-        found = [job for job in jobs.order_by("id") if not job.extra.get("deleted")]
-        return sorted(found, key=lambda job: job.owner_id != user.id)
-
-    def _serve_delete(self, params: dict) -> dict:  # a cluster worker thread
-        self.delete(UserInfo(**params["user"]), params["slug"], audited=False)
-        return {}
 
     def _create(self, user: UserInfo, f: dict, request_id: str | None) -> dict:
         from django.contrib.auth import get_user_model
@@ -518,13 +511,6 @@ class AgentService(Actor, Service):
                 "user": dataclasses.asdict(user), "slug": slug}, self.call_timeout_s)
         if audited:
             audit("delete", user, f"agent process {slug}")
-
-    def _elsewhere_or_raise(self, exc: RpcError, user: UserInfo, slug: str) -> Any:
-        """Not found here (``exc``): the record of ``slug`` on another node, or ``exc``."""
-        remote = self._elsewhere(slug, user) if exc.code == RpcCode.NOT_FOUND else []
-        if not remote:
-            raise exc
-        return remote[0]
 
     def _delete(self, user: UserInfo, slug: str) -> None:
         proc = self._visible(user, slug)

@@ -22,11 +22,10 @@ from collections.abc import Callable
 from typing import Any
 
 from zephserver import memory
-from zephserver.infra.cluster import node_urls
 from zephserver.infra.service import Service
 from zephserver.jobs.active import Active, demand
 from zephserver.jobs.batches import TransactionalActor
-from zephserver.jobs.cluster_queue import ClusterQueue, places_by_node, places_of
+from zephserver.jobs.cluster_queue import ClusterQueue, node_places_and_urls
 from zephserver.jobs.cluster_sessions import ClusterSessions
 from zephserver.jobs.disk_guard import DiskGuard, DiskReactions, DiskWatch
 from zephserver.jobs.executor import Executor, Handed, LocalExecutor
@@ -90,9 +89,7 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Cluste
         assert self.ctx is not None
         s = self.ctx.settings
         self.node = s.NODE_NAME
-        self.places = places_of(s)
-        self.node_places = places_by_node(s)
-        self.node_urls = node_urls(s) if len(s.CLUSTER_SERVER_LIST) >= 2 else {}
+        self.places, self.node_places, self.node_urls = node_places_and_urls(s)
         self.data_dir = os.path.abspath(s.DATA_DIR)
         self.jobs_dir = os.path.abspath(s.JOBS_DIR)
         self.scheduler = self.ctx.get("queue")
