@@ -9,6 +9,8 @@ CHROMIUM := /usr/bin/chromium
 PROMETHEUS := /usr/bin/prometheus
 # The Slurm executor's tests start a real one-node Slurm (Debian's slurm-wlm and munge).
 SLURMCTLD := /usr/sbin/slurmctld
+# The partition test puts nodes in network namespaces (iproute2's ip).
+IPROUTE := /usr/sbin/ip
 
 .PHONY: run test test-heavy lint format bench docs clean
 
@@ -34,7 +36,11 @@ $(SLURMCTLD):
 	DEBIAN_FRONTEND=noninteractive apt-get install -y slurm-wlm munge || \
 	  (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y slurm-wlm munge)
 
-test: $(STAMP) $(CHROMIUM) $(PROMETHEUS) $(SLURMCTLD)
+$(IPROUTE):
+	DEBIAN_FRONTEND=noninteractive apt-get install -y iproute2 || \
+	  (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y iproute2)
+
+test: $(STAMP) $(CHROMIUM) $(PROMETHEUS) $(SLURMCTLD) $(IPROUTE)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 

@@ -53,9 +53,11 @@ def run_cli(*args: str, env: dict | None = None,
 class DaemonProcess:
     """``zephserver-start --settings F`` in its own session, its output collected."""
 
-    def __init__(self, settings: Path, env: dict | None = None) -> None:
+    def __init__(self, settings: Path, env: dict | None = None,
+                 prefix: list[str] | None = None) -> None:
         self.settings = settings
         self.env = env or child_env()
+        self.prefix = prefix or []  # (e.g. a network namespace's nsenter)
         self.proc: subprocess.Popen | None = None
         self.lines: list[str] = []
         self._ready = threading.Event()
@@ -63,7 +65,7 @@ class DaemonProcess:
 
     def start(self, wait: bool = True, timeout: float = 30) -> "DaemonProcess":
         self.proc = subprocess.Popen(
-            [script("zephserver-start"), "--settings", str(self.settings)],
+            [*self.prefix, script("zephserver-start"), "--settings", str(self.settings)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env,
             cwd=REPO, start_new_session=True)
         self._reader = threading.Thread(target=self._read, daemon=True, name="test-daemon-out")

@@ -31,7 +31,8 @@ def free_port() -> int:
 
 
 class Postgres(ScratchServer):
-    def __init__(self) -> None:
+    def __init__(self, address: str = "127.0.0.1") -> None:
+        self.address = address  # where it listens besides 127.0.0.1 (a test network's)
         self.bin = postgres_bin()
         self.dir = short_tmpdir("zpg")
         self.data = self.dir / "data"
@@ -48,6 +49,9 @@ class Postgres(ScratchServer):
             shutil.chown(self.dir, "postgres", "postgres")
         self._run(str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust",
                   "-U", "postgres", "--no-sync")
+        if self.address != "127.0.0.1":  # (a test network's nodes: its own subnet only)
+            with open(self.data / "pg_hba.conf", "a") as hba:
+                hba.write("host all all samenet trust\n")
         self.start_again()
         return self
 
@@ -62,11 +66,16 @@ class Postgres(ScratchServer):
         self.running = True
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l",
                   str(self.dir / "pg.log"), "-w", "start", "-o",
-                  f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} "
+                  f"-c listen_addresses={self.listen} -p {self.port} "
+                  f"-k {self.dir} "
                   "-c fsync=off -c max_connections=200")
 
+    @property
+    def listen(self) -> str:
+        return ",".join(dict.fromkeys(["127.0.0.1", self.address]))
+
     def url(self, name: str) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
+        return f"postgresql://postgres@{self.address}:{self.port}/{name}"
 
     def database(self, name: str) -> str:
         """A new, empty database; its URL."""

@@ -250,7 +250,8 @@ class NodeLeases:
         log.warning("this node was declared lost at %s: reconciling before it claims "
                     "anything", lost_at.isoformat(timespec="seconds"))
         for job_id, active in list(self._active.items()):
-            record = Job.objects.filter(pk=job_id).values_list("state", "node").first()
+            record = (Job.objects.filter(pk=job_id)
+                      .values_list("state", "node", "state_reason").first())
             if record is None or record[0] in (J.LOST,) or record[1] != self.node:
                 log.warning("job %d: given up or moved by the cluster while this node was "
                             "away; stopping what still runs here", job_id,
@@ -258,5 +259,5 @@ class NodeLeases:
                 self.executor_for(active.job).stop(active.job, 0.0 if active.app is None  # type: ignore[attr-defined]
                                                    else active.app.grace)
                 del self._active[job_id]
-            elif active.job.state_reason.startswith("node "):
+            elif record[2].startswith("node "):  # (the others wrote it: not in memory)
                 transition(active.job, None, "running (this node is back)", self.publish)  # type: ignore[attr-defined]
