@@ -182,6 +182,20 @@ class ClusterQueue:
                 return True
         return False
 
+    def plan_for(self, mine: list[Waiting], now: float) -> Any:
+        """The queue's plan for this node (None: another node plans now). In a cluster,
+        the other nodes' holdings count too, read under the plan lock; but when nothing
+        would start here even counting this node's alone, their usage (which only adds)
+        cannot change that: no lock is taken, no query made."""
+        running = self.holdings()  # type: ignore[attr-defined]
+        plan = self.scheduler.plan(mine, running, now)  # type: ignore[attr-defined]
+        if not self.shared_queue or not plan.start:
+            return plan
+        elsewhere = self.cluster_holdings()
+        if elsewhere is None:
+            return None
+        return self.scheduler.plan(mine, running + elsewhere, now)  # type: ignore[attr-defined]
+
     def cluster_holdings(self) -> list[Running] | None:
         """Under the plan lock: what runs on the other nodes (their licences and their
         owners' usage count here too; their cores and memory do not). None: another node
@@ -224,6 +238,7 @@ class ClusterQueue:
             return todo
         still = set(Job.objects.select_for_update().filter(pk__in=ids, state=J.QUEUED)
                     .filter(node__in=["", self.node]).values_list("pk", flat=True))
+        Job.objects.filter(pk__in=still).update(node=self.node)  # (the claim, again)
         for job_id in set(ids) - still:
             log.warning("job %d: claimed here in a batch that failed, and meanwhile taken "
                         "or changed elsewhere: not started here", job_id,
@@ -255,16 +270,19 @@ class ClusterQueue:
         """Of ``ids`` (chosen to start here), those this node now owns: still QUEUED with
         no node, locked (skipping rows another node is claiming) and given this node's
         name in the current transaction. The others leave our copy of the queue."""
-        from django.db.models import Q
+        from django.db import connection
 
         from zephserver.web.models import Job
 
         if not ids:
             return []
-        mine = set(Job.objects.select_for_update(skip_locked=True)
-                   .filter(Q(node="") | Q(node=self.node), pk__in=ids, state=J.QUEUED)
-                   .values_list("pk", flat=True))
-        Job.objects.filter(pk__in=mine, node="").update(node=self.node)
+        with connection.cursor() as cursor:  # (one round trip: lock, check and claim)
+            cursor.execute(
+                f"UPDATE {Job._meta.db_table} SET node = %s WHERE id IN (SELECT id FROM "
+                f"{Job._meta.db_table} WHERE id = ANY(%s) AND state = %s AND node IN "
+                "('', %s) FOR UPDATE SKIP LOCKED) RETURNING id",
+                [self.node, list(ids), str(J.QUEUED), self.node])
+            mine = {row[0] for row in cursor.fetchall()}
         self._claimed |= mine
         for job_id in ids:
             if job_id not in mine:

@@ -380,14 +380,12 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Cluste
             return []
         if not self.waiting.ordered:
             return []
-        elsewhere = self.cluster_holdings() if self.shared_queue else []
-        if elsewhere is None:  # another node plans now: again in a moment
+        mine, elsewhere = self.for_here(self.waiting.ordered)
+        plan = self.plan_for(mine, time.time())
+        if plan is None:  # another node plans now: again in a moment
             self._plan_ran = False
             self.after(PLAN_RETRY, self.replan)
             return []
-        running = self.holdings() + elsewhere
-        mine, elsewhere = self.for_here(self.waiting.ordered)
-        plan = self.scheduler.plan(mine, running, time.time())
         self.waiting.set_reasons({**elsewhere, **plan.reasons})
         from zephserver.web.models import Job
 
