@@ -107,7 +107,7 @@ async def fan_out(nodes: dict, token: str) -> None:
 
 def main() -> None:
     work = short_tmpdir("zbc")
-    low, _ = free_port_range(3, 36000)
+    low, _ = free_port_range(3, 25000)
     nodes = [{"hostname": f"n{i}", "address": "127.0.0.1", "port": low + i - 1}
              for i in (1, 2, 3)]
     env = child_env()

@@ -166,7 +166,7 @@ def short_jobs(pg: Postgres, group: list, token: str, label: str) -> float:
 
 def main() -> None:
     work = short_tmpdir("zb")
-    low, _ = free_port_range(3, 35000)
+    low, _ = free_port_range(3, 24000)
     names = ["n1", "n2", "n3"]
     entries = [{"hostname": n, "address": "127.0.0.1", "port": low + i}
                for i, n in enumerate(names)]

@@ -55,7 +55,7 @@ def ui_server():
     archives_dir.mkdir()
     make_zip(archives_dir / "app.zip", {"Procfile": PROCFILE})
     archives = ArchiveServer(archives_dir)
-    low, _ = free_port_range(6, 33000)
+    low, _ = free_port_range(6, 22000)
     env = child_env()
     # a fixed HTTP port: a restarted daemon must come back where the open page looks
     path = write_settings(work, APPS=ui_apps(low), PORT_ZEPH=low + 5,

@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 @pytest.fixture
 def cluster():
     work = short_tmpdir("zc")
-    low, _ = free_port_range(4, 37000)
+    low, _ = free_port_range(4, 26000)
     nodes = [{"hostname": f"n{i}", "address": "127.0.0.1", "port": low + i - 1,
               "url": f"http://127.0.0.1:{low + 1 + i}"} for i in (1, 2)]
     apps = {"nap": {"argv": ["sleep", "600"], "grace": 1, "resources": {"cores": 1},

@@ -25,8 +25,8 @@ READY = ["/bin/sh", "-c", "echo ready on $$1; exec sleep 600", "viz", "$node"]
 @pytest.fixture(scope="module")
 def cluster():
     work = short_tmpdir("zs")
-    low, _ = free_port_range(3, 34000)
-    port_n1, port_n2 = free_port_range(2, 35000)
+    low, _ = free_port_range(3, 23000)
+    port_n1, port_n2 = free_port_range(2, 24000)
     nodes = [{"hostname": f"n{i}", "address": "127.0.0.1", "port": low + i - 1}
              for i in (1, 2, 3)]
     # one port on n1, one on n2, none on n3 (its hostname names no range)

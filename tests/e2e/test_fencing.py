@@ -25,8 +25,8 @@ LOST_AFTER = 6.0  # idle limit in a transaction: 2 s; the module stalls n2 for 4
 @pytest.fixture(scope="module")
 def cluster():
     work = short_tmpdir("zf")
-    low, _ = free_port_range(2, 38000)
-    ports = free_port_range(4, 38100)
+    low, _ = free_port_range(2, 27000)
+    ports = free_port_range(4, 27100)
     nodes = [{"hostname": f"n{i}", "address": "127.0.0.1", "port": low + i - 1}
              for i in (1, 2)]
     mark = {"mark": {"type": "str", "regexp": r"[0-9.]+"}}

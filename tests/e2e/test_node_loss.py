@@ -47,8 +47,8 @@ def apps(stamps, ports) -> dict:
 @pytest.fixture(scope="module")
 def cluster():
     work = short_tmpdir("zl")
-    low, _ = free_port_range(3, 34000)
-    ports = free_port_range(3, 36000)
+    low, _ = free_port_range(3, 23000)
+    ports = free_port_range(3, 25000)
     nodes = [{"hostname": f"n{i}", "address": "127.0.0.1", "port": low + i - 1}
              for i in (1, 2, 3)]
     files = work / "files"
@@ -74,9 +74,10 @@ def cluster():
             daemons["stamps"] = work / "stamps.txt"
             daemons["work"] = work
             daemons["archive"] = f"file://{files}/keep.zip"
+            daemons["db"] = url
             yield daemons
         finally:
-            for key in ("paths", "env", "stamps", "work", "archive"):
+            for key in ("paths", "env", "stamps", "work", "archive", "db"):
                 del daemons[key]
             stop_nodes(daemons, work)
 
@@ -290,3 +291,43 @@ def test_a_lost_nodes_agent_processes_run_again_elsewhere(cluster, how):
     status, _, _ = rest("POST", f"{cluster['n3'].url}/agent/delete-process/{slug}", token, {})
     assert status == 200
     poll_until(lambda: not pids_of(mark), 10, what="the process deleted")
+
+
+def test_a_job_a_lost_node_claimed_but_never_started_runs_elsewhere(cluster):
+    """Every node full; a job waits. n2 claims it (its record: STARTING on n2, no process
+    yet; written here as n2 would have) and dies before starting it: within
+    NODE_LOST_AFTER + 5 s the node that declares n2 lost puts it back in the queue, and
+    it runs on a node with room."""
+    import psycopg
+
+    marks = {name: marker() for name in ("n1", "n2", "n3")}
+    blockers = {}
+    for name, mark in marks.items():
+        job_id = call(cluster[name], "jobs.submit", {"app": "nap", "params": {
+            "mark": mark}})["result"]["id"]
+        blockers[name] = poll_until(lambda job_id=job_id, name=name: (
+            j := job_of(cluster[name], job_id))["state"] == "RUNNING" and j, 20,
+            what=f"{name} full")
+        assert blockers[name]["node"] == name, blockers[name]
+    mark = marker()
+    waiting = call(cluster["n1"], "jobs.submit", {"app": "nap", "params": {"mark": mark}}
+                   )["result"]["id"]
+    assert job_of(cluster["n1"], waiting)["state"] == "QUEUED"
+    kill_n2(cluster)
+    with psycopg.connect(cluster["db"], autocommit=True) as db:
+        claimed = db.execute("UPDATE zephweb_job SET state = 'STARTING', node = 'n2', "
+                             "state_reason = 'starting' WHERE id = %s AND state = 'QUEUED' "
+                             "AND node = ''", [waiting]).rowcount
+    assert claimed == 1
+    try:
+        assert "result" in call(cluster["n1"], "jobs.cancel", {"id": blockers["n1"]["id"]})
+        ran = poll_until(lambda: (j := job_of(cluster["n3"], waiting))["state"] == "RUNNING"
+                         and j, LOST_AFTER + 5, what="the job n2 claimed running elsewhere")
+        assert ran["node"] == "n1", ran
+        poll_until(lambda: pids_of(mark), 5, what="its process")
+    finally:
+        restart_n2(cluster)
+    for job_id in (waiting, blockers["n2"]["id"], blockers["n3"]["id"]):
+        call(cluster["n1"], "jobs.cancel", {"id": job_id})
+    for m in (mark, marks["n2"], marks["n3"]):
+        poll_until(lambda m=m: not pids_of(m), 15, what="stopped")

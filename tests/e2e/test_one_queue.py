@@ -46,7 +46,7 @@ def apps(stamps) -> dict:
 def cluster():
     work = short_tmpdir("zq")
     stamps = work / "stamps.txt"
-    low, _ = free_port_range(3, 33000)
+    low, _ = free_port_range(3, 22000)
     nodes = [{"hostname": f"n{i}", "address": "127.0.0.1", "port": low + i - 1,
               **({"labels": ["gpu"]} if i == 3 else {})} for i in (1, 2, 3)]
     daemons: dict = {}

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from tests.e2e.test_node_loss import RUN, marker, runs_of
-from tests.support.cluster import prepare_database, stop_nodes
+from tests.support.cluster import prepare_database, stop_nodes, wait_meshed
 from tests.support.daemon import DaemonProcess, child_env, short_tmpdir, write_settings
 from tests.support.jobs import pids_of
 from tests.support.netns import Network
@@ -58,6 +58,7 @@ def cluster():
                 daemons[n] = daemon
                 daemon.start()
                 daemon.tokens = tokens
+            wait_meshed([daemons[n] for n in NAMES])
             daemons["n1"].net, daemons["n1"].stamps = net, stamps
             yield daemons
         finally:

@@ -32,7 +32,7 @@ def site():
     for folder in ("ok", "elsewhere"):
         make_zip(work / "files" / folder / "app.zip", {"Procfile": "web: exec sleep 600\n"})
     files = ArchiveServer(work / "files")
-    low, high = free_port_range(2, 33000)
+    low, high = free_port_range(2, 22000)
     apps = {"open": {"argv": [SH, "-c", "exit 0"], "resources": {"cores": 0}},
             "solver": {"argv": [SH, "-c", "exit 0"], "resources": {"cores": 0},
                        "allow": {"groups": ["simulation"]}},

@@ -106,7 +106,7 @@ def site():
     (work / "mods" / "escaping_module.py").write_text(ESCAPING_MODULE % str(escape_target))
     files = ArchiveServer(work / "files")
     files.root = work / "files"
-    low, high = free_port_range(4, 34000)
+    low, high = free_port_range(4, 23000)
     env = child_env()
     env["PYTHONPATH"] = str(work / "mods") + os.pathsep + env["PYTHONPATH"]
     apps = {
@@ -348,7 +348,7 @@ def test_a_wslink_launcher_file_with_relative_paths_and_fields():
     launcher_dir = work / "examples" / "simple"
     (launcher_dir / "server").mkdir(parents=True)
     (launcher_dir / "server" / "simple.py").write_text(SIMPLE_SERVER)
-    low, high = free_port_range(2, 35000)
+    low, high = free_port_range(2, 24000)
     (launcher_dir / "launcher.config").write_text(LAUNCHER_FILE % {
         "low": low, "high": high, "python": sys.executable})
     path = write_settings(work, APPS={}, LAUNCHER_CONFIG=str(launcher_dir / "launcher.config"),

@@ -232,6 +232,7 @@ def test_any_node_acts_on_a_job_running_on_another(cluster):
             output = ""
             while "started" not in output and time.monotonic() < deadline:
                 answer = await far.call("jobs.output", {"id": job["id"]})
+                assert "result" in answer, answer
                 output = answer["result"]["data"]
                 await asyncio.sleep(0.05)
             cancelled = await far.call("jobs.cancel", {"id": job["id"]})

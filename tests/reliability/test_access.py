@@ -53,7 +53,7 @@ def site():
     (work / "files").mkdir()
     make_zip(work / "files" / "app.zip", {"Procfile": "web: exec sleep 600\n"})
     files = ArchiveServer(work / "files")
-    low, high = free_port_range(3, 35000)
+    low, high = free_port_range(3, 24000)
     apps = {"hog": {"argv": [SH, "-c", "exec sleep 600"], "resources": {"cores": 4},
                     "grace": 1},
             "viz": {"kind": "session", "argv": [SH, "-c", "echo ready; exec sleep 600"],

@@ -38,6 +38,23 @@ def start_nodes(paths: dict[str, Path], env: dict, tokens: dict[str, str],
         started[name] = daemon
         daemon.start()
         daemon.tokens = tokens
+    wait_meshed(list(started.values()))
+
+
+def wait_meshed(daemons: list[DaemonProcess], timeout: float = 20) -> None:
+    """Until every node answers for every other (its status lists them all up): a node
+    just started may not have heard from a peer yet, and rightly calls it unreachable."""
+    import json
+
+    from tests.support.poll import poll_until
+
+    def all_up(daemon: DaemonProcess) -> bool:
+        status = json.loads(daemon.cli("zephserver-status", "--json").stdout)
+        return all(n["state"] == "up" for n in status.get("nodes", [])) and \
+            len(status.get("nodes", [])) == len(daemons)
+    for daemon in daemons:
+        poll_until(lambda daemon=daemon: all_up(daemon), timeout, 0.1,
+                   "every node up, seen from each")
 
 
 def stop_nodes(daemons: dict[str, DaemonProcess], work: Path) -> None:

@@ -9,8 +9,10 @@ from typing import Any
 from zephserver.launch.ports import bind_free
 
 
-def free_port_range(count: int, start: int = 21000, stop: int = 40000) -> tuple[int, int]:
-    """``count`` consecutive ports nothing listens on now (for an app's port_range)."""
+def free_port_range(count: int, start: int = 21000, stop: int = 32768) -> tuple[int, int]:
+    """``count`` consecutive ports nothing listens on now (for an app's port_range), below
+    the kernel's ephemeral range (32768-60999): a port there may become a connection's
+    own between this check and its use."""
     port = start
     while port + count < stop:
         if all(bind_free(p) for p in range(port, port + count)):

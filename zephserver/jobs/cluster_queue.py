@@ -287,4 +287,7 @@ class ClusterQueue:
         for job_id in ids:
             if job_id not in mine:
                 self.dequeue(job_id)  # type: ignore[attr-defined]
+                # (our copy was stale: another node's news of it can come before the
+                # news that it waits) the jobs behind it are planned again at once
+                self.kick()  # type: ignore[attr-defined]
         return [i for i in ids if i in mine]
