@@ -22,7 +22,7 @@ POSTS = scale(50, 200)
 @pytest.fixture
 def server():
     work = short_tmpdir("zp")
-    low, high = free_port_range(PORTS, 37000)
+    low, high = free_port_range(PORTS, 26500)
     apps = {"viz": {"kind": "session", "argv": ["/bin/sh", "-c", "echo ready; exec sleep 600"],
                     "ready_line": "ready", "grace": 1, "port_range": [low, high],
                     "resources": {"cores": 0}}}

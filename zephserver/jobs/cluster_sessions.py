@@ -91,7 +91,9 @@ class ClusterSessions:
         if not peers:
             self.cancel_waiting(job, f"refused: {why}")  # type: ignore[attr-defined]
             return
-        self._askers.submit(self._ask_peers, job.pk, {self.node: why}, peers)
+        # once this batch is committed (a peer must find the session in the database)
+        self.post(self._askers.submit, self._ask_peers, job.pk, {self.node: why},  # type: ignore[attr-defined]
+                  peers)
 
     def _ask_peers(self, job_id: int, reasons: dict[str, str], peers: list[str]) -> None:
         """(an asking thread) Each peer in turn plans the session now; the first that
