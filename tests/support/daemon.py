@@ -20,9 +20,9 @@ def script(name: str) -> str:
     return str(BIN / name)
 
 
-def short_tmpdir(prefix: str = "zt") -> Path:
+def short_tmpdir(prefix: str = "zt", parent: str = "/tmp") -> Path:
     """A directory with a short path (UNIX socket paths are limited to 107 bytes)."""
-    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
 
 
 def write_settings(directory: Path, name: str = "settings.py", **values: Any) -> Path:
