@@ -5,17 +5,22 @@ limit the daemon's connections carry (NODE_LOST_AFTER / 3), so the cluster's pla
 and the job's row are free again: n1 starts the session. When n2 wakes, its claim is
 found taken and nothing is started there: the session runs once."""
 
-import uuid
 
 import pytest
 
-from tests.support.cluster import node_settings, prepare_database, start_nodes, stop_nodes
+from tests.support.cluster import (
+    marker,
+    node_settings,
+    prepare_database,
+    start_nodes,
+    stop_nodes,
+)
+from tests.support.cluster import result_of as call
 from tests.support.daemon import child_env, short_tmpdir
 from tests.support.jobs import pids_of
 from tests.support.poll import poll_until
 from tests.support.postgres import Postgres
 from tests.support.sessions import free_port_range
-from tests.support.web import Ws, run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -51,22 +56,6 @@ def cluster():
             yield daemons
         finally:
             stop_nodes(daemons, work)
-
-
-def marker() -> str:
-    return f"{5000 + uuid.uuid4().int % 1000}.{uuid.uuid4().int % 10**6}"
-
-
-def call(node, method, params):
-    async def go():
-        ws = await Ws.connect(node.url, token=node.tokens["alice"])
-        try:
-            return await ws.call(method, params)
-        finally:
-            await ws.aclose()
-    answer = run(go())
-    assert "result" in answer, answer
-    return answer["result"]
 
 
 def running_on(node, mark):

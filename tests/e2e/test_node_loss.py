@@ -5,18 +5,23 @@ re-adopts its job; restarted after, it stops what the cluster gave up."""
 
 import os
 import signal
-import uuid
 import zipfile
 
 import pytest
 
-from tests.support.cluster import node_settings, prepare_database, start_nodes, stop_nodes
+from tests.support.cluster import (
+    marker,
+    node_settings,
+    prepare_database,
+    start_nodes,
+    stop_nodes,
+)
+from tests.support.cluster import rpc as call
 from tests.support.daemon import DaemonProcess, child_env, short_tmpdir
 from tests.support.jobs import pids_of
 from tests.support.poll import poll_until
 from tests.support.postgres import Postgres
 from tests.support.sessions import free_port_range, rest
-from tests.support.web import Ws, run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -82,20 +87,6 @@ def cluster():
             stop_nodes(daemons, work)
 
 
-def marker() -> str:
-    return f"{4000 + uuid.uuid4().int % 1000}.{uuid.uuid4().int % 10**6}"
-
-
-def call(node, method, params):
-    async def go():
-        ws = await Ws.connect(node.url, token=node.tokens["alice"])
-        try:
-            return await ws.call(method, params)
-        finally:
-            await ws.aclose()
-    return run(go())
-
-
 def job_of(node, job_id):
     return call(node, "jobs.get", {"id": job_id})["result"]
 
@@ -114,6 +105,28 @@ def kill_n2(cluster):
     cluster["n2"].kill(signal.SIGKILL)
     cluster["n2"].wait_exit()
     cluster["n2"].close()  # (its jobs run on: each in a session of its own)
+
+
+def take_n2_away(cluster, how):
+    """kill -9 of n2's daemon, or SIGSTOP; its daemon object (to bring it back)."""
+    daemon = cluster["n2"]
+    if how == "killed":
+        kill_n2(cluster)
+    else:
+        os.kill(daemon.pid, signal.SIGSTOP)
+    return daemon
+
+
+def bring_n2_back(cluster, how, daemon):
+    if how == "killed":
+        restart_n2(cluster)
+    else:
+        os.kill(daemon.pid, signal.SIGCONT)
+
+
+def n2_answers(cluster):
+    poll_until(lambda: call(cluster["n2"], "ping", {}).get("result") is not None, 20,
+               what="n2 answering again")
 
 
 def restart_n2(cluster):
@@ -211,11 +224,7 @@ def test_a_requeue_job_of_a_lost_node_runs_again_elsewhere_and_never_twice(clust
     its hands off it."""
     mark = marker()
     job_id = running_on_n2(cluster, mark, "again")
-    daemon = cluster["n2"]
-    if how == "killed":
-        kill_n2(cluster)
-    else:
-        os.kill(daemon.pid, signal.SIGSTOP)
+    daemon = take_n2_away(cluster, how)
     try:
         moved = poll_until(lambda: (j := job_of(cluster["n1"], job_id))["state"] == "RUNNING"
                            and j["node"] != "n2" and j, LOST_AFTER + 8,
@@ -229,13 +238,9 @@ def test_a_requeue_job_of_a_lost_node_runs_again_elsewhere_and_never_twice(clust
         if first["end"] is not None:  # (it had time to say so, after its TERM)
             assert first["end"] < second["start"], (first, second)
     finally:
-        if how == "killed":
-            restart_n2(cluster)
-        else:
-            os.kill(daemon.pid, signal.SIGCONT)
+        bring_n2_back(cluster, how, daemon)
     # n2 back: it reconciles and leaves the job where it runs now
-    poll_until(lambda: call(cluster["n2"], "ping", {}).get("result") is not None, 20,
-               what="n2 answering again")
+    n2_answers(cluster)
     still = job_of(cluster["n2"], job_id)
     assert (still["state"], still["node"]) == ("RUNNING", moved["node"]), still
     assert len(runs_of(cluster, job_id)) == 2
@@ -264,11 +269,7 @@ def test_a_lost_nodes_agent_processes_run_again_elsewhere(cluster, how):
     poll_until(lambda: shown()["state"] == "running" and pids_of(mark), 20,
                what="the process running on n2")
     assert shown()["runs_on"] == "n2"
-    daemon = cluster["n2"]
-    if how == "killed":
-        kill_n2(cluster)
-    else:
-        os.kill(daemon.pid, signal.SIGSTOP)
+    daemon = take_n2_away(cluster, how)
     try:
         moved = poll_until(lambda: (p := shown())["runs_on"] != "n2" and
                            p["state"] == "running" and p, LOST_AFTER + 8,
@@ -277,12 +278,8 @@ def test_a_lost_nodes_agent_processes_run_again_elsewhere(cluster, how):
         if how == "killed":  # (its copy on n2 died with n2's daemon; the new one execs)
             poll_until(lambda: len(pids_of(mark)) == 1, 5, what="its one copy")
     finally:
-        if how == "killed":
-            restart_n2(cluster)
-        else:
-            os.kill(daemon.pid, signal.SIGCONT)
-    poll_until(lambda: call(cluster["n2"], "ping", {}).get("result") is not None, 20,
-               what="n2 answering again")
+        bring_n2_back(cluster, how, daemon)
+    n2_answers(cluster)
     poll_until(lambda: shown("n2")["runs_on"] == moved["runs_on"] and
                len(pids_of(mark)) == 1, 15, what="one copy left (n2's stopped)")
     if how == "paused":  # (its copy ran on, frozen with its daemon, until it woke)

@@ -10,14 +10,14 @@ import time
 
 import pytest
 
-from tests.e2e.test_node_loss import RUN, marker, runs_of
-from tests.support.cluster import prepare_database, stop_nodes, wait_meshed
+from tests.e2e.test_node_loss import RUN, runs_of
+from tests.support.cluster import marker, prepare_database, stop_nodes, wait_meshed
+from tests.support.cluster import result_of as call
 from tests.support.daemon import DaemonProcess, child_env, short_tmpdir, write_settings
 from tests.support.jobs import pids_of
 from tests.support.netns import Network
 from tests.support.poll import poll_until
 from tests.support.postgres import Postgres
-from tests.support.web import Ws, run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 
@@ -63,18 +63,6 @@ def cluster():
             yield daemons
         finally:
             stop_nodes(daemons, work)
-
-
-def call(node, method, params):
-    async def go():
-        ws = await Ws.connect(node.url, token=node.tokens["alice"])
-        try:
-            return await ws.call(method, params)
-        finally:
-            await ws.aclose()
-    answer = run(go())
-    assert "result" in answer, answer
-    return answer["result"]
 
 
 def job_of(node, job_id):

@@ -2,11 +2,12 @@
 PostgreSQL (started by the caller, see tests.support.postgres), migrated and given the
 test users once."""
 
+import uuid
 from pathlib import Path
 from typing import Any
 
 from tests.support.daemon import DaemonProcess, write_settings
-from tests.support.web import admin, create_users
+from tests.support.web import Ws, admin, create_users, run
 
 SECRET = "a shared secret for the test cluster"
 
@@ -68,3 +69,26 @@ def stop_nodes(daemons: dict[str, DaemonProcess], work: Path) -> None:
         daemon.close()
     kill_jobs_under(work)
     shutil.rmtree(work, ignore_errors=True)
+
+
+def marker() -> str:
+    """A number no other test's ``sleep`` has: its processes are told apart by it."""
+    return f"{4000 + uuid.uuid4().int % 2000}.{uuid.uuid4().int % 10**6}"
+
+
+def rpc(node: DaemonProcess, method: str, params: Any) -> dict:
+    """One JSON-RPC call through ``node``, as alice: the whole answer."""
+    async def go() -> dict:
+        ws = await Ws.connect(node.url, token=node.tokens["alice"])
+        try:
+            return await ws.call(method, params)
+        finally:
+            await ws.aclose()
+    return run(go())
+
+
+def result_of(node: DaemonProcess, method: str, params: Any) -> Any:
+    """The result of one JSON-RPC call through ``node`` (an error fails the test)."""
+    answer = rpc(node, method, params)
+    assert "result" in answer, answer
+    return answer["result"]
