@@ -130,6 +130,14 @@ class Actor:
             if future is not None:
                 future.set_result(result)
 
+    def postpone_due_timers(self, delay: float) -> None:
+        """Timers already due fire ``delay`` seconds from now instead (what they need
+        is not there yet): the thread then waits, rather than trying again at once."""
+        now = time.monotonic()
+        self._timers = [(max(when, now + delay) if when <= now else when, n, fn)
+                        for when, n, fn in self._timers]
+        heapq.heapify(self._timers)
+
     def fire_timers(self) -> None:
         now = time.monotonic()
         while self._timers and self._timers[0][0] <= now:

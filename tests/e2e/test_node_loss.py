@@ -83,7 +83,7 @@ def cluster():
             yield daemons
         finally:
             for key in ("paths", "env", "stamps", "work", "archive", "db"):
-                del daemons[key]
+                daemons.pop(key, None)  # (not there if a node failed to start)
             stop_nodes(daemons, work)
 
 

@@ -5,6 +5,7 @@ subscribers on every node; and the start-up faults of a database are clean error
 
 import asyncio
 import json
+import os
 import sqlite3
 import subprocess
 import time
@@ -530,3 +531,46 @@ def test_a_transaction_left_idle_is_ended_by_postgresql(pg):
     with pytest.raises(psycopg.errors.IdleInTransactionSessionTimeout):
         paused.execute("SELECT 1")
     paused.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_cluster_waits_calmly_for_its_database(tmp_path):
+    """PostgreSQL stopped under two nodes for 3 s: their timers (lease renewals) cannot
+    run without it, and wait with a backoff instead of trying again at once (no busy
+    loop, no flood of log lines); once it is back, they work again."""
+    work = short_tmpdir("zo")
+    low, _ = free_port_range(2, 29000)
+    nodes = [{"hostname": f"n{i}", "address": "127.0.0.1", "port": low + i - 1}
+             for i in (1, 2)]
+    daemons: dict = {}
+    with Postgres() as own:
+        url = own.database("calm")
+        env = child_env()
+        paths = {n["hostname"]: node_settings(work, n["hostname"], nodes, url, APPS=APPS,
+                                              NODE_LOST_AFTER=1.2)
+                 for n in nodes}
+        try:
+            tokens = prepare_database(paths["n1"], env)
+            start_nodes(paths, env, tokens, daemons)
+            before = {n: cpu_seconds(d.pid) for n, d in daemons.items()}
+            lines = {n: len(d.lines) for n, d in daemons.items()}
+            own.stop()
+            stopped = time.monotonic()
+            poll_until(lambda: time.monotonic() - stopped > 3, 5, 0.1, "a 3 s outage")
+            used = {n: cpu_seconds(d.pid) - before[n] for n, d in daemons.items()}
+            said = {n: sum("could not begin" in x for x in d.lines[lines[n]:])
+                    for n, d in daemons.items()}
+            own.start_again()
+            assert all(cpu < 1.0 for cpu in used.values()), used  # (a busy loop: ~3 s)
+            assert all(count < 30 for count in said.values()), said
+            for daemon in daemons.values():
+                poll_until(lambda daemon=daemon: "result" in run(call(
+                    daemon, "jobs.submit", {"app": "nap"}, token=tokens["alice"])), 20, 0.2,
+                    "a submit taken again")
+        finally:
+            stop_nodes(daemons, work)

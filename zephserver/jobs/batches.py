@@ -185,6 +185,7 @@ class TransactionalActor(Actor):
         kept = _refuse_callers(items, f"the database is {'busy' if busy else 'unavailable'} "
                                       f"({why})")
         self._retry_delay = min(BACKOFF_MAX, max(BACKOFF_FIRST, self._retry_delay * 2))
+        self.postpone_due_timers(self._retry_delay)  # (else: tried again at once, forever)
         if kept:
             log.warning("job manager: %d event(s) kept until the database answers; next "
                         "try in %.1fs", len(kept), self._retry_delay)
