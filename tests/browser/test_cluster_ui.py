@@ -57,6 +57,8 @@ def test_nodes_view_job_node_and_moving_to_another_node(cluster, page_for):
     n1 = cluster["n1"]
     page = page_for(n1)
     page.wait_for_selector("#conn.connected:has-text('connected to n1')")
+    # the page carries every node's URL (it can move even before it first connects)
+    assert cluster["n2"].url in page.get_attribute("#page", "data-nodes")
     job_id = submit(n1, "nap")  # asked of n1, runs on n2 (its app's nodes)
     page.goto(n1.url + "/#/nodes")
     page.wait_for_selector("#nodes tr[data-node=n1][data-state=up]")

@@ -16,6 +16,7 @@ from typing import Any
 
 from zephserver.config import Settings
 from zephserver.database import IDLE_IN_TRANSACTION, django_database
+from zephserver.infra.cluster import node_urls
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,10 @@ def django_values(settings: Settings) -> dict[str, Any]:
     idle = min(IDLE_IN_TRANSACTION, settings.NODE_LOST_AFTER / 3)
     values["DATABASES"] = {"default": django_database(settings.DATABASE_URL,
                                                       settings.DATA_DIR, idle)}
+    # where browsers reach each node: the page carries them, so it can move to another
+    # node even if its own dies before the page ever connected
+    values["ZEPH_NODE_URLS"] = (list(node_urls(settings).values())
+                                if len(settings.CLUSTER_SERVER_LIST) >= 2 else [])
     return values
 
 

@@ -1,5 +1,7 @@
 """Django views served on PORT_ZEPH beside /ws."""
 
+import json
+
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -7,4 +9,7 @@ from django.shortcuts import render
 
 @login_required
 def index(request: HttpRequest) -> HttpResponse:
-    return render(request, "zephserver/index.html")
+    from django.conf import settings
+
+    nodes = json.dumps(getattr(settings, "ZEPH_NODE_URLS", []))
+    return render(request, "zephserver/index.html", {"node_urls": nodes})

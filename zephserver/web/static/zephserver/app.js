@@ -34,7 +34,10 @@ class Rpc {
   constructor() {
     this.seq = 0; this.pending = new Map(); this.handlers = new Map(); this.openers = new Set();
     this.delay = 500; this.node = null; this.nodes = [];
-    this.targets = [wsUrl(location.origin)]; this.at = 0;
+    // this node first, then the others the page was served with (a cluster)
+    const here = wsUrl(location.origin);
+    const others = JSON.parse(PAGE.dataset.nodes || "[]").map(wsUrl).filter((u) => u !== here);
+    this.targets = [here, ...others]; this.at = 0;
     this.connect();
   }
   connect() {
