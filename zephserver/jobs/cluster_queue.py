@@ -33,22 +33,13 @@ PLAN_LOCK = 0x7A657068  # "zeph": the advisory lock every node plans under
 QUEUED_KINDS = ("batch", "session")  # kinds that wait in the cluster's queue
 
 
-def places_of(s: Any) -> set[str]:
-    """This node's name and its labels (its CLUSTER_SERVER_LIST entry): where an app's
-    ``nodes`` may send work."""
-    entry = next((e for e in s.CLUSTER_SERVER_LIST if e.get("hostname") == s.NODE_NAME), {})
-    return {s.NODE_NAME, *entry.get("labels", [])}
-
-
-def places_by_node(s: Any) -> dict[str, set[str]]:
-    return {e["hostname"]: {e["hostname"], *e.get("labels", [])}
-            for e in s.CLUSTER_SERVER_LIST}
-
-
 def node_places_and_urls(s: Any) -> tuple[set[str], dict[str, set[str]], dict[str, str]]:
-    """This node's name and labels, every node's, and where clients reach each node."""
+    """This node's name and labels (where an app's ``nodes`` may send work), every
+    node's (CLUSTER_SERVER_LIST entries), and where clients reach each node."""
+    places = {e["hostname"]: {e["hostname"], *e.get("labels", [])}
+              for e in s.CLUSTER_SERVER_LIST}
     urls = node_urls(s) if len(s.CLUSTER_SERVER_LIST) >= 2 else {}
-    return places_of(s), places_by_node(s), urls
+    return places.get(s.NODE_NAME, {s.NODE_NAME}), places, urls
 
 
 def queue_fields(job: Any) -> dict | None:
@@ -145,20 +136,13 @@ class ClusterQueue:
                 elsewhere[entry.id] = f"waiting for a node among {', '.join(wanted)}"
             elif app is not None and not self.interactive.may_have_port(app):  # type: ignore[attr-defined]
                 elsewhere[entry.id] = self.interactive.no_port_reason(app)  # type: ignore[attr-defined]
-            elif self.shared_queue and (too_big := self._too_big_here(entry.demand)):
-                elsewhere[entry.id] = f"waiting for a node with {too_big}"
+            elif self.shared_queue and (too_big := self.scheduler.never_fits(  # type: ignore[attr-defined]
+                    {"cores": entry.demand.cores, "memory": entry.demand.memory,
+                     "licenses": {}})):
+                elsewhere[entry.id] = f"waiting for a bigger node ({too_big[1]})"
             else:
                 mine.append(entry)
         return mine, elsewhere
-
-    def _too_big_here(self, need: Any) -> str:
-        """What of ``need`` this node does not even have ("" if it could fit here)."""
-        capacity = self.scheduler.capacity()  # type: ignore[attr-defined]
-        if need.cores > capacity.cores:
-            return f"{need.cores} cores"
-        if need.memory > capacity.memory:
-            return f"{need.memory} MiB memory"
-        return ""
 
     def cluster_never_fits(self, app: Any, needs: dict, refused: Any) -> Any:
         """``refused`` (this node's never_fits), unless another node could hold it."""
@@ -284,10 +268,10 @@ class ClusterQueue:
                 [self.node, list(ids), str(J.QUEUED), self.node])
             mine = {row[0] for row in cursor.fetchall()}
         self._claimed |= mine
-        for job_id in ids:
-            if job_id not in mine:
-                self.dequeue(job_id)  # type: ignore[attr-defined]
-                # (our copy was stale: another node's news of it can come before the
-                # news that it waits) the jobs behind it are planned again at once
-                self.kick()  # type: ignore[attr-defined]
+        taken = [i for i in ids if i not in mine]
+        for job_id in taken:
+            self.dequeue(job_id)  # type: ignore[attr-defined]
+        if taken:  # our copy was stale (another node's news of a job can come before the
+            # news that it waits): the jobs behind it are planned again at once
+            self.kick()  # type: ignore[attr-defined]
         return [i for i in ids if i in mine]

@@ -64,7 +64,7 @@ class ClusterSessions:
         keeper = self.interactive
         state = fields["state"]
         if state == J.RUNNING and fields.get("port") is not None:
-            keeper.list_elsewhere(job_id, fields["host"], fields["port"])
+            keeper.list_session(job_id, fields["host"], fields["port"])
         elif state in TERMINAL:
             keeper.unlist(job_id)
         if job_id in keeper.waiters and (state == J.RUNNING or state in TERMINAL):
@@ -80,7 +80,7 @@ class ClusterSessions:
                 .values_list("id", "extra"))
         for job_id, extra in rows.iterator():
             if extra and extra.get("port") is not None:
-                self.interactive.list_elsewhere(job_id, extra["host"], extra["port"])
+                self.interactive.list_session(job_id, extra["host"], extra["port"])
 
     # -- a session that may not queue: every node's chance, then refused ----------------
 

@@ -259,9 +259,7 @@ class SessionKeeper:
         """Now RUNNING: listed in the proxy map, waiting clients answered."""
         job, opts = active.job, active.app.session  # type: ignore[union-attr]
         self._unfollow(job.pk)
-        if self.proxy is not None:
-            self.proxy.entries[job.pk] = (job.extra["host"], job.extra["port"])
-            self._write_proxy()
+        self.list_session(job.pk, job.extra["host"], job.extra["port"])
         for waiter in self.waiters.pop(job.pk, []):
             self.host.answer(waiter, self.view(job, owner=True))
         if opts is not None:
@@ -305,8 +303,7 @@ class SessionKeeper:
         self._unfollow(job.pk)
         self._activity.pop(job.pk, None)
         self.pending.pop(job.pk, None)
-        if self.proxy is not None and self.proxy.entries.pop(job.pk, None) is not None:
-            self._write_proxy()
+        self.unlist(job.pk)
         waiters = self.waiters.pop(job.pk, [])
         if waiters:
             tail = self.log_tail(job)
@@ -315,9 +312,9 @@ class SessionKeeper:
             for waiter in waiters:
                 self.host.answer(waiter, error=error)
 
-    # -- sessions of the other nodes (a cluster) -----------------------------------------
+    # -- the proxy map: this node's sessions, and (a cluster) the other nodes' ----------
 
-    def list_elsewhere(self, job_id: int, host: str, port: int) -> None:
+    def list_session(self, job_id: int, host: str, port: int) -> None:
         if self.proxy is not None and self.proxy.entries.get(job_id) != (host, port):
             self.proxy.entries[job_id] = (host, port)
             self._write_proxy()
@@ -325,6 +322,8 @@ class SessionKeeper:
     def unlist(self, job_id: int) -> None:
         if self.proxy is not None and self.proxy.entries.pop(job_id, None) is not None:
             self._write_proxy()
+
+    # -- sessions of the other nodes (a cluster) -----------------------------------------
 
     def answer_elsewhere(self, job: Any) -> None:
         """The session a client asked us for runs (or ended) on another node."""

@@ -249,10 +249,11 @@ class NodeLeases:
 
         log.warning("this node was declared lost at %s: reconciling before it claims "
                     "anything", lost_at.isoformat(timespec="seconds"))
+        records = {pk: rest for pk, *rest in Job.objects.filter(pk__in=list(self._active))
+                   .values_list("id", "state", "node", "state_reason")}  # (one query)
         for job_id, active in list(self._active.items()):
-            record = (Job.objects.filter(pk=job_id)
-                      .values_list("state", "node", "state_reason").first())
-            if record is None or record[0] in (J.LOST,) or record[1] != self.node:
+            record = records.get(job_id)
+            if record is None or record[0] == J.LOST or record[1] != self.node:
                 log.warning("job %d: given up or moved by the cluster while this node was "
                             "away; stopping what still runs here", job_id,
                             extra={"job": job_id})

@@ -367,6 +367,12 @@ class AgentService(AgentCluster, Actor, Service):
         pid = spawned.pid
         self.reaper.watch(pid, lambda _pid, code: self.post(self._exited, proc, pid, code))
 
+    def _stop_process(self, proc: Proc) -> None:
+        """SIGTERM, AGENT_GRACE, then SIGKILL; its exit comes through the reaper."""
+        assert proc.pid is not None
+        self.reaper.stop_process(proc.pid, self.grace,
+                                 lambda pid, sig: self._send(proc, pid, sig))
+
     def _send(self, proc: Proc, pid: int, sig: int) -> bool:
         return signal_tree(pid, sig, self.cgroups, _key(proc))
 
@@ -522,8 +528,7 @@ class AgentService(AgentCluster, Actor, Service):
                  extra={"job": proc.job.pk})
         if proc.pid is not None:
             self._ending[proc.job.pk] = proc
-            self.reaper.stop_process(proc.pid, self.grace,
-                                     lambda pid, sig: self._send(proc, pid, sig))
+            self._stop_process(proc)
         elif proc.preparing:
             self._ending[proc.job.pk] = proc  # finalized when the worker notices
         else:

@@ -190,15 +190,11 @@ class AgentCluster:
                       "its processes are stopped until it is renewed", age)
             for proc in list(self._procs.values()):
                 if proc.pid is not None:
-                    self.reaper.stop_process(  # type: ignore[attr-defined]
-                        proc.pid, self.grace,  # type: ignore[attr-defined]
-                        lambda pid, sig, proc=proc: self._send(proc, pid, sig))  # type: ignore[attr-defined]
+                    self._stop_process(proc)  # type: ignore[attr-defined]
         elif not stale and woke:  # back with a fresh lease: are they all still ours?
             for proc in list(self._procs.values()):
                 if proc.pid is not None and self.moved(proc):
-                    self.reaper.stop_process(  # type: ignore[attr-defined]
-                        proc.pid, self.grace,  # type: ignore[attr-defined]
-                        lambda pid, sig, proc=proc: self._send(proc, pid, sig))  # type: ignore[attr-defined]
+                    self._stop_process(proc)  # type: ignore[attr-defined]
         if not stale and self.fenced:
             self.fenced = False
             log.warning("agent: the lease is renewed again: processes still this node's "
