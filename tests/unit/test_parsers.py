@@ -64,3 +64,105 @@ def test_job_transition_table():
     check_job_transition(JobState.QUEUED, JobState.RUNNING)
     with pytest.raises(IllegalTransition):
         check_job_transition(JobState.QUEUED, JobState.SUCCEEDED)
+
+
+# -- a chunk searched at once gives what reading it line by line gives -----------------------
+
+def _noise(rng, i: int) -> bytes:
+    if rng.random() < 0.003:
+        return b"y" * 70_000  # a line longer than MAX_LINE
+    return rng.choice([
+        b"x" * 79, b"", b"   ", "d\xe9j\xe0 vu \u2603".encode(), b"bad \xff\xfe bytes",
+        b"step", b"of 10", b"step 3 of", b"4 trailing", f"iteration {i}".encode(),
+        b"\tphase:",
+    ])
+
+
+REGEX_LINES = [
+    lambda rng, i: f"step {i} of 1000".encode(),
+    lambda rng, i: f"  done {rng.randint(0, 120)}% ok".encode(),
+    lambda rng, i: f"phase: stage {i}".encode(),
+    lambda rng, i: b"step 5 of 0",  # matches but makes no sense: never counted
+    lambda rng, i: b"phase:   ",
+]
+DYNA_LINES = [
+    lambda rng, i: f" {i:8d} t {i / 100:.4E} dt 1.00E-05 write d3plot file".encode(),
+    lambda rng, i: f" {i:8d} t {i / 100:.4E} dt 1.00E-05 flush i/o buffers".encode(),
+    lambda rng, i: f" termination time = {rng.choice([0, 5, 20])}.0".encode(),
+    lambda rng, i: f" added mass = {i}.5E-03".encode(),
+    lambda rng, i: f" percentage increase = {i}.0".encode(),
+    lambda rng, i: b" N o r m a l    t e r m i n a t i o n",
+    lambda rng, i: b" E r r o r   t e r m i n a t i o n",
+    lambda rng, i: b" N o r m a l",  # the first half of a fact spanning two lines
+    lambda rng, i: b"t e r m i n a t i o n",
+]
+
+
+def _log(seed: int, facts: list, density: float, lines: int = 1500) -> bytes:
+    import random
+
+    rng = random.Random(seed)
+    out = [(rng.choice(facts)(rng, i) if rng.random() < density else _noise(rng, i))
+           for i in range(lines)]
+    return b"\n".join(out) + (b"\n" if seed % 2 else b"")
+
+
+def _same_as_line_by_line(make, log: bytes, seed: int) -> None:
+    import random
+
+    from zephserver.launch.parsers import MAX_LINE
+
+    rng = random.Random(seed)
+    chunked, one_by_one = make(), make()
+    pending, at, step = b"", 0, 0
+    while at < len(log):
+        step += 1
+        now = 100.0 + step
+        chunk = log[at:at + rng.choice([7, 80, 4096, 65536, 1 << 20])]
+        at += len(chunk)
+        chunked.feed(chunk, now, 50.0)
+        pending += chunk
+        *whole, pending = pending.split(b"\n")
+        pending = pending[-MAX_LINE:]
+        for raw in whole:
+            one_by_one.line(raw[:MAX_LINE].decode("utf-8", "replace"), now, 50.0)
+        assert chunked.snapshot() == one_by_one.snapshot(), (seed, at)
+    chunked.finish(999.0, 50.0)
+    if pending:
+        one_by_one.line(pending.decode("utf-8", "replace"), 999.0, 50.0)
+    assert chunked.snapshot() == one_by_one.snapshot()
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("density", [0.002, 0.3, 1.0])
+def test_regex_parser_chunks_read_as_line_by_line(seed, density):
+    for spec in ({"progress": r"step (?P<value>\d+) of (?P<total>\d+)",
+                  "status": r"^phase:\s*(?P<status>.*)"},
+                 {"progress": r"(?P<percent>\d+)%\s*ok$", "status": r"phase: stage \d+\s"},
+                 # a lookahead looks past a line's end: read line by line
+                 {"progress": r"done (?P<percent>\d+)%(?! ok)", "status": r"stage"}):
+        log = _log(seed, REGEX_LINES, density)
+        _same_as_line_by_line(lambda spec=spec: RegexParser(spec), log, seed)
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("density", [0.002, 0.3, 1.0])
+def test_lsdyna_parser_chunks_read_as_line_by_line(seed, density):
+    _same_as_line_by_line(LsDynaParser, _log(seed, DYNA_LINES, density), seed)
+
+
+def test_a_chunk_costs_one_search_not_one_python_step_per_line():
+    """200,000 lines without a single match cost a few searches, not a Python loop: the
+    parser is fed them through a spy that counts how many lines it looked at one by one."""
+    looked = []
+
+    class Counting(RegexParser):
+        def _percent(self, text):
+            looked.append(text)
+            return super()._percent(text)
+
+    p = Counting({"progress": r"step (?P<value>\d+) of (?P<total>\d+)"})
+    block = b"x" * 79 + b"\n"
+    p.feed(block * 200_000 + b"step 7 of 10\n" + block * 1000, 1.0, 0.0)
+    assert p.percent == 70.0
+    assert len(looked) <= 2  # the last matching line (and the first, for the ETA)
