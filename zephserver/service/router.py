@@ -28,7 +28,7 @@ from zephserver.database import unavailable_reason
 from zephserver.errors import RpcCode, RpcError
 from zephserver.infra.service import Service
 from zephserver.service.task_pool import TaskPool
-from zephserver.task.base import Request, check_access
+from zephserver.task.base import ANONYMOUS, Request, UserInfo, check_access
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +211,11 @@ class RouterService(Service):
         if self.stopping or pool is None:
             answer(_error(request_id, RpcCode.SHUTTING_DOWN, "the server is shutting down"))
             return
+        if getattr(cls, "INLINE", False) and getattr(cls, "_zeph_access", ()) is None:
+            # open to anyone and answered from memory: no credential recheck (it may need
+            # the database), no hop to a task thread and back
+            answer(self._execute(conn, cls, method, params, request_id, conn.user or ANONYMOUS))
+            return
         if not conn.acquire_slot(self.max_in_flight):
             answer(_error(request_id, RpcCode.QUEUE_FULL, "too many requests in flight on "
                           f"this connection (limit {self.max_in_flight})"))
@@ -276,13 +281,14 @@ class RouterService(Service):
             self._owed.discard(owed)
         owed.give(lambda r: _outcome(r.method, r.request_id, future))
 
-    def _execute(self, conn: Any, cls: type, method: str, params: Any,
-                 request_id: Any) -> dict | str | Future:
+    def _execute(self, conn: Any, cls: type, method: str, params: Any, request_id: Any,
+                 user: UserInfo | None = None) -> dict | str | Future:
+        """Run the task; ``user`` None: the connection's credential is checked again now."""
         assert self.ctx is not None
         task = None
         try:
-            user = self.ctx.get("auth").recheck(conn.credential)
-            conn.user = user
+            if user is None:
+                user = conn.user = self.ctx.get("auth").recheck(conn.credential)
             check_access(cls, user)
             task = cls(Request({} if params is None else params, conn.cid, user, method))
             with self._running_lock:

@@ -79,6 +79,9 @@ class Task:
     """
 
     PARAMS: ClassVar[dict[str, Any]] = {}
+    # A task open to anyone that answers from memory (no database, nothing that blocks)
+    # may say so: it then runs on the loop thread, without two thread hand-offs.
+    INLINE: ClassVar[bool] = False
 
     def __init__(self, request: Request) -> None:
         self.request = request
