@@ -68,39 +68,44 @@ asyncio.run(main())
 """
 
 
-def status_once(settings: str, direct: str | None) -> float:
-    """ms for `zephserver-status --json`, or (``direct``: the control socket's path) for
-    the same request sent straight to the socket: the daemon's own share."""
+def status_once(settings: str, how: str | None) -> float:
+    """ms for `zephserver-status --json`; for the same request sent straight to the
+    control socket (``how`` its path: the daemon's own share); or, ``how`` "python", for
+    starting a bare interpreter (what any new process pays on a machine this busy)."""
     t = time.perf_counter()
-    if direct is None:
+    if how is None:
         run_cli("zephserver-status", "--settings", settings, "--json")
+    elif how == "python":
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
     else:
-        with ControlClient(direct, 30) as client:
+        with ControlClient(how, 30) as client:
             client.call("status")
     return (time.perf_counter() - t) * 1e3
 
 
 def status_times(settings: str, stop: threading.Event, out: dict) -> None:
     while not stop.is_set():
-        for kind, direct in out["how"].items():
-            out[kind].append(status_once(settings, direct))
+        for kind, how in out["how"].items():
+            out[kind].append(status_once(settings, how))
         stop.wait(0.2)
 
 
-def time_status(settings: str, direct: str | None, n: int = 5) -> float:
-    return median([status_once(settings, direct) for _ in range(n)])
+def time_status(settings: str, how: str | None, n: int = 5) -> float:
+    return median([status_once(settings, how) for _ in range(n)])
 
 
 async def flood(url: str, echo_url: str, token: str, pid: int, settings: str) -> None:
     ws = await Ws.connect(url, token=token)
     await ws.call("jobs.subscribe", {})
     socket_path = load_settings(settings).CONFIGURATION_NETWORK_INTERFACE
-    idle_cli, idle_direct = time_status(settings, None), time_status(settings, socket_path)
+    idle = {kind: time_status(settings, how) for kind, how in
+            (("cli", None), ("socket", socket_path), ("python", "python"))}
     zeph_url = url.replace("http://", "ws://") + "/ws"
     pinger = subprocess.Popen([sys.executable, "-c", PINGER, zeph_url, echo_url, PING],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     stop_status = threading.Event()
-    status: dict = {"how": {"cli": None, "socket": socket_path}, "cli": [], "socket": []}
+    status: dict = {"how": {"cli": None, "socket": socket_path, "python": "python"},
+                    "cli": [], "socket": [], "python": []}
     statuser = threading.Thread(target=status_times, args=(settings, stop_status, status))
     statuser.start()
     t0 = time.perf_counter()
@@ -149,11 +154,12 @@ async def flood(url: str, echo_url: str, token: str, pid: int, settings: str) ->
           f"ms ({len(zeph_lat)} pings) | baseline bare tornado echo pinged at the same moment: "
           f"p50 {median(echo_lat):.2f} ms, p99 {pct(echo_lat, 99):.1f} ms | goal p99 < 50 ms",
           flush=True)
-    for kind, idle, what in (("cli", idle_cli, "zephserver-status"),
-                             ("socket", idle_direct, "status on the control socket")):
+    python = f"`python -c pass` at the same moments: p50 {median(status['python']):.0f} ms, " \
+             f"max {max(status['python']):.0f} ms (idle machine {idle['python']:.0f} ms)"
+    for kind, what in (("cli", "zephserver-status"), ("socket", "status on the control socket")):
         print(f"{what} during the flood: p50 {median(status[kind]):.0f} ms, max "
-              f"{max(status[kind]):.0f} ms ({len(status[kind])} runs) | baseline the same, idle "
-              f"daemon: {idle:.0f} ms | goal < 100 ms", flush=True)
+              f"{max(status[kind]):.0f} ms ({len(status[kind])} runs; idle daemon "
+              f"{idle[kind]:.0f} ms) | baseline {python} | goal < 100 ms", flush=True)
     print(f"daemon idle (< {IDLE_CPU:.0%} of a core) {idle_after:.2f} s after the last job ended "
           f"| goal within 1 s", flush=True)
 

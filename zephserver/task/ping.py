@@ -10,6 +10,8 @@ class PingTask(Task):
     Result: "pong".
     """
 
+    INLINE = True
+
     def main(self) -> str:
         return "pong"
 
