@@ -211,14 +211,17 @@ class RouterService(Service):
         if self.stopping or pool is None:
             answer(_error(request_id, RpcCode.SHUTTING_DOWN, "the server is shutting down"))
             return
-        if getattr(cls, "INLINE", False) and getattr(cls, "_zeph_access", ()) is None:
-            # open to anyone and answered from memory: no credential recheck (it may need
-            # the database), no hop to a task thread and back
-            answer(self._execute(conn, cls, method, params, request_id, conn.user or ANONYMOUS))
-            return
         if not conn.acquire_slot(self.max_in_flight):
             answer(_error(request_id, RpcCode.QUEUE_FULL, "too many requests in flight on "
                           f"this connection (limit {self.max_in_flight})"))
+            return
+        if getattr(cls, "INLINE", False) and getattr(cls, "_zeph_access", ()) is None:
+            # open to anyone and answered from memory: no credential recheck (it may need
+            # the database), no hop to a task thread and back
+            response = self._execute(conn, cls, method, params, request_id,
+                                     conn.user or ANONYMOUS)
+            conn.release_slot()
+            answer(response)
             return
         # One user (an anonymous client: one connection) holds a share of the pool.
         asker = getattr(conn.user, "id", None) or conn.cid
