@@ -58,6 +58,7 @@ class WebSocketService(Service):
         # of one add_callback (and one write to the loop's waker pipe) per message.
         self._outbox: collections.deque[tuple[ws.WsHandler, str]] = collections.deque()
         self._outbox_lock = threading.Lock()
+        self._loop_thread: int | None = None
 
     def post(self, handler: ws.WsHandler, text: str) -> None:
         """Queue ``text`` for ``handler``. Any thread, non-blocking."""
@@ -67,7 +68,13 @@ class WebSocketService(Service):
         with self._outbox_lock:
             wake = not self._outbox
             self._outbox.append((handler, text))
-        if wake:
+        if not wake:
+            return
+        if threading.get_ident() == self._loop_thread:
+            # an answer made on the loop thread itself (an inline task): the drain runs
+            # once this turn's events are handled, without a write to the waker pipe
+            loop.asyncio_loop.call_soon(self._flush_outbox)  # type: ignore[attr-defined]
+        else:
             loop.add_callback(self._flush_outbox)
 
     def _flush_outbox(self) -> None:
@@ -91,6 +98,7 @@ class WebSocketService(Service):
         wsgi_executor = ThreadPoolExecutor(s.WSGI_POOL_SIZE, thread_name_prefix="zeph-wsgi")
         asyncio.set_event_loop(asyncio.new_event_loop())
         self.loop = IOLoop.current()
+        self._loop_thread = threading.get_ident()
         self.closed = asyncio.Event()
         django_app = WSGIContainer(strip_header_values(StaticFilesHandler(
             get_wsgi_application())), executor=wsgi_executor)
