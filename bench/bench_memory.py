@@ -1,0 +1,109 @@
+"""Daemon memory (issue 22): RSS fresh, with 100 running jobs, and from job 1,000 to job
+10,000 of a stream of short jobs; beside circus and supervisord each supervising 100
+`sleep` processes, measured in the same run (bench/_peers.py).
+
+    python bench/bench_memory.py      (JOBS=10000; PEERS=0 skips the peers)
+"""
+
+import asyncio
+import os
+import shutil
+import time
+
+import _peers
+from _common import REPO, median, rss_mib, start_daemon
+
+from tests.reliability.test_memory import drained, settled, submit_many, trims
+from tests.support.daemon import run_cli, short_tmpdir, write_settings
+from tests.support.web import Ws
+
+JOBS = int(os.environ.get("JOBS", "10000"))
+BURST = 1000
+
+
+def quiet_rss(pid: int) -> float:
+    """RSS once it has stopped moving (median of reads over a second)."""
+    reads = []
+    for _ in range(5):
+        time.sleep(0.2)
+        reads.append(rss_mib(pid))
+    return median(reads)
+
+
+def peers() -> str:
+    if not _peers.available():
+        return "peers not measured"
+    found = []
+    for name, run in (("circus", _peers.circusd), ("supervisord", _peers.supervisord)):
+        with run(100) as pid:
+            found.append(f"{name} {quiet_rss(pid):.1f} MiB")
+    return ", ".join(found) + " (100 sleeps each)"
+
+
+async def until_running(ws: Ws, n: int) -> None:
+    while True:
+        if (await ws.call("jobs.list", {"state": "RUNNING", "limit": 1}))["result"]["total"] >= n:
+            return
+        await asyncio.sleep(0.1)
+
+
+async def hundred_running(ws: Ws, pid: int) -> float:
+    batch = [{"jsonrpc": "2.0", "id": i, "method": "jobs.submit", "params": {"app": "hold"}}
+             for i in range(100)]
+    await ws.send(batch)
+    while not isinstance(reply := await ws.recv(60), list):
+        pass
+    ids = [r["result"]["id"] for r in reply]
+    await until_running(ws, 100)
+    rss = await asyncio.to_thread(quiet_rss, pid)
+    for i in ids:
+        await ws.call("jobs.cancel", {"id": i})
+    await drained(ws)
+    return rss
+
+
+async def stream(ws: Ws, daemon) -> dict[int, float]:
+    readings = {}
+    for done in range(BURST, JOBS + 1, BURST):
+        count, _ = trims(daemon)
+        await submit_many(ws, BURST)
+        await drained(ws)
+        readings[done] = await asyncio.to_thread(settled, daemon, count)
+    return readings
+
+
+def main() -> None:
+    os.chdir(REPO)
+    peer = peers()
+    work = short_tmpdir("zb", "/dev/shm")  # 10,000 jobs' files: removed in seconds there
+    apps = {"true": {"argv": ["/bin/true"], "resources": {"cores": 1}},
+            "hold": {"argv": ["sleep", "1000"], "resources": {"cores": 1}, "grace": 2}}
+    settings = write_settings(work, LOG_LEVEL="WARNING", APPS=apps,
+                              RESOURCES={"cores": 200, "memory": 100000, "licenses": {}},
+                              WS_MAX_IN_FLIGHT=256, WS_MAX_BATCH=200, TASK_QUEUE_SIZE=512)
+    daemon, token = start_daemon(settings)
+
+    async def run() -> tuple[float, float, dict]:
+        fresh = await asyncio.to_thread(quiet_rss, daemon.pid)
+        ws = await Ws.connect(daemon.url, token=token)
+        with_100 = await hundred_running(ws, daemon.pid)
+        readings = await stream(ws, daemon)
+        await ws.aclose()
+        return fresh, with_100, readings
+
+    try:
+        fresh, with_100, readings = asyncio.run(run())
+    finally:
+        run_cli("zephserver-stop", "--settings", str(settings))
+        daemon.close()
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"daemon RSS fresh {fresh:.1f} MiB, with 100 running jobs {with_100:.1f} MiB | peers, "
+          f"same run: {peer} | goal < 48 MiB fresh", flush=True)
+    first, last = readings[BURST], readings[JOBS]
+    print(f"daemon RSS after job {BURST:,} {first:.1f} MiB, after job {JOBS:,} {last:.1f} MiB "
+          f"({last - first:+.1f}; every 1,000: {', '.join(f'{r:.1f}' for r in readings.values())})"
+          f" | goal flat within 2 MiB from job 1,000 to job 10,000", flush=True)
+
+
+if __name__ == "__main__":
+    main()
