@@ -166,3 +166,49 @@ def test_a_chunk_costs_one_search_not_one_python_step_per_line():
     p.feed(block * 200_000 + b"step 7 of 10\n" + block * 1000, 1.0, 0.0)
     assert p.percent == 70.0
     assert len(looked) <= 2  # the last matching line (and the first, for the ETA)
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("density", [0.002, 0.3, 1.0])
+def test_a_parser_far_behind_skims_to_what_reading_everything_gives(seed, density):
+    """Bytes [lo, hi) skimmed from the end (in small blocks, so lines cross them) leave
+    the parser as feeding them all would: same snapshot, same unfinished line."""
+    import random
+
+    rng = random.Random(seed)
+    log = _log(seed, REGEX_LINES, density)
+    spec = {"progress": r"step (?P<value>\d+) of (?P<total>\d+)",
+            "status": r"^phase:\s*(?P<status>.*)"}
+    for _ in range(5):
+        lo = rng.randrange(len(log) // 3)
+        hi = rng.randrange(lo, len(log) + 1)
+        fed, skimmed = RegexParser(spec), RegexParser(spec)
+        for p in (fed, skimmed):
+            p.feed(b"step 1 of 1000\n" + log[:lo], 10.0, 0.0)
+        fed.feed(log[lo:hi], 20.0, 0.0)
+        before = (skimmed.snapshot(), skimmed._partial)
+        took = skimmed.skim(lambda at, size: log[at - 15:at - 15 + size], lo + 15, hi + 15,
+                            20.0, 0.0, block=rng.choice([50, 333, 4096]))
+        if took:
+            assert (skimmed.snapshot(), skimmed._partial) == (fed.snapshot(), fed._partial)
+        else:  # declined (a line longer than a block at the end): nothing taken
+            assert (skimmed.snapshot(), skimmed._partial) == before
+
+
+def test_skimming_reads_only_the_end():
+    reads = []
+    p = RegexParser({"progress": r"step (?P<value>\d+) of (?P<total>\d+)"})
+    p.feed(b"step 1 of 10\n", 1.0, 0.0)
+    log = b"step 2 of 10\n" + (b"x" * 79 + b"\n") * 100_000 + b"step 7 of 10\n" + b"tail"
+
+    def read(at, size):
+        reads.append(size)
+        return log[at:at + size]
+
+    assert p.skim(read, 0, len(log), 2.0, 0.0)
+    assert (p.percent, p._partial) == (70.0, b"tail")
+    assert sum(reads) <= 1 << 20 < len(log) / 7
+    # no first progress point yet (the ETA needs it): it declines, and takes nothing
+    fresh = RegexParser({"progress": r"step (?P<value>\d+) of (?P<total>\d+)"})
+    assert not fresh.skim(read, 0, len(log), 2.0, 0.0)
+    assert fresh.snapshot()["percent"] is None

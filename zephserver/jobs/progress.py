@@ -1,7 +1,10 @@
 """A running job's progress: its app's parser, fed on the output thread with what the
 job prints; a snapshot goes to the job manager when it changed, at most once per
-JOB_PROGRESS_INTERVAL, and once more when the log is read to its end."""
+JOB_PROGRESS_INTERVAL, and once more when the log is read to its end. A parser far
+behind a job that prints fast skims what it missed from the end (only its last lines
+count), so it catches up at once instead of falling further behind."""
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,21 +23,31 @@ def progress_follower(job: Any, parser_spec: Any, interval: Callable[[], float],
     started = job.started.timestamp() if job.started else time.time()
     last = 0.0
 
-    def deliver(offset: int, data: bytes) -> None:  # output thread
+    def reported() -> None:
         nonlocal last
-        parser.feed(data, time.time(), started)
         at = time.monotonic()
         if parser.changed and at - last >= interval():
             parser.changed = False
             last = at
             report(job.pk, parser.snapshot())
 
+    def deliver(offset: int, data: bytes) -> None:  # output thread
+        parser.feed(data, time.time(), started)
+        reported()
+
+    def skim(fd: int, offset: int, end: int) -> bool:  # output thread, far behind
+        if not parser.skim(lambda at, size: os.pread(fd, size, at), offset, end,
+                           time.time(), started):
+            return False
+        reported()
+        return True
+
     def done(end: int) -> None:
         parser.finish(time.time(), started)
         report(job.pk, parser.snapshot())
 
     # unfollowed by the tail itself once the job has ended and the last bytes are read
-    return Follower(job.log_path, 0, deliver, done=done)
+    return Follower(job.log_path, 0, deliver, done=done, skim=skim)
 
 
 class ProgressUpdates:

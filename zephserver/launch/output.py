@@ -19,6 +19,7 @@ from zephserver.launch.wakeup import WakeableSelector
 log = logging.getLogger(__name__)
 
 RETRY = 0.02  # seconds between retries while some follower's consumer is behind
+SKIM_LAG = 4 << 20  # unread bytes past which a follower that can skim is asked to
 
 
 def read_range(path: str, offset: int, limit: int) -> bytes:
@@ -67,7 +68,8 @@ class Follower:
                  ready: Callable[[], bool] = lambda: True,
                  done: Callable[[int], None] | None = None,
                  max_lag: int | None = None,
-                 skipped: Callable[[int], None] | None = None) -> None:
+                 skipped: Callable[[int], None] | None = None,
+                 skim: Callable[[int, int, int], bool] | None = None) -> None:
         self.path = path
         self.offset = offset
         self.deliver = deliver
@@ -78,6 +80,11 @@ class Follower:
         # ``skipped(n)`` says how many it missed.
         self.max_lag = max_lag
         self.skipped = skipped
+        # A follower that needs only what the end of a long stretch says (a progress
+        # parser): when more than SKIM_LAG bytes wait, ``skim(fd, offset, end)`` may take
+        # in [offset, end) its own way, reading little of it, and return True; the
+        # follower then goes on from ``end``.
+        self.skim = skim
         self.final = False  # the writer finished: deliver the tail, then call done()
         self.closed = False
 
@@ -208,12 +215,15 @@ class Tail:
             while fd is not None:
                 if not f.ready():
                     return True
-                if f.max_lag is not None:
-                    lag = os.fstat(fd).st_size - f.offset
-                    if lag > f.max_lag:
+                if f.max_lag is not None or f.skim is not None:
+                    end = os.fstat(fd).st_size
+                    lag = end - f.offset
+                    if f.max_lag is not None and lag > f.max_lag:
                         f.offset += lag
                         if f.skipped is not None:
                             f.skipped(lag)
+                    elif f.skim is not None and lag > SKIM_LAG and f.skim(fd, f.offset, end):
+                        f.offset = end
                 data = os.pread(fd, self.chunk, f.offset)
                 if not data:
                     break

@@ -157,6 +157,12 @@ class Parser:
     def line(self, text: str, now: float, started: float | None) -> None:
         raise NotImplementedError
 
+    def skim(self, read: Callable[[int, int], bytes], lo: int, hi: int, now: float,
+             started: float | None) -> bool:
+        """Take in bytes [lo, hi) without reading them all, if this parser can (see
+        RegexParser.skim); False: it cannot, they are to be fed."""
+        return False
+
     def _set(self, **values: Any) -> None:
         for key, value in values.items():
             if getattr(self, key) != value:
@@ -206,6 +212,50 @@ class RegexParser(Parser):
         if (rx := self._chunk_rx.get("status")) is not None and \
                 (last := last_line(rx, text, 0, len(text), self._status)) is not None:
             self._set(status=last[1])
+
+    def skim(self, read: Callable[[int, int], bytes], lo: int, hi: int, now: float,
+             started: float | None, block: int = 1 << 20) -> bool:
+        """Take in bytes [lo, hi) of the output (``read(offset, size)``) as ``feed`` would,
+        reading from the end only until each rule's last line is found: what a parser far
+        behind needs (the lines in between change nothing it ends with). False, nothing
+        taken, where that cannot be done exactly: no chunk patterns, the first progress
+        point (for the ETA) not seen yet, or no newline in the last block."""
+        if self._chunk_rx is None or ("progress" in self._chunk_rx and self._first is None):
+            return False
+        wanted = dict(self._chunk_rx)
+        found: dict[str, Any] = {}
+        accept = {"progress": self._percent, "status": self._status}
+        partial = None
+        carry = b""  # the start of a line whose beginning is in the block before
+        end = hi
+        while wanted and end > lo:
+            start = max(lo, end - block)
+            data = read(start, end - start) + carry
+            if start == lo:
+                data, cut = self._partial + data, -1
+            elif (cut := data.find(b"\n")) < 0:
+                return False  # a line longer than a block: read it the usual way
+            carry = data[:cut + 1]
+            if partial is None:  # the last block: what follows its last newline waits
+                last = data.rfind(b"\n")
+                if last < 0:
+                    return False
+                partial, data = data[last + 1:][-MAX_LINE:], data[:last]
+            text = data[cut + 1:].decode("utf-8", "replace")
+            for key, rx in list(wanted.items()):
+                if (hit := last_line(rx, text, 0, len(text), accept[key])) is not None:
+                    found[key] = hit[1]
+                    del wanted[key]
+            end = start
+        if partial is None:
+            return False
+        if "progress" in found:
+            percent = found["progress"]
+            self._set(percent=percent, eta=_eta(percent, self._first, now, started))
+        if "status" in found:
+            self._set(status=found["status"])
+        self._partial = partial
+        return True
 
     def line(self, text: str, now: float, started: float | None) -> None:
         if (percent := self._percent(text)) is not None:
