@@ -59,19 +59,19 @@ class ProgressUpdates:
 
     def _follow_for_parser(self, active: Any) -> None:
         if active.app is not None and active.app.parser is not None:
+            ran = active.job
             self.tail.follow(progress_follower(  # type: ignore[attr-defined]
-                active.job, active.app.parser, lambda: self.progress_interval,
+                ran, active.app.parser, lambda: self.progress_interval,
                 lambda job_id, snapshot: self.post(  # type: ignore[attr-defined]
-                    self._set_progress, job_id, snapshot)))
+                    self._set_progress, job_id, snapshot, ran)))
 
-    def _set_progress(self, job_id: int, snapshot: dict) -> None:
-        from zephserver.web.models import Job
-
+    def _set_progress(self, job_id: int, snapshot: dict, ran: Any) -> None:
+        """``ran``: the job as this node ran it, for a report that comes after its end
+        (the parser still reading its log): its row is not read again for each one."""
         active = self._active.get(job_id)
-        job = active.job if active is not None else (
-            Job.objects.select_related("owner").filter(pk=job_id).first())
-        if job is None or job.progress == snapshot:
+        job = active.job if active is not None else ran
+        if job.progress == snapshot:
             return
         job.progress = snapshot
-        job.persist("progress")
-        self.publish(job)  # type: ignore[attr-defined]
+        if job.persist("progress"):  # (0 rows: the job was deleted meanwhile)
+            self.publish(job)  # type: ignore[attr-defined]

@@ -128,9 +128,10 @@ class Job(models.Model):
                 f.attname for f in self._meta.concrete_fields if not f.primary_key))
         super().save(*args, **kwargs)
 
-    def persist(self, *names: str) -> None:
+    def persist(self, *names: str) -> int:
         """UPDATE just these columns of this row: the job manager's hot path (a plain SQL
-        UPDATE with the fields' own conversions costs about a tenth of ``save()``)."""
+        UPDATE with the fields' own conversions costs about a tenth of ``save()``).
+        Returns how many rows changed (0: the row is gone)."""
         from django.db import connections, router
 
         _note(self, names)
@@ -145,6 +146,7 @@ class Job(models.Model):
         with connection.cursor() as cursor:
             cursor.execute(f"UPDATE {quote(self._meta.db_table)} SET {', '.join(columns)} "
                            f"WHERE {quote(self._meta.pk.column)} = %s", [*values, self.pk])
+            return cursor.rowcount
 
     def to_json(self) -> dict:
         """The job as clients see it (JSON-RPC results and ``job.updated``)."""
