@@ -1,4 +1,4 @@
-"""Batch jobs benchmark (issue 4), each figure beside a floor measured in the same run.
+"""Batch jobs benchmark (issues 4 and 22), each figure beside a floor measured in the same run.
 
 1. submit -> RUNNING seen by the client (one job at a time): p50/p99 vs posix_spawn of
    /bin/true + waitpid (the raw floor).
@@ -142,7 +142,7 @@ async def submit_latency(ws: Ws) -> None:
         await until_state(ws, {job["id"]}, "SUCCEEDED")
     print(f"submit->RUNNING seen by client: p50 {median(lat):.2f} ms, p99 {pct(lat, 99):.2f} ms"
           f" | baseline posix_spawn+wait /bin/true p50 {median(floor):.2f} ms | ratio "
-          f"{median(lat) / median(floor):.1f}x | goal p50 < 5 ms | of which the job's "
+          f"{median(lat) / median(floor):.1f}x | goal at most 5x the floor | of which the job's "
           f"directory and log cost {job_files_ms(JOBS_DIR, 20) / 20:.2f} ms in JOBS_DIR",
           flush=True)
 
@@ -160,7 +160,8 @@ async def hundred_at_once(ws: Ws) -> None:
         await until_state(ws, set(ids), "CANCELLED")
     print(f"100 jobs at once -> all RUNNING: median {median(times):.3f} s (runs "
           f"{', '.join(f'{x:.3f}' for x in times)}) | baseline 100 posix_spawns "
-          f"{floor100:.3f} s | goal < 0.3 s | 100 job directories + logs cost "
+          f"{floor100:.3f} s | ratio {median(times) / floor100:.1f}x | goal at most 2x the floor | "
+          f"100 job directories + logs cost "
           f"{job_files_ms(JOBS_DIR):.1f} ms in JOBS_DIR, {job_files_ms(tempfile.gettempdir()):.1f}"
           f" ms in {tempfile.gettempdir()}", flush=True)
 
@@ -180,7 +181,7 @@ async def short_job_rate(ws: Ws) -> None:
     rate = len(ids) / (time.perf_counter() - t)
     print(f"short jobs through the queue: {rate:,.0f} jobs/s ({len(ids)} jobs) | baseline "
           f"sequential Popen /bin/true {popen_rate:,.0f}/s | ratio {rate / popen_rate:.2f} | "
-          f"goal >= 0.30", flush=True)
+          f"goal >= 0.60", flush=True)
 
 
 async def idle_with_100(ws: Ws, pid: int) -> None:
@@ -194,7 +195,8 @@ async def idle_with_100(ws: Ws, pid: int) -> None:
     idle = (cpu_seconds(pid) - c0) / (time.perf_counter() - t0) * 100
     base = (cpu_seconds(sleeper.pid) - s0) / 5 * 100
     sleeper.wait()
-    print(f"100 running jobs: daemon RSS {rss_mib(pid):.1f} MiB (goal < 80), idle CPU "
+    print(f"100 running jobs: daemon RSS {rss_mib(pid):.1f} MiB (goal < 48; bench_memory.py "
+          f"measures it beside circus and supervisord), idle CPU "
           f"{idle:.2f} % of a core | baseline sleep {base:.2f} % | goal < 0.5 %", flush=True)
     for i in ids:
         await ws.call("jobs.cancel", {"id": i})

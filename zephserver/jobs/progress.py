@@ -1,8 +1,9 @@
 """A running job's progress: its app's parser, fed on the output thread with what the
 job prints; a snapshot goes to the job manager when it changed, at most once per
-JOB_PROGRESS_INTERVAL, and once more when the log is read to its end. A parser far
-behind a job that prints fast skims what it missed from the end (only its last lines
-count), so it catches up at once instead of falling further behind."""
+JOB_PROGRESS_INTERVAL, and once more when the log is read to its end. A parser that can
+reads only when a report is due, and skims what it missed from the end (only its last
+lines count): a job printing flat out costs a block per interval, and the parser is never
+behind."""
 
 import os
 import time
@@ -21,15 +22,22 @@ def progress_follower(job: Any, parser_spec: Any, interval: Callable[[], float],
     parser = make_parser(parser_spec)
     # the ETA uses the real elapsed time, also for a job re-adopted after a restart
     started = job.started.timestamp() if job.started else time.time()
-    last = 0.0
+    last = read = 0.0
 
     def reported() -> None:
-        nonlocal last
-        at = time.monotonic()
+        nonlocal last, read
+        at = read = time.monotonic()
         if parser.changed and at - last >= interval():
             parser.changed = False
             last = at
             report(job.pk, parser.snapshot())
+
+    def ready() -> bool:
+        # Only a report needs the parser's state: one that can skim reads when a report
+        # is due, and skims what came meanwhile from its end (a job printing flat out
+        # costs a block per JOB_PROGRESS_INTERVAL, not all it printed).
+        return (follower.final or not parser.can_skim() or
+                time.monotonic() - read >= interval())
 
     def deliver(offset: int, data: bytes) -> None:  # output thread
         parser.feed(data, time.time(), started)
@@ -47,7 +55,8 @@ def progress_follower(job: Any, parser_spec: Any, interval: Callable[[], float],
         report(job.pk, parser.snapshot())
 
     # unfollowed by the tail itself once the job has ended and the last bytes are read
-    return Follower(job.log_path, 0, deliver, done=done, skim=skim)
+    follower = Follower(job.log_path, 0, deliver, ready=ready, done=done, skim=skim)
+    return follower
 
 
 class ProgressUpdates:

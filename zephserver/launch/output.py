@@ -19,7 +19,7 @@ from zephserver.launch.wakeup import WakeableSelector
 log = logging.getLogger(__name__)
 
 RETRY = 0.02  # seconds between retries while some follower's consumer is behind
-SKIM_LAG = 4 << 20  # unread bytes past which a follower that can skim is asked to
+SKIM_LAG = 256 << 10  # unread bytes past which a follower that can skim is asked to
 
 
 def read_range(path: str, offset: int, limit: int) -> bytes:
@@ -176,24 +176,23 @@ class Tail:
         self._selector.wake()
 
     def _run(self) -> None:
-        behind = False
+        behind: list[Follower] = []  # consumers that could not take more: tried again soon
         while not self._stopping:
             for _, what in self._selector.select(RETRY if behind else None):
                 if what == "inotify":
                     self._read_events()
             with self._lock:
                 paths, self._dirty = self._dirty, set()
-                if behind:
-                    paths |= set(self._followers)
-                work = [(p, list(self._followers.get(p, ()))) for p in paths]
-            behind = False
-            for path, followers in work:
-                for f in followers:
-                    try:
-                        behind |= self._pump(f)
-                    except Exception:
-                        log.exception("output follower of %s failed; dropped", path)
-                        self.unfollow(f)
+                work = [f for p in paths for f in self._followers.get(p, ())]
+            work += [f for f in behind if f not in work]
+            behind = []
+            for f in work:
+                try:
+                    if self._pump(f):
+                        behind.append(f)
+                except Exception:
+                    log.exception("output follower of %s failed; dropped", f.path)
+                    self.unfollow(f)
 
     def _read_events(self) -> None:
         with self._lock:
@@ -207,6 +206,8 @@ class Tail:
         # Read the flag once, before reading: if the writer finishes while we read, finish()
         # marks the file again and the next pass reads to the true end before done().
         final = f.final
+        if not f.ready():
+            return True
         try:
             fd = os.open(f.path, os.O_RDONLY)
         except FileNotFoundError:

@@ -157,6 +157,10 @@ class Parser:
     def line(self, text: str, now: float, started: float | None) -> None:
         raise NotImplementedError
 
+    def can_skim(self) -> bool:
+        """Whether ``skim`` would take output in now (see RegexParser.skim)."""
+        return False
+
     def skim(self, read: Callable[[int, int], bytes], lo: int, hi: int, now: float,
              started: float | None) -> bool:
         """Take in bytes [lo, hi) without reading them all, if this parser can (see
@@ -213,16 +217,21 @@ class RegexParser(Parser):
                 (last := last_line(rx, text, 0, len(text), self._status)) is not None:
             self._set(status=last[1])
 
+    def can_skim(self) -> bool:
+        return self._chunk_rx is not None and (
+            "progress" not in self._chunk_rx or self._first is not None)
+
     def skim(self, read: Callable[[int, int], bytes], lo: int, hi: int, now: float,
-             started: float | None, block: int = 1 << 20) -> bool:
+             started: float | None, block: int = 64 << 10) -> bool:
         """Take in bytes [lo, hi) of the output (``read(offset, size)``) as ``feed`` would,
-        reading from the end only until each rule's last line is found: what a parser far
-        behind needs (the lines in between change nothing it ends with). False, nothing
-        taken, where that cannot be done exactly: no chunk patterns, the first progress
-        point (for the ETA) not seen yet, or no newline in the last block."""
-        if self._chunk_rx is None or ("progress" in self._chunk_rx and self._first is None):
+        reading from the end (blocks from ``block`` bytes, four times larger each) only
+        until each rule's last line is found: what a parser far behind needs (the lines in
+        between change nothing it ends with). False, nothing taken, where that cannot be
+        done exactly: no chunk patterns, the first progress point (for the ETA) not seen
+        yet, or no newline in the last block."""
+        if not self.can_skim():
             return False
-        wanted = dict(self._chunk_rx)
+        wanted = dict(self._chunk_rx)  # type: ignore[arg-type]
         found: dict[str, Any] = {}
         accept = {"progress": self._percent, "status": self._status}
         partial = None
@@ -246,7 +255,7 @@ class RegexParser(Parser):
                 if (hit := last_line(rx, text, 0, len(text), accept[key])) is not None:
                     found[key] = hit[1]
                     del wanted[key]
-            end = start
+            end, block = start, min(block * 4, 4 << 20)
         if partial is None:
             return False
         if "progress" in found:
