@@ -293,6 +293,14 @@ def _integer(minimum: int) -> Check:
     return check
 
 
+def _integer_in(low: int, high: int) -> Check:
+    def check(value: Any, s: Settings) -> list[str]:
+        if isinstance(value, int) and not isinstance(value, bool) and low <= value <= high:
+            return []
+        return [f"{value!r} must be an integer from {low} to {high}"]
+    return check
+
+
 def _service_list(value: Any, s: Settings) -> list[str]:
     if not isinstance(value, list | tuple):
         return ["must be a list of 'dotted.module/ClassName' strings"]
@@ -752,6 +760,8 @@ SPEC: dict[str, Spec] = {
                    "own (refused when that is root)."),
     "JOB_CGROUPS": Spec(_bool, "A cgroup per job and agent process where the kernel offers "
                         "one; False: process groups and a subreaper shim."),
+    "JOB_NICE": Spec(_integer_in(0, 19), "Niceness of launched processes and of their "
+                     "sessions' scheduling groups (0: as the daemon)."),
     "USER_MAP": Spec(_user_map, "Django user name -> Unix account, for run_as '$user'."),
     "NODE_LOST_AFTER": Spec(_number(0.5), "Seconds without a node's lease before the "
                             "others declare it lost (cluster)."),

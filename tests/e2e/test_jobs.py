@@ -607,3 +607,19 @@ def test_queue_survives_restart_and_vanished_job_is_lost(workdir):
         for d in started:
             d.close()
         kill_jobs_under(workdir)
+
+
+def test_jobs_run_below_the_daemon(server):
+    """A job runs at JOB_NICE (10 by default), and so does its session's scheduling group
+    where the kernel has them: a hundred busy jobs cannot starve the daemon."""
+    async def scenario():
+        ws = await connect(server)
+        job = await submit(ws, "priority")
+        await wait_job(ws, job["id"], {"SUCCEEDED"})
+        out = await ws.call("jobs.output", {"id": job["id"]})
+        await ws.aclose()
+        return out["result"]["data"].splitlines()
+
+    nice, group = run(scenario())
+    assert nice == "nice 10"
+    assert group == "no autogroup" or group.endswith(" nice 10"), group

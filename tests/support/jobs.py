@@ -41,6 +41,17 @@ out.write(b"no newline at the end")
 """
 
 
+# what a job's process runs at: its niceness, and its session's scheduling group's
+PRIORITY = """
+import os
+print("nice", os.nice(0))
+try:
+    print(open("/proc/self/autogroup").read().strip())
+except OSError:
+    print("no autogroup")
+"""
+
+
 def job_apps(root: Path) -> dict[str, dict]:
     py = "$python"
     return {
@@ -81,6 +92,7 @@ def job_apps(root: Path) -> dict[str, dict]:
                    "parser": "lsdyna",
                    "controls": {"sw1": {"file": "d3kil", "payload": "sw1\n"}}},
         "true": {"argv": ["/bin/true"], "resources": {"cores": 1}},
+        "priority": {"argv": [py, "-c", PRIORITY]},
     }
 
 

@@ -111,8 +111,9 @@ class LocalExecutor:
     reports = False
 
     def __init__(self, roots: list[str] | None = None, cgroups: Cgroups | None = None,
-                 memory: MemoryLimits | None = None) -> None:
+                 memory: MemoryLimits | None = None, nice: int = 0) -> None:
         self.boot = boot_id()
+        self.nice = nice  # JOB_NICE
         self.roots = roots or []
         self.cgroups = cgroups  # None: a job's tree is its process group
         self.memory = memory  # None: resources.memory is only counted, not enforced
@@ -151,7 +152,7 @@ class LocalExecutor:
             meta = shim.meta_dir(job.job_dir)
             os.makedirs(meta, 0o700, exist_ok=True)
             return spawn(shim.wrap(argv, meta, job.cwd, groups, self.cgroups is None), None, env,
-                         job.log_path, read_start_time=False)
+                         job.log_path, read_start_time=False, nice=self.nice)
         except SpawnError as exc:
             return exc
 

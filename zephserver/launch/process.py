@@ -8,6 +8,7 @@
   group, a grace period, SIGKILL to the group (grandchildren included).
 """
 
+import contextlib
 import dataclasses
 import heapq
 import logging
@@ -81,7 +82,7 @@ class Spawned:
 
 def spawn(argv: Sequence[str], cwd: str | None, env: Mapping[str, str],
           log_path: str, extra_fds: Mapping[int, int] | None = None,
-          read_start_time: bool = True) -> Spawned:
+          read_start_time: bool = True, nice: int = 0) -> Spawned:
     """Start ``argv`` in its own session with output appended to ``log_path``.
 
     A caller starting many programs in a row passes ``read_start_time=False`` and then
@@ -93,6 +94,7 @@ def spawn(argv: Sequence[str], cwd: str | None, env: Mapping[str, str],
     daemon, waits up to a switch interval (5 ms) to get it back; posix_spawn does not.
     Python's posix_spawn cannot change directory, so the job shim does its own ``cd``.
     ``extra_fds`` maps a descriptor number in the child to one of ours (posix_spawn only).
+    ``nice``: see ``lower_priority``.
 
     Raises:
         SpawnError: with a message naming what was wrong.
@@ -127,7 +129,20 @@ def spawn(argv: Sequence[str], cwd: str | None, env: Mapping[str, str],
         raise SpawnError(f"cannot start {argv[0]}: {exc.strerror}") from exc
     finally:
         os.close(log_fd)
+    if nice:
+        lower_priority(pid, nice)
     return Spawned(pid, process_start_time(pid) if read_start_time else None, popen)
+
+
+def lower_priority(leader: int, nice: int) -> None:
+    """Run the session that ``leader`` started at ``nice``: its process group, and its
+    autogroup (where the kernel has them, each session is scheduled as one entity: a
+    hundred busy jobs would otherwise each weigh as much as the whole daemon). What the
+    program has already forked is in both; what it forks later inherits them."""
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PGRP, leader, nice)
+    with contextlib.suppress(OSError), open(f"/proc/{leader}/autogroup", "w") as f:
+        f.write(str(nice))
 
 
 def with_start_times(results: list[Any]) -> list[Any]:

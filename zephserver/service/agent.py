@@ -137,6 +137,7 @@ class AgentService(AgentCluster, Actor, Service):
         self._lifeline_r, self._lifeline_w = os.pipe()
         self.reaper = Reaper()
         self.cgroups = Cgroups.detect(s.DATA_DIR, "agent") if s.JOB_CGROUPS else None
+        self.nice = s.JOB_NICE
         if self.cgroups is not None:
             self.cgroups.sweep(set())  # what a killed daemon's processes left behind
         self.tail = Tail(s.OUTPUT_CHUNK)
@@ -356,7 +357,8 @@ class AgentService(AgentCluster, Actor, Service):
         argv = (self.cgroups.enter(_key(proc), argv) if self.cgroups is not None
                 else [*shim.subreaper(), *argv])  # (then its escapees stay under it)
         try:
-            spawned = spawn(argv, None, proc.env, job.log_path, {LIFELINE_FD: self._lifeline_r})
+            spawned = spawn(argv, None, proc.env, job.log_path, {LIFELINE_FD: self._lifeline_r},
+                            nice=self.nice)
         except SpawnError as exc:
             self._set(proc, J.FAILED, "fatal", f"cannot start: {exc}")
             return

@@ -98,7 +98,8 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Cluste
         grouped = s.JOB_CGROUPS
         self.local = LocalExecutor(
             cgroups=Cgroups.detect(self.data_dir, "jobs") if grouped else None,
-            memory=MemoryLimits.detect(self.data_dir, "jobs") if grouped else None)
+            memory=MemoryLimits.detect(self.data_dir, "jobs") if grouped else None,
+            nice=s.JOB_NICE)
         # Who runs each job's process: one per kind of place ("local", "slurm" once an
         # app uses it), chosen per job by ``executor_for``.
         self.executors: dict[str, Executor] = {"local": self.local}
