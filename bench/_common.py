@@ -1,8 +1,11 @@
 """Helpers shared by the benchmarks: percentiles and a one-line report format."""
 
 import os
+import shutil
 import statistics
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,6 +53,22 @@ from django.contrib.auth.models import User
 from zephserver.web.models import ApiToken
 print(ApiToken.issue(User.objects.create_user("bench", is_staff={staff}))[1])
 """
+
+
+@contextmanager
+def daemon_running(settings: Path, staff: bool = False) -> Iterator[tuple]:
+    """``start_daemon``, then stopped, and the folder of ``settings`` removed."""
+    from tests.support.daemon import run_cli
+
+    try:
+        daemon, token = start_daemon(settings, staff)
+        try:
+            yield daemon, token
+        finally:
+            run_cli("zephserver-stop", "--settings", str(settings))
+            daemon.close()
+    finally:
+        shutil.rmtree(settings.parent, ignore_errors=True)
 
 
 def start_daemon(settings: Path, staff: bool = False) -> tuple:

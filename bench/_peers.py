@@ -8,7 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -53,30 +53,34 @@ def _wait_children(pid: int, n: int, timeout: float = 60) -> None:
 @contextmanager
 def circusd(n: int) -> Iterator[int]:
     """circusd supervising ``n`` sleeps; yields its pid once all run."""
-    work = Path(tempfile.mkdtemp(prefix="zpc"))
-    ini = work / "circus.ini"
-    ini.write_text(f"[circus]\nendpoint = ipc://{work}/ctl\npubsub_endpoint = ipc://{work}/pub\n"
-                   f"statsd = False\n\n[watcher:sleepers]\ncmd = sleep 1000\n"
-                   f"numprocesses = {n}\nwarmup_delay = 0\n")
-    proc = subprocess.Popen([str(VENV / "bin" / "circusd"), str(ini)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait_children(proc.pid, n)
-        yield proc.pid
-    finally:
-        _stop(proc, work)
+    with _supervising("zpc", "circus.ini", lambda work: (
+            f"[circus]\nendpoint = ipc://{work}/ctl\npubsub_endpoint = ipc://{work}/pub\n"
+            f"statsd = False\n\n[watcher:sleepers]\ncmd = sleep 1000\n"
+            f"numprocesses = {n}\nwarmup_delay = 0\n"), ["circusd"], n) as pid:
+        yield pid
 
 
 @contextmanager
 def supervisord(n: int) -> Iterator[int]:
     """supervisord supervising ``n`` sleeps; yields its pid once all run."""
-    work = Path(tempfile.mkdtemp(prefix="zps"))
-    conf = work / "supervisord.conf"
-    conf.write_text(f"[supervisord]\nnodaemon=true\nlogfile={work}/s.log\npidfile={work}/s.pid\n"
-                    f"[unix_http_server]\nfile={work}/s.sock\n"
-                    f"[program:sleepers]\ncommand=sleep 1000\nnumprocs={n}\n"
-                    f"process_name=%(program_name)s_%(process_num)d\nstartsecs=0\n")
-    proc = subprocess.Popen([str(VENV / "bin" / "supervisord"), "-c", str(conf)],
+    with _supervising("zps", "supervisord.conf", lambda work: (
+            f"[supervisord]\nnodaemon=true\nlogfile={work}/s.log\npidfile={work}/s.pid\n"
+            f"[unix_http_server]\nfile={work}/s.sock\n"
+            f"[program:sleepers]\ncommand=sleep 1000\nnumprocs={n}\n"
+            f"process_name=%(program_name)s_%(process_num)d\nstartsecs=0\n"),
+            ["supervisord", "-c"], n) as pid:
+        yield pid
+
+
+@contextmanager
+def _supervising(prefix: str, name: str, config: Callable[[Path], str], command: list[str],
+                 n: int) -> Iterator[int]:
+    """The peer ``command`` run on a config file ``name`` holding ``config(its folder)``,
+    until it has ``n`` children; stopped (and what it left killed) afterwards."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    path = work / name
+    path.write_text(config(work))
+    proc = subprocess.Popen([str(VENV / "bin" / command[0]), *command[1:], str(path)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_children(proc.pid, n)

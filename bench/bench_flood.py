@@ -11,15 +11,14 @@ until it is idle.
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
 import time
 from datetime import datetime
 
-from _common import REPO, cpu_seconds, median, pct, start_daemon
-from bench_websocket import ECHO_SERVER, PING
+from _common import REPO, cpu_seconds, daemon_running, median, pct
+from bench_websocket import PING, echo_server
 
 from tests.support.daemon import run_cli, short_tmpdir, write_settings
 from tests.support.web import Ws
@@ -167,9 +166,6 @@ async def flood(url: str, echo_url: str, token: str, pid: int, settings: str) ->
 
 def main() -> None:
     os.chdir(REPO)
-    echo = subprocess.Popen([sys.executable, "-c", ECHO_SERVER], stdout=subprocess.PIPE,
-                            text=True)
-    echo_url = f"ws://127.0.0.1:{echo.stdout.readline().strip()}/ws"
     work = short_tmpdir("zb")
     apps = {"flood": {"argv": ["$python", "-c", FLOOD, "$n"],
                       "params": {"n": {"type": "int", "min": 1, "max": 10**8}},
@@ -178,16 +174,9 @@ def main() -> None:
                               WS_MAX_IN_FLIGHT=256, TASK_QUEUE_SIZE=512,
                               RESOURCES={"cores": JOBS * 2, "memory": 10**6, "licenses": {}},
                               JOBS_DIR=str(work / "jobs"))
-    daemon, token = start_daemon(settings)
-    pid = json.loads(daemon.cli("zephserver-status", "--json").stdout)["pid"]
-    try:
+    with daemon_running(settings) as (daemon, token), echo_server() as echo_url:
+        pid = json.loads(daemon.cli("zephserver-status", "--json").stdout)["pid"]
         asyncio.run(flood(daemon.url, echo_url, token, pid, str(settings)))
-    finally:
-        run_cli("zephserver-stop", "--settings", str(settings))
-        daemon.close()
-        echo.kill()
-        echo.wait()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

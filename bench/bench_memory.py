@@ -7,14 +7,13 @@
 
 import asyncio
 import os
-import shutil
 import time
 
 import _peers
-from _common import REPO, median, rss_mib, start_daemon
+from _common import REPO, daemon_running, median, rss_mib
 
 from tests.reliability.test_memory import drained, settled, submit_many, trims
-from tests.support.daemon import run_cli, short_tmpdir, write_settings
+from tests.support.daemon import short_tmpdir, write_settings
 from tests.support.web import Ws
 
 JOBS = int(os.environ.get("JOBS", "10000"))
@@ -72,6 +71,15 @@ async def stream(ws: Ws, daemon) -> dict[int, float]:
     return readings
 
 
+async def measure(daemon, token: str) -> tuple[float, float, dict]:
+    fresh = await asyncio.to_thread(quiet_rss, daemon.pid)
+    ws = await Ws.connect(daemon.url, token=token)
+    with_100 = await hundred_running(ws, daemon.pid)
+    readings = await stream(ws, daemon)
+    await ws.aclose()
+    return fresh, with_100, readings
+
+
 def main() -> None:
     os.chdir(REPO)
     peer = peers()
@@ -81,22 +89,8 @@ def main() -> None:
     settings = write_settings(work, LOG_LEVEL="WARNING", APPS=apps,
                               RESOURCES={"cores": 200, "memory": 100000, "licenses": {}},
                               WS_MAX_IN_FLIGHT=256, WS_MAX_BATCH=200, TASK_QUEUE_SIZE=512)
-    daemon, token = start_daemon(settings)
-
-    async def run() -> tuple[float, float, dict]:
-        fresh = await asyncio.to_thread(quiet_rss, daemon.pid)
-        ws = await Ws.connect(daemon.url, token=token)
-        with_100 = await hundred_running(ws, daemon.pid)
-        readings = await stream(ws, daemon)
-        await ws.aclose()
-        return fresh, with_100, readings
-
-    try:
-        fresh, with_100, readings = asyncio.run(run())
-    finally:
-        run_cli("zephserver-stop", "--settings", str(settings))
-        daemon.close()
-        shutil.rmtree(work, ignore_errors=True)
+    with daemon_running(settings) as (daemon, token):
+        fresh, with_100, readings = asyncio.run(measure(daemon, token))
     print(f"daemon RSS fresh {fresh:.1f} MiB, with 100 running jobs {with_100:.1f} MiB | peers, "
           f"same run: {peer} | goal < 48 MiB fresh", flush=True)
     first, last = readings[BURST], readings[JOBS]

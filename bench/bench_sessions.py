@@ -13,14 +13,13 @@
 import http.client
 import json
 import os
-import shutil
 import threading
 import time
 from urllib.parse import urlparse
 
-from _common import REPO, median, pct, start_daemon
+from _common import REPO, daemon_running, median, pct
 
-from tests.support.daemon import run_cli, short_tmpdir, write_settings
+from tests.support.daemon import short_tmpdir, write_settings
 from tests.support.sessions import free_port_range
 
 N = int(os.environ.get("N", "200"))
@@ -130,13 +129,8 @@ def main() -> None:
                       "port_range": [low, high], "resources": {"cores": 0}, "grace": 1}}
     settings = write_settings(work, LOG_LEVEL="WARNING", APPS=apps,
                               LAUNCHER_PROXY_FILE=str(work / "proxy.map"))
-    daemon, token = start_daemon(settings)
-    try:
+    with daemon_running(settings) as (daemon, token):
         run_bench(daemon.url, token)
-    finally:
-        run_cli("zephserver-stop", "--settings", str(settings))
-        daemon.close()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

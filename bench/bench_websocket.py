@@ -1,5 +1,6 @@
-"""WebSocket benchmark (issues 3 and 22): zephserver `ping` (router + task pool) vs a bare tornado
-echo server, both in their own process on this machine, driven by the same client.
+"""WebSocket benchmark (issues 3 and 22): zephserver `ping` (router, answered on the loop
+thread) vs a bare tornado echo server, both in their own process on this machine, driven
+by the same client.
 
 Prints round trips/s and p50/p99 latency for 1 and 100 concurrent clients, and the ratio.
 """
@@ -7,15 +8,16 @@ Prints round trips/s and p50/p99 latency for 1 and 100 concurrent clients, and t
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from _common import REPO, median, pct
+from _common import REPO, daemon_running, median, pct
 from tornado.websocket import websocket_connect
 
-from tests.support.daemon import DaemonProcess, run_cli, short_tmpdir, write_settings
+from tests.support.daemon import short_tmpdir, write_settings
 
 ECHO_SERVER = """
 import asyncio, sys, tornado.web, tornado.websocket
@@ -52,23 +54,29 @@ async def drive(url: str, clients: int) -> tuple[float, list[float]]:
     return len(latencies) / (time.perf_counter() - start), latencies
 
 
+@contextmanager
+def echo_server() -> Iterator[str]:
+    """A bare tornado echo server in a process of its own: its WebSocket URL."""
+    echo = subprocess.Popen([sys.executable, "-c", ECHO_SERVER], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        yield f"ws://127.0.0.1:{echo.stdout.readline().strip()}/ws"
+    finally:
+        echo.kill()
+        echo.wait()
+
+
 def measure(url: str, clients: int) -> tuple[float, list[float]]:
     return asyncio.run(drive(url, clients))
 
 
 def main() -> None:
     os.chdir(REPO)
-    echo = subprocess.Popen([sys.executable, "-c", ECHO_SERVER], stdout=subprocess.PIPE,
-                            text=True)
-    echo_url = f"ws://127.0.0.1:{echo.stdout.readline().strip()}/ws"
-    work = short_tmpdir("zb")
     # POOL=n overrides TASK_POOL_SIZE to compare pool sizes
-    settings = write_settings(work, LOG_LEVEL="WARNING",
+    settings = write_settings(short_tmpdir("zb"), LOG_LEVEL="WARNING",
                               TASK_POOL_SIZE=int(os.environ.get("POOL", "8")))
-    run_cli("zephserver-admin", "--settings", str(settings), "migrate", "-v0")
-    daemon = DaemonProcess(settings).start()
-    zeph_url = daemon.url.replace("http://", "ws://") + "/ws"
-    try:
+    with daemon_running(settings) as (daemon, _), echo_server() as echo_url:
+        zeph_url = daemon.url.replace("http://", "ws://") + "/ws"
         for clients in (1, 100):
             # alternate the two servers to spread the machine's noise over both
             e_rate, e_lat = measure(echo_url, clients)
@@ -76,14 +84,8 @@ def main() -> None:
             print(f"{clients:>3} client(s): zephserver ping {z_rate:,.0f} rt/s "
                   f"(p50 {median(z_lat) * 1e3:.2f} ms, p99 {pct(z_lat, 99) * 1e3:.2f} ms) | "
                   f"baseline bare tornado echo {e_rate:,.0f} rt/s (p50 {median(e_lat) * 1e3:.2f}"
-                  f" ms, p99 {pct(e_lat, 99) * 1e3:.2f} ms) | ratio {z_rate / e_rate:.2f} "
-                  f"| goal {'>= 0.70' if clients == 1 else '>= 0.75, p99 < 50 ms'}", flush=True)
-    finally:
-        run_cli("zephserver-stop", "--settings", str(settings))
-        daemon.close()
-        echo.kill()
-        echo.wait()
-        shutil.rmtree(work, ignore_errors=True)
+                  f" ms, p99 {pct(e_lat, 99) * 1e3:.2f} ms) | ratio {z_rate / e_rate:.2f} | goal "
+                  f"{'>= 0.70' if clients == 1 else '>= 0.75, p99 < 50 ms'}", flush=True)
 
 
 if __name__ == "__main__":
