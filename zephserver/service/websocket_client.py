@@ -59,23 +59,36 @@ class WebSocketService(Service):
         self._outbox: collections.deque[tuple[ws.WsHandler, str]] = collections.deque()
         self._outbox_lock = threading.Lock()
         self._loop_thread: int | None = None
+        self._sent_this_turn = False
 
     def post(self, handler: ws.WsHandler, text: str) -> None:
         """Queue ``text`` for ``handler``. Any thread, non-blocking."""
         loop = self.loop
         if loop is None:
             return
+        on_loop = threading.get_ident() == self._loop_thread
         with self._outbox_lock:
-            wake = not self._outbox
-            self._outbox.append((handler, text))
-        if not wake:
-            return
-        if threading.get_ident() == self._loop_thread:
-            # an answer made on the loop thread itself (an inline task): the drain runs
-            # once this turn's events are handled, without a write to the waker pipe
-            loop.asyncio_loop.call_soon(self._flush_outbox)  # type: ignore[attr-defined]
-        else:
-            loop.add_callback(self._flush_outbox)
+            # An answer made on the loop thread (an inline task) goes out at once, like an
+            # echo server's, when it is the first of this turn of the loop; later ones wait
+            # for the turn's end: many clients' replies then leave together, and their next
+            # requests come back together (fewer, fuller polls).
+            if on_loop and not self._outbox and not self._sent_this_turn:
+                self._sent_this_turn = True
+                loop.asyncio_loop.call_soon(self._new_turn)  # type: ignore[attr-defined]
+                now = True
+            else:
+                now, wake = False, not self._outbox
+                self._outbox.append((handler, text))
+        if now:
+            handler.send_now(text)
+        elif wake:
+            if on_loop:  # drained once this turn's events are handled, without a wake-up
+                loop.asyncio_loop.call_soon(self._flush_outbox)  # type: ignore[attr-defined]
+            else:
+                loop.add_callback(self._flush_outbox)
+
+    def _new_turn(self) -> None:
+        self._sent_this_turn = False
 
     def _flush_outbox(self) -> None:
         with self._outbox_lock:
