@@ -760,8 +760,9 @@ SPEC: dict[str, Spec] = {
                    "own (refused when that is root)."),
     "JOB_CGROUPS": Spec(_bool, "A cgroup per job and agent process where the kernel offers "
                         "one; False: process groups and a subreaper shim."),
-    "JOB_NICE": Spec(_integer_in(0, 19), "Niceness of launched processes and of their "
-                     "sessions' scheduling groups (0: as the daemon)."),
+    "JOB_NICE": Spec(_integer_in(0, 19), "Steps of niceness below the daemon that launched "
+                     "processes and their sessions' scheduling groups run at (0: as the "
+                     "daemon)."),
     "USER_MAP": Spec(_user_map, "Django user name -> Unix account, for run_as '$user'."),
     "NODE_LOST_AFTER": Spec(_number(0.5), "Seconds without a node's lease before the "
                             "others declare it lost (cluster)."),

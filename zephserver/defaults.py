@@ -145,9 +145,9 @@ RUN_AS: str | None = None
 # descendant; resources.memory is a hard limit). False: the process group, the shim a
 # subreaper so that descendants that leave it are still found.
 JOB_CGROUPS = True
-# The niceness every launched process (job, session, agent process) runs at, its session's
-# scheduling group too: when work saturates the node, the daemon and the node's other users
-# still get the CPU they need at once (0: as the daemon).
+# How many steps of niceness below the daemon every launched process (job, session, agent
+# process) runs, its session's scheduling group too: when work saturates the node, the
+# daemon and the node's other users still get the CPU they need at once (0: as the daemon).
 JOB_NICE = 10
 USER_MAP: dict[str, str] = {}  # Django user name -> Unix account, for run_as "$user"
 

@@ -184,7 +184,8 @@ class Tail:
             with self._lock:
                 paths, self._dirty = self._dirty, set()
                 work = [f for p in paths for f in self._followers.get(p, ())]
-            work += [f for f in behind if f not in work]
+            taken = set(map(id, work))
+            work += [f for f in behind if id(f) not in taken]
             behind = []
             for f in work:
                 try:

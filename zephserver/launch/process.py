@@ -135,14 +135,18 @@ def spawn(argv: Sequence[str], cwd: str | None, env: Mapping[str, str],
 
 
 def lower_priority(leader: int, nice: int) -> None:
-    """Run the session that ``leader`` started at ``nice``: its process group, and its
-    autogroup (where the kernel has them, each session is scheduled as one entity: a
-    hundred busy jobs would otherwise each weigh as much as the whole daemon). What the
-    program has already forked is in both; what it forks later inherits them."""
+    """Run the session that ``leader`` started ``nice`` steps below the daemon (19 at
+    most): its process group, and its autogroup (where the kernel has them, each session
+    is scheduled as one entity: a hundred busy jobs would otherwise each weigh as much as
+    the whole daemon). What the program has already forked is in both; what it forks
+    later inherits them."""
     with contextlib.suppress(OSError):
-        os.setpriority(os.PRIO_PGRP, leader, nice)
-    with contextlib.suppress(OSError), open(f"/proc/{leader}/autogroup", "w") as f:
-        f.write(str(nice))
+        os.setpriority(os.PRIO_PGRP, leader, min(19, os.getpriority(os.PRIO_PROCESS, 0) + nice))
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/autogroup") as f:  # "/autogroup-42 nice 0"
+            own = int(f.read().rsplit(None, 1)[-1])
+        with open(f"/proc/{leader}/autogroup", "w") as f:
+            f.write(str(min(19, own + nice)))
 
 
 def with_start_times(results: list[Any]) -> list[Any]:
