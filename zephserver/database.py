@@ -37,6 +37,16 @@ class DatabaseUrlError(ValueError):
     pass
 
 
+def in_shapes(ids: list[int]) -> list[int]:
+    """Positive ``ids`` for an ``IN (...)``, padded with ids no row has (-1, -2...) to the
+    next power of two: the SQL then takes a handful of shapes, not one per length. Each
+    shape is a statement every thread's SQLite connection keeps prepared (up to 128, a
+    long IN among the largest): one per length grew the daemon for thousands of jobs."""
+    if len(ids) <= 1:
+        return ids
+    return [*ids, *range(-1, len(ids) - (1 << (len(ids) - 1).bit_length()) - 1, -1)]
+
+
 def unavailable_reason(exc: BaseException) -> str | None:
     """Why the database cannot be used now, if ``exc`` says so (a Django DatabaseError
     that is about the connection: the server stopped, a network cut); else None."""

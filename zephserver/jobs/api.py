@@ -26,6 +26,7 @@ from typing import Any
 from zephserver import metrics
 from zephserver.actor import on_actor
 from zephserver.audit import audit, audit_when_done
+from zephserver.database import in_shapes
 from zephserver.errors import RpcCode, RpcError
 from zephserver.jobs.active import counted
 from zephserver.jobs.reports import placed
@@ -333,7 +334,7 @@ class JobsApi:
         from zephserver.web.models import Job
 
         listed = self.waiting.listing(None if user.is_staff else user.id)
-        jobs = Job.objects.select_related("owner").in_bulk([i for _, i in listed])
+        jobs = Job.objects.select_related("owner").in_bulk(in_shapes([i for _, i in listed]))
         return [{**self.to_json(jobs[i]), "position": position} for position, i in listed
                 if i in jobs]
 

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from zephserver import memory
+from zephserver.database import in_shapes
 from zephserver.infra.service import Service
 from zephserver.jobs.active import Active, demand
 from zephserver.jobs.batches import TransactionalActor
@@ -399,7 +400,7 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Cluste
         jobs = {i: fresh[i] for i in ids if i in fresh}
         if len(jobs) < len(ids):
             jobs.update(Job.objects.select_related("owner").in_bulk(
-                [i for i in ids if i not in jobs]))
+                in_shapes([i for i in ids if i not in jobs])))
         prepared = []
         for job_id in ids:
             job = jobs.get(job_id)
