@@ -10,6 +10,7 @@
 
 import contextlib
 import dataclasses
+import functools
 import heapq
 import logging
 import os
@@ -140,13 +141,22 @@ def lower_priority(leader: int, nice: int) -> None:
     is scheduled as one entity: a hundred busy jobs would otherwise each weigh as much as
     the whole daemon). What the program has already forked is in both; what it forks
     later inherits them."""
+    own, own_group = _own_priority()
     with contextlib.suppress(OSError):
-        os.setpriority(os.PRIO_PGRP, leader, min(19, os.getpriority(os.PRIO_PROCESS, 0) + nice))
-    with contextlib.suppress(OSError, ValueError):
-        with open("/proc/self/autogroup") as f:  # "/autogroup-42 nice 0"
-            own = int(f.read().rsplit(None, 1)[-1])
-        with open(f"/proc/{leader}/autogroup", "w") as f:
-            f.write(str(min(19, own + nice)))
+        os.setpriority(os.PRIO_PGRP, leader, min(19, own + nice))
+    if own_group is not None:
+        with contextlib.suppress(OSError), open(f"/proc/{leader}/autogroup", "w") as f:
+            f.write(str(min(19, own_group + nice)))
+
+
+@functools.cache
+def _own_priority() -> tuple[int, int | None]:
+    """The daemon's niceness and its autogroup's (None: no autogroups), read once: not
+    again for every job it starts."""
+    group = None
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/autogroup") as f:
+        group = int(f.read().rsplit(None, 1)[-1])  # "/autogroup-42 nice 0"
+    return os.getpriority(os.PRIO_PROCESS, 0), group
 
 
 def with_start_times(results: list[Any]) -> list[Any]:
