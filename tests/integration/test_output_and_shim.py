@@ -68,30 +68,50 @@ def test_a_consumer_that_is_behind_waits_without_loss(tmp_path):
 
 
 def run_shim(tmp_path, argv):
-    meta = tmp_path / "meta"
-    meta.mkdir(exist_ok=True)
-    return meta, subprocess.Popen(shim.wrap(argv, str(meta), str(tmp_path)),
+    meta = shim.meta_files(str(tmp_path / "job"))
+    os.makedirs(os.path.dirname(meta.pid), exist_ok=True)
+    return meta, subprocess.Popen(shim.wrap(argv, meta, str(tmp_path)),
                                   start_new_session=True)
+
+
+def test_the_files_of_a_job_an_older_daemon_started_are_found(tmp_path):
+    """A job started before an upgrade keeps its files where that daemon put them: a
+    directory per job beside it, or, older still, the job's own directory."""
+    job_dir = tmp_path / "7"
+    job_dir.mkdir()
+    (job_dir / shim.STATUS_FILE).write_text("3\n")
+    assert shim.recorded_status(shim.found_meta(str(job_dir))) == 3
+    per_job = tmp_path / shim.META_DIR / "7"
+    per_job.mkdir(parents=True)
+    (per_job / shim.STATUS_FILE).write_text("4\n")
+    assert shim.recorded_status(shim.found_meta(str(job_dir))) == 4
+    meta = shim.meta_files(str(job_dir))
+    with open(meta.pid, "w") as f:
+        f.write("123\n")
+    with open(meta.status, "w") as f:
+        f.write("5\n")
+    assert shim.found_meta(str(job_dir)) == meta
+    assert shim.recorded_status(meta) == 5
 
 
 def test_shim_records_exit_status_and_pid(tmp_path):
     meta, proc = run_shim(tmp_path, ["sh", "-c", "exit 42"])
     assert proc.wait(10) == 42
-    assert shim.recorded_status(str(meta)) == 42
-    assert shim.recorded_pid(str(meta)) == proc.pid
+    assert shim.recorded_status(meta) == 42
+    assert shim.recorded_pid(meta) == proc.pid
 
 
 def test_shim_survives_the_group_sigterm_and_reports_the_programs_status(tmp_path):
     meta, proc = run_shim(tmp_path, ["sleep", "30"])
-    poll_until(lambda: shim.recorded_pid(str(meta)) == proc.pid, 10)
-    assert shim.is_shim_of(proc.pid, str(meta))
+    poll_until(lambda: shim.recorded_pid(meta) == proc.pid, 10)
+    assert shim.is_shim_of(proc.pid, meta)
     # the program runs under the shim (exec'd: before exec the forked shell still has the
     # shim's TERM trap, and a TERM then would only be caught by the kill ladder's SIGKILL)
     poll_until(lambda: any(_cmdline(c).startswith(b"sleep") for c in _children(proc.pid)), 10)
-    assert shim.program_started(proc.pid, str(meta))
+    assert shim.program_started(proc.pid, meta)
     os.killpg(proc.pid, signal.SIGTERM)
     assert proc.wait(10) == 128 + signal.SIGTERM
-    assert shim.recorded_status(str(meta)) == 128 + signal.SIGTERM
+    assert shim.recorded_status(meta) == 128 + signal.SIGTERM
 
 
 def test_program_arguments_never_reach_a_shell(tmp_path):

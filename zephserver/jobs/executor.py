@@ -10,7 +10,7 @@ executor of its jobs. An executor that ``reports`` (Slurm) hands a job back at l
 (``Handed``) and later tells the manager when it is pending, running and ended.
 
 A job given to an executor has ``argv``, ``cwd``, ``job_dir`` (the shim keeps its pid
-and exit status beside it, ``shim.meta_dir``), ``log_path``, ``account`` (who it runs
+and exit status beside it, ``shim.meta_files``), ``log_path``, ``account`` (who it runs
 as, launch.accounts; None: the daemon's account), and after the start ``pid``,
 ``start_time`` and ``boot_id``.
 """
@@ -96,10 +96,9 @@ def _memory(job: Any) -> int:
     return (job.resources or {}).get("memory") or 0
 
 
-def _meta(job: Any) -> str:
-    """The job's shim files (in its own directory if an older daemon started it)."""
-    meta = shim.meta_dir(job.job_dir)
-    return meta if os.path.isdir(meta) else job.job_dir
+def _meta(job: Any) -> shim.Meta:
+    """The job's shim files (where an older daemon may have put them)."""
+    return shim.found_meta(job.job_dir)
 
 
 class LocalExecutor:
@@ -120,6 +119,7 @@ class LocalExecutor:
         self._oom: dict[int, int] = {}  # job id -> its limit (MiB), if the OOM killer ended it
         self.reaper = Reaper()
         self._programs: dict[tuple[str, str], tuple[str, float]] = {}
+        self._made: set[str] = set()  # directories known to exist
 
     def close(self) -> None:
         self.reaper.close()  # jobs keep running: a restarted daemon re-adopts them
@@ -149,12 +149,22 @@ class LocalExecutor:
                 self._give(account, job)
             # a requeue job is held to the daemon's lease (launch.leash), as the daemon
             argv = [*getattr(job, "leash", ()), *argv]
-            meta = shim.meta_dir(job.job_dir)
-            os.makedirs(meta, 0o700, exist_ok=True)
+            meta = shim.meta_files(job.job_dir)
+            self._make_parent(meta.pid)
             return spawn(shim.wrap(argv, meta, job.cwd, groups, self.cgroups is None), None, env,
                          job.log_path, read_start_time=False, nice=self.nice)
         except SpawnError as exc:
             return exc
+
+    def _make_parent(self, path: str) -> None:
+        """The directory ``path`` goes in, made once (not looked up for every job)."""
+        parent = os.path.dirname(path)
+        if parent not in self._made:
+            try:
+                os.makedirs(parent, 0o700, exist_ok=True)
+            except OSError as exc:
+                raise SpawnError(f"cannot create {parent}: {exc.strerror}") from exc
+            self._made.add(parent)
 
     @staticmethod
     def _give(account: Any, job: Any) -> None:

@@ -99,6 +99,14 @@ class _Groups:
     def path(self, key: str) -> str:
         return os.path.join(self.base, key)
 
+    def _make(self, key: str) -> None:
+        try:  # the base is there but for the first group: one mkdir, not makedirs' lookups
+            os.mkdir(self.path(key))
+        except FileExistsError:
+            pass
+        except FileNotFoundError:
+            os.makedirs(self.path(key), exist_ok=True)
+
     def finish(self, key: str) -> None:
         with contextlib.suppress(OSError):
             os.rmdir(self.path(key))
@@ -137,7 +145,7 @@ class Cgroups(_Groups):
 
     def prepare(self, key: str) -> str:
         """Make ``key``'s group (again, if a restart left it); its cgroup.procs."""
-        os.makedirs(self.path(key), exist_ok=True)
+        self._make(key)
         return os.path.join(self.path(key), "cgroup.procs")
 
     def enter(self, key: str, argv: list[str]) -> list[str]:
@@ -171,6 +179,14 @@ class Cgroups(_Groups):
             f.write("1")
         return True
 
+    def _make(self, key: str) -> None:
+        try:  # the base is there but for the first group: one mkdir, not makedirs' lookups
+            os.mkdir(self.path(key))
+        except FileExistsError:
+            pass
+        except FileNotFoundError:
+            os.makedirs(self.path(key), exist_ok=True)
+
     def finish(self, key: str) -> None:
         """The tree's leader ended: kill what it left behind, remove the group (or leave
         it for ``sweep`` while the killed are still being reaped)."""
@@ -195,7 +211,7 @@ class MemoryLimits(_Groups):
 
     def prepare(self, key: str, mib: int) -> str:
         """``key``'s group limited to ``mib`` MiB; its cgroup.procs."""
-        os.makedirs(self.path(key), exist_ok=True)
+        self._make(key)
         with open(os.path.join(self.path(key), "memory.limit_in_bytes"), "w") as f:
             f.write(str(mib * 1024 * 1024))
         return os.path.join(self.path(key), "cgroup.procs")

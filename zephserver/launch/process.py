@@ -139,14 +139,35 @@ def lower_priority(leader: int, nice: int) -> None:
     """Run the session that ``leader`` started ``nice`` steps below the daemon (19 at
     most): its process group, and its autogroup (where the kernel has them, each session
     is scheduled as one entity: a hundred busy jobs would otherwise each weigh as much as
-    the whole daemon). What the program has already forked is in both; what it forks
-    later inherits them."""
+    the whole daemon). What the leader forks later inherits them.
+
+    The leader alone is reniced (3 us; the whole group costs 230 us: a quarter of a short
+    job's launch), unless it has forked already: then the group."""
     own, own_group = _own_priority()
     with contextlib.suppress(OSError):
-        os.setpriority(os.PRIO_PGRP, leader, min(19, own + nice))
+        os.setpriority(os.PRIO_PROCESS, leader, min(19, own + nice))
+        if _has_children(leader):
+            os.setpriority(os.PRIO_PGRP, leader, min(19, own + nice))
     if own_group is not None:
-        with contextlib.suppress(OSError), open(f"/proc/{leader}/autogroup", "w") as f:
-            f.write(str(min(19, own_group + nice)))
+        with contextlib.suppress(OSError):
+            fd = os.open(f"/proc/{leader}/autogroup", os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(fd, str(min(19, own_group + nice)).encode())
+            finally:
+                os.close(fd)
+
+
+def _has_children(pid: int) -> bool:
+    try:
+        fd = os.open(f"/proc/{pid}/task/{pid}/children", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        return bool(os.read(fd, 64).strip())
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 @functools.cache

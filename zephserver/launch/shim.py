@@ -11,8 +11,11 @@ would cost tens.
 
 import os
 import sys
+from typing import NamedTuple
 
 SHELL = "/bin/sh"
+META_DIR = ".zeph-meta"
+# (names in the directory per job that older daemons made)
 PID_FILE = ".zeph-shim.pid"
 STATUS_FILE = ".zeph-exit.status"
 
@@ -39,21 +42,39 @@ def subreaper() -> list[str]:
     return [sys.executable, "-S", "-c", SUBREAPER]
 
 
-def wrap(argv: list[str], meta_dir: str, cwd: str, cgroups: list[str] | None = None,
+class Meta(NamedTuple):
+    """Where a job's shim writes its pid and its exit status."""
+    pid: str
+    status: str
+
+
+def wrap(argv: list[str], meta: Meta, cwd: str, cgroups: list[str] | None = None,
          as_subreaper: bool = False) -> list[str]:
-    """The argv that runs ``argv`` in ``cwd`` under the shim, its files in ``meta_dir``
+    """The argv that runs ``argv`` in ``cwd`` under the shim, its files at ``meta``
     (in the cgroups whose ``cgroup.procs`` files are given; else, ``as_subreaper``, as a
     child subreaper: about 10 ms more, for the interpreter that sets it)."""
     return [*(subreaper() if as_subreaper else []), SHELL, "-c", SCRIPT, "zephserver-shim",
-            os.path.join(meta_dir, PID_FILE), os.path.join(meta_dir, STATUS_FILE), cwd,
-            " ".join(cgroups or []), *argv]
+            meta.pid, meta.status, cwd, " ".join(cgroups or []), *argv]
 
 
-def meta_dir(job_dir: str) -> str:
+def meta_files(job_dir: str) -> Meta:
     """Where the shim of the job in ``job_dir`` keeps its pid and exit status: beside the
     job's own directory, in one only the daemon writes (a job that runs as another
-    account owns its directory, and could forge them there)."""
-    return os.path.join(os.path.dirname(job_dir), ".zeph-meta", os.path.basename(job_dir))
+    account owns its directory, and could forge them there). Files, not a directory per
+    job: a mkdir is a twentieth of a short job's launch."""
+    base = os.path.join(os.path.dirname(job_dir), META_DIR, os.path.basename(job_dir))
+    return Meta(base + ".pid", base + ".exit")
+
+
+def found_meta(job_dir: str) -> Meta:
+    """The shim files of a job started earlier, by this daemon or an older one (which
+    kept them in a directory per job, or in the job's own directory)."""
+    meta = meta_files(job_dir)
+    if os.path.exists(meta.pid):
+        return meta
+    old = os.path.join(os.path.dirname(job_dir), META_DIR, os.path.basename(job_dir))
+    where = old if os.path.isdir(old) else job_dir
+    return Meta(os.path.join(where, PID_FILE), os.path.join(where, STATUS_FILE))
 
 
 def read_int(path: str) -> int | None:
@@ -64,16 +85,16 @@ def read_int(path: str) -> int | None:
         return None
 
 
-def recorded_status(meta_dir: str) -> int | None:
+def recorded_status(meta: Meta) -> int | None:
     """The exit status the shim wrote, or None if it never wrote one (killed itself)."""
-    return read_int(os.path.join(meta_dir, STATUS_FILE))
+    return read_int(meta.status)
 
 
-def recorded_pid(meta_dir: str) -> int | None:
-    return read_int(os.path.join(meta_dir, PID_FILE))
+def recorded_pid(meta: Meta) -> int | None:
+    return read_int(meta.pid)
 
 
-def program_started(pid: int, meta_dir: str) -> bool:
+def program_started(pid: int, meta: Meta) -> bool:
     """Whether the shim ``pid`` has a child that has exec'd the program (before the exec
     the forked child is still a copy of the shim, with the same command line)."""
     try:
@@ -81,18 +102,18 @@ def program_started(pid: int, meta_dir: str) -> bool:
             children = [int(c) for c in f.read().split()]
     except OSError:
         return False
-    return any(not is_shim_of(child, meta_dir) and _exists(child) for child in children)
+    return any(not is_shim_of(child, meta) and _exists(child) for child in children)
 
 
 def _exists(pid: int) -> bool:
     return os.path.exists(f"/proc/{pid}")
 
 
-def is_shim_of(pid: int, meta_dir: str) -> bool:
-    """Whether ``pid`` is the shim for ``meta_dir`` (its command line names our files)."""
+def is_shim_of(pid: int, meta: Meta) -> bool:
+    """Whether ``pid`` is the shim for ``meta`` (its command line names our files)."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             args = f.read().split(b"\0")
     except OSError:
         return False
-    return os.fsencode(os.path.join(meta_dir, STATUS_FILE)) in args
+    return os.fsencode(meta.status) in args
