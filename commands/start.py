@@ -7,10 +7,15 @@ returns then. A live daemon already holding the lock is reported and left alone.
 """
 
 import argparse
+import sys
 
-from zephserver.cli import settings_for
-from zephserver.errors import ExitCode
-from zephserver.infra.bootstrap import Daemon
+# The daemon colours no terminal: tornado's log module would load curses and ncurses
+# (0.7 MiB of the daemon's memory) only to ask whether it could.
+sys.modules.setdefault("curses", None)
+
+from zephserver.cli import settings_for  # noqa: E402
+from zephserver.errors import ExitCode  # noqa: E402
+from zephserver.infra.bootstrap import Daemon  # noqa: E402
 
 EXIT_CODES = (ExitCode.OK, ExitCode.FAILED, ExitCode.USAGE, ExitCode.NO_PERMISSION,
               ExitCode.DEGRADED, ExitCode.BAD_SETTINGS)

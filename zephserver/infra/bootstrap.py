@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from zephserver import __version__
+from zephserver import __version__, memory
 from zephserver.config import Settings, check_settings, load_settings
 from zephserver.errors import (
     AlreadyRunning,
@@ -121,6 +121,7 @@ class Daemon:
     def run(self, daemonize: bool = False, out: Any = None) -> int:
         """Run until stopped; return the exit code. ``out`` gets the one-line messages."""
         out = out or sys.stdout
+        memory.one_arena()
         try:
             self.lock.acquire()
         except AlreadyRunning as exc:
@@ -255,6 +256,7 @@ class Daemon:
             # of a busy server's replies.
             gc.collect()
             gc.freeze()
+            memory.give_back_now()  # what the start built and dropped (the migration check)
             self.booted.set()
             self.commands.put(("booted", ""))
         except HaltServer as exc:

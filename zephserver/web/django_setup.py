@@ -94,16 +94,19 @@ def prepare_database(settings: Settings) -> dict:
     """
     setup_django(settings)
     from django.db import DatabaseError, connection
-    from django.db.migrations.executor import MigrationExecutor
 
     from zephserver.database import redact
     from zephserver.errors import ExitCode, HaltServer
 
     where = redact(settings.DATABASE_URL)
+    executor, pending = None, []
     try:
         connection.ensure_connection()
-        executor = MigrationExecutor(connection)
-        pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
+        if not _all_applied(connection):
+            from django.db.migrations.executor import MigrationExecutor
+
+            executor = MigrationExecutor(connection)
+            pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
     except DatabaseError as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise HaltServer(f"database {where} is unreachable: {reason}", ExitCode.FAILED) \
@@ -116,6 +119,40 @@ def prepare_database(settings: Settings) -> dict:
         return {"cluster_identity": installation_id()}
     finally:
         connection.close()  # the main thread does not use it again
+
+
+def _all_applied(connection: Any) -> bool:
+    """Whether every migration on disk is recorded as applied, from the directory
+    listings and one query: Django's loader imports every migration module to build the
+    graph (4 MiB the daemon would keep for nothing). False when unsure (no table yet,
+    MIGRATION_MODULES, a squashed migration): the full check then decides."""
+    import pkgutil
+    from importlib.util import find_spec
+
+    from django.apps import apps
+    from django.conf import settings as django_settings
+    from django.db import DatabaseError
+
+    if getattr(django_settings, "MIGRATION_MODULES", None):
+        return False
+    on_disk = set()
+    for app in apps.get_app_configs():
+        try:
+            spec = find_spec(f"{app.name}.migrations")
+        except ImportError:
+            spec = None
+        if spec is None or not spec.submodule_search_locations:
+            continue  # an app without migrations
+        # the names Django's loader takes (django.db.migrations.loader)
+        on_disk |= {(app.label, m.name) for m in pkgutil.iter_modules(
+            spec.submodule_search_locations) if not m.ispkg and m.name[0] not in "_~"}
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT app, name FROM django_migrations")
+            applied = set(cursor.fetchall())
+    except DatabaseError:
+        return False  # (autocommit: a failed query leaves no broken transaction)
+    return on_disk <= applied
 
 
 def _migrate(settings: Settings, connection: Any, executor: Any, pending: list,
