@@ -27,6 +27,7 @@ from tornado.ioloop import IOLoop
 
 from zephserver.errors import RpcCode, RpcError
 from zephserver.http.ws import WsConnection, WsHandler
+from zephserver.wire import compact
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +45,11 @@ class LegacyConnection(WsConnection):
         except ValueError:
             message = None
         if isinstance(message, dict) and "method" in message:
-            text = json.dumps({"task": message["method"], "data": message.get("params")},
-                              separators=(",", ":"))
+            text = compact({"task": message["method"], "data": message.get("params")})
         super().send_text(text)
 
     def send_frame(self, frame: dict) -> None:
-        super().send_text(json.dumps(frame, separators=(",", ":")))
+        super().send_text(compact(frame))
 
 
 class LegacyWsHandler(WsHandler):

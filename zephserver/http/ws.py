@@ -6,7 +6,6 @@ the router, which answers through the connection's thread-safe ``send_text``.
 """
 
 import contextlib
-import json
 import logging
 import threading
 from typing import Any
@@ -18,6 +17,7 @@ from tornado.ioloop import IOLoop
 from zephserver import memory
 from zephserver.errors import RpcCode, ServiceUnavailable
 from zephserver.task.base import UserInfo
+from zephserver.wire import compact
 
 access_log = logging.getLogger("zephserver.access")
 
@@ -51,7 +51,7 @@ class WsConnection:
             self._pending -= size
 
     def send_json(self, message: Any) -> None:
-        self.send_text(json.dumps(message, separators=(",", ":")))
+        self.send_text(compact(message))
 
     def acquire_slot(self, limit: int) -> bool:
         with self._lock:
@@ -59,6 +59,9 @@ class WsConnection:
                 return False
             self._slots += 1
             return True
+
+    def has_slot(self, limit: int) -> bool:
+        return self._slots < limit
 
     def release_slot(self) -> None:
         with self._lock:

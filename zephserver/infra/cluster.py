@@ -39,12 +39,12 @@ from typing import Any
 
 from zephserver.config import Settings
 from zephserver.infra.service import Service
+from zephserver.wire import compact as _encode
 
 log = logging.getLogger(__name__)
 
 Callback = Callable[[Any], None]
 U64 = struct.Struct("!Q")
-_encode = json.JSONEncoder(separators=(",", ":")).encode  # one encoder: no per-call setup
 SLOW_CALLBACK = 1.0  # seconds
 MAX_RESEND = 256  # batches sent again per peer per retry pass
 

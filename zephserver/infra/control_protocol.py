@@ -11,6 +11,7 @@ import struct
 from typing import Any
 
 from zephserver.errors import RpcCode, RpcError
+from zephserver.wire import compact
 
 HEADER = struct.Struct(">I")
 MAX_FRAME = 8 * 1024 * 1024
@@ -21,7 +22,7 @@ class FrameError(Exception):
 
 
 def encode(message: Any) -> bytes:
-    body = json.dumps(message, separators=(",", ":")).encode()
+    body = compact(message).encode()
     if len(body) > MAX_FRAME:
         raise FrameError(f"frame of {len(body)} bytes exceeds {MAX_FRAME}")
     return HEADER.pack(len(body)) + body

@@ -13,7 +13,6 @@ of what that node has handed to its client (it acknowledges as it does).
 """
 
 import contextlib
-import json
 import threading
 import time
 import uuid
@@ -23,6 +22,7 @@ from typing import Any
 from zephserver.jobs.cluster_queue import queue_fields
 from zephserver.launch.output import Follower, Tail
 from zephserver.launch.states import TERMINAL
+from zephserver.wire import notification
 
 UPDATED = "jobs.updated"  # the cluster event carrying an update to the other nodes
 OUTPUT, ACK, UNFOLLOW = "jobs.output", "jobs.output.ack", "jobs.output.unfollow"
@@ -30,9 +30,6 @@ STREAM_WINDOW = 4 << 20  # bytes a stream may be ahead of its subscriber's node
 ACK_RETRY = 0.02  # seconds between looks at a slow subscriber's client
 
 
-def notification(method: str, params: Any) -> str:
-    return json.dumps({"jsonrpc": "2.0", "method": method, "params": params},
-                      separators=(",", ":"))
 
 
 class Feed:

@@ -5,7 +5,6 @@ thread-safe ``send_text(text)``. Every method may be called from any thread; the
 is held only to read or change the tables, never while sending.
 """
 
-import json
 import logging
 import threading
 from collections import defaultdict
@@ -14,6 +13,7 @@ from typing import Any, Protocol
 
 from zephserver.infra.service import Service
 from zephserver.task.base import UserInfo
+from zephserver.wire import notification
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +25,6 @@ class Connection(Protocol):
     def send_text(self, text: str) -> None: ...
 
 
-def notification(method: str, params: Any) -> str:
-    return json.dumps({"jsonrpc": "2.0", "method": method, "params": params},
-                      separators=(",", ":"))
 
 
 CLUSTER_EVENT = "rooms.deliver"

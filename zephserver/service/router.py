@@ -29,6 +29,7 @@ from zephserver.errors import RpcCode, RpcError
 from zephserver.infra.service import Service
 from zephserver.service.task_pool import TaskPool
 from zephserver.task.base import ANONYMOUS, Request, UserInfo, check_access
+from zephserver.wire import compact
 
 log = logging.getLogger(__name__)
 
@@ -211,17 +212,17 @@ class RouterService(Service):
         if self.stopping or pool is None:
             answer(_error(request_id, RpcCode.SHUTTING_DOWN, "the server is shutting down"))
             return
-        if not conn.acquire_slot(self.max_in_flight):
+        inline = getattr(cls, "INLINE", False) and getattr(cls, "_zeph_access", ()) is None
+        if not (conn.has_slot(self.max_in_flight) if inline
+                else conn.acquire_slot(self.max_in_flight)):
             answer(_error(request_id, RpcCode.QUEUE_FULL, "too many requests in flight on "
                           f"this connection (limit {self.max_in_flight})"))
             return
-        if getattr(cls, "INLINE", False) and getattr(cls, "_zeph_access", ()) is None:
+        if inline:
             # open to anyone and answered from memory: no credential recheck (it may need
-            # the database), no hop to a task thread and back
-            response = self._execute(conn, cls, method, params, request_id,
-                                     conn.user or ANONYMOUS)
-            conn.release_slot()
-            answer(response)
+            # the database), no hop to a task thread and back; done before anything else
+            # runs, so it holds its slot only in that it needs a free one
+            answer(self._inline(cls, method, params, request_id, conn))
             return
         # One user (an anonymous client: one connection) holds a share of the pool.
         asker = getattr(conn.user, "id", None) or conn.cid
@@ -284,6 +285,15 @@ class RouterService(Service):
             self._owed.discard(owed)
         owed.give(lambda r: _outcome(r.method, r.request_id, future))
 
+    def _inline(self, cls: type, method: str, params: Any, request_id: Any,
+                conn: Any) -> dict | str:
+        try:
+            task = cls(Request({} if params is None else params, conn.cid,
+                               conn.user or ANONYMOUS, method))
+            return _result(request_id, task.main())
+        except Exception as exc:
+            return _failure(method, request_id, exc)
+
     def _execute(self, conn: Any, cls: type, method: str, params: Any, request_id: Any,
                  user: UserInfo | None = None) -> dict | str | Future:
         """Run the task; ``user`` None: the connection's credential is checked again now."""
@@ -336,8 +346,7 @@ def _outcome(method: str, request_id: Any, future: Future) -> dict | str:
 
 def _result(request_id: Any, result: Any) -> str:
     """The reply text; serialised here, so a result that is not JSON raises (TypeError)."""
-    return json.dumps({"jsonrpc": "2.0", "id": request_id, "result": result},
-                      separators=(",", ":"))
+    return compact({"jsonrpc": "2.0", "id": request_id, "result": result})
 
 
 def _failure(method: str, request_id: Any, exc: Exception) -> dict:
