@@ -12,6 +12,7 @@ from tests.support.jobs import (
     TERMINAL,
     is_zombie_or_gone,
     job_apps,
+    keepers_under,
     kill_jobs_under,
     processes_in_group,
     submit,
@@ -565,7 +566,8 @@ def test_reload_settings_applies_apps_and_resources(workdir):
 
 def test_queue_survives_restart_and_vanished_job_is_lost(workdir):
     """The queue is in the database: queued jobs are there, in order, after a restart. A
-    job killed (with its shim) while the daemon was down is LOST with a reason."""
+    job killed while the daemon was down, with what would record its status (its shim, or
+    the keeper), is LOST with a reason."""
     first = start_server(workdir, RESOURCES={"cores": 4, "memory": 4096, "licenses": {
         "lic": {"command": ["echo", "0"]}}})
     started = [first]
@@ -582,6 +584,8 @@ def test_queue_survives_restart_and_vanished_job_is_lost(workdir):
         queued, victim, order = run(before())
         first.kill()
         first.wait_exit()
+        for keeper in keepers_under(workdir):
+            os.kill(keeper, signal.SIGKILL)
         os.killpg(victim["pid"], signal.SIGKILL)  # shim and program: no status written
         poll_until(lambda: processes_in_group(victim["pid"]) == [], 10)
         second = DaemonProcess(first.settings, first.env).start()

@@ -172,7 +172,9 @@ def test_no_job_starts_twice_when_every_node_plans_at_once(cluster):
     ids = run(through_all())
     assert len(set(ids)) == 100
     jobs = run(wait_all_ended(cluster["n2"], ids))
-    assert {j["state"] for j in jobs} == {"SUCCEEDED"}, jobs
+    assert {j["state"] for j in jobs} == {"SUCCEEDED"}, [
+        (j["id"], j["node"], j["state"], j["state_reason"]) for j in jobs
+        if j["state"] != "SUCCEEDED"]
     stamps = stamps_of(cluster, ids)  # (every start once)
     assert {s["node"] for s in stamps.values()} <= {"n1", "n2", "n3"}
 

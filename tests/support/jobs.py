@@ -147,6 +147,24 @@ def processes_in_group(pgid: int) -> list[int]:
     return out
 
 
+def keepers_under(path: Path) -> list[int]:
+    """The pids of the keepers (launch.keeper) of daemons whose DATA_DIR is in ``path``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        if any(a.endswith(b"keeper.py") for a in args) and any(
+                a.startswith(os.fsencode(str(path))) and a.endswith(b"keeper.sock")
+                for a in args):
+            found.append(int(entry))
+    return found
+
+
 def kill_jobs_under(path: Path) -> None:
     """Kill leftover job processes whose command line mentions ``path`` (test cleanup:
     jobs outlive the daemon by design)."""
@@ -172,10 +190,27 @@ def remove_cgroups_of(path: Path) -> None:
     for top in (t for data_dir in candidates for t in tops(str(data_dir))):
         for root, dirs, _files in os.walk(top, topdown=False):
             for name in dirs:
+                group = os.path.join(root, name)
+                # what still runs in it first (a program the keeper started names no path
+                # of the test's in its command line)
+                with contextlib.suppress(OSError), open(os.path.join(group, "cgroup.kill"),
+                                                        "w") as f:
+                    f.write("1")
+                deadline = time.monotonic() + 5
+                while _members(group) and time.monotonic() < deadline:
+                    time.sleep(0.01)  # (cleanup: the kill is asynchronous)
                 with contextlib.suppress(OSError):
-                    os.rmdir(os.path.join(root, name))
+                    os.rmdir(group)
         with contextlib.suppress(OSError):
             os.rmdir(top)
+
+
+def _members(group: str) -> str:
+    try:
+        with open(os.path.join(group, "cgroup.procs")) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
 
 
 def stop_site(daemon: Any, work: Path, *servers: Any) -> None:

@@ -15,6 +15,7 @@ as, launch.accounts; None: the daemon's account), and after the start ``pid``,
 ``start_time`` and ``boot_id``.
 """
 
+import logging
 import os
 import shutil
 import time
@@ -23,17 +24,21 @@ from typing import Any, Protocol
 
 from zephserver.launch import shim
 from zephserver.launch.cgroups import Cgroups, MemoryLimits, signal_tree
+from zephserver.launch.keeper_client import KeeperClient, KeeperLost
 from zephserver.launch.process import (
     Reaper,
     Spawned,
     SpawnError,
     boot_id,
     is_alive,
+    job_priority,
     process_start_time,
     spawn,
     with_start_times,
 )
 from zephserver.launch.states import JobState
+
+log = logging.getLogger(__name__)
 
 PROGRAM_CACHE_TTL = 10.0  # seconds a found program path is trusted
 
@@ -110,7 +115,8 @@ class LocalExecutor:
     reports = False
 
     def __init__(self, roots: list[str] | None = None, cgroups: Cgroups | None = None,
-                 memory: MemoryLimits | None = None, nice: int = 0) -> None:
+                 memory: MemoryLimits | None = None, nice: int = 0,
+                 keeper_socket: str | None = None) -> None:
         self.boot = boot_id()
         self.nice = nice  # JOB_NICE
         self.roots = roots or []
@@ -120,8 +126,17 @@ class LocalExecutor:
         self.reaper = Reaper()
         self._programs: dict[tuple[str, str], tuple[str, float]] = {}
         self._made: set[str] = set()  # directories known to exist
+        self._from_keeper: set[int] = set()  # pids it just started, until watched
+        self._reported: set[int] = set()  # watched pids whose end the keeper reports
+        # Where jobs have cgroups (so nothing they leave needs the shim's subreaper), the
+        # keeper starts them: no shell and no fork per job.
+        self.keeper = (KeeperClient(keeper_socket, self.reaper.report, self._keeper_lost)
+                       if cgroups is not None and keeper_socket
+                       and KeeperClient.usable(keeper_socket) else None)
 
     def close(self) -> None:
+        if self.keeper is not None:
+            self.keeper.close()
         self.reaper.close()  # jobs keep running: a restarted daemon re-adopts them
         for groups in (self.cgroups, self.memory):
             if groups is not None:
@@ -131,30 +146,86 @@ class LocalExecutor:
 
     def launch(self, jobs: list[Any], envs: list[dict[str, str]]
                ) -> list[Spawned | SpawnError]:
-        # Start times are read after the last spawn: read at once, /proc/PID/stat waits
-        # on the exec under way (about twice the cost).
-        return with_start_times([self._spawn(job, env) for job, env in zip(jobs, envs,
-                                                                           strict=True)])
+        requests = []
+        for job, env in zip(jobs, envs, strict=True):
+            try:
+                requests.append(self._request(job, env))
+            except SpawnError as exc:
+                requests.append(exc)
+        keeper = self._keeper()
+        if keeper is None:
+            # Start times are read after the last spawn: read at once, /proc/PID/stat waits
+            # on the exec under way (about twice the cost).
+            return with_start_times([self._spawn_under_shim(r) if isinstance(r, dict) else r
+                                     for r in requests])
+        return self._spawn_by_keeper(keeper, jobs, requests)
 
-    def _spawn(self, job: Any, env: dict[str, str]) -> Spawned | SpawnError:
+    def _request(self, job: Any, env: dict[str, str]) -> dict:
+        """What starting ``job`` takes (``launch.keeper.spawn``'s request)."""
+        exe = self._check_launchable(job.argv[0], job.cwd, env, job.job_dir)
+        groups = [self.cgroups.prepare(_key(job))] if self.cgroups else []
+        if self.memory is not None and _memory(job):
+            groups.append(self.memory.prepare(_key(job), _memory(job)))
+        argv = job.argv
+        account = getattr(job, "account", None)
+        if account is not None:  # the shim stays ours; the program runs as the account
+            argv, env = [*account.switch(), *argv], {**env, **account.env()}
+            self._give(account, job)
+        # a requeue job is held to the daemon's lease (launch.leash), as the daemon
+        argv = [*getattr(job, "leash", ()), *argv]
+        meta = shim.meta_files(job.job_dir)
+        self._make_parent(meta.pid)
+        nice, autogroup = job_priority(self.nice)
+        prefixed = len(argv) > len(job.argv)  # (then argv[0] is absolute)
+        return {"key": _key(job), "exe": argv[0] if prefixed else exe, "argv": argv,
+                "env": env, "cwd": job.cwd, "log": job.log_path, "groups": groups,
+                "nice": nice, "autogroup": autogroup, "pid_file": meta.pid,
+                "status_file": meta.status}
+
+    def _spawn_under_shim(self, r: dict) -> Spawned | SpawnError:
         try:
-            self._check_launchable(job.argv[0], job.cwd, env, job.job_dir)
-            groups = [self.cgroups.prepare(_key(job))] if self.cgroups else []
-            if self.memory is not None and _memory(job):
-                groups.append(self.memory.prepare(_key(job), _memory(job)))
-            argv = job.argv
-            account = getattr(job, "account", None)
-            if account is not None:  # the shim stays ours; the program runs as the account
-                argv, env = [*account.switch(), *argv], {**env, **account.env()}
-                self._give(account, job)
-            # a requeue job is held to the daemon's lease (launch.leash), as the daemon
-            argv = [*getattr(job, "leash", ()), *argv]
-            meta = shim.meta_files(job.job_dir)
-            self._make_parent(meta.pid)
-            return spawn(shim.wrap(argv, meta, job.cwd, groups, self.cgroups is None), None, env,
-                         job.log_path, read_start_time=False, nice=self.nice)
+            return spawn(shim.wrap(r["argv"], shim.Meta(r["pid_file"], r["status_file"]),
+                                   r["cwd"], r["groups"], self.cgroups is None), None, r["env"],
+                         r["log"], read_start_time=False, nice=self.nice)
         except SpawnError as exc:
             return exc
+
+    def _keeper(self) -> KeeperClient | None:
+        """The keeper, connected (started if need be); None: jobs start under the shim."""
+        if self.keeper is None:
+            return None
+        try:
+            self.keeper.connect()
+        except (KeeperLost, OSError) as exc:
+            log.error("no keeper (%s): jobs start under the shim", exc)
+            return None
+        return self.keeper
+
+    def _spawn_by_keeper(self, keeper: KeeperClient, jobs: list[Any],
+                         requests: list[dict | SpawnError]) -> list[Spawned | SpawnError]:
+        lost = ""
+        try:
+            answers = {a["key"]: a for a in keeper.spawn(
+                [r for r in requests if isinstance(r, dict)])}
+        except KeeperLost as exc:
+            answers, lost = {}, str(exc)
+        results: list[Spawned | SpawnError] = []
+        for job, request in zip(jobs, requests, strict=True):
+            if isinstance(request, SpawnError):
+                results.append(request)
+                continue
+            answer = answers.get(request["key"])
+            if answer is None:  # the keeper went away: it may have started it first
+                found = self.orphan(job)
+                results.append(Spawned(found["pid"], found["start_time"], None) if found
+                               else SpawnError(f"the keeper went away: {lost}"))
+            elif "error" in answer:
+                results.append(SpawnError(answer["error"]))
+            else:
+                # (its start time is in its pid file: the keeper writes it next)
+                results.append(Spawned(answer["pid"], None, None))
+                self._from_keeper.add(answer["pid"])
+        return results
 
     def _make_parent(self, path: str) -> None:
         """The directory ``path`` goes in, made once (not looked up for every job)."""
@@ -178,8 +249,9 @@ class LocalExecutor:
             raise SpawnError(f"cannot give the job's files to {account.name}: "
                              f"{exc.strerror}") from exc
 
-    def _check_launchable(self, program: str, cwd: str, env: dict, job_dir: str) -> None:
-        """Refuse before spawning what the shim could only report as exit 127."""
+    def _check_launchable(self, program: str, cwd: str, env: dict, job_dir: str) -> str:
+        """Refuse before spawning what the shim could only report as exit 127; the
+        program's executable."""
         try:
             os.mkdir(job_dir)  # its parent, JOBS_DIR, exists: one syscall, not makedirs'
         except FileExistsError:
@@ -200,8 +272,10 @@ class LocalExecutor:
                 raise SpawnError(f"working directory not found: {cwd}")
         if os.sep in program and not os.path.isabs(program):
             program = os.path.join(cwd, program)  # the shim execs it from the cwd
-        if self._find_program(program, env.get("PATH", os.defpath)) is None:
+        found = self._find_program(program, env.get("PATH", os.defpath))
+        if found is None:
             raise SpawnError(f"program not found or not executable: {program}")
+        return found
 
     def _find_program(self, program: str, path: str) -> str | None:
         """``program``'s executable, remembered for a few seconds (a burst of jobs of one
@@ -234,7 +308,34 @@ class LocalExecutor:
                     self._oom[job.pk] = _memory(job)
                 memory.finish(key)
             on_exit(code)
-        self.reaper.watch(job.pid, exited, handle)
+        if self._kept(job):
+            pid = job.pid
+            self._reported.add(pid)
+
+            def reported(_pid: int, code: int | None) -> None:
+                self._reported.discard(pid)
+                exited(_pid, code)
+            self.reaper.watch_reported(pid, reported)
+        else:
+            self.reaper.watch(job.pid, exited, handle)
+
+    def _keeper_lost(self, pids: set[int]) -> None:
+        """The keeper went away: its jobs are watched by pidfd from now on."""
+        self._reported -= pids
+        self.reaper.unreported(pids)
+
+    def _kept(self, job: Any) -> bool:
+        """Whether the keeper is the parent of ``job``'s process, and reports its end:
+        started by it just now, or re-adopted after a restart (the keeper of the earlier
+        run, found now)."""
+        if self.keeper is None:
+            return False
+        if job.pid in self._from_keeper:
+            self._from_keeper.discard(job.pid)
+            return True
+        if job.pid not in self.keeper.children and shim.kept(_meta(job)):
+            self._keeper()
+        return job.pid in self.keeper.children
 
     def stop(self, job: Any, grace: float) -> None:
         self.reaper.stop_process(job.pid, grace, lambda pid, sig: self._send(job, sig))
@@ -260,13 +361,25 @@ class LocalExecutor:
                 groups.sweep(keep)
 
     def program_started(self, job: Any) -> bool:
-        return shim.program_started(job.pid, _meta(job))
+        meta = _meta(job)
+        return shim.kept(meta) or shim.program_started(job.pid, meta)
 
     # -- after a restart ------------------------------------------------------------------
 
     def alive(self, job: Any) -> bool:
         # same boot and same kernel start time: never a pid the kernel has reused
-        return job.boot_id == self.boot and is_alive(job.pid, job.start_time)
+        if job.boot_id != self.boot:
+            return False
+        if job.pid in self._reported or is_alive(job.pid, job.start_time):
+            return True  # (the keeper reports its end: until then, it is not gone)
+        # Started by the keeper: its start time is in its pid file, and until the keeper
+        # reaps it (and writes its status) a zombie of the keeper's is not gone yet.
+        meta = _meta(job) if job.job_dir else None
+        if meta is None or not shim.kept(meta) or shim.recorded_pid(meta) != job.pid:
+            return False
+        keeper = self._keeper()
+        return is_alive(job.pid, shim.recorded_start_time(meta),
+                        zombie_of=keeper.pid if keeper is not None else None)
 
     def recorded_exit(self, job: Any) -> int | None:
         return shim.recorded_status(_meta(job)) if job.job_dir else None
@@ -276,6 +389,11 @@ class LocalExecutor:
             return None
         meta = _meta(job)
         pid = shim.recorded_pid(meta)
+        if pid is not None and shim.kept(meta):  # started by the keeper
+            start_time = shim.recorded_start_time(meta)
+            if is_alive(pid, start_time) or shim.recorded_status(meta) is not None:
+                return {"pid": pid, "start_time": start_time, "boot_id": self.boot}
+            return None
         if pid is None or not (shim.is_shim_of(pid, meta)
                                or shim.recorded_status(meta) is not None):
             return None

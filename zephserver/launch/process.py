@@ -27,6 +27,7 @@ from zephserver.launch.wakeup import WAKE, WakeableSelector
 log = logging.getLogger(__name__)
 
 ExitCallback = Callable[[int, int | None], None]  # (pid, returncode or None if unknown)
+EARLY_KEPT = 4096  # exits reported before their watch, kept at most
 
 
 class SpawnError(Exception):
@@ -58,11 +59,13 @@ def process_start_time(pid: int) -> int | None:
     return None if fields is None else int(fields[19])
 
 
-def is_alive(pid: int, start_time: int | None) -> bool:
+def is_alive(pid: int, start_time: int | None, zombie_of: int | None = None) -> bool:
     """Whether ``pid`` still runs and is the very process that started at ``start_time``
-    (not a zombie, not a newer process that reused the pid)."""
+    (not a newer process that reused the pid; not a zombie, unless its parent is
+    ``zombie_of``, which has yet to reap it and record its status)."""
     fields = _stat(pid)
-    return fields is not None and fields[0] != b"Z" and int(fields[19]) == start_time
+    return (fields is not None and int(fields[19]) == start_time
+            and (fields[0] != b"Z" or (zombie_of is not None and int(fields[1]) == zombie_of)))
 
 
 def boot_id() -> str:
@@ -110,7 +113,9 @@ def spawn(argv: Sequence[str], cwd: str | None, env: Mapping[str, str],
     try:
         if cwd is None:
             # Our fds are close-on-exec (PEP 446): only these three reach the program.
-            pid = os.posix_spawn(argv[0], list(argv), dict(env), setsid=True, file_actions=[
+            # (SIGPIPE and SIGXFSZ at their default, which Python ignores: as Popen does)
+            pid = os.posix_spawn(argv[0], list(argv), dict(env), setsid=True,
+                                 setsigdef=(signal.SIGPIPE, signal.SIGXFSZ), file_actions=[
                 (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                 (os.POSIX_SPAWN_DUP2, log_fd, 1), (os.POSIX_SPAWN_DUP2, log_fd, 2),
                 *((os.POSIX_SPAWN_DUP2, fd, target)
@@ -143,18 +148,27 @@ def lower_priority(leader: int, nice: int) -> None:
 
     The leader alone is reniced (3 us; the whole group costs 230 us: a quarter of a short
     job's launch), unless it has forked already: then the group."""
-    own, own_group = _own_priority()
+    process, group = job_priority(nice)
     with contextlib.suppress(OSError):
-        os.setpriority(os.PRIO_PROCESS, leader, min(19, own + nice))
+        os.setpriority(os.PRIO_PROCESS, leader, process)
         if _has_children(leader):
-            os.setpriority(os.PRIO_PGRP, leader, min(19, own + nice))
-    if own_group is not None:
+            os.setpriority(os.PRIO_PGRP, leader, process)
+    if group is not None:
         with contextlib.suppress(OSError):
             fd = os.open(f"/proc/{leader}/autogroup", os.O_WRONLY | os.O_CLOEXEC)
             try:
-                os.write(fd, str(min(19, own_group + nice)).encode())
+                os.write(fd, str(group).encode())
             finally:
                 os.close(fd)
+
+
+def job_priority(nice: int) -> tuple[int | None, int | None]:
+    """The niceness of a process, and of its autogroup, ``nice`` steps below the daemon
+    (None: leave it; the autogroup's also where there are no autogroups)."""
+    if not nice:
+        return None, None
+    own, own_group = _own_priority()
+    return min(19, own + nice), None if own_group is None else min(19, own_group + nice)
 
 
 def _has_children(pid: int) -> bool:
@@ -226,6 +240,10 @@ class Reaper:
         self._watched: dict[int, tuple[int, ExitCallback, subprocess.Popen | None]] = {}
         self._deadlines: list[tuple[float, int]] = []  # (when, pid): SIGKILL the tree then
         self._senders: dict[int, Callable[[int, int], bool]] = {}  # how to reach a tree
+        # Processes whose parent reports their exits (the keeper): no pidfd of ours.
+        self._reported: dict[int, tuple[ExitCallback, subprocess.Popen | None]] = {}
+        self._early: dict[int, int | None] = {}  # reported before they were watched
+        self._settled: list[tuple[int, ExitCallback, subprocess.Popen | None, int | None]] = []
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="zeph-reaper", daemon=True)
         self._thread.start()
@@ -239,6 +257,37 @@ class Reaper:
         """
         with self._lock:
             self._pending.append((pid, callback, popen))
+        self._wake()
+
+    def watch_reported(self, pid: int, callback: ExitCallback) -> None:
+        """Like ``watch``, for a process whose exit its parent reports (``report``)."""
+        with self._lock:
+            if pid in self._early:
+                self._settled.append((pid, callback, None, self._early.pop(pid)))
+            else:
+                self._reported[pid] = (callback, None)
+                return
+        self._wake()
+
+    def report(self, pid: int, code: int | None) -> None:
+        """A process's parent says it exited with ``code``. Any thread."""
+        with self._lock:
+            watched = self._reported.pop(pid, None)
+            if watched is None:
+                self._early[pid] = code  # (its watch comes right after its start)
+                if len(self._early) > EARLY_KEPT:  # ones nobody watches: the oldest go
+                    del self._early[next(iter(self._early))]
+                return
+            self._settled.append((pid, watched[0], watched[1], code))
+        self._wake()
+
+    def unreported(self, pids: set[int]) -> None:
+        """Their parent is gone: watch these processes ourselves from now on."""
+        with self._lock:
+            for pid in pids:
+                watched = self._reported.pop(pid, None)
+                if watched is not None:
+                    self._pending.append((pid, watched[0], watched[1]))
         self._wake()
 
     def stop_process(self, pid: int, grace: float,
@@ -273,6 +322,9 @@ class Reaper:
     def _register_pending(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, []
+            settled, self._settled = self._settled, []
+        for pid, callback, popen, code in settled:
+            self._finish(pid, callback, popen, code)
         for pid, callback, popen in pending:
             try:
                 fd = os.pidfd_open(pid)
@@ -288,15 +340,15 @@ class Reaper:
         _, callback, popen = self._watched.pop(fd)
         self._finish(pid, callback, popen)
 
-    def _finish(self, pid: int, callback: ExitCallback,
-                popen: subprocess.Popen | None) -> None:
-        returncode = None
-        try:
-            reaped, status = os.waitpid(pid, os.WNOHANG)
-            if reaped == pid:
-                returncode = os.waitstatus_to_exitcode(status)
-        except ChildProcessError:
-            pass  # not our child: someone else reaps it (re-adopted process)
+    def _finish(self, pid: int, callback: ExitCallback, popen: subprocess.Popen | None,
+                returncode: int | None = None) -> None:
+        if returncode is None:
+            try:
+                reaped, status = os.waitpid(pid, os.WNOHANG)
+                if reaped == pid:
+                    returncode = os.waitstatus_to_exitcode(status)
+            except ChildProcessError:
+                pass  # not our child: someone else reaps it (re-adopted process)
         if popen is not None and returncode is not None:
             popen.returncode = returncode  # so Popen never waits on a reaped pid
         with self._lock:

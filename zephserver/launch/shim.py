@@ -77,12 +77,18 @@ def found_meta(job_dir: str) -> Meta:
     return Meta(os.path.join(where, PID_FILE), os.path.join(where, STATUS_FILE))
 
 
-def read_int(path: str) -> int | None:
+def _read_ints(path: str) -> list[int]:
     try:
         with open(path) as f:
-            return int(f.read().strip())
+            return [int(word) for word in f.read().split()]
     except (OSError, ValueError):
-        return None
+        return []
+
+
+def read_int(path: str) -> int | None:
+    """The first number in ``path``; None if there is none."""
+    numbers = _read_ints(path)
+    return numbers[0] if numbers else None
 
 
 def recorded_status(meta: Meta) -> int | None:
@@ -92,6 +98,17 @@ def recorded_status(meta: Meta) -> int | None:
 
 def recorded_pid(meta: Meta) -> int | None:
     return read_int(meta.pid)
+
+
+def kept(meta: Meta) -> bool:
+    """Whether the keeper (``launch.keeper``) started the job, not the shim: its pid file
+    also holds the start time (the program ran at once: there was nothing in between)."""
+    return len(_read_ints(meta.pid)) == 2
+
+
+def recorded_start_time(meta: Meta) -> int | None:
+    numbers = _read_ints(meta.pid)
+    return numbers[1] if len(numbers) == 2 else None
 
 
 def program_started(pid: int, meta: Meta) -> bool:

@@ -100,7 +100,7 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Cluste
         self.local = LocalExecutor(
             cgroups=Cgroups.detect(self.data_dir, "jobs") if grouped else None,
             memory=MemoryLimits.detect(self.data_dir, "jobs") if grouped else None,
-            nice=s.JOB_NICE)
+            nice=s.JOB_NICE, keeper_socket=os.path.join(self.data_dir, "keeper.sock"))
         # Who runs each job's process: one per kind of place ("local", "slurm" once an
         # app uses it), chosen per job by ``executor_for``.
         self.executors: dict[str, Executor] = {"local": self.local}

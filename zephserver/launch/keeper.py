@@ -1,0 +1,354 @@
+"""The keeper: one small process per DATA_DIR that starts the daemon's jobs, is their
+parent, and outlives the daemon, as container shims do.
+
+It replaces the per-job ``/bin/sh`` shim where jobs get cgroups: a job then costs one
+``posix_spawn`` of its own program, with nothing in between (the shim cost a shell and a
+fork per job, more than the program ``/bin/true`` itself). The keeper keeps the shim's
+promises: it records each job's pid (and start time) when it starts it and its exit
+status when it reaps it, in the same files, so a daemon that was down meanwhile still
+learns how its jobs ended.
+
+- To start a job in its cgroups it moves itself into them, spawns, and moves back (about
+  30 us a move; a child cannot be placed before it runs without ``clone3``). It is
+  single-threaded, so nothing else of it is ever inside a job's group.
+- Its working directory is the job's for the spawn (posix_spawn cannot change it).
+- It talks to one daemon at a time over a UNIX socket that only its own user may use:
+  frames of a 4-byte length and JSON, on two connections: on "requests" the daemon asks
+  ``spawn`` (a batch) and the keeper answers ``spawned`` (read by the thread that asked,
+  with no hop through another); on "events" it reports each ``exit`` as it reaps it.
+- It exits once no daemon is connected and it has no child left.
+
+Run as a script (``python -I -S keeper.py SOCKET``): it imports nothing of zephserver.
+"""
+
+import contextlib
+import json
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+import time
+
+VERSION = 1
+HEADER = struct.Struct("!I")
+MAX_FRAME = 256 << 20
+FIRST_CONNECTION_WAIT = 30.0  # seconds a keeper nobody connected to yet waits
+# What a program starts with at its default (ignored ones stay ignored across exec: the
+# keeper's own, Python's SIGPIPE and SIGXFSZ, and SIGQUIT from the shell that started it).
+DEFAULT_SIGNALS = (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGQUIT,
+                   signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD)
+
+
+def frame(message: dict) -> bytes:
+    body = json.dumps(message, separators=(",", ":")).encode()
+    return HEADER.pack(len(body)) + body
+
+
+class Frames:
+    """Messages out of a byte stream of frames."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[dict]:
+        self._buffer += data
+        found = []
+        while len(self._buffer) >= HEADER.size:
+            (size,) = HEADER.unpack_from(self._buffer)
+            if size > MAX_FRAME:
+                raise ValueError(f"frame of {size} bytes")
+            if len(self._buffer) < HEADER.size + size:
+                break
+            found.append(json.loads(self._buffer[HEADER.size:HEADER.size + size]))
+            del self._buffer[:HEADER.size + size]
+        return found
+
+
+def exit_code(status: int) -> int:
+    """As the shim (and a shell) reported it: a program killed by signal N is 128+N."""
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.waitstatus_to_exitcode(status)
+
+
+def start_time(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return int(stat[stat.rindex(b")") + 2:].split()[19])
+
+
+def _write(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def _enter(procs: str) -> None:
+    """Move this process into the cgroup whose ``cgroup.procs`` is ``procs``."""
+    fd = os.open(procs, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, b"0")
+    finally:
+        os.close(fd)
+
+
+class Homes:
+    """The keeper's own cgroup in each hierarchy: where it goes back to after a spawn."""
+
+    def __init__(self) -> None:
+        own = {}
+        with open("/proc/self/cgroup") as f:
+            for line in f:
+                hierarchy, controllers, path = line.rstrip("\n").split(":", 2)
+                own["" if hierarchy == "0" else controllers] = path
+        self._mounts = []  # (mount point, the keeper's cgroup.procs there)
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                fields = line.split()
+                sep = fields.index("-")
+                fstype, options = fields[sep + 1], fields[sep + 3].split(",")
+                if fstype == "cgroup2":
+                    key = ""
+                elif fstype == "cgroup":
+                    key = next((k for k in own if k and set(k.split(",")) & set(options)),
+                               None)
+                else:
+                    continue
+                if key in own:
+                    self._mounts.append((fields[4], os.path.join(
+                        fields[4], own[key].lstrip("/"), "cgroup.procs")))
+        self._mounts.sort(key=lambda m: -len(m[0]))
+
+    def of(self, procs: str) -> str:
+        for mount, home in self._mounts:
+            if procs.startswith(mount + "/"):
+                return home
+        raise OSError(f"{procs} is in no cgroup hierarchy of the keeper")
+
+
+def spawn(request: dict, homes: Homes) -> dict:
+    """Start one job; its pid, or the error."""
+    key, program = request["key"], request["exe"]
+    try:
+        log_fd = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+                         0o640)
+    except OSError as exc:
+        return {"key": key, "error": f"cannot open log {request['log']}: {exc.strerror}"}
+    entered: list[str] = []
+    try:
+        for procs in request["groups"]:
+            try:
+                _enter(procs)
+            except OSError as exc:
+                return {"key": key, "error": f"cannot enter the cgroup {procs}: "
+                                             f"{exc.strerror}"}
+            entered.append(procs)
+        try:
+            os.chdir(request["cwd"])
+        except OSError:
+            return {"key": key, "error": f"working directory not found: {request['cwd']}"}
+        pid = os.posix_spawn(program, request["argv"], request["env"], setsid=True,
+                             setsigdef=DEFAULT_SIGNALS,
+                             file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                                           (os.POSIX_SPAWN_DUP2, log_fd, 1),
+                                           (os.POSIX_SPAWN_DUP2, log_fd, 2)])
+    except FileNotFoundError:
+        return {"key": key, "error": f"program not found: {program}"}
+    except PermissionError:
+        return {"key": key, "error": f"permission denied: {program}"}
+    except OSError as exc:
+        return {"key": key, "error": f"cannot start {program}: {exc.strerror}"}
+    finally:
+        os.close(log_fd)
+        with contextlib.suppress(OSError):
+            os.chdir("/")
+        for procs in reversed(entered):
+            _enter(homes.of(procs))  # (failing here, the keeper must not go on)
+    return {"key": key, "pid": pid}
+
+
+def settle(request: dict, pid: int) -> None:
+    """What follows a spawn, once the daemon has its answer (each costs more while the
+    program's exec is under way, and none is needed to watch it): its niceness if it
+    did not inherit it, its autogroup's, and its pid file as the shim wrote it, with
+    the start time (``shim.kept``), by which a restarted daemon knows the process."""
+    nice = request.get("nice")
+    if nice is not None and nice != os.getpriority(os.PRIO_PROCESS, 0):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, pid, nice)
+    if request.get("autogroup") is not None:
+        with contextlib.suppress(OSError):
+            _write(f"/proc/{pid}/autogroup", str(request["autogroup"]))
+    with contextlib.suppress(OSError):
+        _write(request["pid_file"], f"{pid}\n{start_time(pid)}\n")
+
+
+def take_nice(nice: int | None) -> None:
+    """Run at the niceness jobs are to have, so they inherit it (a call less a job).
+    Where each session has an autogroup, the keeper is alone in its own: its niceness
+    weighs against nothing. Elsewhere it keeps its own and sets each job's."""
+    if nice is not None and os.path.exists("/proc/self/autogroup"):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
+
+
+class Keeper:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.homes = Homes()
+        self.children: dict[int, str] = {}  # pid -> its status file
+        self.selector = selectors.DefaultSelector()
+        self.conns: dict[str, socket.socket] = {}  # role ("requests", "events") -> it
+        self.frames: dict[socket.socket, Frames] = {}
+        self.ever_connected = False
+        self.niced = False
+        self.born = time.monotonic()
+        self.listener: socket.socket | None = None
+
+    def listen(self) -> None:
+        old = os.umask(0o077)
+        try:
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+            listener.bind(self.path)
+        finally:
+            os.umask(old)
+        listener.listen(4)
+        self.listener = listener
+        self.selector.register(listener, selectors.EVENT_READ, "listen")
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.set_wakeup_fd(wake_w)
+        self.selector.register(wake_r, selectors.EVENT_READ, "child")
+        for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)  # it goes when its children have
+
+    def run(self) -> None:
+        while not self._done():
+            for key, _ in self.selector.select(1.0):
+                if key.data == "listen":
+                    self._accept()
+                elif key.data == "child":
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(key.fd, 4096)
+                    self._reap()
+                else:
+                    self._read(key.fileobj)
+            self._reap()  # (a SIGCHLD between the reap and the select is seen here)
+
+    def _done(self) -> bool:
+        if self.conns or self.frames or self.children:
+            return False
+        return self.ever_connected or time.monotonic() - self.born > FIRST_CONNECTION_WAIT
+
+    def _accept(self) -> None:
+        assert self.listener is not None
+        conn, _ = self.listener.accept()
+        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        _, uid, _ = struct.unpack("3i", creds)
+        if uid not in (os.getuid(), 0):
+            conn.close()
+            return
+        conn.setblocking(True)
+        self.frames[conn], self.ever_connected = Frames(), True
+        self.selector.register(conn, selectors.EVENT_READ, "conn")
+
+    def _drop(self, conn: socket.socket) -> None:
+        self.selector.unregister(conn)
+        self.frames.pop(conn, None)
+        for role in [r for r, c in self.conns.items() if c is conn]:
+            del self.conns[role]
+        conn.close()
+
+    def _send(self, role: str, message: dict) -> None:
+        conn = self.conns.get(role)
+        if conn is None:
+            return
+        try:
+            conn.sendall(frame(message))
+        except OSError:
+            self._drop(conn)
+
+    def _read(self, conn: socket.socket) -> None:
+        try:
+            data = conn.recv(1 << 20)
+            messages = self.frames[conn].feed(data) if data else None
+        except (OSError, ValueError):
+            messages = None
+        if messages is None:
+            self._drop(conn)
+            return
+        for message in messages:
+            self._handle(conn, message)
+
+    def _handle(self, conn: socket.socket, message: dict) -> None:
+        op = message.get("op")
+        if op == "hello":  # a daemon's connection: a new one replaces the old one's
+            role = message.get("role", "requests")
+            old = self.conns.get(role)
+            if old is not None and old is not conn:
+                self._drop(old)
+            self.conns[role] = conn
+            self._send(role, {"op": "hello", "version": VERSION, "pid": os.getpid(),
+                              "children": sorted(self.children)})
+        elif op == "spawn":
+            if not self.niced and message["jobs"]:
+                take_nice(message["jobs"][0].get("nice"))
+                self.niced = True
+            done = [(request, spawn(request, self.homes)) for request in message["jobs"]]
+            self._send("requests", {"op": "spawned", "results": [r for _, r in done]})
+            for request, result in done:  # (after the answer: the daemon waits on it)
+                if "pid" in result:
+                    self.children[result["pid"]] = request["status_file"]
+                    settle(request, result["pid"])
+        elif op == "retire":  # a daemon of another version: it starts its own keeper
+            self._retire()
+
+    def _retire(self) -> None:
+        if self.listener is not None:
+            self.selector.unregister(self.listener)
+            self.listener.close()
+            self.listener = None
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+        for conn in list(self.frames):
+            self._drop(conn)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            code = exit_code(status)
+            status_file = self.children.pop(pid, None)
+            if status_file is not None:
+                with contextlib.suppress(OSError):
+                    _write(status_file, f"{code}\n")
+            self._send("events", {"op": "exit", "pid": pid, "code": code})
+
+
+def main(argv: list[str]) -> int:
+    keeper = Keeper(argv[1])
+    keeper.listen()
+    try:
+        keeper.run()
+    finally:
+        if keeper.listener is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(keeper.path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,236 @@
+"""The daemon's side of the keeper (``launch.keeper``): start it or find the one a
+previous run left, ask it to spawn, and hear each exit.
+
+Two connections. On "requests", ``spawn`` sends a batch and reads the answer itself (its
+GIL released meanwhile; no hop through another thread). On "events", a thread
+("zeph-keeper") hears each exit and gives it to ``on_exit(pid, code)``. If the keeper goes
+away (killed), ``on_lost(pids)`` gets the pids it still had: they run on without a parent
+that records their status, and are watched like any other process.
+"""
+
+import contextlib
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+
+from zephserver.launch import keeper
+from zephserver.wire import compact
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT = 10.0  # seconds a new keeper has to listen
+REPLY_TIMEOUT = 60.0  # seconds a batch of spawns may take
+MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes
+
+
+class KeeperLost(Exception):
+    pass
+
+
+class KeeperClient:
+    def __init__(self, path: str, on_exit: Callable[[int, int], None],
+                 on_lost: Callable[[set[int]], None]) -> None:
+        self.path = path
+        self.on_exit, self.on_lost = on_exit, on_lost
+        self.children: set[int] = set()  # pids it started and has not reported ended
+        self._ended_first: set[int] = set()  # ended before their spawn's answer was read
+        self._children_lock = threading.Lock()
+        self._lock = threading.Lock()  # one request at a time; guards the connections
+        self._sock: socket.socket | None = None  # requests
+        self._events: socket.socket | None = None
+        self._pid: int | None = None  # the keeper's
+        self._closing = False
+
+    @property
+    def pid(self) -> int | None:
+        """The keeper's pid (None: not connected)."""
+        return self._pid
+
+    @staticmethod
+    def usable(path: str) -> bool:
+        return len(os.fsencode(path)) <= MAX_SOCKET_PATH
+
+    def connect(self) -> None:
+        """Connect to the keeper of this DATA_DIR, starting one if none listens (or it is
+        of another version: that one is told to retire once its jobs end)."""
+        lost: set[int] = set()
+        with self._lock:
+            if self._sock is not None:
+                return
+            sock, hello = self._dial_keeper()
+            if self._pid is not None and hello.get("pid") != self._pid:
+                with self._children_lock:  # the keeper we had is gone: so is its reporting
+                    lost, self.children = self.children, set()
+            events = self._dial()
+            if events is None:
+                sock.close()
+                raise KeeperLost("the keeper went away at once")
+            hello_events: Future = Future()
+            threading.Thread(target=self._read_events, args=(events, hello_events),
+                             name="zeph-keeper", daemon=True).start()
+            try:
+                events.sendall(keeper.frame({"op": "hello", "role": "events"}))
+                hello_events.result(START_TIMEOUT)
+            except Exception as exc:
+                sock.close()
+                events.close()
+                raise KeeperLost(f"the keeper did not answer: {exc}") from None
+            old, self._events, self._sock = self._events, events, sock
+            if old is not None:
+                old.close()
+            self._pid = hello.get("pid")
+            with self._children_lock:
+                self.children |= set(hello.get("children", []))
+            log.info("keeper pid %s: %d job(s) of an earlier run still under it",
+                     self._pid, len(hello.get("children", [])))
+        if lost:
+            self._lose(lost)
+
+    def _dial_keeper(self) -> tuple[socket.socket, dict]:
+        """The requests connection to a keeper of our version, and its hello."""
+        sock = self._dial()
+        if sock is not None:
+            hello = self._request(sock, {"op": "hello", "role": "requests"})
+            if hello.get("version") == keeper.VERSION:
+                return sock, hello
+            log.info("keeper pid %s is of another version: it retires when its jobs end",
+                     hello.get("pid"))
+            sock.sendall(keeper.frame({"op": "retire"}))
+            sock.close()
+        self._start()
+        sock = self._dial(wait=START_TIMEOUT)
+        if sock is None:
+            raise KeeperLost(f"the keeper did not listen on {self.path}")
+        return sock, self._request(sock, {"op": "hello", "role": "requests"})
+
+    def _dial(self, wait: float = 0.0) -> socket.socket | None:
+        deadline = time.monotonic() + wait
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            try:
+                sock.connect(self.path)
+                return sock
+            except (FileNotFoundError, ConnectionRefusedError):
+                sock.close()
+                if time.monotonic() >= deadline:
+                    return None
+                time.sleep(0.005)
+
+    @staticmethod
+    def _request(sock: socket.socket, message: dict) -> dict:
+        """Send ``message`` on the requests connection and read the answer."""
+        body = compact(message).encode()
+        sock.settimeout(REPLY_TIMEOUT)
+        try:
+            sock.sendall(keeper.HEADER.pack(len(body)) + body)
+            frames = keeper.Frames()
+            while True:
+                data = sock.recv(1 << 16)
+                if not data:
+                    raise KeeperLost("the keeper closed the connection")
+                answers = frames.feed(data)
+                if answers:
+                    return answers[0]
+        except (OSError, ValueError) as exc:
+            raise KeeperLost(f"the keeper did not answer: {exc}") from None
+
+    def _start(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)  # a dead keeper's socket
+        log_path = os.path.join(os.path.dirname(self.path), "keeper.log")
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        # Started from a shell that leaves at once: the keeper is never our child (init's,
+        # or the nearest subreaper's), so it outlives us and we hold nothing of it.
+        argv = ["/bin/sh", "-c", '"$@" & exit 0', "zephserver-keeper", sys.executable, "-I",
+                "-S", keeper.__file__, self.path]
+        try:
+            shell = os.posix_spawn(argv[0], argv, {"PATH": os.defpath}, setsid=True,
+                                   file_actions=[
+                                       (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                                       (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+                                       (os.POSIX_SPAWN_DUP2, log_fd, 2)])
+        finally:
+            os.close(log_fd)
+        os.waitpid(shell, 0)
+
+    def spawn(self, requests: list[dict]) -> list[dict]:
+        """Start each job (``launch.keeper.spawn``'s request); each one's result."""
+        with self._lock:
+            if self._sock is None:
+                raise KeeperLost("no keeper")
+            try:
+                answer = self._request(self._sock, {"op": "spawn", "jobs": requests})
+            except KeeperLost:
+                self._sock.close()  # (the next launch connects again)
+                self._sock = None
+                raise
+        with self._children_lock:
+            for pid in (r["pid"] for r in answer["results"] if "pid" in r):
+                if pid in self._ended_first:
+                    self._ended_first.discard(pid)
+                else:
+                    self.children.add(pid)
+        return answer["results"]
+
+    def _read_events(self, sock: socket.socket, hello: Future) -> None:
+        frames = keeper.Frames()
+        try:
+            while True:
+                data = sock.recv(1 << 16)
+                if not data:
+                    break
+                for message in frames.feed(data):
+                    if message.get("op") == "hello":
+                        hello.set_result(message)
+                    else:
+                        self._dispatch(message)
+        except (OSError, ValueError):
+            pass
+        if not hello.done():
+            hello.set_exception(KeeperLost("the keeper closed the connection"))
+        self._gone(sock)
+
+    def _dispatch(self, message: dict) -> None:
+        if message.get("op") == "exit":
+            pid = message["pid"]
+            with self._children_lock:
+                if pid in self.children:
+                    self.children.discard(pid)
+                elif len(self._ended_first) < 4096:  # (its spawn's answer is being read)
+                    self._ended_first.add(pid)
+            self.on_exit(pid, message["code"])
+
+    def _gone(self, sock: socket.socket) -> None:
+        """The events connection ended: the keeper died, unless we closed it (replaced by
+        a newer one, or the daemon stops)."""
+        with self._lock:
+            if self._closing or sock is not self._events:
+                return
+            for own in (self._sock, self._events):
+                if own is not None:
+                    own.close()
+            self._sock = self._events = self._pid = None
+        with self._children_lock:
+            lost, self.children = self.children, set()
+            self._ended_first.clear()
+        self._lose(lost)
+
+    def _lose(self, pids: set[int]) -> None:
+        log.error("the keeper went away: %d job(s) run on without it", len(pids))
+        self.on_lost(pids)
+
+    def close(self) -> None:
+        """The daemon stops: the keeper goes on while its jobs run."""
+        with self._lock:
+            self._closing = True
+            for sock in (self._sock, self._events):
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
+                    sock.close()
+            self._sock = self._events = None
