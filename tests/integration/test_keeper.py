@@ -1,0 +1,148 @@
+"""The keeper (launch.keeper) and its client, on their own: a real keeper process, real
+programs, no daemon."""
+
+import os
+import signal
+import threading
+
+import pytest
+
+from tests.support.daemon import short_tmpdir
+from tests.support.jobs import is_zombie_or_gone, keepers_under, proc_stat
+from tests.support.poll import poll_until
+from zephserver.launch import keeper
+from zephserver.launch.keeper_client import KeeperClient
+from zephserver.launch.shim import Meta, kept, recorded_pid, recorded_start_time, recorded_status
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Exits:
+    def __init__(self) -> None:
+        self.codes: dict[int, int] = {}
+        self.lost: set[int] = set()
+        self.changed = threading.Condition()
+
+    def exited(self, pid: int, code: int) -> None:
+        with self.changed:
+            self.codes[pid] = code
+            self.changed.notify_all()
+
+    def gone(self, pids: set[int]) -> None:
+        self.lost |= pids
+
+    def wait(self, pid: int) -> int:
+        with self.changed:
+            assert self.changed.wait_for(lambda: pid in self.codes, 10), f"no exit of {pid}"
+            return self.codes[pid]
+
+
+@pytest.fixture
+def work():
+    path = short_tmpdir()
+    yield path
+    for pid in keepers_under(path):
+        os.kill(pid, signal.SIGKILL)
+
+
+def client(work, exits):
+    kc = KeeperClient(str(work / "keeper.sock"), exits.exited, exits.gone)
+    kc.connect()
+    return kc
+
+
+def request(work, key, argv, **extra):
+    return {"key": key, "exe": argv[0], "argv": argv, "env": {"PATH": os.defpath, "X": "1"},
+            "cwd": str(work), "log": str(work / f"{key}.log"), "groups": [], "nice": None,
+            "autogroup": None, "pid_file": str(work / f"{key}.pid"),
+            "status_file": str(work / f"{key}.exit"), **extra}
+
+
+def test_it_starts_a_program_records_it_and_reports_its_end(work):
+    exits = Exits()
+    kc = client(work, exits)
+    try:
+        [result] = kc.spawn([request(work, "a", ["/bin/sh", "-c", 'pwd; echo "$X"; exit 3'])])
+        pid = result["pid"]
+        assert exits.wait(pid) == 3
+        meta = Meta(str(work / "a.pid"), str(work / "a.exit"))
+        poll_until(lambda: recorded_status(meta) == 3, 10)
+        assert recorded_pid(meta) == pid
+        assert kept(meta)
+        assert recorded_start_time(meta) is not None
+        assert (work / "a.log").read_text() == f"{work}\n1\n"
+    finally:
+        kc.close()
+
+
+def test_a_program_gets_sigterm_at_its_default_and_a_signal_is_128_plus(work):
+    """The keeper ignores SIGTERM itself; what it starts does not inherit that."""
+    exits = Exits()
+    kc = client(work, exits)
+    try:
+        [result] = kc.spawn([request(work, "b", ["/bin/sleep", "30"])])
+        os.kill(result["pid"], signal.SIGTERM)
+        assert exits.wait(result["pid"]) == 128 + signal.SIGTERM
+    finally:
+        kc.close()
+
+
+def test_what_cannot_start_is_an_error_naming_it(work):
+    exits = Exits()
+    kc = client(work, exits)
+    try:
+        missing, bad_cwd, ok = kc.spawn([
+            request(work, "m", ["/nonexistent/solver"]),
+            request(work, "c", ["/bin/true"], cwd=str(work / "nowhere")),
+            request(work, "t", ["/bin/true"])])
+        assert missing == {"key": "m", "error": "program not found: /nonexistent/solver"}
+        assert bad_cwd["error"] == f"working directory not found: {work / 'nowhere'}"
+        assert exits.wait(ok["pid"]) == 0
+    finally:
+        kc.close()
+
+
+def test_it_outlives_its_daemon_and_a_new_one_finds_its_jobs(work):
+    """The client goes (a daemon stops); the job goes on; the next client finds the same
+    keeper and that job among its children, and hears its end."""
+    first = Exits()
+    kc = client(work, first)
+    [result] = kc.spawn([request(work, "d", ["/bin/sleep", "30"])])
+    keeper_pid = kc.pid
+    kc.close()
+    assert proc_stat(keeper_pid) is not None
+    second = Exits()
+    kc = client(work, second)
+    try:
+        assert kc.pid == keeper_pid
+        assert result["pid"] in kc.children
+        os.kill(result["pid"], signal.SIGKILL)
+        assert second.wait(result["pid"]) == 128 + signal.SIGKILL
+    finally:
+        kc.close()
+    poll_until(lambda: is_zombie_or_gone(keeper_pid), 10)  # no daemon, no job: it leaves
+
+
+def test_a_killed_keeper_hands_its_jobs_back(work):
+    exits = Exits()
+    kc = client(work, exits)
+    try:
+        [result] = kc.spawn([request(work, "e", ["/bin/sleep", "30"])])
+        os.kill(kc.pid, signal.SIGKILL)
+        poll_until(lambda: result["pid"] in exits.lost, 10)
+        os.kill(result["pid"], signal.SIGKILL)
+        kc.connect()  # a new keeper
+        [again] = kc.spawn([request(work, "f", ["/bin/true"])])
+        assert exits.wait(again["pid"]) == 0
+    finally:
+        kc.close()
+
+
+def test_frames_survive_any_split():
+    message = {"op": "spawn", "jobs": [{"argv": ["x" * 70000]}]}
+    data = keeper.frame(message) * 3
+    for step in (1, 7, 4096, len(data)):
+        frames, got = keeper.Frames(), []
+        for i in range(0, len(data), step):
+            got += frames.feed(data[i:i + step])
+        assert got == [message] * 3
