@@ -146,3 +146,24 @@ def test_frames_survive_any_split():
         for i in range(0, len(data), step):
             got += frames.feed(data[i:i + step])
         assert got == [message] * 3
+
+
+def test_a_batch_is_answered_in_chunks_in_order(work):
+    """A batch of 20, the fifth refused: the answers come CHUNK at a time, in the order
+    asked, so the daemon records the first while the keeper starts the next."""
+    exits = Exits()
+    kc = client(work, exits)
+    try:
+        asked = [request(work, f"k{i}", ["/nonexistent/x" if i == 4 else "/bin/true"])
+                 for i in range(20)]
+        chunks = list(kc.spawn_in_chunks(asked))
+        assert [len(c) for c in chunks] == [keeper.CHUNK] * (20 // keeper.CHUNK) + (
+            [20 % keeper.CHUNK] if 20 % keeper.CHUNK else [])
+        answers = [a for c in chunks for a in c]
+        assert [a["key"] for a in answers] == [r["key"] for r in asked]
+        assert "error" in answers[4]
+        for answer in answers[:4] + answers[5:]:
+            assert exits.wait(answer["pid"]) == 0
+        assert exits.wait(kc.spawn([request(work, "after", ["/bin/true"])])[0]["pid"]) == 0
+    finally:
+        kc.close()

@@ -19,7 +19,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from zephserver.launch import shim
@@ -146,6 +146,12 @@ class LocalExecutor:
 
     def launch(self, jobs: list[Any], envs: list[dict[str, str]]
                ) -> list[Spawned | SpawnError]:
+        return [r for chunk in self.launch_in_chunks(jobs, envs) for r in chunk]
+
+    def launch_in_chunks(self, jobs: list[Any], envs: list[dict[str, str]]
+                         ) -> Iterator[list[Spawned | SpawnError]]:
+        """``launch``'s results, the first jobs' as soon as they are known (the keeper
+        answers in chunks, and spawns the next ones while the caller records these)."""
         requests = []
         for job, env in zip(jobs, envs, strict=True):
             try:
@@ -156,9 +162,10 @@ class LocalExecutor:
         if keeper is None:
             # Start times are read after the last spawn: read at once, /proc/PID/stat waits
             # on the exec under way (about twice the cost).
-            return with_start_times([self._spawn_under_shim(r) if isinstance(r, dict) else r
-                                     for r in requests])
-        return self._spawn_by_keeper(keeper, jobs, requests)
+            yield with_start_times([self._spawn_under_shim(r) if isinstance(r, dict) else r
+                                    for r in requests])
+            return
+        yield from self._spawn_by_keeper(keeper, jobs, requests)
 
     def _request(self, job: Any, env: dict[str, str]) -> dict:
         """What starting ``job`` takes (``launch.keeper.spawn``'s request)."""
@@ -202,13 +209,27 @@ class LocalExecutor:
         return self.keeper
 
     def _spawn_by_keeper(self, keeper: KeeperClient, jobs: list[Any],
-                         requests: list[dict | SpawnError]) -> list[Spawned | SpawnError]:
-        lost = ""
+                         requests: list[dict | SpawnError]
+                         ) -> Iterator[list[Spawned | SpawnError]]:
+        asked = [r for r in requests if isinstance(r, dict)]
+        answers: dict[str, dict] = {}
+        lost, done = "", 0
         try:
-            answers = {a["key"]: a for a in keeper.spawn(
-                [r for r in requests if isinstance(r, dict)])}
+            for chunk in keeper.spawn_in_chunks(asked) if asked else [[]]:
+                answers.update((a["key"], a) for a in chunk)
+                # the jobs up to the last one answered (and the refused ones among them)
+                known = len(requests) if not chunk or len(answers) == len(asked) else next(
+                    i for i, r in enumerate(requests)
+                    if isinstance(r, dict) and r["key"] == chunk[-1]["key"]) + 1
+                yield self._results(jobs[done:known], requests[done:known], answers, lost)
+                done = known
         except KeeperLost as exc:
-            answers, lost = {}, str(exc)
+            lost = str(exc)
+        if done < len(requests):
+            yield self._results(jobs[done:], requests[done:], answers, lost)
+
+    def _results(self, jobs: list[Any], requests: list[dict | SpawnError],
+                 answers: dict[str, dict], lost: str) -> list[Spawned | SpawnError]:
         results: list[Spawned | SpawnError] = []
         for job, request in zip(jobs, requests, strict=True):
             if isinstance(request, SpawnError):

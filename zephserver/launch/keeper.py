@@ -14,13 +14,15 @@ learns how its jobs ended.
 - Its working directory is the job's for the spawn (posix_spawn cannot change it).
 - It talks to one daemon at a time over a UNIX socket that only its own user may use:
   frames of a 4-byte length and JSON, on two connections: on "requests" the daemon asks
-  ``spawn`` (a batch) and the keeper answers ``spawned`` (read by the thread that asked,
-  with no hop through another); on "events" it reports each ``exit`` as it reaps it.
+  ``spawn`` (a batch) and the keeper answers ``spawned``, CHUNK jobs at a time (read by
+  the thread that asked, with no hop through another; it records a chunk while the next
+  one starts); on "events" it reports each ``exit`` as it reaps it.
 - It exits once no daemon is connected and it has no child left.
 
 Run as a script (``python -I -S keeper.py SOCKET``): it imports nothing of zephserver.
 """
 
+import collections
 import contextlib
 import json
 import os
@@ -35,6 +37,7 @@ VERSION = 1
 HEADER = struct.Struct("!I")
 MAX_FRAME = 256 << 20
 FIRST_CONNECTION_WAIT = 30.0  # seconds a keeper nobody connected to yet waits
+CHUNK = 8  # spawns answered at a time in a batch
 # What a program starts with at its default (ignored ones stay ignored across exec: the
 # keeper's own, Python's SIGPIPE and SIGXFSZ, and SIGQUIT from the shell that started it).
 DEFAULT_SIGNALS = (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGQUIT,
@@ -51,18 +54,28 @@ class Frames:
 
     def __init__(self) -> None:
         self._buffer = bytearray()
+        self._ready: collections.deque[dict] = collections.deque()
 
-    def feed(self, data: bytes) -> list[dict]:
+    def add(self, data: bytes) -> None:
         self._buffer += data
-        found = []
         while len(self._buffer) >= HEADER.size:
             (size,) = HEADER.unpack_from(self._buffer)
             if size > MAX_FRAME:
                 raise ValueError(f"frame of {size} bytes")
             if len(self._buffer) < HEADER.size + size:
                 break
-            found.append(json.loads(self._buffer[HEADER.size:HEADER.size + size]))
+            self._ready.append(json.loads(self._buffer[HEADER.size:HEADER.size + size]))
             del self._buffer[:HEADER.size + size]
+
+    def take(self) -> dict | None:
+        """The next whole message, or None until more data comes."""
+        return self._ready.popleft() if self._ready else None
+
+    def feed(self, data: bytes) -> list[dict]:
+        """``data`` added; every whole message so far."""
+        self.add(data)
+        found = list(self._ready)
+        self._ready.clear()
         return found
 
 
@@ -303,8 +316,16 @@ class Keeper:
             if not self.niced and message["jobs"]:
                 take_nice(message["jobs"][0].get("nice"))
                 self.niced = True
-            done = [(request, spawn(request, self.homes)) for request in message["jobs"]]
-            self._send("requests", {"op": "spawned", "results": [r for _, r in done]})
+            jobs, done, told = message["jobs"], [], 0
+            for request in jobs:
+                done.append((request, spawn(request, self.homes)))
+                if len(done) - told == CHUNK and len(done) < len(jobs):
+                    # the daemon records these while the next ones start
+                    self._send("requests", {"op": "spawned", "more": True,
+                                            "results": [r for _, r in done[told:]]})
+                    told = len(done)
+            self._send("requests", {"op": "spawned", "more": False,
+                                    "results": [r for _, r in done[told:]]})
             for request, result in done:  # (after the answer: the daemon waits on it)
                 if "pid" in result:
                     self.children[result["pid"]] = request["status_file"]

@@ -15,7 +15,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 
 from zephserver.launch import keeper
@@ -121,21 +121,32 @@ class KeeperClient:
                     return None
                 time.sleep(0.005)
 
-    @staticmethod
-    def _request(sock: socket.socket, message: dict) -> dict:
+    @classmethod
+    def _request(cls, sock: socket.socket, message: dict) -> dict:
         """Send ``message`` on the requests connection and read the answer."""
+        cls._send(sock, message)
+        return cls._answer(sock, keeper.Frames())
+
+    @staticmethod
+    def _send(sock: socket.socket, message: dict) -> None:
         body = compact(message).encode()
         sock.settimeout(REPLY_TIMEOUT)
         try:
             sock.sendall(keeper.HEADER.pack(len(body)) + body)
-            frames = keeper.Frames()
-            while True:
+        except OSError as exc:
+            raise KeeperLost(f"the keeper is not there: {exc}") from None
+
+    @staticmethod
+    def _answer(sock: socket.socket, frames: keeper.Frames) -> dict:
+        """The next answer on the requests connection (``frames`` keeps what came with
+        the one before)."""
+        try:
+            while (answer := frames.take()) is None:
                 data = sock.recv(1 << 16)
                 if not data:
                     raise KeeperLost("the keeper closed the connection")
-                answers = frames.feed(data)
-                if answers:
-                    return answers[0]
+                frames.add(data)
+            return answer
         except (OSError, ValueError) as exc:
             raise KeeperLost(f"the keeper did not answer: {exc}") from None
 
@@ -160,22 +171,41 @@ class KeeperClient:
 
     def spawn(self, requests: list[dict]) -> list[dict]:
         """Start each job (``launch.keeper.spawn``'s request); each one's result."""
+        return [r for chunk in self.spawn_in_chunks(requests) for r in chunk]
+
+    def spawn_in_chunks(self, requests: list[dict]) -> Iterator[list[dict]]:
+        """``spawn``'s results in the order asked, a chunk as soon as the keeper has it."""
         with self._lock:
             if self._sock is None:
                 raise KeeperLost("no keeper")
+            sock, frames = self._sock, keeper.Frames()
+            more = True
             try:
-                answer = self._request(self._sock, {"op": "spawn", "jobs": requests})
+                self._send(sock, {"op": "spawn", "jobs": requests})
+                while more:
+                    answer = self._answer(sock, frames)
+                    more = answer.get("more", False)
+                    self._started(answer["results"])
+                    yield answer["results"]
             except KeeperLost:
-                self._sock.close()  # (the next launch connects again)
+                sock.close()  # (the next launch connects again)
                 self._sock = None
                 raise
+            finally:
+                while more and self._sock is sock:  # the caller stopped early: stay in step
+                    try:
+                        more = self._answer(sock, frames).get("more", False)
+                    except KeeperLost:
+                        sock.close()
+                        self._sock = None
+
+    def _started(self, results: list[dict]) -> None:
         with self._children_lock:
-            for pid in (r["pid"] for r in answer["results"] if "pid" in r):
+            for pid in (r["pid"] for r in results if "pid" in r):
                 if pid in self._ended_first:
                     self._ended_first.discard(pid)
                 else:
                     self.children.add(pid)
-        return answer["results"]
 
     def _read_events(self, sock: socket.socket, hello: Future) -> None:
         frames = keeper.Frames()

@@ -464,21 +464,21 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Cluste
             self.change(job, J.FAILED, failure)
 
     def _launch(self, prepared: list[Any]) -> None:
-        """Start jobs committed as STARTING, then commit RUNNING (or FAILED) for all.
-
-        Right here: posix_spawn keeps the GIL until the exec, so other threads would not
-        spawn in parallel anyway, and nothing else can touch these jobs meanwhile.
-        """
-        results: dict[int, Any] = {}
+        """Start jobs committed as STARTING, then commit RUNNING (or FAILED) for each,
+        a chunk at a time as the executor reports starts (the keeper spawns the next
+        ones meanwhile). Nothing else can touch these jobs in between: the inbox waits."""
         for name, executor in self.executors.items():
             batch = [job for job in prepared if self._executor_name(job) == name]
-            if batch:
-                started = executor.launch(batch, [self._env.pop(job.pk) for job in batch])
-                results.update(zip([job.pk for job in batch], started, strict=True))
-        def group() -> None:
-            for job in prepared:
-                self.execute(self._started, (job, results[job.pk]), None)
-        self._group_commit(group)
+            envs = [self._env.pop(job.pk) for job in batch]
+            chunks = (executor.launch_in_chunks(batch, envs)
+                      if hasattr(executor, "launch_in_chunks") else [executor.launch(batch, envs)]
+                      ) if batch else []
+            done = 0
+            for started in chunks:
+                chunk, done = batch[done:done + len(started)], done + len(started)
+                self._group_commit(lambda c=chunk, r=started: [
+                    self.execute(self._started, (job, result), None)
+                    for job, result in zip(c, r, strict=True)])
 
     def _started(self, job: Any, result: Any) -> None:
         if isinstance(result, SpawnError):
