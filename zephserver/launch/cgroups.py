@@ -179,14 +179,6 @@ class Cgroups(_Groups):
             f.write("1")
         return True
 
-    def _make(self, key: str) -> None:
-        try:  # the base is there but for the first group: one mkdir, not makedirs' lookups
-            os.mkdir(self.path(key))
-        except FileExistsError:
-            pass
-        except FileNotFoundError:
-            os.makedirs(self.path(key), exist_ok=True)
-
     def finish(self, key: str) -> None:
         """The tree's leader ended: kill what it left behind, remove the group (or leave
         it for ``sweep`` while the killed are still being reaped)."""

@@ -184,14 +184,8 @@ def spawn(request: dict, homes: Homes) -> dict:
             os.chdir("/")
         for procs in reversed(entered):
             _enter(homes.of(procs))  # (failing here, the keeper must not go on)
-    return {"key": key, "pid": pid}
-
-
-def settle(request: dict, pid: int) -> None:
-    """What follows a spawn, once the daemon has its answer (each costs more while the
-    program's exec is under way, and none is needed to watch it): its niceness if it
-    did not inherit it, its autogroup's, and its pid file as the shim wrote it, with
-    the start time (``shim.kept``), by which a restarted daemon knows the process."""
+    # Its niceness if it did not inherit it, and its autogroup's (its session has one of
+    # its own, at 0): at once, so a busy job never runs level with the daemon.
     nice = request.get("nice")
     if nice is not None and nice != os.getpriority(os.PRIO_PROCESS, 0):
         with contextlib.suppress(OSError):
@@ -199,6 +193,13 @@ def settle(request: dict, pid: int) -> None:
     if request.get("autogroup") is not None:
         with contextlib.suppress(OSError):
             _write(f"/proc/{pid}/autogroup", str(request["autogroup"]))
+    return {"key": key, "pid": pid}
+
+
+def settle(request: dict, pid: int) -> None:
+    """Once the daemon has its answer: the job's pid file as the shim wrote it, with the
+    start time (``shim.kept``), by which a restarted daemon knows the process (a file
+    write, and a read that waits while the program's exec is under way)."""
     with contextlib.suppress(OSError):
         _write(request["pid_file"], f"{pid}\n{start_time(pid)}\n")
 
