@@ -2,6 +2,7 @@
 programs, no daemon."""
 
 import os
+import shutil
 import signal
 import threading
 
@@ -43,6 +44,7 @@ def work():
     yield path
     for pid in keepers_under(path):
         os.kill(pid, signal.SIGKILL)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def client(work, exits):
