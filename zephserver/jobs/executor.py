@@ -3,10 +3,10 @@
 The job manager decides *what* runs and records it; an executor *runs* it: starts a
 batch of prepared jobs, tells when each ends, stops one, and after a restart says
 whether a recorded process is still the one it started. ``LocalExecutor`` (this node,
-under the shim); ``jobs.slurm_executor`` submits to Slurm (sbatch/squeue/scancel) behind
-the same methods: the manager keeps one executor per name (``executors``) and asks each
-job's by its app's ``executor`` (default ``local``), launching each batch through the
-executor of its jobs. An executor that ``reports`` (Slurm) hands a job back at launch
+started by the keeper or under the shim); ``jobs.slurm_executor`` submits to Slurm
+(sbatch/squeue/scancel) behind the same methods: the manager keeps one executor per name
+(``executors``) and asks each job's by its app's ``executor`` (default ``local``),
+launching each batch through the executor of its jobs. An executor that ``reports`` (Slurm) hands a job back at launch
 (``Handed``) and later tells the manager when it is pending, running and ended.
 
 A job given to an executor has ``argv``, ``cwd``, ``job_dir`` (the shim keeps its pid
@@ -107,9 +107,10 @@ def _meta(job: Any) -> shim.Meta:
 
 
 class LocalExecutor:
-    """This node: each job under the ``/bin/sh`` shim (``launch.shim``), in a session of
-    its own, its output straight to its log, so it outlives the daemon and its exit
-    status is still recorded. Exits are seen by the reaper (pidfd)."""
+    """This node: each job in a session of its own, its output straight to its log,
+    started by the keeper (``launch.keeper``: where jobs have cgroups) or under the
+    ``/bin/sh`` shim (``launch.shim``), so it outlives the daemon and its exit status is
+    still recorded. The keeper reports exits; the shim's are seen by the reaper (pidfd)."""
 
     name = "local"
     reports = False
