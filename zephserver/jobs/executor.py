@@ -6,8 +6,9 @@ whether a recorded process is still the one it started. ``LocalExecutor`` (this 
 started by the keeper or under the shim); ``jobs.slurm_executor`` submits to Slurm
 (sbatch/squeue/scancel) behind the same methods: the manager keeps one executor per name
 (``executors``) and asks each job's by its app's ``executor`` (default ``local``),
-launching each batch through the executor of its jobs. An executor that ``reports`` (Slurm) hands a job back at launch
-(``Handed``) and later tells the manager when it is pending, running and ended.
+launching each batch through the executor of its jobs. An executor that ``reports``
+(Slurm) hands a job back at launch (``Handed``) and later tells the manager when it is
+pending, running and ended.
 
 A job given to an executor has ``argv``, ``cwd``, ``job_dir`` (the shim keeps its pid
 and exit status beside it, ``shim.meta_files``), ``log_path``, ``account`` (who it runs
