@@ -5,14 +5,18 @@ import os
 import shutil
 import signal
 import threading
+from types import SimpleNamespace
 
 import pytest
 
 from tests.support.daemon import short_tmpdir
 from tests.support.jobs import is_zombie_or_gone, keepers_under, proc_stat
 from tests.support.poll import poll_until
+from zephserver.jobs.executor import LocalExecutor
 from zephserver.launch import keeper
+from zephserver.launch.cgroups import Cgroups
 from zephserver.launch.keeper_client import KeeperClient
+from zephserver.launch.process import Spawned, SpawnError
 from zephserver.launch.shim import Meta, kept, recorded_pid, recorded_start_time, recorded_status
 
 pytestmark = pytest.mark.timeout(60)
@@ -169,3 +173,36 @@ def test_a_batch_is_answered_in_chunks_in_order(work):
         assert exits.wait(kc.spawn([request(work, "after", ["/bin/true"])])[0]["pid"]) == 0
     finally:
         kc.close()
+
+
+def test_the_executor_records_a_batch_in_order_with_refusals_among_it(work):
+    """LocalExecutor through the keeper: a batch of 20 where the fifth cannot start (no
+    such program, refused before the keeper is asked) comes back chunk by chunk, each
+    result in its job's place, and every started job's end is reported."""
+    cgroups = Cgroups.detect(str(work), "jobs")
+    if cgroups is None:
+        pytest.skip("no cgroups here: jobs start under the shim")
+    executor = LocalExecutor(roots=[str(work)], cgroups=cgroups,
+                             keeper_socket=str(work / "keeper.sock"))
+    try:
+        jobs = []
+        for i in range(20):
+            job_dir = str(work / "jobs" / str(i + 1))
+            jobs.append(SimpleNamespace(
+                pk=i + 1, argv=["/nonexistent/x" if i == 4 else "/bin/true"], cwd=job_dir,
+                job_dir=job_dir, log_path=job_dir + "/output.log", resources={}, pid=None))
+        os.makedirs(work / "jobs")
+        chunks = list(executor.launch_in_chunks(jobs, [{"PATH": os.defpath}] * 20))
+        assert len(chunks) > 1
+        results = [r for chunk in chunks for r in chunk]
+        assert isinstance(results[4], SpawnError)
+        assert "/nonexistent/x" in str(results[4])
+        ended = Exits()
+        for job, result in zip(jobs, results, strict=True):
+            if isinstance(result, Spawned):
+                job.pid = result.pid
+                executor.watch(job, lambda code, pid=job.pid: ended.exited(pid, code))
+        for job in jobs[:4] + jobs[5:]:
+            assert ended.wait(job.pid) == 0
+    finally:
+        executor.close()  # (and its cgroups' folders)
