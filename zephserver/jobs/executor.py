@@ -61,9 +61,10 @@ class Executor(Protocol):
     boot: str | None  # this run of the machine, recorded with each process
     roots: list[str]  # where working directories may be (realpaths)
 
-    def launch(self, jobs: list[Any], envs: list[dict[str, str]]
-               ) -> list[Spawned | Handed | SpawnError]:
-        """Start each prepared job (in order); what each start gave."""
+    def launch_in_chunks(self, jobs: list[Any], envs: list[dict[str, str]]
+                         ) -> Iterator[list[Spawned | Handed | SpawnError]]:
+        """Start each prepared job (in order); what each start gave, a list for the first
+        jobs, then the next ones' (all of them at once, or as they are known)."""
 
     def watch(self, job: Any, on_exit: OnExit, handle: Any = None) -> None:
         """Call ``on_exit`` (from another thread) when the job's process ends."""
@@ -146,10 +147,6 @@ class LocalExecutor:
 
     # -- starting -------------------------------------------------------------------------
 
-    def launch(self, jobs: list[Any], envs: list[dict[str, str]]
-               ) -> list[Spawned | SpawnError]:
-        return [r for chunk in self.launch_in_chunks(jobs, envs) for r in chunk]
-
     def launch_in_chunks(self, jobs: list[Any], envs: list[dict[str, str]]
                          ) -> Iterator[list[Spawned | SpawnError]]:
         """``launch``'s results, the first jobs' as soon as they are known (the keeper
@@ -213,16 +210,15 @@ class LocalExecutor:
     def _spawn_by_keeper(self, keeper: KeeperClient, jobs: list[Any],
                          requests: list[dict | SpawnError]
                          ) -> Iterator[list[Spawned | SpawnError]]:
-        asked = [r for r in requests if isinstance(r, dict)]
+        asked = [i for i, r in enumerate(requests) if isinstance(r, dict)]  # (not refused)
         answers: dict[str, dict] = {}
         lost, done = "", 0
         try:
-            for chunk in keeper.spawn_in_chunks(asked) if asked else [[]]:
+            for chunk in keeper.spawn_in_chunks([requests[i] for i in asked]) if asked else ():
                 answers.update((a["key"], a) for a in chunk)
-                # the jobs up to the last one answered (and the refused ones among them)
-                known = len(requests) if not chunk or len(answers) == len(asked) else next(
-                    i for i, r in enumerate(requests)
-                    if isinstance(r, dict) and r["key"] == chunk[-1]["key"]) + 1
+                # up to the last job answered (the keeper answers in the order asked)
+                known = (len(requests) if len(answers) == len(asked)
+                         else asked[len(answers) - 1] + 1)
                 yield self._results(jobs[done:known], requests[done:known], answers, lost)
                 done = known
         except KeeperLost as exc:

@@ -44,8 +44,11 @@ DEFAULT_SIGNALS = (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGQUIT,
                    signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD)
 
 
+_encode = json.JSONEncoder(separators=(",", ":")).encode  # one encoder: no setup per call
+
+
 def frame(message: dict) -> bytes:
-    body = json.dumps(message, separators=(",", ":")).encode()
+    body = _encode(message).encode()
     return HEADER.pack(len(body)) + body
 
 

@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 
 from zephserver.launch import keeper
-from zephserver.wire import compact
 
 log = logging.getLogger(__name__)
 
@@ -129,10 +128,9 @@ class KeeperClient:
 
     @staticmethod
     def _send(sock: socket.socket, message: dict) -> None:
-        body = compact(message).encode()
         sock.settimeout(REPLY_TIMEOUT)
         try:
-            sock.sendall(keeper.HEADER.pack(len(body)) + body)
+            sock.sendall(keeper.frame(message))
         except OSError as exc:
             raise KeeperLost(f"the keeper is not there: {exc}") from None
 

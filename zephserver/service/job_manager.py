@@ -464,21 +464,19 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Cluste
             self.change(job, J.FAILED, failure)
 
     def _launch(self, prepared: list[Any]) -> None:
-        """Start jobs committed as STARTING, then commit RUNNING (or FAILED) for each,
-        a chunk at a time as the executor reports starts (the keeper spawns the next
-        ones meanwhile). Nothing else can touch these jobs in between: the inbox waits."""
+        """Start jobs committed as STARTING; commit RUNNING (or FAILED) a chunk at a time as
+        the executor reports them (the keeper starts the next meanwhile; the inbox waits)."""
         for name, executor in self.executors.items():
             batch = [job for job in prepared if self._executor_name(job) == name]
             envs = [self._env.pop(job.pk) for job in batch]
-            chunks = (executor.launch_in_chunks(batch, envs)
-                      if hasattr(executor, "launch_in_chunks") else [executor.launch(batch, envs)]
-                      ) if batch else []
             done = 0
-            for started in chunks:
+            for started in executor.launch_in_chunks(batch, envs) if batch else ():
                 chunk, done = batch[done:done + len(started)], done + len(started)
-                self._group_commit(lambda c=chunk, r=started: [
-                    self.execute(self._started, (job, result), None)
-                    for job, result in zip(c, r, strict=True)])
+                self._group_commit(lambda c=chunk, r=started: self._record_starts(c, r))
+
+    def _record_starts(self, jobs: list[Any], results: list[Any]) -> None:
+        for job, result in zip(jobs, results, strict=True):
+            self.execute(self._started, (job, result), None)
 
     def _started(self, job: Any, result: Any) -> None:
         if isinstance(result, SpawnError):
