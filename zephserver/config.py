@@ -9,15 +9,11 @@ Long because every setting is declared here, in one table, with its check.
 """
 
 import importlib
-import importlib.util
-import ipaddress
 import os
 import re
-import runpy
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 from zephserver import defaults
 from zephserver.errors import SettingsError
@@ -28,8 +24,7 @@ UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
-@dataclass(frozen=True)
-class Problem:
+class Problem(NamedTuple):
     """One thing wrong with the settings: a stable id, what is wrong, and a hint."""
 
     id: str
@@ -92,10 +87,26 @@ def find_settings_file(explicit: str | None = None) -> str:
         return os.environ[ENV_VAR]
     if os.path.exists(DEFAULT_SETTINGS_FILE):
         return DEFAULT_SETTINGS_FILE
-    spec = importlib.util.find_spec("settings.zephserversettings")
+    spec = _find_spec("settings.zephserversettings")
     if spec and spec.origin:
         return spec.origin
     return DEFAULT_SETTINGS_FILE
+
+
+def _find_spec(name: str) -> Any:
+    import importlib.util  # (here: most starts never need it)
+
+    return importlib.util.find_spec(name)
+
+
+def _run_file(path: str) -> dict[str, Any]:
+    """The names a settings file assigns, as ``runpy.run_path`` gives them (without its
+    imports: every CLI command loads the settings)."""
+    with open(path, "rb") as f:
+        code = compile(f.read(), path, "exec")
+    namespace: dict[str, Any] = {"__name__": "zephserver_settings", "__file__": path}
+    exec(code, namespace)
+    return namespace
 
 
 def load_settings(path: str | None = None) -> Settings:
@@ -109,7 +120,7 @@ def load_settings(path: str | None = None) -> Settings:
         raise SettingsError([Problem("zeph.E001", f"settings file {path} does not exist",
                                      "pass --settings FILE.py or set " + ENV_VAR)])
     try:
-        namespace = runpy.run_path(path, run_name="zephserver_settings")
+        namespace = _run_file(path)
     except SyntaxError as exc:
         raise SettingsError([Problem("zeph.E002", f"settings file {path} line {exc.lineno}: "
                                      f"syntax error: {exc.msg}", "fix the Python syntax")]) from exc
@@ -269,6 +280,8 @@ def _bind_address(value: Any, s: Settings) -> list[str]:
     if not isinstance(value, str) or not value:
         return ["must be an IP address or host name"]
     try:
+        import ipaddress  # (here: a CLI command that loads settings needs it not)
+
         ipaddress.ip_address(value)
     except ValueError:
         if not all(part.isalnum() or "-" in part for part in value.split(".")):
@@ -420,7 +433,7 @@ def _module_name(value: Any, s: Settings) -> list[str]:
     if not isinstance(value, str) or not value:
         return ["must be a dotted module name"]
     try:
-        found = importlib.util.find_spec(value)
+        found = _find_spec(value)
     except (ImportError, ValueError):
         found = None
     return [] if found else [f"module {value!r} cannot be found"]
@@ -663,8 +676,7 @@ def _optional_file(value: Any, s: Settings) -> list[str]:
     return [] if isinstance(value, str) and os.path.isfile(value) else [f"{value!r} is not a file"]
 
 
-@dataclass(frozen=True)
-class Spec:
+class Spec(NamedTuple):
     check: Check
     doc: str
 
@@ -762,7 +774,8 @@ SPEC: dict[str, Spec] = {
                         "one; False: process groups and a subreaper shim."),
     "JOB_NICE": Spec(_integer_in(0, 19), "Steps of niceness below the daemon that launched "
                      "processes and their sessions' scheduling groups run at (0: as the "
-                     "daemon)."),
+                     "daemon); with the v1 cpu controller, all jobs together weigh as one "
+                     "process that far below."),
     "USER_MAP": Spec(_user_map, "Django user name -> Unix account, for run_as '$user'."),
     "NODE_LOST_AFTER": Spec(_number(0.5), "Seconds without a node's lease before the "
                             "others declare it lost (cluster)."),

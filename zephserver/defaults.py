@@ -148,6 +148,8 @@ JOB_CGROUPS = True
 # How many steps of niceness below the daemon every launched process (job, session, agent
 # process) runs, its session's scheduling group too: when work saturates the node, the
 # daemon and the node's other users still get the CPU they need at once (0: as the daemon).
+# Where the v1 cpu controller is, all jobs share one group that weighs, however many run,
+# as one process JOB_NICE steps below the daemon.
 JOB_NICE = 10
 USER_MAP: dict[str, str] = {}  # Django user name -> Unix account, for run_as "$user"
 

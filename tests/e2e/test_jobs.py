@@ -10,6 +10,7 @@ import pytest
 from tests.support.daemon import DaemonProcess, child_env, short_tmpdir, write_settings
 from tests.support.jobs import (
     TERMINAL,
+    cgroup_mount,
     is_zombie_or_gone,
     job_apps,
     keepers_under,
@@ -613,10 +614,16 @@ def test_queue_survives_restart_and_vanished_job_is_lost(workdir):
         kill_jobs_under(workdir)
 
 
+# The kernel's weight of each niceness 0..19 (kernel/sched/core.c, sched_prio_to_weight).
+NICE_WEIGHTS = (1024, 820, 655, 526, 423, 335, 272, 215, 172, 137,
+                110, 87, 70, 56, 45, 36, 29, 23, 18, 15)
+
+
 def test_jobs_run_below_the_daemon(server):
     """A job runs JOB_NICE (10 by default) steps of niceness below the daemon, and so does
     its session's scheduling group where the kernel has them: a hundred busy jobs cannot
-    starve the daemon."""
+    starve the daemon. Where the v1 cpu controller is, all jobs share one group that
+    weighs as one process of that niceness."""
     async def scenario():
         ws = await connect(server)
         job = await submit(ws, "priority")
@@ -625,10 +632,19 @@ def test_jobs_run_below_the_daemon(server):
         await ws.aclose()
         return out["result"]["data"].splitlines()
 
-    nice, group = run(scenario())
+    nice, group, *cpu = run(scenario())
     daemon_nice = os.getpriority(os.PRIO_PROCESS, server.pid)
     assert nice == f"nice {min(19, daemon_nice + 10)}"
+    level = min(19, daemon_nice + 10)
     if group != "no autogroup":
         with open(f"/proc/{server.pid}/autogroup") as f:
             daemon_group = int(f.read().split()[-1])
         assert group.endswith(f" nice {min(19, daemon_group + 10)}"), group
+        level = min(19, daemon_group + 10)
+    mount = cgroup_mount("cpu")
+    if mount is not None and cpu:
+        path = cpu[0].removeprefix("cpu ")
+        assert path.endswith("/jobs"), cpu
+        assert "/zephserver-" in path, cpu
+        with open(f"{mount}{path}/cpu.shares") as f:
+            assert int(f.read()) == NICE_WEIGHTS[level]

@@ -49,6 +49,9 @@ try:
     print(open("/proc/self/autogroup").read().strip())
 except OSError:
     print("no autogroup")
+for line in open("/proc/self/cgroup"):
+    if "cpu" in line.split(":")[1].split(","):
+        print("cpu", line.rstrip().split(":", 2)[2])
 """
 
 
@@ -203,6 +206,18 @@ def remove_cgroups_of(path: Path) -> None:
                     os.rmdir(group)
         with contextlib.suppress(OSError):
             os.rmdir(top)
+
+
+def cgroup_mount(controller: str) -> str | None:
+    """Where the v1 hierarchy of ``controller`` is mounted, if we may write to it."""
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            before, _, after = line.partition(" - ")
+            fstype, _source, options = after.split()[:3]
+            if fstype == "cgroup" and controller in options.split(","):
+                mount = before.split()[4]
+                return mount if os.access(mount, os.W_OK) else None
+    return None
 
 
 def _members(group: str) -> str:

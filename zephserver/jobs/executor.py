@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from zephserver.launch import shim
-from zephserver.launch.cgroups import Cgroups, MemoryLimits, signal_tree
+from zephserver.launch.cgroups import Cgroups, CpuShare, MemoryLimits, signal_tree
 from zephserver.launch.keeper_client import KeeperClient, KeeperLost
 from zephserver.launch.process import (
     Reaper,
@@ -119,12 +119,14 @@ class LocalExecutor:
 
     def __init__(self, roots: list[str] | None = None, cgroups: Cgroups | None = None,
                  memory: MemoryLimits | None = None, nice: int = 0,
-                 keeper_socket: str | None = None) -> None:
+                 keeper_socket: str | None = None, cpu: CpuShare | None = None) -> None:
         self.boot = boot_id()
         self.nice = nice  # JOB_NICE
         self.roots = roots or []
         self.cgroups = cgroups  # None: a job's tree is its process group
         self.memory = memory  # None: resources.memory is only counted, not enforced
+        self.cpu = cpu  # None: each job's session weighs as its autogroup does
+        self._held: int | None = None  # the keeper's pid, once it is in the cpu group
         self._oom: dict[int, int] = {}  # job id -> its limit (MiB), if the OOM killer ended it
         self.reaper = Reaper()
         self._programs: dict[tuple[str, str], tuple[str, float]] = {}
@@ -141,7 +143,7 @@ class LocalExecutor:
         if self.keeper is not None:
             self.keeper.close()
         self.reaper.close()  # jobs keep running: a restarted daemon re-adopts them
-        for groups in (self.cgroups, self.memory):
+        for groups in (self.cgroups, self.memory, self.cpu):
             if groups is not None:
                 groups.close()
 
@@ -190,8 +192,9 @@ class LocalExecutor:
 
     def _spawn_under_shim(self, r: dict) -> Spawned | SpawnError:
         try:
+            groups = [*r["groups"], self.cpu.procs] if self.cpu is not None else r["groups"]
             return spawn(shim.wrap(r["argv"], shim.Meta(r["pid_file"], r["status_file"]),
-                                   r["cwd"], r["groups"], self.cgroups is None), None, r["env"],
+                                   r["cwd"], groups, self.cgroups is None), None, r["env"],
                          r["log"], read_start_time=False, nice=self.nice)
         except SpawnError as exc:
             return exc
@@ -205,6 +208,12 @@ class LocalExecutor:
         except (KeeperLost, OSError) as exc:
             log.error("no keeper (%s): jobs start under the shim", exc)
             return None
+        if self.cpu is not None and self.keeper.pid != self._held:
+            try:  # what it starts is in the group from the start
+                self.cpu.hold(self.keeper.pid)
+            except OSError as exc:
+                log.error("cannot move the keeper into %s: %s", self.cpu.base, exc.strerror)
+            self._held = self.keeper.pid
         return self.keeper
 
     def _spawn_by_keeper(self, keeper: KeeperClient, jobs: list[Any],

@@ -8,6 +8,9 @@ the command) is to enter it, so nothing it starts can be outside. A stop sends S
 to every member and, after the grace, kills the whole group at once; when the tree's
 leader ends, what it left behind is killed and the group removed. Elsewhere
 (``Cgroups.detect`` returns None) the process group is all there is, as before.
+
+Two more, from the v1 controllers where they are mounted: a memory limit per job
+(``MemoryLimits``), and one cpu group all jobs share (``CpuShare``).
 """
 
 import contextlib
@@ -18,7 +21,7 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
-from zephserver.launch.process import descendants, signal_group
+from zephserver.launch.process import descendants, job_priority, signal_group
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +71,8 @@ def tops(data_dir: str) -> list[str]:
     """Where the groups of the daemon of ``data_dir`` are (or would be), per hierarchy."""
     found = []
     for mount, own in ((_mount("cgroup2"), _own_cgroup()),
-                       (_mount("cgroup", "memory"), _own_cgroup("memory"))):
+                       (_mount("cgroup", "memory"), _own_cgroup("memory")),
+                       (_mount("cgroup", "cpu"), _own_cgroup("cpu"))):
         with contextlib.suppress(OSError):
             found.append(_top(mount, own, data_dir))
     return found
@@ -215,6 +219,53 @@ class MemoryLimits(_Groups):
         except OSError:
             return False
         return int(counts.get("oom_kill", 0)) > 0
+
+
+class CpuShare(_Groups):
+    """One group that all the jobs of a node share in the v1 cpu controller, weighted as
+    one process ``nice`` steps below the daemon: however many run, together they weigh
+    that much against the daemon and the node's other users (each job's session in an
+    autogroup of its own weighs as much as the daemon's: a hundred busy jobs took 90 %
+    of the machine from an operator's shell). Within the group, jobs share by niceness.
+
+    The keeper lives in it, so what it starts is in it from the start, for nothing."""
+
+    @classmethod
+    def detect(cls, data_dir: str, kind: str, nice: int) -> "CpuShare | None":
+        """The group, weighted (None: ``nice`` is 0, or no v1 cpu controller to use)."""
+        if not nice:
+            return None
+        share = cls._detect(
+            f"{kind} cpu", lambda: _base(_mount("cgroup", "cpu"), _own_cgroup("cpu"),
+                                         data_dir, kind),
+            "weighs as one process JOB_NICE steps down (cpu group {})",
+            "weighs as its processes' sessions do (no cpu group: {})")
+        if share is not None:
+            try:
+                with open(os.path.join(share.base, "cpu.shares"), "w") as f:
+                    f.write(str(weight(nice)))
+            except OSError as exc:
+                log.info("%s cpu: no weight (%s)", kind, exc.strerror)
+                return None
+        return share
+
+    @property
+    def procs(self) -> str:
+        return os.path.join(self.base, "cgroup.procs")
+
+    def hold(self, pid: int) -> None:
+        """Move process ``pid`` (all its threads) into the group."""
+        with open(self.procs, "w") as f:
+            f.write(str(pid))
+
+
+def weight(nice: int) -> int:
+    """The kernel's weight of a process ``nice`` steps below the daemon's own niceness
+    (its autogroup's, where there are autogroups): 1024 at 0, about 1.25 times less a
+    step."""
+    process, group = job_priority(nice)
+    level = max(-20, min(19, group if group is not None else process or 0))
+    return max(2, round(1024 / 1.25 ** level))
 
 
 def signal_tree(pid: int, sig: int, cgroups: Cgroups | None, key: str) -> bool:

@@ -41,7 +41,7 @@ from zephserver.jobs.transition import ended, now, transition
 from zephserver.jobs.waiting import WaitingQueue, entry_for
 from zephserver.launch.accounts import NoAccount, account_for, effective
 from zephserver.launch.apps import App, parse_all_apps
-from zephserver.launch.cgroups import Cgroups, MemoryLimits
+from zephserver.launch.cgroups import Cgroups, CpuShare, MemoryLimits
 from zephserver.launch.output import Tail
 from zephserver.launch.process import SpawnError
 from zephserver.launch.scheduler import Running, Waiting
@@ -100,7 +100,8 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Cluste
         self.local = LocalExecutor(
             cgroups=Cgroups.detect(self.data_dir, "jobs") if grouped else None,
             memory=MemoryLimits.detect(self.data_dir, "jobs") if grouped else None,
-            nice=s.JOB_NICE, keeper_socket=os.path.join(self.data_dir, "keeper.sock"))
+            nice=s.JOB_NICE, keeper_socket=os.path.join(self.data_dir, "keeper.sock"),
+            cpu=CpuShare.detect(self.data_dir, "jobs", s.JOB_NICE) if grouped else None)
         # Who runs each job's process: one per kind of place ("local", "slurm" once an
         # app uses it), chosen per job by ``executor_for``.
         self.executors: dict[str, Executor] = {"local": self.local}
