@@ -9,6 +9,7 @@ import pytest
 
 from tests.support.daemon import DaemonProcess, child_env, short_tmpdir, write_settings
 from tests.support.jobs import (
+    NICE_WEIGHTS,
     TERMINAL,
     cgroup_mount,
     is_zombie_or_gone,
@@ -612,11 +613,6 @@ def test_queue_survives_restart_and_vanished_job_is_lost(workdir):
         for d in started:
             d.close()
         kill_jobs_under(workdir)
-
-
-# The kernel's weight of each niceness 0..19 (kernel/sched/core.c, sched_prio_to_weight).
-NICE_WEIGHTS = (1024, 820, 655, 526, 423, 335, 272, 215, 172, 137,
-                110, 87, 70, 56, 45, 36, 29, 23, 18, 15)
 
 
 def test_jobs_run_below_the_daemon(server):

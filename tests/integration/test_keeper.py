@@ -10,11 +10,17 @@ from types import SimpleNamespace
 import pytest
 
 from tests.support.daemon import short_tmpdir
-from tests.support.jobs import is_zombie_or_gone, keepers_under, proc_stat
+from tests.support.jobs import (
+    NICE_WEIGHTS,
+    is_zombie_or_gone,
+    keepers_under,
+    proc_stat,
+    remove_cgroups_of,
+)
 from tests.support.poll import poll_until
 from zephserver.jobs.executor import LocalExecutor
 from zephserver.launch import keeper
-from zephserver.launch.cgroups import Cgroups
+from zephserver.launch.cgroups import Cgroups, CpuShare
 from zephserver.launch.keeper_client import KeeperClient
 from zephserver.launch.process import Spawned, SpawnError
 from zephserver.launch.shim import Meta, kept, recorded_pid, recorded_start_time, recorded_status
@@ -48,6 +54,7 @@ def work():
     yield path
     for pid in keepers_under(path):
         os.kill(pid, signal.SIGKILL)
+    remove_cgroups_of(path)
     shutil.rmtree(path, ignore_errors=True)
 
 
@@ -206,3 +213,61 @@ def test_the_executor_records_a_batch_in_order_with_refusals_among_it(work):
             assert ended.wait(job.pid) == 0
     finally:
         executor.close()  # (and its cgroups' folders)
+
+
+def own_group_nice() -> int:
+    """Our autogroup's niceness (our own where there are no autogroups)."""
+    try:
+        with open("/proc/self/autogroup") as f:
+            return int(f.read().split()[-1])
+    except OSError:
+        return os.nice(0)
+
+
+def cpu_cgroup(pid: int) -> str:
+    with open(f"/proc/{pid}/cgroup") as f:
+        return next(line.rstrip().split(":", 2)[2] for line in f
+                    if "cpu" in line.split(":")[1].split(","))
+
+
+def test_a_batch_starts_in_the_shared_cpu_group_and_the_keeper_leaves_it(work):
+    """The node's cpu group is entered once for a batch: every job starts in it, the
+    keeper goes back to its own (it keeps its weight), and the group weighs as one
+    process JOB_NICE (10) below us (the kernel's weight for nice 10 is 110)."""
+    share = CpuShare.detect(str(work), "jobs", 10)
+    if share is None:
+        pytest.skip("no v1 cpu controller here")
+    with open(os.path.join(share.base, "cpu.shares")) as f:
+        assert int(f.read()) == NICE_WEIGHTS[min(19, own_group_nice() + 10)]
+    exits = Exits()
+    kc = client(work, exits)
+    try:
+        home = cpu_cgroup(kc.pid)
+        asked = [request(work, f"c{i}", ["/bin/sleep", "30"]) for i in range(3)]
+        answers = kc.spawn(asked, [share.procs])
+        group = share.base.removeprefix(share.base[:share.base.index("/zephserver-")])
+        for answer in answers:
+            assert cpu_cgroup(answer["pid"]).endswith(group), answer
+        # (it goes back once it has answered)
+        poll_until(lambda: cpu_cgroup(kc.pid) == home, 5, what="the keeper back home")
+        for answer in answers:
+            os.kill(answer["pid"], signal.SIGKILL)
+            assert exits.wait(answer["pid"]) == 128 + signal.SIGKILL
+    finally:
+        kc.close()
+
+
+def test_a_shared_group_that_cannot_be_entered_refuses_the_batch_naming_it(work):
+    exits = Exits()
+    kc = client(work, exits)
+    try:
+        missing = str(work / "no-such-group" / "cgroup.procs")
+        answers = kc.spawn([request(work, f"m{i}", ["/bin/true"]) for i in range(2)],
+                           [missing])
+        assert [a["key"] for a in answers] == ["m0", "m1"]
+        for answer in answers:
+            assert answer["error"] == f"cannot enter the cgroup {missing}: " \
+                                      "No such file or directory", answer
+        assert exits.wait(kc.spawn([request(work, "ok", ["/bin/true"])])[0]["pid"]) == 0
+    finally:
+        kc.close()

@@ -208,6 +208,11 @@ def remove_cgroups_of(path: Path) -> None:
             os.rmdir(top)
 
 
+# The kernel's weight of each niceness 0..19 (kernel/sched/core.c, sched_prio_to_weight).
+NICE_WEIGHTS = (1024, 820, 655, 526, 423, 335, 272, 215, 172, 137,
+                110, 87, 70, 56, 45, 36, 29, 23, 18, 15)
+
+
 def cgroup_mount(controller: str) -> str | None:
     """Where the v1 hierarchy of ``controller`` is mounted, if we may write to it."""
     with open("/proc/self/mountinfo") as f:

@@ -126,7 +126,6 @@ class LocalExecutor:
         self.cgroups = cgroups  # None: a job's tree is its process group
         self.memory = memory  # None: resources.memory is only counted, not enforced
         self.cpu = cpu  # None: each job's session weighs as its autogroup does
-        self._held: int | None = None  # the keeper's pid, once it is in the cpu group
         self._oom: dict[int, int] = {}  # job id -> its limit (MiB), if the OOM killer ended it
         self.reaper = Reaper()
         self._programs: dict[tuple[str, str], tuple[str, float]] = {}
@@ -208,12 +207,6 @@ class LocalExecutor:
         except (KeeperLost, OSError) as exc:
             log.error("no keeper (%s): jobs start under the shim", exc)
             return None
-        if self.cpu is not None and self.keeper.pid != self._held:
-            try:  # what it starts is in the group from the start
-                self.cpu.hold(self.keeper.pid)
-            except OSError as exc:
-                log.error("cannot move the keeper into %s: %s", self.cpu.base, exc.strerror)
-            self._held = self.keeper.pid
         return self.keeper
 
     def _spawn_by_keeper(self, keeper: KeeperClient, jobs: list[Any],
@@ -223,7 +216,9 @@ class LocalExecutor:
         answers: dict[str, dict] = {}
         lost, done = "", 0
         try:
-            for chunk in keeper.spawn_in_chunks([requests[i] for i in asked]) if asked else ():
+            shared = [self.cpu.procs] if self.cpu is not None else []
+            for chunk in (keeper.spawn_in_chunks([requests[i] for i in asked], shared)
+                          if asked else ()):
                 answers.update((a["key"], a) for a in chunk)
                 # up to the last job answered (the keeper answers in the order asked)
                 known = (len(requests) if len(answers) == len(asked)

@@ -228,7 +228,8 @@ class CpuShare(_Groups):
     autogroup of its own weighs as much as the daemon's: a hundred busy jobs took 90 %
     of the machine from an operator's shell). Within the group, jobs share by niceness.
 
-    The keeper lives in it, so what it starts is in it from the start, for nothing."""
+    The keeper enters it for a batch of spawns (not once a job), so what it starts is in
+    it from the start; the keeper itself is not, and keeps its own weight."""
 
     @classmethod
     def detect(cls, data_dir: str, kind: str, nice: int) -> "CpuShare | None":
@@ -252,11 +253,6 @@ class CpuShare(_Groups):
     @property
     def procs(self) -> str:
         return os.path.join(self.base, "cgroup.procs")
-
-    def hold(self, pid: int) -> None:
-        """Move process ``pid`` (all its threads) into the group."""
-        with open(self.procs, "w") as f:
-            f.write(str(pid))
 
 
 def weight(nice: int) -> int:

@@ -33,7 +33,7 @@ import struct
 import sys
 import time
 
-VERSION = 1
+VERSION = 2
 HEADER = struct.Struct("!I")
 MAX_FRAME = 256 << 20
 FIRST_CONNECTION_WAIT = 30.0  # seconds a keeper nobody connected to yet waits
@@ -317,25 +317,49 @@ class Keeper:
             self._send(role, {"op": "hello", "version": VERSION, "pid": os.getpid(),
                               "children": sorted(self.children)})
         elif op == "spawn":
-            if not self.niced and message["jobs"]:
-                take_nice(message["jobs"][0].get("nice"))
+            jobs = message["jobs"]
+            if not self.niced and jobs:
+                take_nice(jobs[0].get("nice"))
                 self.niced = True
-            jobs, done, told = message["jobs"], [], 0
-            for request in jobs:
-                done.append((request, spawn(request, self.homes)))
-                if len(done) - told == CHUNK and len(done) < len(jobs):
-                    # the daemon records these while the next ones start
-                    self._send("requests", {"op": "spawned", "more": True,
-                                            "results": [r for _, r in done[told:]]})
-                    told = len(done)
-            self._send("requests", {"op": "spawned", "more": False,
-                                    "results": [r for _, r in done[told:]]})
-            for request, result in done:  # (after the answer: the daemon waits on it)
-                if "pid" in result:
-                    self.children[result["pid"]] = request["status_file"]
-                    settle(request, result["pid"])
+            self._spawn_batch(jobs, message.get("groups", []))
         elif op == "retire":  # a daemon of another version: it starts its own keeper
             self._retire()
+
+    def _spawn_batch(self, jobs: list[dict], shared: list[str]) -> None:
+        """Start ``jobs``, all in the cgroups ``shared`` (the node's cpu group: entered once
+        for the batch, not once a job), answering CHUNK at a time."""
+        started: list[tuple[dict, int]] = []
+        entered: list[str] = []
+        try:
+            for procs in shared:
+                _enter(procs)
+                entered.append(procs)
+        except OSError as exc:
+            self._send("requests", {"op": "spawned", "more": False, "results": [
+                {"key": r["key"], "error": f"cannot enter the cgroup {procs}: {exc.strerror}"}
+                for r in jobs]})
+            jobs = []
+        else:
+            if not jobs:
+                self._send("requests", {"op": "spawned", "more": False, "results": []})
+        try:
+            for at in range(0, len(jobs), CHUNK):
+                chunk = [(request, spawn(request, self.homes))
+                         for request in jobs[at:at + CHUNK]]
+                for request, result in chunk:
+                    if "pid" in result:
+                        self.children[result["pid"]] = request["status_file"]
+                        started.append((request, result["pid"]))
+                # the daemon records these while the next ones start
+                self._send("requests", {"op": "spawned", "more": at + CHUNK < len(jobs),
+                                        "results": [r for _, r in chunk]})
+                self._reap()  # the ends of short jobs go out while a long batch starts
+        finally:
+            for procs in reversed(entered):
+                _enter(self.homes.of(procs))  # (failing here, the keeper must not go on)
+        for request, pid in started:  # (after the answers: the daemon waits on them)
+            if pid in self.children:  # (one reaped already has its status file)
+                settle(request, pid)
 
     def _retire(self) -> None:
         if self.listener is not None:

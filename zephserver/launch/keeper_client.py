@@ -167,11 +167,13 @@ class KeeperClient:
             os.close(log_fd)
         os.waitpid(shell, 0)
 
-    def spawn(self, requests: list[dict]) -> list[dict]:
-        """Start each job (``launch.keeper.spawn``'s request); each one's result."""
-        return [r for chunk in self.spawn_in_chunks(requests) for r in chunk]
+    def spawn(self, requests: list[dict], groups: list[str] | None = None) -> list[dict]:
+        """Start each job (``launch.keeper.spawn``'s request), all in the cgroups whose
+        ``cgroup.procs`` are ``groups`` (shared by all); each one's result."""
+        return [r for chunk in self.spawn_in_chunks(requests, groups) for r in chunk]
 
-    def spawn_in_chunks(self, requests: list[dict]) -> Iterator[list[dict]]:
+    def spawn_in_chunks(self, requests: list[dict], groups: list[str] | None = None
+                        ) -> Iterator[list[dict]]:
         """``spawn``'s results in the order asked, a chunk as soon as the keeper has it."""
         with self._lock:
             if self._sock is None:
@@ -179,7 +181,7 @@ class KeeperClient:
             sock, frames = self._sock, keeper.Frames()
             more = True
             try:
-                self._send(sock, {"op": "spawn", "jobs": requests})
+                self._send(sock, {"op": "spawn", "jobs": requests, "groups": groups or []})
                 while more:
                     answer = self._answer(sock, frames)
                     more = answer.get("more", False)
