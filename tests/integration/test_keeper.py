@@ -177,6 +177,14 @@ def test_a_batch_is_answered_in_chunks_in_order(work):
         assert "error" in answers[4]
         for answer in answers[:4] + answers[5:]:
             assert exits.wait(answer["pid"]) == 0
+        # Ended while the batch went on (reported between chunks), each still has its pid
+        # file beside its status: a daemon that reads them finds both, never one alone.
+        for answer, asked_for in zip(answers, asked, strict=True):
+            if "pid" in answer:
+                meta = Meta(asked_for["pid_file"], asked_for["status_file"])
+                assert kept(meta), answer
+                assert recorded_pid(meta) == answer["pid"]
+                assert recorded_status(meta) == 0
         assert exits.wait(kc.spawn([request(work, "after", ["/bin/true"])])[0]["pid"]) == 0
     finally:
         kc.close()

@@ -336,8 +336,8 @@ class LocalExecutor:
             self._reported.add(pid)
 
             def reported(_pid: int, code: int | None) -> None:
+                exited(_pid, code)  # (first: the watchdog takes it for alive until then)
                 self._reported.discard(pid)
-                exited(_pid, code)
             self.reaper.watch_reported(pid, reported)
         else:
             self.reaper.watch(job.pid, exited, handle)

@@ -328,7 +328,6 @@ class Keeper:
     def _spawn_batch(self, jobs: list[dict], shared: list[str]) -> None:
         """Start ``jobs``, all in the cgroups ``shared`` (the node's cpu group: entered once
         for the batch, not once a job), answering CHUNK at a time."""
-        started: list[tuple[dict, int]] = []
         entered: list[str] = []
         try:
             for procs in shared:
@@ -346,20 +345,21 @@ class Keeper:
             for at in range(0, len(jobs), CHUNK):
                 chunk = [(request, spawn(request, self.homes))
                          for request in jobs[at:at + CHUNK]]
-                for request, result in chunk:
-                    if "pid" in result:
-                        self.children[result["pid"]] = request["status_file"]
-                        started.append((request, result["pid"]))
+                started = [(request, result["pid"]) for request, result in chunk
+                           if "pid" in result]
+                for request, pid in started:
+                    self.children[pid] = request["status_file"]
                 # the daemon records these while the next ones start
                 self._send("requests", {"op": "spawned", "more": at + CHUNK < len(jobs),
                                         "results": [r for _, r in chunk]})
-                self._reap()  # the ends of short jobs go out while a long batch starts
+                for request, pid in started:  # (after the answer: the daemon waits on it)
+                    settle(request, pid)
+                # The ends of short jobs go out while a long batch starts (after their pid
+                # files: a status file never comes without its pid file).
+                self._reap()
         finally:
             for procs in reversed(entered):
                 _enter(self.homes.of(procs))  # (failing here, the keeper must not go on)
-        for request, pid in started:  # (after the answers: the daemon waits on them)
-            if pid in self.children:  # (one reaped already has its status file)
-                settle(request, pid)
 
     def _retire(self) -> None:
         if self.listener is not None:

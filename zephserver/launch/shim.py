@@ -70,7 +70,7 @@ def found_meta(job_dir: str) -> Meta:
     """The shim files of a job started earlier, by this daemon or an older one (which
     kept them in a directory per job, or in the job's own directory)."""
     meta = meta_files(job_dir)
-    if os.path.exists(meta.pid):
+    if os.path.exists(meta.pid) or os.path.exists(meta.status):
         return meta
     old = os.path.join(os.path.dirname(job_dir), META_DIR, os.path.basename(job_dir))
     where = old if os.path.isdir(old) else job_dir
