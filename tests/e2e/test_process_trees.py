@@ -8,7 +8,7 @@ import pytest
 
 from tests.support.archives import ArchiveServer, make_zip
 from tests.support.daemon import child_env, short_tmpdir, write_settings
-from tests.support.jobs import TERMINAL, pids_of, stop_site, submit, wait_job
+from tests.support.jobs import PRIORITY, TERMINAL, pids_of, stop_site, submit, wait_job
 from tests.support.poll import poll_async, poll_until
 from tests.support.sessions import rest
 from tests.support.web import Ws, run, start_with_users
@@ -43,6 +43,7 @@ def site(request):
             "finish": {"argv": [SH, "-c", FINISH, "$mark"], "grace": 1,
                        "params": {"mark": {"type": "str", "regexp": r"^[0-9.]+$"}},
                        "resources": {"cores": 0}},
+            "priority": {"argv": ["$python", "-c", PRIORITY], "resources": {"cores": 0}},
             "hungry": {"argv": ["$python", "-c", HUNGRY, "$mib"], "grace": 1,
                        "params": {"mib": {"type": "int", "min": 1, "max": 1024}},
                        "resources": {"cores": 0, "memory": 64}}}
@@ -94,6 +95,31 @@ def test_an_agent_process_escapee_dies_on_delete(site):
     poll_until(lambda: pids_of(mark), 20, what="the agent process and its escapee")
     assert rest("DELETE", doc["delete"], token)[0] == 200
     poll_until(lambda: not pids_of(mark), 10, what="the escapee killed at delete")
+
+
+def test_without_cgroups_each_job_session_is_set_below_the_daemon(site):
+    """Under the shim (no cgroups: no shared cpu group either), each job's session, its
+    autogroup, runs JOB_NICE steps below the daemon's (with cgroups, jobs share a cpu
+    group instead: tests/e2e/test_jobs.py)."""
+    if site.cgroups:
+        pytest.skip("with cgroups: tests/e2e/test_jobs.py::test_jobs_run_below_the_daemon")
+
+    async def scenario():
+        ws = await Ws.connect(site.url, token=site.tokens["alice"])
+        try:
+            job = await submit(ws, "priority")
+            await wait_job(ws, job["id"], {"SUCCEEDED"})
+            out = await ws.call("jobs.output", {"id": job["id"]})
+            return out["result"]["data"].splitlines()
+        finally:
+            await ws.aclose()
+
+    _nice, group, *_cpu = run(scenario())
+    if group == "no autogroup":
+        pytest.skip("no autogroups here")
+    with open(f"/proc/{site.pid}/autogroup") as f:
+        daemon_group = int(f.read().split()[-1])
+    assert group.endswith(f" nice {min(19, daemon_group + 10)}"), group
 
 
 @pytest.mark.parametrize(("mib", "state"), [(16, "SUCCEEDED"), (256, "FAILED")])
