@@ -1,6 +1,7 @@
 """The keeper (launch.keeper) and its client, on their own: a real keeper process, real
 programs, no daemon."""
 
+import contextlib
 import os
 import shutil
 import signal
@@ -58,6 +59,17 @@ def work():
     shutil.rmtree(path, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def connected(work):
+    """A client of the keeper of ``work`` (started if need be), and the exits it heard."""
+    exits = Exits()
+    kc = client(work, exits)
+    try:
+        yield kc, exits
+    finally:
+        kc.close()
+
+
 def client(work, exits):
     kc = KeeperClient(str(work / "keeper.sock"), exits.exited, exits.gone)
     kc.connect()
@@ -72,9 +84,7 @@ def request(work, key, argv, **extra):
 
 
 def test_it_starts_a_program_records_it_and_reports_its_end(work):
-    exits = Exits()
-    kc = client(work, exits)
-    try:
+    with connected(work) as (kc, exits):
         [result] = kc.spawn([request(work, "a", ["/bin/sh", "-c", 'pwd; echo "$X"; exit 3'])])
         pid = result["pid"]
         assert exits.wait(pid) == 3
@@ -84,26 +94,18 @@ def test_it_starts_a_program_records_it_and_reports_its_end(work):
         assert kept(meta)
         assert recorded_start_time(meta) is not None
         assert (work / "a.log").read_text() == f"{work}\n1\n"
-    finally:
-        kc.close()
 
 
 def test_a_program_gets_sigterm_at_its_default_and_a_signal_is_128_plus(work):
     """The keeper ignores SIGTERM itself; what it starts does not inherit that."""
-    exits = Exits()
-    kc = client(work, exits)
-    try:
+    with connected(work) as (kc, exits):
         [result] = kc.spawn([request(work, "b", ["/bin/sleep", "30"])])
         os.kill(result["pid"], signal.SIGTERM)
         assert exits.wait(result["pid"]) == 128 + signal.SIGTERM
-    finally:
-        kc.close()
 
 
 def test_what_cannot_start_is_an_error_naming_it(work):
-    exits = Exits()
-    kc = client(work, exits)
-    try:
+    with connected(work) as (kc, exits):
         missing, bad_cwd, ok = kc.spawn([
             request(work, "m", ["/nonexistent/solver"]),
             request(work, "c", ["/bin/true"], cwd=str(work / "nowhere")),
@@ -111,8 +113,6 @@ def test_what_cannot_start_is_an_error_naming_it(work):
         assert missing == {"key": "m", "error": "program not found: /nonexistent/solver"}
         assert bad_cwd["error"] == f"working directory not found: {work / 'nowhere'}"
         assert exits.wait(ok["pid"]) == 0
-    finally:
-        kc.close()
 
 
 def test_it_outlives_its_daemon_and_a_new_one_finds_its_jobs(work):
@@ -137,9 +137,7 @@ def test_it_outlives_its_daemon_and_a_new_one_finds_its_jobs(work):
 
 
 def test_a_killed_keeper_hands_its_jobs_back(work):
-    exits = Exits()
-    kc = client(work, exits)
-    try:
+    with connected(work) as (kc, exits):
         [result] = kc.spawn([request(work, "e", ["/bin/sleep", "30"])])
         os.kill(kc.pid, signal.SIGKILL)
         poll_until(lambda: result["pid"] in exits.lost, 10)
@@ -147,8 +145,6 @@ def test_a_killed_keeper_hands_its_jobs_back(work):
         kc.connect()  # a new keeper
         [again] = kc.spawn([request(work, "f", ["/bin/true"])])
         assert exits.wait(again["pid"]) == 0
-    finally:
-        kc.close()
 
 
 def test_frames_survive_any_split():
@@ -164,9 +160,7 @@ def test_frames_survive_any_split():
 def test_a_batch_is_answered_in_chunks_in_order(work):
     """A batch of 20, the fifth refused: the answers come CHUNK at a time, in the order
     asked, so the daemon records the first while the keeper starts the next."""
-    exits = Exits()
-    kc = client(work, exits)
-    try:
+    with connected(work) as (kc, exits):
         asked = [request(work, f"k{i}", ["/nonexistent/x" if i == 4 else "/bin/true"])
                  for i in range(20)]
         chunks = list(kc.spawn_in_chunks(asked))
@@ -186,8 +180,6 @@ def test_a_batch_is_answered_in_chunks_in_order(work):
                 assert recorded_pid(meta) == answer["pid"]
                 assert recorded_status(meta) == 0
         assert exits.wait(kc.spawn([request(work, "after", ["/bin/true"])])[0]["pid"]) == 0
-    finally:
-        kc.close()
 
 
 def test_the_executor_records_a_batch_in_order_with_refusals_among_it(work):
@@ -247,9 +239,7 @@ def test_a_batch_starts_in_the_shared_cpu_group_and_the_keeper_leaves_it(work):
         pytest.skip("no v1 cpu controller here")
     with open(os.path.join(share.base, "cpu.shares")) as f:
         assert int(f.read()) == NICE_WEIGHTS[min(19, own_group_nice() + 10)]
-    exits = Exits()
-    kc = client(work, exits)
-    try:
+    with connected(work) as (kc, exits):
         home = cpu_cgroup(kc.pid)
         asked = [request(work, f"c{i}", ["/bin/sleep", "30"]) for i in range(3)]
         answers = kc.spawn(asked, [share.procs])
@@ -261,14 +251,10 @@ def test_a_batch_starts_in_the_shared_cpu_group_and_the_keeper_leaves_it(work):
         for answer in answers:
             os.kill(answer["pid"], signal.SIGKILL)
             assert exits.wait(answer["pid"]) == 128 + signal.SIGKILL
-    finally:
-        kc.close()
 
 
 def test_a_shared_group_that_cannot_be_entered_refuses_the_batch_naming_it(work):
-    exits = Exits()
-    kc = client(work, exits)
-    try:
+    with connected(work) as (kc, exits):
         missing = str(work / "no-such-group" / "cgroup.procs")
         answers = kc.spawn([request(work, f"m{i}", ["/bin/true"]) for i in range(2)],
                            [missing])
@@ -277,5 +263,3 @@ def test_a_shared_group_that_cannot_be_entered_refuses_the_batch_naming_it(work)
             assert answer["error"] == f"cannot enter the cgroup {missing}: " \
                                       "No such file or directory", answer
         assert exits.wait(kc.spawn([request(work, "ok", ["/bin/true"])])[0]["pid"]) == 0
-    finally:
-        kc.close()
