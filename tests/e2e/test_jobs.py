@@ -635,11 +635,10 @@ def test_jobs_run_below_the_daemon(server):
     if group != "no autogroup":
         with open(f"/proc/{server.pid}/autogroup") as f:
             daemon_group = int(f.read().split()[-1])
+    if daemon_group is not None:  # its own session that far below
+        assert group.endswith(f" nice {min(19, daemon_group + 10)}"), group
     mount = cgroup_mount("cpu")
-    if mount is None:  # each job's own session weighs that far below
-        if daemon_group is not None:
-            assert group.endswith(f" nice {min(19, daemon_group + 10)}"), group
-    else:  # all jobs in one group weighing as one process that far below
+    if mount is not None:  # and all jobs in one group weighing as one process that far below
         level = min(19, (daemon_nice if daemon_group is None else daemon_group) + 10)
         path = cpu[0].removeprefix("cpu ")
         assert path.endswith("/jobs"), cpu

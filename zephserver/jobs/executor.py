@@ -183,8 +183,6 @@ class LocalExecutor:
         meta = shim.meta_files(job.job_dir)
         self._make_parent(meta.pid)
         nice, autogroup = job_priority(self.nice)
-        if self.cpu is not None:  # (in a cpu group, no autogroup counts)
-            autogroup = None
         prefixed = len(argv) > len(job.argv)  # (then argv[0] is absolute)
         return {"key": _key(job), "exe": argv[0] if prefixed else exe, "argv": argv,
                 "env": env, "cwd": job.cwd, "log": job.log_path, "groups": groups,

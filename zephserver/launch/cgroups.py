@@ -228,8 +228,9 @@ class CpuShare(_Groups):
     autogroup of its own weighs as much as the daemon's: a hundred busy jobs took 90 %
     of the machine from an operator's shell). Within the group, jobs share by niceness.
 
-    The keeper enters it for a batch of spawns (not once a job), so what it starts is in
-    it from the start; the keeper itself is not, and keeps its own weight."""
+    The keeper moves each job into it once started (the keeper itself stays out, and
+    keeps its own weight); until then, and for whatever escapes it, the job's niceness
+    and its autogroup's are JOB_NICE below the daemon as everywhere."""
 
     @classmethod
     def detect(cls, data_dir: str, kind: str, nice: int) -> "CpuShare | None":

@@ -115,6 +115,25 @@ def _enter(procs: str) -> None:
         os.close(fd)
 
 
+def _move(pid: int, procs: str) -> None:
+    """Move job ``pid`` into the cgroup whose ``cgroup.procs`` is ``procs``. After its
+    start, not by the keeper entering it first: under vfork the keeper waits for the
+    child's exec, which would run at the group's small weight. (It is lowered by its
+    niceness meanwhile.) One that has ended already is no loss; anything else is
+    logged, and the job runs on outside it."""
+    try:
+        fd = os.open(procs, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, str(pid).encode())
+        finally:
+            os.close(fd)
+    except ProcessLookupError:
+        pass
+    except OSError as exc:
+        print(f"keeper: cannot move pid {pid} into {procs}: {exc.strerror}", file=sys.stderr,
+              flush=True)
+
+
 class Homes:
     """The keeper's own cgroup in each hierarchy: where it goes back to after a spawn."""
 
@@ -326,40 +345,26 @@ class Keeper:
             self._retire()
 
     def _spawn_batch(self, jobs: list[dict], shared: list[str]) -> None:
-        """Start ``jobs``, all in the cgroups ``shared`` (the node's cpu group: entered once
-        for the batch, not once a job), answering CHUNK at a time."""
-        entered: list[str] = []
-        try:
-            for procs in shared:
-                _enter(procs)
-                entered.append(procs)
-        except OSError as exc:
-            self._send("requests", {"op": "spawned", "more": False, "results": [
-                {"key": r["key"], "error": f"cannot enter the cgroup {procs}: {exc.strerror}"}
-                for r in jobs]})
-            jobs = []
-        else:
-            if not jobs:
-                self._send("requests", {"op": "spawned", "more": False, "results": []})
-        try:
-            for at in range(0, len(jobs), CHUNK):
-                chunk = [(request, spawn(request, self.homes))
-                         for request in jobs[at:at + CHUNK]]
-                started = [(request, result["pid"]) for request, result in chunk
-                           if "pid" in result]
-                for request, pid in started:
-                    self.children[pid] = request["status_file"]
-                # the daemon records these while the next ones start
-                self._send("requests", {"op": "spawned", "more": at + CHUNK < len(jobs),
-                                        "results": [r for _, r in chunk]})
-                for request, pid in started:  # (after the answer: the daemon waits on it)
-                    settle(request, pid)
-                # The ends of short jobs go out while a long batch starts (after their pid
-                # files: a status file never comes without its pid file).
-                self._reap()
-        finally:
-            for procs in reversed(entered):
-                _enter(self.homes.of(procs))  # (failing here, the keeper must not go on)
+        """Start ``jobs``, answering CHUNK at a time; each is moved into the cgroups
+        ``shared`` (the node's cpu group) once it has started."""
+        if not jobs:
+            self._send("requests", {"op": "spawned", "more": False, "results": []})
+        for at in range(0, len(jobs), CHUNK):
+            chunk = [(request, spawn(request, self.homes)) for request in jobs[at:at + CHUNK]]
+            started = [(request, result["pid"]) for request, result in chunk
+                       if "pid" in result]
+            for request, pid in started:
+                self.children[pid] = request["status_file"]
+                for procs in shared:
+                    _move(pid, procs)
+            # the daemon records these while the next ones start
+            self._send("requests", {"op": "spawned", "more": at + CHUNK < len(jobs),
+                                    "results": [r for _, r in chunk]})
+            for request, pid in started:  # (after the answer: the daemon waits on it)
+                settle(request, pid)
+            # The ends of short jobs go out while a long batch starts (after their pid
+            # files: a status file never comes without its pid file).
+            self._reap()
 
     def _retire(self) -> None:
         if self.listener is not None:

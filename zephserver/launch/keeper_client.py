@@ -168,8 +168,9 @@ class KeeperClient:
         os.waitpid(shell, 0)
 
     def spawn(self, requests: list[dict], groups: list[str] | None = None) -> list[dict]:
-        """Start each job (``launch.keeper.spawn``'s request), all in the cgroups whose
-        ``cgroup.procs`` are ``groups`` (shared by all); each one's result."""
+        """Start each job (``launch.keeper.spawn``'s request), each moved once started into
+        the cgroups whose ``cgroup.procs`` are ``groups`` (shared by all); each one's
+        result."""
         return [r for chunk in self.spawn_in_chunks(requests, groups) for r in chunk]
 
     def spawn_in_chunks(self, requests: list[dict], groups: list[str] | None = None
