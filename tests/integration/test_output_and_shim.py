@@ -58,6 +58,16 @@ def test_a_consumer_that_is_behind_waits_without_loss(tmp_path):
                              ready=ready.is_set))
         tail.follow(Follower(str(path), 0, lambda off, data: fast.extend(data)))
         poll_until(lambda: len(fast) == 100_000, 10)  # the slow one does not hold it back
+        # While one waits (writes then wake nobody until the retry), what another file
+        # gets later still comes, every byte.
+        other, later = tmp_path / "other", bytearray()
+        other.write_bytes(b"")
+        tail.follow(Follower(str(other), 0, lambda off, data: later.extend(data)))
+        with open(other, "ab") as f:
+            for i in range(50):
+                f.write(b"line %d\n" % i)
+                f.flush()
+        poll_until(lambda: bytes(later) == other.read_bytes(), 10)
         assert got == b""
         ready.set()
         poll_until(lambda: len(got) == 100_000, 10)

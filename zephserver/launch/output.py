@@ -177,10 +177,15 @@ class Tail:
 
     def _run(self) -> None:
         behind: list[Follower] = []  # consumers that could not take more: tried again soon
+        resting = False  # inotify not waited on: the next pass comes at the retry
         while not self._stopping:
             for _, what in self._selector.select(RETRY if behind else None):
                 if what == "inotify":
                     self._read_events()
+            if resting:  # what was written meanwhile is in inotify's queue
+                self._selector.register(self._watch.fd, "inotify")
+                resting = False
+                self._read_events()
             with self._lock:
                 paths, self._dirty = self._dirty, set()
                 work = [f for p in paths for f in self._followers.get(p, ())]
@@ -194,6 +199,14 @@ class Tail:
                 except Exception:
                     log.exception("output follower of %s failed; dropped", f.path)
                     self.unfollow(f)
+            if behind:
+                # Until the retry, writes wake nobody: with followers waiting (a progress
+                # parser reads once a JOB_PROGRESS_INTERVAL), a pass on every write of a
+                # hundred busy jobs took half a core. Other followers wait for the retry
+                # too (RETRY at most); an explicit wake-up (a new follower, a job's end,
+                # a consumer ready again) still comes at once.
+                self._selector.unregister(self._watch.fd)
+                resting = True
 
     def _read_events(self) -> None:
         with self._lock:
