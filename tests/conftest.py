@@ -2,6 +2,8 @@ import threading
 
 import pytest
 
+from tests.support.jobs import remove_groups, zephserver_groups
+
 
 @pytest.fixture(autouse=True)
 def no_leaked_threads():
@@ -17,3 +19,14 @@ def no_leaked_threads():
         t.join(2.0)
     still = [t.name for t in leaked if t.is_alive()]
     assert not still, f"test leaked threads: {still}"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_leftover_cgroups():
+    """The cgroup folders the suite's daemons made and left (a killed daemon's, a job
+    still running when its module stopped the daemon) go at the end, with what runs in
+    them."""
+    before = zephserver_groups()
+    yield
+    for top in zephserver_groups() - before:
+        remove_groups(top)

@@ -191,21 +191,45 @@ def remove_cgroups_of(path: Path) -> None:
 
     candidates = [path, *(p for p in path.iterdir() if p.is_dir())] if path.is_dir() else []
     for top in (t for data_dir in candidates for t in tops(str(data_dir))):
-        for root, dirs, _files in os.walk(top, topdown=False):
-            for name in dirs:
-                group = os.path.join(root, name)
-                # what still runs in it first (a program the keeper started names no path
-                # of the test's in its command line)
-                with contextlib.suppress(OSError), open(os.path.join(group, "cgroup.kill"),
-                                                        "w") as f:
-                    f.write("1")
-                deadline = time.monotonic() + 5
-                while _members(group) and time.monotonic() < deadline:
-                    time.sleep(0.01)  # (cleanup: the kill is asynchronous)
-                with contextlib.suppress(OSError):
-                    os.rmdir(group)
+        remove_groups(top)
+
+
+def zephserver_groups() -> set[str]:
+    """Every daemon's top cgroup folder (``zephserver-<digest>``) under ours, in every
+    hierarchy."""
+    from zephserver.launch.cgroups import tops
+
+    found = set()
+    for root in {os.path.dirname(top) for top in tops("/")}:
         with contextlib.suppress(OSError):
-            os.rmdir(top)
+            found |= {os.path.join(root, n) for n in os.listdir(root)
+                      if n.startswith("zephserver-")}
+    return found
+
+
+def remove_groups(top: str) -> None:
+    """``top`` and the groups below it, what still runs in them killed first."""
+    for root, dirs, _files in os.walk(top, topdown=False):
+        for name in dirs:
+            group = os.path.join(root, name)
+            # what still runs in it first (a program the keeper started names no path
+            # of the test's in its command line)
+            try:
+                with open(os.path.join(group, "cgroup.kill"), "w") as f:
+                    f.write("1")
+            except FileNotFoundError:  # (a v1 hierarchy: one at a time)
+                for pid in _members(group).split():
+                    with contextlib.suppress(OSError):
+                        os.kill(int(pid), signal.SIGKILL)
+            except OSError:
+                pass
+            deadline = time.monotonic() + 5
+            while _members(group) and time.monotonic() < deadline:
+                time.sleep(0.01)  # (cleanup: the kill is asynchronous)
+            with contextlib.suppress(OSError):
+                os.rmdir(group)
+    with contextlib.suppress(OSError):
+        os.rmdir(top)
 
 
 # The kernel's weight of each niceness 0..19 (kernel/sched/core.c, sched_prio_to_weight).
