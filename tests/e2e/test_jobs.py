@@ -615,6 +615,26 @@ def test_queue_survives_restart_and_vanished_job_is_lost(workdir):
         kill_jobs_under(workdir)
 
 
+def test_an_ended_job_leaves_no_pid_or_status_file(server):
+    """A running job's pid file records it for a restart; once its end is in the
+    database, its pid and status files go (two small files a job, forever, before)."""
+    meta = server.work / "var" / "jobs" / ".zeph-meta"
+
+    async def scenario():
+        ws = await connect(server)
+        job = await submit(ws, "sleep", seconds=30)
+        await wait_job(ws, job["id"], {"RUNNING"})
+        poll_until(lambda: (meta / f"{job['id']}.pid").exists(), 10, what="its pid file")
+        assert "result" in await ws.call("jobs.cancel", {"id": job["id"]})
+        await wait_job(ws, job["id"], {"CANCELLED"})
+        await ws.aclose()
+        return job["id"]
+
+    job_id = run(scenario())
+    poll_until(lambda: not (meta / f"{job_id}.pid").exists()
+               and not (meta / f"{job_id}.exit").exists(), 10, what="its files gone")
+
+
 def test_jobs_run_below_the_daemon(server):
     """A job runs JOB_NICE (10 by default) steps of niceness below the daemon, and so does
     its session's scheduling group where the kernel has them: a hundred busy jobs cannot

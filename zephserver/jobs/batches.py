@@ -32,6 +32,7 @@ class TransactionalActor(Actor):
         self._deferred: list[tuple[Future | None, Any, BaseException | None]] = []
         self._unpublished: dict[int, Any] = {}  # job id -> job: one update per batch
         self._announced: dict[int, Any] = {}  # new jobs other nodes' queues must know
+        self._committed: list[Callable[[], None]] = []  # steps once the batch is committed
         self._retry_delay = 0.0  # backoff while a batch cannot begin
         self.write_problem = ""  # set while a failed batch's rows are being written again
         self._stop_retrying = threading.Event()
@@ -48,7 +49,8 @@ class TransactionalActor(Actor):
         self._deferred: list[tuple[Future | None, Any, BaseException | None]] = []
         self._unpublished: dict[int, Any] = {}
         self._announced: dict[int, Any] = {}
-        atomic, began = transaction.atomic(), False
+        self._committed = []
+        atomic, began, committed = transaction.atomic(), False, False
         try:
             with recording_writes() as writes:
                 atomic.__enter__()
@@ -60,6 +62,7 @@ class TransactionalActor(Actor):
                         raise
                 else:
                     atomic.__exit__(None, None, None)
+                    committed = True
         except Exception as exc:
             why = unavailable_reason(exc)
             close_old_connections()  # a broken connection is replaced at the next try
@@ -80,6 +83,7 @@ class TransactionalActor(Actor):
             deferred, self._deferred = self._deferred, []
             unpublished, self._unpublished = self._unpublished, {}
             announced, self._announced = self._announced, {}
+            after, self._committed = self._committed, []
             self._batching = False
         for job in unpublished.values():
             self.feed.send_update(job)
@@ -93,6 +97,11 @@ class TransactionalActor(Actor):
                 future.set_result(result)
             else:
                 future.set_exception(exc)
+        for fn in after if committed else ():
+            try:
+                fn()
+            except Exception:
+                log.exception("job manager: an after-commit step failed")
         if began:
             self._retry_delay = 0.0
             self.unavailable_reason = ""
@@ -218,6 +227,14 @@ class TransactionalActor(Actor):
             future.set_exception(error)
         else:
             future.set_result(result)
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` once the current batch is committed (never if it is not: what it
+        undoes, a rewritten batch keeps)."""
+        if self._batching:
+            self._committed.append(fn)
+        else:
+            fn()
 
     def announce(self, job: Any) -> None:
         """Tell the other nodes' queues of a new job, once it is committed."""

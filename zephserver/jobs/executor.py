@@ -16,6 +16,7 @@ as, launch.accounts; None: the daemon's account), and after the start ``pid``,
 ``start_time`` and ``boot_id``.
 """
 
+import contextlib
 import logging
 import os
 import shutil
@@ -90,6 +91,9 @@ class Executor(Protocol):
     def orphan(self, job: Any) -> dict | None:
         """For a job recorded as starting but with no pid (the daemon died in between):
         the fields of the process it did start, or None if it started none."""
+
+    def forget(self, job: Any) -> None:
+        """The job's end is in the database: what recorded it for a restart can go."""
 
     def close(self) -> None: ...
 
@@ -406,6 +410,15 @@ class LocalExecutor:
 
     def recorded_exit(self, job: Any) -> int | None:
         return shim.recorded_status(_meta(job)) if job.job_dir else None
+
+    def forget(self, job: Any) -> None:
+        """Its pid and status files (two small files a job, kept forever before: a block
+        each on disk, and a directory that only grew)."""
+        if job.job_dir:
+            meta = _meta(job)
+            for path in (meta.pid, meta.status):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
 
     def orphan(self, job: Any) -> dict | None:
         if not job.job_dir:

@@ -380,6 +380,9 @@ class SlurmExecutor:
     def recorded_exit(self, job: Any) -> int | None:
         return None  # its exit code came with the end Slurm reported
 
+    def forget(self, job: Any) -> None:
+        pass  # (Slurm keeps its own records)
+
     def end_state(self, job: Any) -> tuple[JobState, str] | None:
         with self._lock:
             return self._ends.pop(job.pk, None)

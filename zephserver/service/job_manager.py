@@ -246,10 +246,11 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Cluste
         transition(job, new, reason, self.publish, **fields)
         if new in TERMINAL and job.kind == "session":
             self.interactive.ended(job)
+        if new in TERMINAL and job.node == self.node:
+            self.after_commit(lambda: self.executor_for(job).forget(job))
 
     def _executor_name(self, job: Any) -> str:
-        app = self.apps.get(job.app)
-        return getattr(app, "executor", "local") if app is not None else "local"
+        return getattr(self.apps.get(job.app), "executor", "local")
 
     def executor_for(self, job: Any) -> Executor:
         """Who runs ``job``'s process (its app's ``executor``)."""
