@@ -84,8 +84,11 @@ def test_a_job_runs_as_its_account_and_owns_its_files(site, who, app, account):
     job_dir = site.work / "var" / "jobs" / str(job["id"])
     for path in (job_dir, job_dir / "made-here", job_dir / "output.log"):
         assert os.stat(path).st_uid == account.pw_uid, path
-    meta = site.work / "var" / "jobs" / ".zeph-meta" / f"{job['id']}.pid"
-    assert os.stat(meta).st_uid == 0  # the shim's files: the daemon's, out of its reach
+    # Where its pid and status files are kept (while it runs): the daemon's, out of the
+    # job's reach (it can neither write one nor replace one).
+    meta = os.stat(site.work / "var" / "jobs" / ".zeph-meta")
+    assert meta.st_uid == 0
+    assert not meta.st_mode & 0o022
 
 
 def test_a_user_without_an_account_is_refused(site):
