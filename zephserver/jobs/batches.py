@@ -229,8 +229,9 @@ class TransactionalActor(Actor):
             future.set_result(result)
 
     def after_commit(self, fn: Callable[[], None]) -> None:
-        """Call ``fn`` once the current batch is committed (never if it is not: what it
-        undoes, a rewritten batch keeps)."""
+        """Call ``fn`` once the current batch is committed. Never if its commit fails:
+        the batch's rows are written again later, without it (a step that only tidies,
+        such as removing a job's files, is then skipped)."""
         if self._batching:
             self._committed.append(fn)
         else:

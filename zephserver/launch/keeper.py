@@ -106,11 +106,12 @@ def _write(path: str, text: str) -> None:
         os.close(fd)
 
 
-def _enter(procs: str) -> None:
-    """Move this process into the cgroup whose ``cgroup.procs`` is ``procs``."""
+def _enter(procs: str, pid: int = 0) -> None:
+    """Move process ``pid`` (0: this one) into the cgroup whose ``cgroup.procs`` is
+    ``procs``."""
     fd = os.open(procs, os.O_WRONLY | os.O_CLOEXEC)
     try:
-        os.write(fd, b"0")
+        os.write(fd, str(pid).encode())
     finally:
         os.close(fd)
 
@@ -122,11 +123,7 @@ def _move(pid: int, procs: str) -> None:
     niceness meanwhile.) One that has ended already is no loss; anything else is
     logged, and the job runs on outside it."""
     try:
-        fd = os.open(procs, os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            os.write(fd, str(pid).encode())
-        finally:
-            os.close(fd)
+        _enter(procs, pid)
     except ProcessLookupError:
         pass
     except OSError as exc:
