@@ -11,6 +11,7 @@ from tests.support.daemon import DaemonProcess, child_env, short_tmpdir, write_s
 from tests.support.jobs import (
     NICE_WEIGHTS,
     TERMINAL,
+    autogroup_nice,
     cgroup_mount,
     is_zombie_or_gone,
     job_apps,
@@ -20,7 +21,7 @@ from tests.support.jobs import (
     submit,
     wait_job,
 )
-from tests.support.poll import poll_until
+from tests.support.poll import poll_async, poll_until
 from tests.support.web import Ws, run, start_with_users
 
 pytestmark = pytest.mark.e2e
@@ -624,7 +625,7 @@ def test_an_ended_job_leaves_no_pid_or_status_file(server):
         ws = await connect(server)
         job = await submit(ws, "sleep", seconds=30)
         await wait_job(ws, job["id"], {"RUNNING"})
-        poll_until(lambda: (meta / f"{job['id']}.pid").exists(), 10, what="its pid file")
+        await poll_async(lambda: (meta / f"{job['id']}.pid").exists(), 10, what="its pid file")
         assert "result" in await ws.call("jobs.cancel", {"id": job["id"]})
         await wait_job(ws, job["id"], {"CANCELLED"})
         await ws.aclose()
@@ -651,10 +652,7 @@ def test_jobs_run_below_the_daemon(server):
     nice, group, *cpu = run(scenario())
     daemon_nice = os.getpriority(os.PRIO_PROCESS, server.pid)
     assert nice == f"nice {min(19, daemon_nice + 10)}"
-    daemon_group = None
-    if group != "no autogroup":
-        with open(f"/proc/{server.pid}/autogroup") as f:
-            daemon_group = int(f.read().split()[-1])
+    daemon_group = autogroup_nice(server.pid)
     if daemon_group is not None:  # its own session that far below
         assert group.endswith(f" nice {min(19, daemon_group + 10)}"), group
     mount = cgroup_mount("cpu")

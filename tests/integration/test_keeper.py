@@ -13,6 +13,7 @@ import pytest
 from tests.support.daemon import short_tmpdir
 from tests.support.jobs import (
     NICE_WEIGHTS,
+    autogroup_nice,
     is_zombie_or_gone,
     keepers_under,
     proc_stat,
@@ -215,15 +216,6 @@ def test_the_executor_records_a_batch_in_order_with_refusals_among_it(work):
         executor.close()  # (and its cgroups' folders)
 
 
-def own_group_nice() -> int:
-    """Our autogroup's niceness (our own where there are no autogroups)."""
-    try:
-        with open("/proc/self/autogroup") as f:
-            return int(f.read().split()[-1])
-    except OSError:
-        return os.nice(0)
-
-
 def cpu_cgroup(pid: int) -> str:
     with open(f"/proc/{pid}/cgroup") as f:
         return next(line.rstrip().split(":", 2)[2] for line in f
@@ -239,7 +231,8 @@ def test_each_job_is_moved_into_the_shared_cpu_group_and_the_keeper_stays_out(wo
     if share is None:
         pytest.skip("no v1 cpu controller here")
     with open(os.path.join(share.base, "cpu.shares")) as f:
-        assert int(f.read()) == NICE_WEIGHTS[min(19, own_group_nice() + 10)]
+        own = autogroup_nice()
+        assert int(f.read()) == NICE_WEIGHTS[min(19, (os.nice(0) if own is None else own) + 10)]
     with connected(work) as (kc, exits):
         home = cpu_cgroup(kc.pid)
         asked = [request(work, f"c{i}", ["/bin/sleep", "30"]) for i in range(3)]
@@ -254,7 +247,7 @@ def test_each_job_is_moved_into_the_shared_cpu_group_and_the_keeper_stays_out(wo
             assert exits.wait(answer["pid"]) == 128 + signal.SIGKILL
 
 
-def test_a_shared_group_that_cannot_be_entered_is_logged_and_the_jobs_run(work):
+def test_a_job_that_cannot_be_moved_into_the_shared_group_runs_and_the_log_says_why(work):
     with connected(work) as (kc, exits):
         missing = str(work / "no-such-group" / "cgroup.procs")
         answers = kc.spawn([request(work, f"m{i}", ["/bin/true"]) for i in range(2)],

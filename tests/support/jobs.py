@@ -196,7 +196,7 @@ def remove_cgroups_of(path: Path) -> None:
 
 def zephserver_groups() -> set[str]:
     """Every daemon's top cgroup folder (``zephserver-<digest>``) under ours, in every
-    hierarchy."""
+    hierarchy (where they go: the folders of ``tops`` for any DATA_DIR)."""
     from zephserver.launch.cgroups import tops
 
     found = set()
@@ -235,6 +235,15 @@ def remove_groups(top: str) -> None:
 # The kernel's weight of each niceness 0..19 (kernel/sched/core.c, sched_prio_to_weight).
 NICE_WEIGHTS = (1024, 820, 655, 526, 423, 335, 272, 215, 172, 137,
                 110, 87, 70, 56, 45, 36, 29, 23, 18, 15)
+
+
+def autogroup_nice(pid: int | str = "self") -> int | None:
+    """The niceness of the autogroup of process ``pid`` (None: no autogroups here)."""
+    try:
+        with open(f"/proc/{pid}/autogroup") as f:
+            return int(f.read().split()[-1])
+    except OSError:
+        return None
 
 
 def cgroup_mount(controller: str) -> str | None:

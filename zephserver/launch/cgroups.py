@@ -261,7 +261,7 @@ def weight(nice: int) -> int:
     (its autogroup's, where there are autogroups): 1024 at 0, about 1.25 times less a
     step."""
     process, group = job_priority(nice)
-    level = max(-20, min(19, group if group is not None else process or 0))
+    level = max(-20, min(19, group if group is not None else process or 0))  # (0: not lowered)
     return max(2, round(1024 / 1.25 ** level))
 
 
