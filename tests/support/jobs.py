@@ -238,12 +238,14 @@ NICE_WEIGHTS = (1024, 820, 655, 526, 423, 335, 272, 215, 172, 137,
 
 
 def autogroup_nice(pid: int | str = "self") -> int | None:
-    """The niceness of the autogroup of process ``pid`` (None: no autogroups here)."""
+    """The niceness of the autogroup of process ``pid`` (None: no autogroups here, or
+    ``pid`` is in the kernel's default one, which shows nothing)."""
     try:
         with open(f"/proc/{pid}/autogroup") as f:
-            return int(f.read().split()[-1])
+            fields = f.read().split()
     except OSError:
         return None
+    return int(fields[-1]) if fields else None
 
 
 def cgroup_mount(controller: str) -> str | None:

@@ -188,10 +188,26 @@ def _has_children(pid: int) -> bool:
 def _own_priority() -> tuple[int, int | None]:
     """The daemon's niceness and its autogroup's (None: no autogroups), read once: not
     again for every job it starts."""
-    group = None
-    with contextlib.suppress(OSError, ValueError), open("/proc/self/autogroup") as f:
-        group = int(f.read().rsplit(None, 1)[-1])  # "/autogroup-42 nice 0"
-    return os.getpriority(os.PRIO_PROCESS, 0), group
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    try:
+        with open("/proc/self/autogroup") as f:
+            return own, autogroup_level(f.read(), own)
+    except OSError:
+        return own, None
+
+
+def autogroup_level(shown: str, own: int) -> int | None:
+    """The niceness the daemon's autogroup weighs as, from what /proc/self/autogroup
+    shows ("/autogroup-42 nice 0"). Nothing shown: the daemon is in the kernel's default
+    autogroup (a session older than autogroups, under init), where each of its threads
+    weighs as itself: its own niceness. None: unreadable."""
+    fields = shown.split()
+    if not fields:
+        return own
+    try:
+        return int(fields[-1])
+    except ValueError:
+        return None
 
 
 def with_start_times(results: list[Any]) -> list[Any]:
