@@ -516,6 +516,35 @@ def test_burst_then_cancel_all_at_once(server):
             assert processes_in_group(job["pid"]) == []
 
 
+def test_a_burst_of_submits_is_written_together_each_with_its_own_record(server):
+    """Submits arriving together are inserted in one statement: each caller still gets
+    its own job (ids in the order asked), a refused one in the middle changes nothing
+    for the others, and every record holds what its caller sent."""
+    async def scenario():
+        ws = await connect(server)
+        asked = [{"jsonrpc": "2.0", "id": i, "method": "jobs.submit",
+                  "params": {"app": "echo", "params": {"text": f"burst {i}"},
+                             "name": f"b{i}"}} for i in range(30)]
+        asked[12]["params"]["app"] = "no-such-app"
+        await ws.send(asked)
+        replies = {r["id"]: r for r in await ws.recv()}
+        ids = [replies[i]["result"]["id"] for i in range(30) if i != 12]
+        done = [await wait_job(ws, job_id, {"SUCCEEDED"}) for job_id in ids]
+        outputs = [(await ws.call("jobs.output", {"id": job_id}))["result"]["data"]
+                   for job_id in ids]
+        await ws.aclose()
+        return replies[12], ids, done, outputs
+
+    refused, ids, done, outputs = run(scenario())
+    assert refused["error"]["data"]["field"] == "app", refused
+    assert ids == sorted(ids), ids
+    assert len(set(ids)) == 29, ids
+    asked = [i for i in range(30) if i != 12]
+    assert [d["name"] for d in done] == [f"b{i}" for i in asked], done
+    assert [d["params"]["text"] for d in done] == [f"burst {i}" for i in asked], done
+    assert outputs == [f"burst {i}\n" for i in asked], outputs
+
+
 def test_reload_settings_applies_apps_and_resources(workdir):
     """`zephserver-command reload` (and SIGHUP) re-reads the settings: new apps and
     capacity apply at once, a queued job starts when capacity grows, a bad file changes

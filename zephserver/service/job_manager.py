@@ -7,10 +7,8 @@ the database has one writer, and every change goes through ``jobs.transition``.
 
 The job core is the ``zephserver.jobs`` package (its docstring maps it); this service
 ties it together: the lifecycle, re-adoption at start, planning, starting and exits.
-
-Jobs outlive the daemon. Their record carries pid + kernel start time + boot id; at
-start the manager re-adopts what still runs and records the real exit status of what
-ended meanwhile.
+Jobs outlive the daemon: by its record's pid + kernel start time + boot id, a restart
+re-adopts what still runs and records the real exit status of what ended meanwhile.
 """
 
 import collections
@@ -184,12 +182,14 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Cluste
     # -- the actor: each batch of the inbox in one transaction -----------------------------
 
     def handle(self, items: list) -> None:
+        from zephserver.web.models import Job
         pending = collections.deque(items)
         first, prepared = True, []
         self._plan_ran = False
 
         def group() -> None:
             nonlocal first, prepared
+            Job.insert_new([args[0] for fn, args, _ in pending if fn == self._queue_new])
             while pending:
                 self.execute(*pending.popleft())
             if first:
@@ -286,7 +286,8 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Cluste
         self.change(job, J.CANCELLED, reason)
 
     def _queue_new(self, job: Any) -> dict:
-        job.save()
+        if job.pk is None:  # (else written with its batch: Job.insert_new)
+            job.save()
         log.info("job %d (%s, %s) submitted", job.pk, job.app, job.owner.username,
                  extra={"job": job.pk})
         self.enqueue(job)
@@ -584,9 +585,8 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Cluste
         young = active.spawned_at and not self.executor_for(job).program_started(job)
         self.executor_for(job).stop(job, grace)
         if young:
-            # Until the program has exec'd, the shim's forked child still has the shim's
-            # TERM trap and swallows this SIGTERM: say it once more as soon as the program
-            # runs (not at all if it never got that far), rather than wait for SIGKILL.
+            # Until the program has exec'd, the shim's child has its TERM trap and swallows
+            # this: say it again once the program runs (not at all if it never does).
             deadline = time.monotonic() + grace
             self.after(EXEC_POLL, lambda: self._term_when_started(job.pk, deadline))
 

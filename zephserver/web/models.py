@@ -128,6 +128,27 @@ class Job(models.Model):
                 f.attname for f in self._meta.concrete_fields if not f.primary_key))
         super().save(*args, **kwargs)
 
+    @classmethod
+    def insert_new(cls, jobs: list["Job"]) -> None:
+        """INSERT the records of ``jobs`` not yet written, in one statement (a burst of
+        submits: a tenth of one ``save()`` each); each then has its id. If the database
+        refuses the statement, nothing is written and each job's own ``save()`` later
+        says why."""
+        from django.db import DatabaseError, transaction
+
+        new = [job for job in jobs if job.pk is None]
+        if len(new) < 2:
+            return
+        try:
+            with transaction.atomic():  # (a savepoint: a refusal spoils nothing else)
+                cls.objects.bulk_create(new)
+        except DatabaseError:
+            for job in new:
+                job.pk, job._state.adding = None, True
+            return
+        for job in new:
+            _note(job, None)
+
     def persist(self, *names: str) -> int:
         """UPDATE just these columns of this row: the job manager's hot path (a plain SQL
         UPDATE with the fields' own conversions costs about a tenth of ``save()``).

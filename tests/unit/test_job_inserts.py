@@ -1,0 +1,53 @@
+"""``Job.insert_new``: a burst of new records in one INSERT, on a real SQLite database (in
+a child process: Django is configured once per process)."""
+
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.timeout(60)
+
+SCRIPT = """
+import sys
+from zephserver.config import load_settings
+from zephserver.web.django_setup import prepare_database
+prepare_database(load_settings(sys.argv[1]))
+from django.contrib.auth.models import User
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from zephserver.web.models import Job, recording_writes
+
+owner = User.objects.create(username="ann")
+def new(state):
+    return Job(app="a", owner=owner, state=state, created=timezone.now())
+
+with transaction.atomic(), recording_writes() as writes:
+    jobs = [new("QUEUED") for _ in range(3)]
+    Job.insert_new(jobs)
+    print("ids", [j.pk for j in jobs] == sorted(j.pk for j in jobs), len({j.pk for j in jobs}))
+    print("noted", [names for _, names in writes] == [None] * 3)
+    print("written", Job.objects.filter(pk__in=[j.pk for j in jobs]).count())
+with transaction.atomic(), recording_writes() as writes:
+    refused = [new("QUEUED"), new(None), new("QUEUED")]  # state is NOT NULL
+    Job.insert_new(refused)
+    print("refused", [j.pk for j in refused], len(writes), Job.objects.count())
+    refused[0].save()  # the transaction is still usable: the others go one by one
+    print("then", refused[0].pk is not None, Job.objects.count())
+try:
+    with transaction.atomic():
+        refused[1].save()
+except IntegrityError as exc:
+    print("one says why:", "state" in str(exc))
+"""
+
+
+def test_a_burst_is_inserted_at_once_and_a_refusal_spoils_nothing(tmp_path):
+    settings = tmp_path / "s.py"
+    settings.write_text(f"DATA_DIR = {str(tmp_path)!r}\nRUN_AS = 'root'\n")
+    done = subprocess.run([sys.executable, "-c", SCRIPT, str(settings)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "ids True 3", "noted True", "written 3",
+        "refused [None, None, None] 0 3", "then True 4", "one says why: True"], done.stdout
