@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import threading
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -181,6 +182,45 @@ def test_a_batch_is_answered_in_chunks_in_order(work):
                 assert recorded_pid(meta) == answer["pid"]
                 assert recorded_status(meta) == 0
         assert exits.wait(kc.spawn([request(work, "after", ["/bin/true"])])[0]["pid"]) == 0
+
+
+def test_a_job_ended_before_its_pid_file_was_due_gets_it_before_its_end_is_told(work):
+    """Pid files are written a chunk late (an exec under way is then over: reading its
+    start time waits on nothing); a job that ended first gets its own, start time read
+    from its zombie, before its status file and its exit report."""
+    seen = {}
+
+    def exited(pid, code):
+        meta = metas[pid]
+        seen[pid] = (kept(meta), recorded_start_time(meta) is not None)
+        exits.exited(pid, code)
+
+    exits, metas = Exits(), {}
+    kc = KeeperClient(str(work / "keeper.sock"), exited, exits.gone)
+    kc.connect()
+    try:
+        asked = [request(work, f"e{i}", ["/bin/true"]) for i in range(3 * keeper.CHUNK)]
+        for chunk in kc.spawn_in_chunks(asked):
+            for answer in chunk:
+                metas[answer["pid"]] = Meta(str(work / f"{answer['key']}.pid"),
+                                            str(work / f"{answer['key']}.exit"))
+        for pid in metas:
+            assert exits.wait(pid) == 0
+    finally:
+        kc.close()
+    assert seen == {pid: (True, True) for pid in metas}
+
+
+def test_a_warm_up_leaves_the_keeper_where_it_was_and_a_bad_one_changes_nothing(work):
+    """``warm`` (before a batch: the kernel's cgroup lock taken once, its grace period
+    paid while the daemon still builds the requests) moves the keeper nowhere."""
+    with connected(work) as (kc, exits):
+        home = Path(f"/proc/{kc.pid}/cgroup").read_text()
+        kc.warm("/sys/fs/cgroup/cpu/cgroup.procs")
+        kc.warm("/nowhere/cgroup.procs")  # in no hierarchy: ignored
+        [answer] = kc.spawn([request(work, "w", ["/bin/true"])])
+        assert exits.wait(answer["pid"]) == 0
+        assert Path(f"/proc/{kc.pid}/cgroup").read_text() == home
 
 
 def test_the_executor_records_a_batch_in_order_with_refusals_among_it(work):

@@ -156,13 +156,15 @@ class LocalExecutor:
                          ) -> Iterator[list[Spawned | SpawnError]]:
         """``launch``'s results, the first jobs' as soon as they are known (the keeper
         answers in chunks, and spawns the next ones while the caller records these)."""
+        keeper = self._keeper()
+        if keeper is not None and self.cgroups is not None and len(jobs) > 1:
+            keeper.warm(os.path.join(self.cgroups.base, "cgroup.procs"))
         requests = []
         for job, env in zip(jobs, envs, strict=True):
             try:
                 requests.append(self._request(job, env))
             except SpawnError as exc:
                 requests.append(exc)
-        keeper = self._keeper()
         if keeper is None:
             # Start times are read after the last spawn: read at once, /proc/PID/stat waits
             # on the exec under way (about twice the cost).

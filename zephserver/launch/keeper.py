@@ -237,6 +237,7 @@ class Keeper:
         self.path = path
         self.homes = Homes()
         self.children: dict[int, str] = {}  # pid -> its status file
+        self.unsettled: dict[int, dict] = {}  # pid -> its request: no pid file yet
         self.selector = selectors.DefaultSelector()
         self.conns: dict[str, socket.socket] = {}  # role ("requests", "events") -> it
         self.frames: dict[socket.socket, Frames] = {}
@@ -338,6 +339,9 @@ class Keeper:
                 take_nice(jobs[0].get("nice"))
                 self.niced = True
             self._spawn_batch(jobs, message.get("groups", []))
+        elif op == "warm":  # (KeeperClient.warm)
+            with contextlib.suppress(OSError):
+                _enter(self.homes.of(message["procs"]))
         elif op == "retire":  # a daemon of another version: it starts its own keeper
             self._retire()
 
@@ -346,6 +350,7 @@ class Keeper:
         ``shared`` (the node's cpu group) once it has started."""
         if not jobs:
             self._send("requests", {"op": "spawned", "more": False, "results": []})
+        previous: list[int] = []
         for at in range(0, len(jobs), CHUNK):
             chunk = [(request, spawn(request, self.homes)) for request in jobs[at:at + CHUNK]]
             started = [(request, result["pid"]) for request, result in chunk
@@ -357,11 +362,21 @@ class Keeper:
             # the daemon records these while the next ones start
             self._send("requests", {"op": "spawned", "more": at + CHUNK < len(jobs),
                                     "results": [r for _, r in chunk]})
-            for request, pid in started:  # (after the answer: the daemon waits on it)
-                settle(request, pid)
-            # The ends of short jobs go out while a long batch starts (after their pid
-            # files: a status file never comes without its pid file).
+            # The pid files of the chunk before (after the answer: the daemon waits on
+            # it): their execs are over by now, so their start times are read without
+            # waiting on one under way. This chunk's wait for the next round.
+            self._settle(previous)
+            previous = [pid for _, pid in started]
+            self.unsettled.update((pid, request) for request, pid in started)
+            # The ends of short jobs go out while a long batch starts.
             self._reap()
+        self._settle(previous)
+
+    def _settle(self, pids: list[int]) -> None:
+        for pid in pids:
+            request = self.unsettled.pop(pid, None)
+            if request is not None:
+                settle(request, pid)
 
     def _retire(self) -> None:
         if self.listener is not None:
@@ -374,13 +389,18 @@ class Keeper:
             self._drop(conn)
 
     def _reap(self) -> None:
+        """Report each child that has ended. One whose pid file is not written yet gets it
+        first, its start time read while it is a zombie still: a status file never comes
+        without its pid file."""
         while True:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                ended = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             except ChildProcessError:
                 return
-            if pid == 0:
+            if ended is None or not ended.si_pid:
                 return
+            self._settle([ended.si_pid])
+            pid, status = os.waitpid(ended.si_pid, 0)
             code = exit_code(status)
             status_file = self.children.pop(pid, None)
             if status_file is not None:
