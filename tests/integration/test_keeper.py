@@ -188,27 +188,25 @@ def test_a_job_ended_before_its_pid_file_was_due_gets_it_before_its_end_is_told(
     """Pid files are written a chunk late (an exec under way is then over: reading its
     start time waits on nothing); a job that ended first gets its own, start time read
     from its zombie, before its status file and its exit report."""
+    asked = [request(work, f"e{i}", ["/bin/true"]) for i in range(3 * keeper.CHUNK)]
+    metas = [Meta(r["pid_file"], r["status_file"]) for r in asked]
     seen = {}
 
-    def exited(pid, code):
-        meta = metas[pid]
-        seen[pid] = (kept(meta), recorded_start_time(meta) is not None)
+    def exited(pid, code):  # (may come before the chunk that started it is read)
+        mine = [meta for meta in metas if recorded_pid(meta) == pid]
+        seen[pid] = len(mine) == 1 and kept(mine[0]) and recorded_start_time(mine[0]) > 0
         exits.exited(pid, code)
 
-    exits, metas = Exits(), {}
+    exits = Exits()
     kc = KeeperClient(str(work / "keeper.sock"), exited, exits.gone)
     kc.connect()
     try:
-        asked = [request(work, f"e{i}", ["/bin/true"]) for i in range(3 * keeper.CHUNK)]
-        for chunk in kc.spawn_in_chunks(asked):
-            for answer in chunk:
-                metas[answer["pid"]] = Meta(str(work / f"{answer['key']}.pid"),
-                                            str(work / f"{answer['key']}.exit"))
-        for pid in metas:
+        pids = [a["pid"] for chunk in kc.spawn_in_chunks(asked) for a in chunk]
+        for pid in pids:
             assert exits.wait(pid) == 0
     finally:
         kc.close()
-    assert seen == {pid: (True, True) for pid in metas}
+    assert seen == dict.fromkeys(pids, True)
 
 
 def test_a_warm_up_leaves_the_keeper_where_it_was_and_a_bad_one_changes_nothing(work):

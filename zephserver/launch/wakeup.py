@@ -16,6 +16,7 @@ class WakeableSelector:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, WAKE)
+        self._owed = False  # a wake-up is in the pipe, not yet taken by ``select``
 
     def register(self, fd: int, data: Any) -> None:
         self._selector.register(fd, selectors.EVENT_READ, data)
@@ -24,7 +25,12 @@ class WakeableSelector:
         self._selector.unregister(fd)
 
     def wake(self) -> None:
-        """Make the current or next ``select`` return. Any thread; never blocks."""
+        """Make the current or next ``select`` return. Any thread; never blocks. While one
+        is owed already, nothing more is written (a burst of job starts: one system call,
+        not one each)."""
+        if self._owed:
+            return
+        self._owed = True
         with contextlib.suppress(BlockingIOError):
             os.write(self._wake_w, b"x")
 
@@ -35,6 +41,9 @@ class WakeableSelector:
             if key.data is WAKE:
                 with contextlib.suppress(BlockingIOError):
                     os.read(self._wake_r, 4096)
+                # (after the read: a wake-up skipped meanwhile is for what this thread
+                # now goes on to do; one after this writes again)
+                self._owed = False
             ready.append((key.fd, key.data))
         return ready
 
