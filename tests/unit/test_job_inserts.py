@@ -14,7 +14,7 @@ from zephserver.config import load_settings
 from zephserver.web.django_setup import prepare_database
 prepare_database(load_settings(sys.argv[1]))
 from django.contrib.auth.models import User
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from zephserver.web.models import Job, recording_writes
 
@@ -34,6 +34,14 @@ with transaction.atomic(), recording_writes() as writes:
     print("refused", [j.pk for j in refused], len(writes), Job.objects.count())
     refused[0].save()  # the transaction is still usable: the others go one by one
     print("then", refused[0].pk is not None, Job.objects.count())
+seen = []
+def record(execute, sql, params, many, context):
+    seen.append(sql.split(" (")[0] if sql.startswith("INSERT") else sql)
+    return execute(sql, params, many, context)
+with transaction.atomic(), connection.execute_wrapper(record):
+    for count in (37, 37, 5):
+        Job.insert_new([new("QUEUED") for _ in range(count)])
+print("statements", sorted(set(seen)), seen.count('INSERT INTO "zephweb_job"'))
 try:
     with transaction.atomic():
         refused[1].save()
@@ -50,4 +58,9 @@ def test_a_burst_is_inserted_at_once_and_a_refusal_spoils_nothing(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         "ids True 3", "noted True", "written 3",
-        "refused [None, None, None] 0 3", "then True 4", "one says why: True"], done.stdout
+        "refused [None, None, None] 0 3", "then True 4",
+        # one savepoint name, INSERTs of a few sizes (37 = 32 + 4 + 1, 5 = 4 + 1): the
+        # connection's cache of compiled statements holds a few, not one per count
+        "statements ['INSERT INTO \"zephweb_job\"', 'RELEASE SAVEPOINT \"zeph_insert_new\"', "
+        "'SAVEPOINT \"zeph_insert_new\"'] 8",
+        "one says why: True"], done.stdout

@@ -27,6 +27,7 @@ from zephserver.config import resolve_class
 from zephserver.database import unavailable_reason
 from zephserver.errors import RpcCode, RpcError
 from zephserver.infra.service import Service
+from zephserver.lent_connections import LentConnections
 from zephserver.service.task_pool import TaskPool
 from zephserver.task.base import ANONYMOUS, Request, UserInfo, check_access
 from zephserver.wire import compact
@@ -80,6 +81,7 @@ class RouterService(Service):
         self._owed: set[_Owed] = set()  # replies that futures still owe
         self._owed_lock = threading.Lock()
         self.requests = metrics.RequestCounts()  # kept across restarts of the service
+        self.connections = LentConnections()  # the task threads' database connections
 
     def main(self) -> None:
         assert self.ctx is not None
@@ -117,6 +119,7 @@ class RouterService(Service):
         stuck = pool.stop(timeout)
         if stuck:
             log.error("task threads still busy after %.1fs: %s", timeout, ", ".join(stuck))
+        self.connections.close()
         with self._owed_lock:
             owed, self._owed = self._owed, set()
         for reply in owed:  # futures the stopping services did not settle
@@ -257,13 +260,11 @@ class RouterService(Service):
                 thread.name = f"{base_name}-{method}"
                 logs.for_request((conn.cid, request_id, method),
                                  getattr(conn, "origin", None) or f"connection {conn.cid}")
-                response = self._execute(conn, cls, method, params, request_id)
+                with self.connections.lent():
+                    response = self._execute(conn, cls, method, params, request_id)
         finally:
             logs.for_request(None)
             thread.name = base_name
-            from django.db import close_old_connections
-
-            close_old_connections()
             if not isinstance(response, Future):
                 # Free the slot before answering: a client that sends its next request as
                 # soon as it reads this reply must find the slot free.

@@ -78,6 +78,21 @@ class ApiToken(models.Model):
         return count
 
 
+INSERT_SAVEPOINT = "zeph_insert_new"
+
+
+def _insert_sizes(count: int) -> list[int]:
+    """``count`` rows as INSERTs of a few fixed sizes (powers of two, up to 32): each
+    connection caches a compiled statement per size; one per count would fill its cache
+    with large programs used once, and fragment the heap as they come and go."""
+    sizes = []
+    for size in (32, 16, 8, 4, 2, 1):
+        while count >= size:
+            sizes.append(size)
+            count -= size
+    return sizes
+
+
 class Job(models.Model):
     """One record for all launched work: batch jobs, sessions and supervised processes.
 
@@ -130,22 +145,31 @@ class Job(models.Model):
 
     @classmethod
     def insert_new(cls, jobs: list["Job"]) -> None:
-        """INSERT the records of ``jobs`` not yet written, in one statement (a burst of
-        submits: a tenth of one ``save()`` each); each then has its id. If the database
-        refuses the statement, nothing is written and each job's own ``save()`` later
-        says why."""
-        from django.db import DatabaseError, transaction
+        """INSERT the records of ``jobs`` not yet written, a few statements for all (a
+        burst of submits: a tenth of one ``save()`` each); each then has its id. If the
+        database refuses, nothing is written and each job's own ``save()`` later says
+        why. (Under a savepoint of one fixed name: Django names each of its own anew,
+        and every new name is one more statement compiled and cached by the connection.)"""
+        from django.db import DatabaseError, connections, router, transaction
 
         new = [job for job in jobs if job.pk is None]
         if len(new) < 2:
             return
+        alias = router.db_for_write(cls)
+        connection = connections[alias]
+        connection._savepoint(INSERT_SAVEPOINT)
         try:
-            with transaction.atomic():  # (a savepoint: a refusal spoils nothing else)
-                cls.objects.bulk_create(new)
+            at = 0
+            for size in _insert_sizes(len(new)):
+                cls.objects.bulk_create(new[at:at + size])
+                at += size
         except DatabaseError:
+            transaction.set_rollback(False, using=alias)  # (bulk_create marked it)
+            connection._savepoint_rollback(INSERT_SAVEPOINT)
             for job in new:
                 job.pk, job._state.adding = None, True
             return
+        connection._savepoint_commit(INSERT_SAVEPOINT)
         for job in new:
             _note(job, None)
 

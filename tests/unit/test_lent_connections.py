@@ -1,0 +1,63 @@
+"""``LentConnections``: the task threads' database connections, lent one task at a time
+(on a real SQLite database, in a child process: Django is configured once per process)."""
+
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.timeout(60)
+
+SCRIPT = """
+import sys, threading
+from zephserver.config import load_settings
+from zephserver.web.django_setup import prepare_database
+prepare_database(load_settings(sys.argv[1]))
+from django.contrib.auth.models import User
+from django.db import connections
+from zephserver.lent_connections import LentConnections
+
+lender = LentConnections()
+
+def query(tag):
+    with lender.lent():
+        User.objects.create(username=tag)
+        return id(connections["default"].connection)
+
+# one thread after another, each a new thread: one connection, lent to each in turn
+used = []
+for i in range(20):
+    t = threading.Thread(target=lambda i=i: used.append(query(f"seq{i}")))
+    t.start(); t.join()
+print("in turn", lender.made, len(set(used)))
+
+# three at once (each holds its connection until all three have one): three made
+barrier = threading.Barrier(3)
+def held(i):
+    with lender.lent():
+        User.objects.filter(username="seq0").exists()
+        barrier.wait(10)
+threads = [threading.Thread(target=held, args=(i,)) for i in range(3)]
+for t in threads: t.start()
+for t in threads: t.join()
+print("at once", lender.made)
+
+# outside lent(), a thread has none of them: its own, as Django makes it
+def own():
+    User.objects.count()
+    print("own is lent", any(connections["default"] is w for w in lender._free))
+t = threading.Thread(target=own); t.start(); t.join()
+
+lender.close()
+print("closed", all(w.connection is None for w in lender._free))
+"""
+
+
+def test_connections_are_lent_in_turn_and_as_many_as_used_at_once(tmp_path):
+    settings = tmp_path / "s.py"
+    settings.write_text(f"DATA_DIR = {str(tmp_path)!r}\nRUN_AS = 'root'\n")
+    done = subprocess.run([sys.executable, "-c", SCRIPT, str(settings)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "in turn 1 1", "at once 3", "own is lent False", "closed True"], done.stdout
