@@ -7,7 +7,8 @@ steady stream of work the workers came into use one by one over thousands of job
 the daemon grew by about 2 MiB long after it had warmed up. Lent instead, the
 connections are as many as tasks ever used the database at once (about one per core,
 which is how many task threads run at a time), and the most recently returned one is
-lent next.
+lent next. Past ``keep`` idle ones, a connection given back is closed: a burst that ran
+more tasks at once than usual opens a few more for its length, not for good.
 
 A lent connection is used by one thread at a time, and only between ``lent()``'s enter
 and exit (Django's thread-sharing check is opened for it; SQLite's and psycopg's
@@ -21,8 +22,9 @@ from typing import Any
 
 
 class LentConnections:
-    def __init__(self, alias: str = "default") -> None:
+    def __init__(self, alias: str = "default", keep: int = 2) -> None:
         self.alias = alias
+        self.keep = keep
         self._free: list[Any] = []  # Django DatabaseWrappers, the last returned at the end
         self._lock = threading.Lock()
         self.made = 0
@@ -50,7 +52,12 @@ class LentConnections:
             finally:
                 del connections[self.alias]
                 with self._lock:
-                    self._free.append(wrapper)
+                    surplus = len(self._free) >= self.keep
+                    if not surplus:
+                        self._free.append(wrapper)
+                if surplus:
+                    with contextlib.suppress(Exception):
+                        wrapper.close()
 
     def close(self) -> None:
         """Close the connections not lent (at the router's stop)."""

@@ -15,6 +15,7 @@ waiting forever, nor its slot taken).
 import asyncio
 import json
 import logging
+import os
 import threading
 import time
 import uuid
@@ -81,7 +82,9 @@ class RouterService(Service):
         self._owed: set[_Owed] = set()  # replies that futures still owe
         self._owed_lock = threading.Lock()
         self.requests = metrics.RequestCounts()  # kept across restarts of the service
-        self.connections = LentConnections()  # the task threads' database connections
+        # the task threads' database connections: about one kept per core (as many as
+        # the pool runs at once)
+        self.connections = LentConnections(keep=os.cpu_count() or 2)
 
     def main(self) -> None:
         assert self.ctx is not None
