@@ -1,18 +1,13 @@
 """``Job.insert_new``: a burst of new records in one INSERT, on a real SQLite database (in
 a child process: Django is configured once per process)."""
 
-import subprocess
-import sys
-
 import pytest
+
+from tests.support.django_child import run_with_django
 
 pytestmark = pytest.mark.timeout(60)
 
 SCRIPT = """
-import sys
-from zephserver.config import load_settings
-from zephserver.web.django_setup import prepare_database
-prepare_database(load_settings(sys.argv[1]))
 from django.contrib.auth.models import User
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
@@ -51,16 +46,11 @@ except IntegrityError as exc:
 
 
 def test_a_burst_is_inserted_at_once_and_a_refusal_spoils_nothing(tmp_path):
-    settings = tmp_path / "s.py"
-    settings.write_text(f"DATA_DIR = {str(tmp_path)!r}\nRUN_AS = 'root'\n")
-    done = subprocess.run([sys.executable, "-c", SCRIPT, str(settings)],
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == [
+    assert run_with_django(tmp_path, SCRIPT) == [
         "ids True 3", "noted True", "written 3",
         "refused [None, None, None] 0 3", "then True 4",
         # one savepoint name, INSERTs of a few sizes (37 = 32 + 4 + 1, 5 = 4 + 1): the
         # connection's cache of compiled statements holds a few, not one per count
         "statements ['INSERT INTO \"zephweb_job\"', 'RELEASE SAVEPOINT \"zeph_insert_new\"', "
         "'SAVEPOINT \"zeph_insert_new\"'] 8",
-        "one says why: True"], done.stdout
+        "one says why: True"]

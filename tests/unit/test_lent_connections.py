@@ -1,18 +1,14 @@
 """``LentConnections``: the task threads' database connections, lent one task at a time
 (on a real SQLite database, in a child process: Django is configured once per process)."""
 
-import subprocess
-import sys
-
 import pytest
+
+from tests.support.django_child import run_with_django
 
 pytestmark = pytest.mark.timeout(60)
 
 SCRIPT = """
-import sys, threading
-from zephserver.config import load_settings
-from zephserver.web.django_setup import prepare_database
-prepare_database(load_settings(sys.argv[1]))
+import threading
 from django.contrib.auth.models import User
 from django.db import connections
 from zephserver.lent_connections import LentConnections
@@ -55,10 +51,5 @@ print("closed", all(w.connection is None for w in lender._free))
 
 
 def test_connections_are_lent_in_turn_and_as_many_as_used_at_once(tmp_path):
-    settings = tmp_path / "s.py"
-    settings.write_text(f"DATA_DIR = {str(tmp_path)!r}\nRUN_AS = 'root'\n")
-    done = subprocess.run([sys.executable, "-c", SCRIPT, str(settings)],
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == [
-        "in turn 1 1", "at once 3 kept 2", "own is lent False", "closed True"], done.stdout
+    assert run_with_django(tmp_path, SCRIPT) == [
+        "in turn 1 1", "at once 3 kept 2", "own is lent False", "closed True"]
