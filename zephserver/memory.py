@@ -3,11 +3,13 @@
 glibc keeps what the daemon frees in its arenas (one per thread that allocates, up to
 eight per core), so a daemon whose threads serve bursts of jobs or connections grows in
 RSS while its Python heap stays flat (tracemalloc showed no growth over 10,000 jobs).
-``malloc_trim(0)`` returns the free pages. ``quiet()`` is called when a burst ends (the
-last running job ended, the last connection closed); it gives back at most once per
-MIN_INTERVAL, and a call that comes sooner is kept for the end of that interval, so the
-last quiet moment of a stream of bursts is always given back. What remains is bounded:
-the allocators settle over the first few thousand jobs or connections, then stay flat.
+``malloc_trim(0)`` returns the free pages, wherever they are in the heap (the daemon's
+Python objects are there too: zephserver/allocator.py). ``quiet()`` is called when a
+burst ends (the last running job ended, the last connection closed); it gives back at
+most once per MIN_INTERVAL, and a call that comes sooner is kept for the end of that
+interval, so the last quiet moment of a stream of bursts is always given back. What
+remains is bounded: the allocators settle over the first few thousand jobs or
+connections, then stay flat.
 """
 
 import ctypes
@@ -15,9 +17,13 @@ import gc
 import threading
 import time
 
-from zephserver import metrics
+from zephserver import allocator, metrics
 
 MIN_INTERVAL = 5.0  # seconds between trims (one costs about a millisecond)
+# seconds after a burst's end before its give-back: the loop is still tearing down what
+# the burst left (2,000 closed connections' streams and futures) for a few turns; trimmed
+# at once, the first burst of connections kept 8 MiB more than the next ones
+AFTERMATH = 0.5
 
 M_ARENA_MAX = -8  # mallopt's parameters (glibc malloc.h)
 M_MMAP_THRESHOLD = -3
@@ -51,6 +57,7 @@ def one_arena() -> None:
     if _mallopt is not None:
         _mallopt(M_ARENA_MAX, 1)
         _mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+    allocator.keep_from_children()
 
 
 def give_back_now() -> None:
@@ -74,7 +81,7 @@ def quiet() -> None:
 
 def _schedule() -> None:  # under _lock
     global _pending
-    wait = max(0.0, _last + MIN_INTERVAL - time.monotonic())
+    wait = max(AFTERMATH, _last + MIN_INTERVAL - time.monotonic())
     _pending = threading.Timer(wait, _give_back)
     _pending.daemon = True
     _pending.start()

@@ -59,15 +59,21 @@ def sockets(pid: int) -> int:
     return count
 
 
-def trims(server) -> tuple[float, float]:
-    """(give-backs so far, 1 if one is waiting) from /metrics."""
+def metrics(server, *names: str) -> list[float]:
     found = {}
     with urllib.request.urlopen(server.url + "/metrics", timeout=10) as answer:
         for line in answer.read().decode().splitlines():
             name, _, value = line.partition(" ")
-            if name in ("zephserver_memory_trims_total", "zephserver_memory_trim_pending"):
+            if name in names:
                 found[name] = float(value)
-    return found["zephserver_memory_trims_total"], found["zephserver_memory_trim_pending"]
+    return [found[name] for name in names]
+
+
+def trims(server) -> tuple[float, float]:
+    """(give-backs so far, 1 if one is waiting) from /metrics."""
+    count, waiting = metrics(server, "zephserver_memory_trims_total",
+                             "zephserver_memory_trim_pending")
+    return count, waiting
 
 
 def settled(server, before: float) -> float:
@@ -169,8 +175,14 @@ def test_connections_leave_nothing_behind(server, figure):
         for sock in socks:
             sock.close()
         poll_until(lambda: sockets(pid) <= idle_sockets, 20, what="the connections closed")
+        # the daemon closes a socket before it learns the connection ended (and asks for
+        # a give-back): its own count says when it has
+        poll_until(lambda: metrics(server, "zephserver_websocket_connections") == [0], 20,
+                   what="the daemon's connections ended")
         return settled(server, count)
 
+    with open(f"/proc/{pid}/environ", "rb") as f:  # objects from glibc's heap, trimmed
+        assert b"\0PYTHONMALLOC=malloc\0" in b"\0" + f.read()
     idle = server.rss_mib()
     rounds = [round_of_connections() for _ in range(3)]
     figure(f"{CONNECTIONS} WebSockets opened and closed, three times: sockets back to "

@@ -147,9 +147,9 @@ class WsHandler(tornado.websocket.WebSocketHandler):
                 future.add_done_callback(flushed)
 
     def on_close(self) -> None:
+        if self.service.handlers <= {self}:  # the last connection of a burst: asked
+            memory.quiet()  # before the gauge shows 0, so a reader of both sees it asked
         self.service.handlers.discard(self)
-        if not self.service.handlers:  # the last connection of a burst
-            memory.quiet()
         if self.conn is not None:
             with contextlib.suppress(Exception):
                 self.service.ctx.get("rooms").unregister(self.conn.cid)  # type: ignore
