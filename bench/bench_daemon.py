@@ -51,7 +51,7 @@ def bench_start_stop(runs: int = 7) -> None:
             stops.append(time.perf_counter() - t1)
             d.close()
         floor = median([time_cmd([sys.executable, "-c", "pass"]) for _ in range(runs)])
-        imports = median([time_cmd([sys.executable, "-c", "import commands.start, "
+        imports = median([time_cmd([sys.executable, "-c", "import zephserver.infra.bootstrap, "
                                     "tests.support.services"]) for _ in range(runs)])
         report("start->ready, 20 services (median s)", median(starts), "s",
                "python -c pass", floor, "< 0.5 s")

@@ -13,9 +13,8 @@ import sys
 # (0.7 MiB of the daemon's memory) only to ask whether it could.
 sys.modules.setdefault("curses", None)
 
-from zephserver.cli import settings_for  # noqa: E402
+from zephserver.allocator import use_glibc  # noqa: E402
 from zephserver.errors import ExitCode  # noqa: E402
-from zephserver.infra.bootstrap import Daemon  # noqa: E402
 
 EXIT_CODES = (ExitCode.OK, ExitCode.FAILED, ExitCode.USAGE, ExitCode.NO_PERMISSION,
               ExitCode.DEGRADED, ExitCode.BAD_SETTINGS)
@@ -27,12 +26,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = settings_for(args, check=True)
+    use_glibc()
+    from zephserver.cli import settings_for
+    from zephserver.infra.bootstrap import Daemon
     from zephserver.web.django_setup import prepare_database
 
+    settings = settings_for(args, check=True)
     return Daemon(settings, prepare=prepare_database).run(daemonize=args.daemon)
 
 
 def main() -> int:
+    use_glibc()  # before the imports, which it would pay twice
     from zephserver.cli import script_main
     return script_main("start")
