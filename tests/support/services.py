@@ -29,9 +29,12 @@ class Plain:
 
 
 class Crasher(Service):
-    """Raises in main(); appends each start time to $ZEPH_TEST_CRASH_LOG if set."""
+    """Raises in main() before it is ready (a service that fails to start: whether it is
+    FATAL by the ready line does not hang on which thread runs first); appends each start
+    time to $ZEPH_TEST_CRASH_LOG if set."""
 
     name = "crasher"
+    announces_ready = True  # and never does
 
     def main(self) -> None:
         path = os.environ.get("ZEPH_TEST_CRASH_LOG")
