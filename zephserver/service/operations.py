@@ -56,7 +56,7 @@ class OperationsService(Service):
         host, _, port = address.rpartition(":")
         asyncio.set_event_loop(asyncio.new_event_loop())
         self.loop = IOLoop.current()
-        server = HTTPServer(tornado.web.Application(self._routes()))
+        server = HTTPServer(tornado.web.Application(self._routes()), chunk_size=memory.READ_CHUNK)
         sockets = bind_sockets(int(port), host)
         server.add_sockets(sockets)
         log.info("serving /healthz, /readyz and /metrics on http://%s:%d", host,

@@ -23,7 +23,7 @@ from tornado.ioloop import IOLoop
 from tornado.netutil import bind_sockets
 from tornado.wsgi import WSGIContainer
 
-from zephserver import metrics
+from zephserver import memory, metrics
 from zephserver.http import legacy_ws, ws
 from zephserver.http.django_fallback import DjangoHandler
 from zephserver.infra.cluster import node_urls
@@ -128,7 +128,8 @@ class WebSocketService(Service):
         # Handlers stream bodies and refuse what is over their own limit; this is the
         # connection-level bound on top of it.
         server = HTTPServer(app, max_body_size=max(s.HTTP_MAX_JSON_BODY,
-                                                   s.HTTP_MAX_FORM_BODY))
+                                                   s.HTTP_MAX_FORM_BODY),
+                            chunk_size=memory.READ_CHUNK)
         server.add_sockets(sockets)
         port = sockets[0].getsockname()[1]
         self.ctx.set_public_url(f"http://{s.BIND_ADDRESS}:{port}")
