@@ -51,9 +51,9 @@ _again = False
 def one_arena() -> None:
     """At start, before any thread: every thread allocates from one arena. glibc would
     give each of the daemon's threads one of its own, partly touched and never shared
-    (1.2 MiB of a fresh daemon). Python's small objects do not come from them, and
-    most of the rest is allocated with the GIL held; SQLite's page caches are not, but
-    the short-job benchmark lost nothing to the one lock (653 jobs/s, 619 before).
+    (1.2 MiB of a fresh daemon). Python's objects are allocated with the GIL held, so
+    they hardly contend for it; SQLite's page caches are not, but the short-job
+    benchmark lost nothing to the one lock (653 jobs/s, 619 before).
 
     Large blocks (a batch's JSON, a query's rows) are mapped apiece, whatever their
     size was before: glibc raises that threshold each time such a block is freed, and
@@ -63,7 +63,7 @@ def one_arena() -> None:
     if _mallopt is not None:
         _mallopt(M_ARENA_MAX, 1)
         _mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-    allocator.keep_from_children()
+    allocator.keep_from_children()  # (the start chose it for the daemon alone)
 
 
 def give_back_now() -> None:
