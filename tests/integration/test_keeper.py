@@ -254,6 +254,27 @@ def test_the_executor_records_a_batch_in_order_with_refusals_among_it(work):
         executor.close()  # (and its cgroups' folders)
 
 
+def test_a_jobs_group_not_made_yet_is_made_as_the_keeper_enters_it(work):
+    """The daemon leaves a job's own group to the keeper (a mkdir in cgroupfs waits
+    behind the keeper's migrations): the keeper makes it, the job starts in it, the
+    keeper goes back home; a group that cannot be made is an error naming it."""
+    cgroups = Cgroups.detect(str(work), "jobs")
+    if cgroups is None:
+        pytest.skip("no cgroups here: jobs start under the shim")
+    procs = cgroups.procs("job-7")
+    assert not os.path.exists(os.path.dirname(procs))
+    with connected(work) as (kc, exits):
+        [answer] = kc.spawn([request(work, "g", ["/bin/sleep", "30"], groups=[procs])])
+        assert cgroups.members("job-7") == [answer["pid"]]
+        os.kill(answer["pid"], signal.SIGKILL)
+        assert exits.wait(answer["pid"]) == 128 + signal.SIGKILL
+        unmakeable = os.path.join(cgroups.base, "no", "such", "cgroup.procs")
+        [refused] = kc.spawn([request(work, "u", ["/bin/true"], groups=[unmakeable])])
+        assert refused == {"key": "u", "error": f"cannot enter the cgroup {unmakeable}: "
+                                                "No such file or directory"}
+        assert kc.pid not in cgroups.members("job-7")
+
+
 def cpu_cgroup(pid: int) -> str:
     with open(f"/proc/{pid}/cgroup") as f:
         return next(line.rstrip().split(":", 2)[2] for line in f

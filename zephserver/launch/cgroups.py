@@ -150,6 +150,11 @@ class Cgroups(_Groups):
     def prepare(self, key: str) -> str:
         """Make ``key``'s group (again, if a restart left it); its cgroup.procs."""
         self._make(key)
+        return self.procs(key)
+
+    def procs(self, key: str) -> str:
+        """``key``'s cgroup.procs, whether or not its group is made yet (the keeper makes
+        what it enters)."""
         return os.path.join(self.path(key), "cgroup.procs")
 
     def enter(self, key: str, argv: list[str]) -> list[str]:

@@ -8,9 +8,10 @@ promises: it records each job's pid (and start time) when it starts it and its e
 status when it reaps it, in the same files, so a daemon that was down meanwhile still
 learns how its jobs ended.
 
-- To start a job in its cgroups it moves itself into them, spawns, and moves back (about
-  30 us a move; a child cannot be placed before it runs without ``clone3``). It is
-  single-threaded, so nothing else of it is ever inside a job's group.
+- To start a job in its cgroups it moves itself into them (making the job's own group
+  first), spawns, and moves back (about 30 us a move; a child cannot be placed before it
+  runs without ``clone3``). It is single-threaded, so nothing else of it is ever inside
+  a job's group.
 - Its working directory is the job's for the spawn (posix_spawn cannot change it).
 - It talks to one daemon at a time over a UNIX socket that only its own user may use:
   frames of a 4-byte length and JSON, on two connections: on "requests" the daemon asks
@@ -33,7 +34,7 @@ import struct
 import sys
 import time
 
-VERSION = 2
+VERSION = 3  # 3: it makes a job's group it is asked to enter
 HEADER = struct.Struct("!I")
 MAX_FRAME = 256 << 20
 FIRST_CONNECTION_WAIT = 30.0  # seconds a keeper nobody connected to yet waits
@@ -116,6 +117,16 @@ def _enter(procs: str, pid: int = 0) -> None:
         os.close(fd)
 
 
+def _make_and_enter(procs: str) -> None:
+    """Enter the cgroup whose ``cgroup.procs`` is ``procs``, made first if it is not there
+    (the daemon leaves a job's own group to the keeper: a mkdir in cgroupfs waits for
+    the cgroup mutex, which a migration holds through an RCU grace period; made here, in
+    turn with the keeper's own migrations, it never waits on one)."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(os.path.dirname(procs))
+    _enter(procs)
+
+
 def _move(pid: int, procs: str) -> None:
     """Move job ``pid`` into the cgroup whose ``cgroup.procs`` is ``procs``. After its
     start, not by the keeper entering it first: under vfork the keeper waits for the
@@ -177,7 +188,7 @@ def spawn(request: dict, homes: Homes) -> dict:
     try:
         for procs in request["groups"]:
             try:
-                _enter(procs)
+                _make_and_enter(procs)
             except OSError as exc:
                 return {"key": key, "error": f"cannot enter the cgroup {procs}: "
                                              f"{exc.strerror}"}

@@ -168,10 +168,10 @@ class KeeperClient:
         os.waitpid(shell, 0)
 
     def warm(self, procs: str) -> None:
-        """Before a batch, while its requests are built: the keeper takes the kernel's
-        cgroup migration lock once (in its own cgroup of the hierarchy of ``procs``). The
-        first migration after a quiet spell waits for an RCU grace period (about 8 ms
-        here); paid now, the batch's first spawns do not wait for it."""
+        """Before a batch, while its records are prepared and committed: the keeper takes
+        the kernel's cgroup migration lock once (in its own cgroup of the hierarchy of
+        ``procs``). The first migration after a quiet spell waits for an RCU grace period
+        (8-20 ms here); paid now, the batch's first spawns do not wait for it."""
         with self._lock:
             if self._sock is not None:
                 with contextlib.suppress(KeeperLost):

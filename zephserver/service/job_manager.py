@@ -141,7 +141,6 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Cluste
             self._active.clear()
             self.waiting.clear()
             from django.db import close_old_connections
-
             close_old_connections()
 
     def disable(self) -> None:
@@ -400,6 +399,7 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Cluste
             ids = self.claim(ids)
         if not ids:
             return []
+        self.local.expect(len(ids))
         jobs = {i: fresh[i] for i in ids if i in fresh}
         if len(jobs) < len(ids):
             jobs.update(Job.objects.select_related("owner").in_bulk(
