@@ -339,7 +339,8 @@ class LocalExecutor:
     # -- running --------------------------------------------------------------------------
 
     def watch(self, job: Any, on_exit: OnExit, handle: Any = None) -> None:
-        cgroups, memory, key = self.cgroups, self.memory, _key(job)
+        cgroups, key = self.cgroups, _key(job)
+        memory = self.memory if _memory(job) else None  # (a group only where a limit is)
 
         def exited(_pid: int, code: int | None) -> None:
             if cgroups is not None:  # what it left behind dies with it

@@ -191,6 +191,11 @@ class Cgroups(_Groups):
     def finish(self, key: str) -> None:
         """The tree's leader ended: kill what it left behind, remove the group (or leave
         it for ``sweep`` while the killed are still being reaped)."""
+        try:  # the common end, nothing left behind: one rmdir (no read of its members)
+            os.rmdir(self.path(key))
+            return
+        except OSError:
+            pass  # (busy: someone is left; gone already: kill finds no one)
         if self.kill(key):
             log.info("%s: killed the processes its leader left behind", key)
         super().finish(key)
