@@ -7,6 +7,8 @@
 
 import asyncio
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import _peers
 from _common import REPO, daemon_running, median, rss_mib
 
 from tests.reliability.test_memory import drained, settled, submit_many, trims
-from tests.support.daemon import short_tmpdir, write_settings
+from tests.support.daemon import child_env, short_tmpdir, write_settings
 from tests.support.jobs import keepers_under
 from tests.support.web import Ws
 
@@ -29,6 +31,41 @@ def quiet_rss(pid: int) -> float:
         time.sleep(0.2)
         reads.append(rss_mib(pid))
     return median(reads)
+
+
+# The floor under "RSS fresh": an interpreter that loads what every daemon loads (tornado's
+# servers, prometheus_client, Django set up as the daemon sets it up, its WSGI handler) under
+# the daemon's allocator settings, and runs nothing of zephserver's services.
+LIBRARY_FLOOR = """
+import sys, tempfile
+sys.modules.setdefault("curses", None)
+from zephserver import memory
+memory.one_arena()
+import prometheus_client, tornado.httpserver, tornado.web, tornado.websocket, tornado.wsgi
+from zephserver.config import settings_from_values
+from zephserver.web.django_setup import setup_django
+setup_django(settings_from_values(DATA_DIR=tempfile.mkdtemp()))
+from django.contrib.staticfiles.handlers import StaticFilesHandler
+from django.core.wsgi import get_wsgi_application
+handler = StaticFilesHandler(get_wsgi_application())
+memory.give_back_now()
+print("loaded", flush=True)
+sys.stdin.read()
+"""
+
+
+def library_floor() -> float:
+    """RSS of LIBRARY_FLOOR's interpreter (MiB), under PYTHONMALLOC=malloc as the daemon."""
+    env = {**child_env(), "PYTHONMALLOC": "malloc"}
+    with subprocess.Popen([sys.executable, "-c", LIBRARY_FLOOR], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, text=True, env=env, cwd=REPO) as floor:
+        try:
+            line = floor.stdout.readline() if floor.stdout else ""
+            if line != "loaded\n":
+                raise RuntimeError(f"the library floor did not load (it said {line!r})")
+            return quiet_rss(floor.pid)
+        finally:
+            floor.kill()
 
 
 def peers() -> str:
@@ -101,7 +138,9 @@ def main() -> None:
     with daemon_running(settings) as (daemon, token):
         fresh, (with_100, keeper), readings = asyncio.run(measure(daemon, token, work))
     print(f"daemon RSS fresh {fresh:.1f} MiB, with 100 running jobs {with_100:.1f} MiB (and its "
-          f"keeper {keeper}) | peers, same run: {peer} | goal < 48 MiB fresh", flush=True)
+          f"keeper {keeper}) | floor, same run: its libraries loaded in a bare interpreter "
+          f"{library_floor():.1f} MiB | peers, same run: {peer} | goal < 48 MiB fresh",
+          flush=True)
     first, last = readings[BURST], readings[JOBS]
     print(f"daemon RSS after job {BURST:,} {first:.1f} MiB, after job {JOBS:,} {last:.1f} MiB "
           f"({last - first:+.1f}; every 1,000: {', '.join(f'{r:.1f}' for r in readings.values())})"
