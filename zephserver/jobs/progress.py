@@ -11,7 +11,6 @@ from collections.abc import Callable
 from typing import Any
 
 from zephserver.launch.output import Follower
-from zephserver.launch.parsers import make_parser
 
 Report = Callable[[int, dict], None]  # (job id, snapshot), from the output thread
 
@@ -19,6 +18,8 @@ Report = Callable[[int, dict], None]  # (job id, snapshot), from the output thre
 def progress_follower(job: Any, parser_spec: Any, interval: Callable[[], float],
                       report: Report) -> Follower:
     """A follower of ``job``'s log feeding a parser made from ``parser_spec``."""
+    from zephserver.launch.parsers import make_parser  # (loaded once a job has a parser)
+
     parser = make_parser(parser_spec)
     # the ETA uses the real elapsed time, also for a job re-adopted after a restart
     started = job.started.timestamp() if job.started else time.time()

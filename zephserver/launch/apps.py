@@ -14,7 +14,7 @@ import string
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zephserver.launch.access import Access, allowed, parse_access
 from zephserver.launch.interactive import (
@@ -23,7 +23,9 @@ from zephserver.launch.interactive import (
     SessionOptions,
     parse_session_options,
 )
-from zephserver.launch.slurm import SlurmOptions, parse_slurm_options
+
+if TYPE_CHECKING:  # (launch.slurm is loaded where an app uses Slurm)
+    from zephserver.launch.slurm import SlurmOptions
 
 KINDS = ("batch", "session", "service")
 PARAM_TYPES = ("int", "float", "str", "path")
@@ -157,7 +159,7 @@ class App:
     allow: Access | None = None  # who may launch it (None: every logged-in user)
     run_as: str | None = None  # the Unix account it runs as (launch.accounts; None: RUN_AS)
     executor: str = "local"  # who runs its processes: this node, or "slurm"
-    slurm: SlurmOptions | None = None  # executor "slurm": the sbatch constants
+    slurm: "SlurmOptions | None" = None  # executor "slurm": the sbatch constants
     nodes: tuple[str, ...] | None = None  # cluster nodes it may run on (names or labels)
     requeue: bool = False  # run again elsewhere when its node is lost (held to its lease)
 
@@ -352,8 +354,11 @@ def _parse_app(name: str, spec: Any, problems: list[str],
         problems.append("an agent process runs on its node (executor 'local')")
     if "slurm" in spec and executor != "slurm":
         problems.append("slurm options need executor 'slurm'")
-    slurm = parse_slurm_options(spec.get("slurm", {}), problems) if executor == "slurm" \
-        else None
+    slurm = None
+    if executor == "slurm":
+        from zephserver.launch.slurm import parse_slurm_options
+
+        slurm = parse_slurm_options(spec.get("slurm", {}), problems)
     nodes = spec.get("nodes")
     if nodes is not None and (not isinstance(nodes, list) or not nodes or not all(
             isinstance(n, str) and n for n in nodes)):

@@ -12,12 +12,10 @@ import os
 import re
 import shutil
 import stat
-import tarfile
 import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-import zipfile
 
 CHUNK = 64 * 1024
 
@@ -121,6 +119,11 @@ def archive_kind(path: str) -> str | None:
 
 def unpack(archive: str, dest: str, max_bytes: int) -> None:
     """Extract ``archive`` into the new directory ``dest``. SourceError("unpack failure")."""
+    # (tarfile and zipfile with their compressors: 0.7 MiB a daemon keeps only once it
+    # has unpacked something)
+    import tarfile
+    import zipfile
+
     fail = "unpack failure"
     os.makedirs(dest)
     try:
@@ -142,6 +145,8 @@ def _safe_name(name: str) -> bool:
 
 
 def _unzip(archive: str, dest: str, max_bytes: int) -> None:
+    import zipfile
+
     with zipfile.ZipFile(archive) as z:
         infos = z.infolist()
         for info in infos:
@@ -166,6 +171,8 @@ def _unzip(archive: str, dest: str, max_bytes: int) -> None:
 
 
 def _untar(archive: str, dest: str, max_bytes: int) -> None:
+    import tarfile
+
     with tarfile.open(archive) as t:
         members = t.getmembers()
         for m in members:

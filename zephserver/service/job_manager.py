@@ -34,7 +34,6 @@ from zephserver.jobs.interactive_api import InteractiveApi
 from zephserver.jobs.node_leases import NodeLeases
 from zephserver.jobs.progress import ProgressUpdates
 from zephserver.jobs.reports import ExecutorReports
-from zephserver.jobs.slurm_executor import SlurmExecutor
 from zephserver.jobs.transition import ended, now, transition
 from zephserver.jobs.waiting import WaitingQueue, entry_for
 from zephserver.launch.accounts import NoAccount, account_for, effective
@@ -158,6 +157,7 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Cluste
         self.apps = parse_all_apps(s.APPS, s.LAUNCHER_CONFIG, launcher_cwd)
         if "slurm" not in self.executors and any(a.executor == "slurm"
                                                  for a in self.apps.values()):
+            from zephserver.jobs.slurm_executor import SlurmExecutor  # (where apps use it)
             self.executors["slurm"] = SlurmExecutor.from_settings(
                 s, self.data_dir, self.reported, lambda job: self.apps[job.app].slurm,
                 self.tail.recheck)
