@@ -28,15 +28,17 @@ except BlockingIOError:
     stats = b""
 pymalloc = b"arenas" in stats
 seen = os.environ.get("PYTHONMALLOC")
+tunables = os.environ.get("GLIBC_TUNABLES")
 allocator.keep_from_children()
-child = subprocess.run([sys.executable, "-c", "import os; print(os.environ.get('PYTHONMALLOC'))"],
+child = subprocess.run([sys.executable, "-c", "import os; print(os.environ.get('PYTHONMALLOC'),"
+                        " os.environ.get('GLIBC_TUNABLES'))"],
                        capture_output=True, text=True).stdout.strip()
-print(pymalloc, seen, child, allocator.MARK in os.environ)
+print(pymalloc, seen, tunables, child, allocator.MARK in os.environ)
 """
 
 
 def probe(**env: str) -> list[str]:
-    clean = {k: v for k, v in os.environ.items() if k != "PYTHONMALLOC"}
+    clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONMALLOC", "GLIBC_TUNABLES")}
     clean.update(env, PYTHONPATH=str(REPO))
     done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
                           env=clean, timeout=20, check=True)
@@ -45,8 +47,20 @@ def probe(**env: str) -> list[str]:
 
 @pytest.mark.skipif(not os.confstr("CS_GNU_LIBC_VERSION"), reason="glibc only")
 def test_the_start_runs_again_with_glibc_objects_and_children_do_not_inherit_it():
-    assert probe() == ["False", "malloc", "None", "False"]
+    assert probe() == ["False", "malloc", "glibc.malloc.tcache_count=0", "None", "None",
+                       "False"]
+
+
+@pytest.mark.skipif(not os.confstr("CS_GNU_LIBC_VERSION"), reason="glibc only")
+def test_an_operators_tunables_are_kept_beside_the_daemons_and_passed_on_alone():
+    theirs = "glibc.malloc.arena_max=2"
+    assert probe(GLIBC_TUNABLES=theirs) == [
+        "False", "malloc", f"{theirs}:glibc.malloc.tcache_count=0", "None", theirs, "False"]
+    own_cache = "glibc.malloc.tcache_count=3"
+    assert probe(GLIBC_TUNABLES=own_cache) == [
+        "False", "malloc", own_cache, "None", own_cache, "False"]
 
 
 def test_an_operators_own_allocator_is_left_alone_and_passed_on():
-    assert probe(PYTHONMALLOC="pymalloc") == ["True", "pymalloc", "pymalloc", "False"]
+    assert probe(PYTHONMALLOC="pymalloc") == ["True", "pymalloc", "None", "pymalloc", "None",
+                                              "False"]
