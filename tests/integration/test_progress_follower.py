@@ -9,6 +9,7 @@ import types
 import pytest
 
 from zephserver.jobs import progress
+from zephserver.launch import parsers
 from zephserver.launch.output import Tail
 from zephserver.launch.parsers import RegexParser
 
@@ -40,7 +41,7 @@ def test_a_job_printing_flat_out_is_skimmed_not_read(tmp_path, monkeypatch):
             skims.append(took)
             return took
 
-    monkeypatch.setattr(progress, "make_parser", lambda spec: Watched(spec))
+    monkeypatch.setattr(parsers, "make_parser", lambda spec: Watched(spec))  # (loaded on use)
     log = tmp_path / "job.log"
     reports, done = [], threading.Event()
     job = types.SimpleNamespace(pk=7, started=None, log_path=str(log))
