@@ -121,7 +121,7 @@ def _make_and_enter(procs: str) -> None:
     """Enter the cgroup whose ``cgroup.procs`` is ``procs``, made first if it is not there
     (the daemon leaves a job's own group to the keeper: a mkdir in cgroupfs waits for
     the cgroup mutex, which a migration holds through an RCU grace period; made here, in
-    turn with the keeper's own migrations, it never waits on one)."""
+    turn with the keeper's own migrations, it never waits on one of those)."""
     with contextlib.suppress(FileExistsError):
         os.mkdir(os.path.dirname(procs))
     _enter(procs)
