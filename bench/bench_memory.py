@@ -19,6 +19,7 @@ from tests.reliability.test_memory import drained, settled, submit_many, trims
 from tests.support.daemon import child_env, short_tmpdir, write_settings
 from tests.support.jobs import keepers_under
 from tests.support.web import Ws
+from zephserver import allocator
 
 JOBS = int(os.environ.get("JOBS", "10000"))
 BURST = 1000
@@ -55,8 +56,9 @@ sys.stdin.read()
 
 
 def library_floor() -> float:
-    """RSS of LIBRARY_FLOOR's interpreter (MiB), under PYTHONMALLOC=malloc as the daemon."""
-    env = {**child_env(), "PYTHONMALLOC": "malloc"}
+    """RSS of LIBRARY_FLOOR's interpreter (MiB), with the daemon's allocator (its objects in
+    glibc's heap, no per-thread caches: zephserver.allocator)."""
+    env = {**child_env(), "PYTHONMALLOC": "malloc", "GLIBC_TUNABLES": allocator.NO_THREAD_CACHE}
     with subprocess.Popen([sys.executable, "-c", LIBRARY_FLOOR], stdin=subprocess.PIPE,
                           stdout=subprocess.PIPE, text=True, env=env, cwd=REPO) as floor:
         try:

@@ -272,7 +272,6 @@ def test_a_jobs_group_not_made_yet_is_made_as_the_keeper_enters_it(work):
         [refused] = kc.spawn([request(work, "u", ["/bin/true"], groups=[unmakeable])])
         assert refused == {"key": "u", "error": f"cannot enter the cgroup {unmakeable}: "
                                                 "No such file or directory"}
-        assert kc.pid not in cgroups.members("job-7")
 
 
 def cpu_cgroup(pid: int) -> str:

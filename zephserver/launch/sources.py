@@ -119,8 +119,7 @@ def archive_kind(path: str) -> str | None:
 
 def unpack(archive: str, dest: str, max_bytes: int) -> None:
     """Extract ``archive`` into the new directory ``dest``. SourceError("unpack failure")."""
-    # (tarfile and zipfile with their compressors: 0.7 MiB a daemon keeps only once it
-    # has unpacked something)
+    # (tarfile and zipfile: half a MiB a daemon keeps only once it has unpacked something)
     import tarfile
     import zipfile
 
