@@ -158,3 +158,45 @@ def test_the_keeper_leaves_with_the_daemon_when_no_job_runs(work):
         assert is_zombie_or_gone(keeper)  # (init here may take its time to reap)
     finally:
         daemon.close()
+
+
+def test_a_job_the_keeper_has_not_started_yet_holds_its_share_and_can_be_cancelled(work):
+    """The manager does not wait for the keeper's answer: while the keeper is stopped
+    (SIGSTOP) a job asked of it is STARTING, holds what it needs (both licenses: the next
+    job waits for one), and a cancel is taken at once; once the keeper answers, the job's process is
+    stopped and the job ends CANCELLED, and the waiting one runs."""
+    daemon = start_server(work)
+    try:
+        async def scenario():
+            ws = await Ws.connect(daemon.url, token=daemon.tokens["alice"])
+            first = await wait_job(ws, (await submit(ws, "exit", code=0))["id"], TERMINAL)
+            keeper = _kept(daemon)  # (started by the first job)
+            os.kill(keeper, signal.SIGSTOP)
+            try:
+                held = await submit(ws, "sleep", seconds=60, ncpu=2)
+                held = await wait_job(ws, held["id"], {"STARTING"})
+                waits = await submit(ws, "sleep", seconds=60, ncpu=1)
+                waiting = (await ws.call("jobs.get", {"id": waits["id"]}))["result"]
+                cancel = await ws.call("jobs.cancel", {"id": held["id"]})
+            finally:
+                os.kill(keeper, signal.SIGCONT)
+            ended = await wait_job(ws, held["id"], TERMINAL)
+            runs = await wait_job(ws, waits["id"], {"RUNNING"})
+            await ws.call("jobs.cancel", {"id": waits["id"]})
+            await wait_job(ws, waits["id"], TERMINAL)
+            await ws.aclose()
+            return first, held, waiting, cancel, ended, runs
+
+        first, held, waiting, cancel, ended, runs = run(scenario())
+        assert first["state"] == "SUCCEEDED", first
+        assert held["pid"] is None, held  # asked of the keeper, not started
+        assert waiting["state"] == "QUEUED", waiting
+        assert "result" in cancel, cancel
+        assert cancel["result"]["state"] == "STARTING", cancel
+        assert "cancelled by alice" in cancel["result"]["state_reason"], cancel
+        assert ended["state"] == "CANCELLED", ended
+        assert ended["pid"] is not None and is_zombie_or_gone(ended["pid"]), ended
+        assert runs["state"] == "RUNNING", runs
+        daemon.cli("zephserver-stop")
+    finally:
+        daemon.close()

@@ -317,3 +317,62 @@ def test_a_job_that_cannot_be_moved_into_the_shared_group_runs_and_the_log_says_
     for answer in answers:
         assert f"cannot move pid {answer['pid']} into {missing}: No such file or " \
                "directory" in logged, logged
+
+
+def test_batches_asked_back_to_back_are_each_answered_in_order(work):
+    """``spawn_later`` returns at once; batches asked one after the other are answered
+    each to its own callback, in the order asked, chunk by chunk, from the answers'
+    thread."""
+    heard: dict[str, list] = {"first": [], "second": []}
+    done = threading.Event()
+
+    def on(name):
+        def on_chunk(results, more, lost):
+            assert lost is None
+            heard[name].append((threading.current_thread().name, results, more))
+            if name == "second" and not more:
+                done.set()
+        return on_chunk
+
+    with connected(work) as (kc, exits):
+        first = [request(work, f"a{i}", ["/bin/true"]) for i in range(keeper.CHUNK + 3)]
+        second = [request(work, f"b{i}", ["/bin/true"]) for i in range(2)]
+        kc.spawn_later(first, None, on("first"))
+        kc.spawn_later(second, None, on("second"))
+        assert done.wait(20)
+        for name, asked in (("first", first), ("second", second)):
+            chunks = heard[name]
+            assert {thread for thread, _, _ in chunks} == {"zeph-keeper-answers"}
+            assert [more for _, _, more in chunks] == [True] * (len(chunks) - 1) + [False]
+            answers = [a for _, results, _ in chunks for a in results]
+            assert [a["key"] for a in answers] == [r["key"] for r in asked]
+            for answer in answers:
+                assert exits.wait(answer["pid"]) == 0
+
+
+def test_a_batch_the_keeper_never_answers_is_told_the_keeper_is_gone(work):
+    """The keeper stops (SIGSTOP) before it reads a batch, then is killed: the batch hears
+    it is lost, naming why; the next launch starts a new keeper."""
+    told: list = []
+    heard = threading.Event()
+
+    def on_chunk(results, more, lost):
+        told.append((results, more, lost))
+        heard.set()
+
+    with connected(work) as (kc, exits):
+        stopped = kc.pid
+        os.kill(stopped, signal.SIGSTOP)
+        try:
+            kc.spawn_later([request(work, "never", ["/bin/true"])], None, on_chunk)
+        finally:
+            os.kill(stopped, signal.SIGKILL)
+        assert heard.wait(10)
+        [(results, more, lost)] = told
+        assert (results, more) == ([], False)
+        assert "the keeper" in str(lost)
+        assert not (work / "never.log").exists()
+        kc.connect()
+        assert kc.pid != stopped
+        [again] = kc.spawn([request(work, "again", ["/bin/true"])])
+        assert exits.wait(again["pid"]) == 0

@@ -25,6 +25,10 @@ class Active:
     stop_by: str = ""
     spawned_at: float = 0.0  # monotonic; 0 for a re-adopted job
     running: Running | None = None  # what it holds, as the queue sees it (made once)
+    # Asked of the executor, its process not known yet (the keeper answers meanwhile):
+    # it holds its resources, and a stop asked now (end state, reason, by) waits for it.
+    launching: bool = False
+    stop_when_started: tuple[Any, str, str] | None = None
 
     def holds(self) -> Running:
         if self.running is None:

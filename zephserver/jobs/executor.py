@@ -157,19 +157,60 @@ class LocalExecutor:
         """``launch``'s results, the first jobs' as soon as they are known (the keeper
         answers in chunks, and spawns the next ones while the caller records these)."""
         keeper = self._keeper()
-        requests = []
-        for job, env in zip(jobs, envs, strict=True):
-            try:
-                requests.append(self._request(job, env, by_keeper=keeper is not None))
-            except SpawnError as exc:
-                requests.append(exc)
+        requests = self._requests(jobs, envs, by_keeper=keeper is not None)
         if keeper is None:
             # Start times are read after the last spawn: read at once, /proc/PID/stat waits
             # on the exec under way (about twice the cost).
             yield with_start_times([self._spawn_under_shim(r) if isinstance(r, dict) else r
                                     for r in requests])
             return
-        yield from self._spawn_by_keeper(keeper, jobs, requests)
+        batch, lost = _Answers(self, jobs, requests), ""
+        try:
+            for chunk in (keeper.spawn_in_chunks(batch.asked(), self._shared())
+                          if batch.asked() else ()):
+                yield batch.take(chunk)[1]
+        except KeeperLost as exc:
+            lost = str(exc)
+        rest = batch.rest(lost)
+        if rest[0]:
+            yield rest[1]
+
+    def launch_later(self, jobs: list[Any], envs: list[dict[str, str]],
+                     deliver: Callable[[list[Any], list[Spawned | SpawnError]], None]) -> bool:
+        """``launch_in_chunks`` without waiting: each chunk's jobs and results go to
+        ``deliver`` as the keeper answers (from its answers' thread, or from this one).
+        False, and nothing done: no keeper (``launch_in_chunks`` starts them)."""
+        keeper = self._keeper()
+        if keeper is None:
+            return False
+        batch = _Answers(self, jobs, self._requests(jobs, envs, by_keeper=True))
+
+        def on_chunk(chunk: list[dict], _more: bool, lost: KeeperLost | None) -> None:
+            taken = batch.take(chunk) if lost is None else batch.rest(str(lost))
+            if taken[0]:
+                deliver(*taken)
+        if not batch.asked():  # every one was refused
+            deliver(*batch.rest(""))
+            return True
+        try:
+            keeper.spawn_later(batch.asked(), self._shared(), on_chunk)
+        except KeeperLost as exc:
+            on_chunk([], False, exc)
+        return True
+
+    def _requests(self, jobs: list[Any], envs: list[dict[str, str]], by_keeper: bool
+                  ) -> list[dict | SpawnError]:
+        requests: list[dict | SpawnError] = []
+        for job, env in zip(jobs, envs, strict=True):
+            try:
+                requests.append(self._request(job, env, by_keeper))
+            except SpawnError as exc:
+                requests.append(exc)
+        return requests
+
+    def _shared(self) -> list[str]:
+        """The groups every job of the keeper's joins once started (the node's cpu one)."""
+        return [self.cpu.procs] if self.cpu is not None else []
 
     def expect(self, count: int) -> None:
         """``count`` jobs are about to be launched (their records are being prepared)."""
@@ -226,27 +267,6 @@ class LocalExecutor:
             log.error("no keeper (%s): jobs start under the shim", exc)
             return None
         return self.keeper
-
-    def _spawn_by_keeper(self, keeper: KeeperClient, jobs: list[Any],
-                         requests: list[dict | SpawnError]
-                         ) -> Iterator[list[Spawned | SpawnError]]:
-        asked = [i for i, r in enumerate(requests) if isinstance(r, dict)]  # (not refused)
-        answers: dict[str, dict] = {}
-        lost, done = "", 0
-        try:
-            shared = [self.cpu.procs] if self.cpu is not None else []
-            for chunk in (keeper.spawn_in_chunks([requests[i] for i in asked], shared)
-                          if asked else ()):
-                answers.update((a["key"], a) for a in chunk)
-                # up to the last job answered (the keeper answers in the order asked)
-                known = (len(requests) if len(answers) == len(asked)
-                         else asked[len(answers) - 1] + 1)
-                yield self._results(jobs[done:known], requests[done:known], answers, lost)
-                done = known
-        except KeeperLost as exc:
-            lost = str(exc)
-        if done < len(requests):
-            yield self._results(jobs[done:], requests[done:], answers, lost)
 
     def _results(self, jobs: list[Any], requests: list[dict | SpawnError],
                  answers: dict[str, dict], lost: str) -> list[Spawned | SpawnError]:
@@ -450,3 +470,35 @@ class LocalExecutor:
             return None
         return {"pid": pid, "start_time": process_start_time(pid), "boot_id": self.boot}
 
+
+class _Answers:
+    """One batch given to the keeper: its answers, a chunk at a time, as each job's
+    result, in the order of the batch (a job refused before the spawn, ``SpawnError``,
+    was not asked: its result comes with those around it)."""
+
+    def __init__(self, executor: LocalExecutor, jobs: list[Any],
+                 requests: list[dict | SpawnError]) -> None:
+        self.executor, self.jobs, self.requests = executor, jobs, requests
+        self._asked = [i for i, r in enumerate(requests) if isinstance(r, dict)]
+        self._answers: dict[str, dict] = {}
+        self._done = 0  # jobs whose results were given
+
+    def asked(self) -> list[dict]:
+        return [self.requests[i] for i in self._asked]  # type: ignore[misc]
+
+    def take(self, chunk: list[dict]) -> tuple[list[Any], list[Spawned | SpawnError]]:
+        """The jobs this chunk answers (up to the last one answered: the keeper answers
+        in the order asked), with their results."""
+        self._answers.update((a["key"], a) for a in chunk)
+        known = (len(self.requests) if len(self._answers) == len(self._asked)
+                 else self._asked[len(self._answers) - 1] + 1)
+        return self._give(known, "")
+
+    def rest(self, lost: str) -> tuple[list[Any], list[Spawned | SpawnError]]:
+        """The jobs not answered yet, the keeper gone (``lost`` says why)."""
+        return self._give(len(self.requests), lost)
+
+    def _give(self, upto: int, lost: str) -> tuple[list[Any], list[Spawned | SpawnError]]:
+        jobs, requests = self.jobs[self._done:upto], self.requests[self._done:upto]
+        self._done = max(self._done, upto)
+        return jobs, self.executor._results(jobs, requests, self._answers, lost)

@@ -257,8 +257,9 @@ class NodeLeases:
                 log.warning("job %d: given up or moved by the cluster while this node was "
                             "away; stopping what still runs here", job_id,
                             extra={"job": job_id})
-                self.executor_for(active.job).stop(active.job, 0.0 if active.app is None  # type: ignore[attr-defined]
-                                                   else active.app.grace)
+                if not active.launching:  # (a launching one is killed once started)
+                    self.executor_for(active.job).stop(active.job, 0.0 if active.app is None  # type: ignore[attr-defined]
+                                                       else active.app.grace)
                 del self._active[job_id]
             elif record[2].startswith("node "):  # (the others wrote it: not in memory)
                 transition(active.job, None, "running (this node is back)", self.publish)  # type: ignore[attr-defined]

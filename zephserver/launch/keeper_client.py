@@ -1,16 +1,22 @@
 """The daemon's side of the keeper (``launch.keeper``): start it or find the one a
 previous run left, ask it to spawn, and hear each exit.
 
-Two connections. On "requests", ``spawn`` sends a batch and reads the answer itself (its
-GIL released meanwhile; no hop through another thread). On "events", a thread
-("zeph-keeper") hears each exit and gives it to ``on_exit(pid, code)``. If the keeper goes
-away (killed), ``on_lost(pids)`` gets the pids it still had: they run on without a parent
-that records their status, and are watched like any other process.
+Two connections. On "requests", ``spawn_later`` sends a batch and returns; a thread
+("zeph-keeper-answers") reads the keeper's answers, a chunk of spawns at a time, and gives
+each to the batch's ``on_chunk`` (the keeper answers requests in the order they came, so
+the answers are matched to the batches first in, first out). The caller goes on with its
+own work while the keeper spawns: the job manager records the jobs before, and the exits
+of the ones before, instead of waiting. ``spawn_in_chunks`` waits for them. On "events",
+a thread ("zeph-keeper") hears each exit and gives it to ``on_exit(pid, code)``. If the
+keeper goes away (killed), ``on_lost(pids)`` gets the pids it still had: they run on
+without a parent that records their status, and are watched like any other process.
 """
 
+import collections
 import contextlib
 import logging
 import os
+import queue
 import socket
 import sys
 import threading
@@ -31,6 +37,11 @@ class KeeperLost(Exception):
     pass
 
 
+# A batch's answers: (results of the next jobs, whether more follow, None); or, the keeper
+# gone before the last of them, ([], False, why).
+OnChunk = Callable[[list[dict], bool, "KeeperLost | None"], None]
+
+
 class KeeperClient:
     def __init__(self, path: str, on_exit: Callable[[int, int], None],
                  on_lost: Callable[[set[int]], None]) -> None:
@@ -41,6 +52,10 @@ class KeeperClient:
         self._children_lock = threading.Lock()
         self._lock = threading.Lock()  # one request at a time; guards the connections
         self._sock: socket.socket | None = None  # requests
+        # each batch sent on _sock and not wholly answered yet, in the order sent (the
+        # connection's own: its answers' thread tells them if it ends)
+        self._batches: collections.deque[OnChunk] = collections.deque()
+        self._answered_at = 0.0  # monotonic: the last answer, or the first batch sent since
         self._events: socket.socket | None = None
         self._pid: int | None = None  # the keeper's
         self._closing = False
@@ -82,6 +97,9 @@ class KeeperClient:
             old, self._events, self._sock = self._events, events, sock
             if old is not None:
                 old.close()
+            self._batches = collections.deque()
+            threading.Thread(target=self._read_answers, args=(sock, self._batches),
+                             name="zeph-keeper-answers", daemon=True).start()
             self._pid = hello.get("pid")
             with self._children_lock:
                 self.children |= set(hello.get("children", []))
@@ -186,29 +204,87 @@ class KeeperClient:
     def spawn_in_chunks(self, requests: list[dict], groups: list[str] | None = None
                         ) -> Iterator[list[dict]]:
         """``spawn``'s results in the order asked, a chunk as soon as the keeper has it."""
+        chunks: queue.SimpleQueue = queue.SimpleQueue()
+        self.spawn_later(requests, groups, lambda *chunk: chunks.put(chunk))
+        more = True
+        while more:
+            try:
+                results, more, lost = chunks.get(timeout=REPLY_TIMEOUT)
+            except queue.Empty:
+                with self._lock:
+                    if self._sock is not None:  # (its answers' thread ends, and tells)
+                        with contextlib.suppress(OSError):
+                            self._sock.shutdown(socket.SHUT_RDWR)
+                raise KeeperLost(f"the keeper did not answer in {REPLY_TIMEOUT:g}s") from None
+            if lost is not None:
+                raise lost
+            yield results
+
+    def spawn_later(self, requests: list[dict], groups: list[str] | None,
+                    on_chunk: OnChunk) -> None:
+        """Ask for ``spawn``; its answers go to ``on_chunk``, from the answers' thread.
+        Raises KeeperLost (on_chunk is then never called) if the request cannot be sent."""
         with self._lock:
             if self._sock is None:
                 raise KeeperLost("no keeper")
-            sock, frames = self._sock, keeper.Frames()
-            more = True
+            if not self._batches:
+                self._answered_at = time.monotonic()
+            self._batches.append(on_chunk)  # (before it is sent: the answer may come first)
             try:
-                self._send(sock, {"op": "spawn", "jobs": requests, "groups": groups or []})
-                while more:
-                    answer = self._answer(sock, frames)
-                    more = answer.get("more", False)
-                    self._started(answer["results"])
-                    yield answer["results"]
+                self._send(self._sock, {"op": "spawn", "jobs": requests,
+                                        "groups": groups or []})
             except KeeperLost:
-                sock.close()  # (the next launch connects again)
-                self._sock = None
+                self._batches.pop()
+                with contextlib.suppress(OSError):  # (its answers' thread closes it)
+                    self._sock.shutdown(socket.SHUT_RDWR)
+                self._sock = None  # (the next launch connects again)
                 raise
-            finally:
-                while more and self._sock is sock:  # the caller stopped early: stay in step
-                    try:
-                        more = self._answer(sock, frames).get("more", False)
-                    except KeeperLost:
-                        sock.close()
-                        self._sock = None
+
+    def _read_answers(self, sock: socket.socket,
+                      batches: "collections.deque[OnChunk]") -> None:
+        """The answers' thread of one requests connection: each answer to the batch it
+        belongs to; the batches left unanswered when the connection ends are told so."""
+        frames = keeper.Frames()
+        lost = KeeperLost("the keeper closed the connection")
+        try:
+            while True:
+                try:
+                    data = sock.recv(1 << 16)
+                except TimeoutError:  # (the socket's timeout: _send)
+                    with self._lock:
+                        late = bool(batches) and (time.monotonic() - self._answered_at
+                                                  >= REPLY_TIMEOUT)
+                    if late:
+                        lost = KeeperLost(f"the keeper did not answer in {REPLY_TIMEOUT:g}s")
+                        break
+                    continue
+                if not data:
+                    break
+                for answer in frames.feed(data):
+                    more, results = bool(answer.get("more", False)), answer["results"]
+                    with self._lock:
+                        self._answered_at = time.monotonic()
+                        on_chunk = batches[0] if more else batches.popleft()
+                    self._started(results)
+                    self._tell(on_chunk, results, more, None)
+        except (OSError, ValueError, KeyError, IndexError) as exc:
+            lost = KeeperLost(f"the keeper did not answer: {exc}")
+        with self._lock:
+            if sock is self._sock:  # (the next launch connects again)
+                self._sock = None
+            sock.close()
+            unanswered = list(batches)
+            batches.clear()
+        for on_chunk in unanswered:
+            self._tell(on_chunk, [], False, lost)
+
+    @staticmethod
+    def _tell(on_chunk: OnChunk, results: list[dict], more: bool,
+              lost: KeeperLost | None) -> None:
+        try:
+            on_chunk(results, more, lost)
+        except Exception:  # (the answers' thread must go on: other batches wait on it)
+            log.exception("a batch's answer could not be taken")
 
     def _started(self, results: list[dict]) -> None:
         with self._children_lock:
@@ -254,6 +330,8 @@ class KeeperClient:
                 return
             for own in (self._sock, self._events):
                 if own is not None:
+                    with contextlib.suppress(OSError):
+                        own.shutdown(socket.SHUT_RDWR)  # (wakes its reading thread)
                     own.close()
             self._sock = self._events = self._pid = None
         with self._children_lock:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from zephserver import memory
-from zephserver.database import in_shapes
+from zephserver.database import in_shapes, writer_cache
 from zephserver.infra.service import Service
 from zephserver.jobs.active import Active, demand
 from zephserver.jobs.batches import TransactionalActor
@@ -40,7 +40,7 @@ from zephserver.launch.accounts import NoAccount, account_for, effective
 from zephserver.launch.apps import App, parse_all_apps
 from zephserver.launch.cgroups import Cgroups, CpuShare, MemoryLimits
 from zephserver.launch.output import Tail
-from zephserver.launch.process import SpawnError
+from zephserver.launch.process import Spawned, SpawnError
 from zephserver.launch.scheduler import Running, Waiting
 from zephserver.launch.states import TERMINAL, JobState
 from zephserver.launch.wslink import effective_cwd, effective_endpoint
@@ -121,11 +121,12 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Cluste
         self.disk_watch = DiskWatch(self.guard, self._watched, self._output_over,
                                     lambda: self.post(self._space_changed))
         try:
-            self._load()
-            self.disk_watch.start()
-            self.kick()  # start what the reloaded queue allows
-            self.ctx.ready()
-            self.run_inbox()
+            with writer_cache():
+                self._load()
+                self.disk_watch.start()
+                self.kick()  # start what the reloaded queue allows
+                self.ctx.ready()
+                self.run_inbox()
         finally:
             self.disk_watch.stop()
             self.cluster.unsubscribe(UPDATED, self.heard_update)
@@ -467,21 +468,39 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Cluste
             self.change(job, J.FAILED, failure)
 
     def _launch(self, prepared: list[Any]) -> None:
-        """Start jobs committed as STARTING; commit RUNNING (or FAILED) a chunk at a time as
-        the executor reports them (the keeper starts the next meanwhile; the inbox waits)."""
+        """Start jobs committed as STARTING. Where the keeper starts them, ask and go on:
+        the results of each chunk come back through the inbox (``_record_starts``), and
+        meanwhile the manager records the exits before them and plans the next batch
+        (the keeper spawns while the manager works, not in turns). Elsewhere, commit
+        RUNNING (or FAILED) a chunk at a time as the executor reports them. Until its
+        result is recorded, a job is held as launching (``Active.launching``)."""
         for name, executor in self.executors.items():
             batch = [job for job in prepared if self._executor_name(job) == name]
+            if not batch:
+                continue
             envs = [self._env.pop(job.pk) for job in batch]
+            for job in batch:
+                self._active[job.pk] = Active(job, self.apps.get(job.app), launching=True)
+            launch_later = getattr(executor, "launch_later", None)
+            if launch_later is not None and launch_later(batch, envs, self._launched):
+                continue
             done = 0
-            for started in executor.launch_in_chunks(batch, envs) if batch else ():
+            for started in executor.launch_in_chunks(batch, envs):
                 chunk, done = batch[done:done + len(started)], done + len(started)
                 self._group_commit(lambda c=chunk, r=started: self._record_starts(c, r))
+
+    def _launched(self, jobs: list[Any], results: list[Any]) -> None:  # the keeper's answers
+        self.post(self._record_starts, jobs, results)
 
     def _record_starts(self, jobs: list[Any], results: list[Any]) -> None:
         for job, result in zip(jobs, results, strict=True):
             self.execute(self._started, (job, result), None)
 
     def _started(self, job: Any, result: Any) -> None:
+        launching = self._active.pop(job.pk, None)
+        if launching is None or not launching.launching:
+            self._given_up_while_starting(job, result)
+            return
         if isinstance(result, SpawnError):
             self.change(job, J.FAILED, str(result))
             self._needs_plan = True
@@ -489,7 +508,7 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Cluste
         if isinstance(result, Handed):
             self.handed(job, result.reason, extra=result.extra)
             return
-        active = Active(job, self.apps.get(job.app), spawned_at=time.monotonic())
+        active = Active(job, launching.app, spawned_at=time.monotonic())
         self._active[job.pk] = active
         fields = dict(pid=result.pid, start_time=result.start_time, started=now())
         session = active.app.session if active.app is not None else None
@@ -508,6 +527,17 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Cluste
             self.interactive.started(active)
         else:
             self._arm_wall_time(job)
+        if launching.stop_when_started is not None:  # asked while it was launching
+            self.stop(active, *launching.stop_when_started)
+
+    def _given_up_while_starting(self, job: Any, result: Any) -> None:
+        """The cluster gave the job up (or moved it) while this node launched it: what
+        started must not run on."""
+        if isinstance(result, Spawned):
+            log.warning("job %d: given up by the cluster while it started here; killing "
+                        "pid %d", job.pk, result.pid, extra={"job": job.pk})
+            job.pid = result.pid
+            self.executor_for(job).signal(job, signal.SIGKILL)
 
     def _record_spawn(self, job: Any, reason: str, fields: dict) -> None:
         """A session's process runs but it is not ready: it stays STARTING, with its pid."""
@@ -581,6 +611,9 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Cluste
         job.persist("stop_requested", "state_reason")
         active.stop_by = by
         self.publish(job)
+        if active.launching:  # no process to stop yet: once it has one (_started)
+            active.stop_when_started = (end_state, reason, by)
+            return
         grace = active.app.grace if active.app is not None else 10.0
         young = active.spawned_at and not self.executor_for(job).program_started(job)
         self.executor_for(job).stop(job, grace)
