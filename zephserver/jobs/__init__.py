@@ -3,7 +3,9 @@
 - ``transition``: the one function that changes a job's state (check, stamp, persist,
   log, publish);
 - ``waiting``: the waiting queue (QUEUED and HELD jobs in order);
-- ``executor``: where processes run (``LocalExecutor``: this node, under the shim);
+- ``executor``: where processes run (``LocalExecutor``: this node, by the keeper or
+  under the shim);
+- ``launches``: a batch the queue chose given to its executor, and each start recorded;
 - ``feed``: subscriptions, ``job.updated`` and ``job.output``;
 - ``interactive``: what sessions add (ports, secrets, readiness, the proxy map);
 - ``progress``: a running job's parser fed from its log;

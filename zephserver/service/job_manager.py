@@ -27,10 +27,11 @@ from zephserver.jobs.batches import TransactionalActor
 from zephserver.jobs.cluster_queue import ClusterQueue, node_places_and_urls
 from zephserver.jobs.cluster_sessions import ClusterSessions
 from zephserver.jobs.disk_guard import DiskGuard, DiskReactions, DiskWatch
-from zephserver.jobs.executor import Executor, Handed, LocalExecutor
+from zephserver.jobs.executor import Executor, LocalExecutor
 from zephserver.jobs.feed import UPDATED, Feed
 from zephserver.jobs.interactive import NoFreePort, SessionKeeper
 from zephserver.jobs.interactive_api import InteractiveApi
+from zephserver.jobs.launches import Launches
 from zephserver.jobs.node_leases import NodeLeases
 from zephserver.jobs.progress import ProgressUpdates
 from zephserver.jobs.reports import ExecutorReports
@@ -40,7 +41,6 @@ from zephserver.launch.accounts import NoAccount, account_for, effective
 from zephserver.launch.apps import App, parse_all_apps
 from zephserver.launch.cgroups import Cgroups, CpuShare, MemoryLimits
 from zephserver.launch.output import Tail
-from zephserver.launch.process import Spawned, SpawnError
 from zephserver.launch.scheduler import Running, Waiting
 from zephserver.launch.states import TERMINAL, JobState
 from zephserver.launch.wslink import effective_cwd, effective_endpoint
@@ -54,9 +54,9 @@ PLAN_RETRY = 0.005  # seconds before planning again when another node holds the 
 EXEC_POLL = 0.02  # seconds between looks at whether a job stopped at birth has exec'd
 
 
-class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, ClusterQueue,
-                        ClusterSessions, NodeLeases, DiskReactions, TransactionalActor,
-                        Service):
+class JobManagerService(Launches, InteractiveApi, ExecutorReports, ProgressUpdates,
+                        ClusterQueue, ClusterSessions, NodeLeases, DiskReactions,
+                        TransactionalActor, Service):
     name = "jobs"
     requires = ("rooms", "queue")
     announces_ready = True
@@ -466,82 +466,6 @@ class JobManagerService(InteractiveApi, ExecutorReports, ProgressUpdates, Cluste
         if failure:
             self._env.pop(job.pk, None)
             self.change(job, J.FAILED, failure)
-
-    def _launch(self, prepared: list[Any]) -> None:
-        """Start jobs committed as STARTING. Where the keeper starts them, ask and go on:
-        the results of each chunk come back through the inbox (``_record_starts``), and
-        meanwhile the manager records the exits before them and plans the next batch
-        (the keeper spawns while the manager works, not in turns). Elsewhere, commit
-        RUNNING (or FAILED) a chunk at a time as the executor reports them. Until its
-        result is recorded, a job is held as launching (``Active.launching``)."""
-        for name, executor in self.executors.items():
-            batch = [job for job in prepared if self._executor_name(job) == name]
-            if not batch:
-                continue
-            envs = [self._env.pop(job.pk) for job in batch]
-            for job in batch:
-                self._active[job.pk] = Active(job, self.apps.get(job.app), launching=True)
-            launch_later = getattr(executor, "launch_later", None)
-            if launch_later is not None and launch_later(batch, envs, self._launched):
-                continue
-            done = 0
-            for started in executor.launch_in_chunks(batch, envs):
-                chunk, done = batch[done:done + len(started)], done + len(started)
-                self._group_commit(lambda c=chunk, r=started: self._record_starts(c, r))
-
-    def _launched(self, jobs: list[Any], results: list[Any]) -> None:  # the keeper's answers
-        self.post(self._record_starts, jobs, results)
-
-    def _record_starts(self, jobs: list[Any], results: list[Any]) -> None:
-        for job, result in zip(jobs, results, strict=True):
-            self.execute(self._started, (job, result), None)
-
-    def _started(self, job: Any, result: Any) -> None:
-        launching = self._active.pop(job.pk, None)
-        if launching is None or not launching.launching:
-            self._given_up_while_starting(job, result)
-            return
-        if isinstance(result, SpawnError):
-            self.change(job, J.FAILED, str(result))
-            self._needs_plan = True
-            return
-        if isinstance(result, Handed):
-            self.handed(job, result.reason, extra=result.extra)
-            return
-        active = Active(job, launching.app, spawned_at=time.monotonic())
-        self._active[job.pk] = active
-        fields = dict(pid=result.pid, start_time=result.start_time, started=now())
-        session = active.app.session if active.app is not None else None
-        if session is not None:
-            what = (f"its ready line {session.ready_line!r}" if session.ready_line
-                    else f"port {job.extra['port']} to accept connections")
-            self._record_spawn(job, f"waiting for {what} (up to {session.timeout:g}s)",
-                               fields)
-        else:
-            self.change(job, J.RUNNING, "running", **fields)
-        self.executor_for(job).watch(job, self._exit_callback(job.pk), result.popen)
-        self._follow_for_parser(active)
-        if self.disk_watch is not None:
-            self.disk_watch.poke()
-        if session is not None:
-            self.interactive.started(active)
-        else:
-            self._arm_wall_time(job)
-        if launching.stop_when_started is not None:  # asked while it was launching
-            self.stop(active, *launching.stop_when_started)
-
-    def _given_up_while_starting(self, job: Any, result: Any) -> None:
-        """The cluster gave the job up (or moved it) while this node launched it: what
-        started must not run on."""
-        if isinstance(result, Spawned):
-            log.warning("job %d: given up by the cluster while it started here; killing "
-                        "pid %d", job.pk, result.pid, extra={"job": job.pk})
-            job.pid = result.pid
-            self.executor_for(job).signal(job, signal.SIGKILL)
-
-    def _record_spawn(self, job: Any, reason: str, fields: dict) -> None:
-        """A session's process runs but it is not ready: it stays STARTING, with its pid."""
-        transition(job, None, reason, self.publish, **fields)
 
     def session_ready(self, job_id: int) -> None:
         active = self._active.get(job_id)
