@@ -12,10 +12,7 @@
 A URL shown in a message never carries its password (``redact``).
 """
 
-import contextlib
 import os
-import threading
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
@@ -35,11 +32,6 @@ SQLITE_OPTIONS = {
     # uses about ten again and again; every other statement it ever ran stayed compiled.
     "cached_statements": 32,
 }
-# The job manager's own connection writes every job's every transition (three UPDATEs a
-# job, on the jobs table and its three indexes): with 64 KiB most of their pages were read
-# again from the kernel's copy for each. 1 MiB (one connection, filled within the first
-# thousand jobs, then reused): 7-10 % more short jobs a second.
-WRITER_CACHE_KIB = 1024
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 CONNECT_TIMEOUT = 5  # seconds: an unreachable server is reported, not waited on
 IDLE_IN_TRANSACTION = 10.0  # seconds (at most; a short NODE_LOST_AFTER makes it shorter)
@@ -141,20 +133,3 @@ def _sqlite(path: str) -> dict[str, Any]:
     return {"ENGINE": "django.db.backends.sqlite3", "NAME": path,
             "OPTIONS": dict(SQLITE_OPTIONS), "CONN_MAX_AGE": None}
 
-
-@contextlib.contextmanager
-def writer_cache() -> Iterator[None]:
-    """Within it, the SQLite connections this thread opens keep a page cache of
-    WRITER_CACHE_KIB (the job manager's thread: it writes every transition)."""
-    from django.db.backends.signals import connection_created
-
-    writer = threading.get_ident()
-
-    def bigger(sender: Any, connection: Any, **_: Any) -> None:
-        if connection.vendor == "sqlite" and threading.get_ident() == writer:
-            connection.connection.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
-    connection_created.connect(bigger, weak=False)
-    try:
-        yield
-    finally:
-        connection_created.disconnect(bigger)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from zephserver import memory
-from zephserver.database import in_shapes, writer_cache
+from zephserver.database import in_shapes
 from zephserver.infra.service import Service
 from zephserver.jobs.active import Active, demand
 from zephserver.jobs.batches import TransactionalActor
@@ -121,12 +121,11 @@ class JobManagerService(Launches, InteractiveApi, ExecutorReports, ProgressUpdat
         self.disk_watch = DiskWatch(self.guard, self._watched, self._output_over,
                                     lambda: self.post(self._space_changed))
         try:
-            with writer_cache():
-                self._load()
-                self.disk_watch.start()
-                self.kick()  # start what the reloaded queue allows
-                self.ctx.ready()
-                self.run_inbox()
+            self._load()
+            self.disk_watch.start()
+            self.kick()  # start what the reloaded queue allows
+            self.ctx.ready()
+            self.run_inbox()
         finally:
             self.disk_watch.stop()
             self.cluster.unsubscribe(UPDATED, self.heard_update)
