@@ -132,4 +132,3 @@ def _sqlite(path: str) -> dict[str, Any]:
     # Keep each thread's connection: reconnecting per task costs more than the task.
     return {"ENGINE": "django.db.backends.sqlite3", "NAME": path,
             "OPTIONS": dict(SQLITE_OPTIONS), "CONN_MAX_AGE": None}
-
