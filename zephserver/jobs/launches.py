@@ -11,6 +11,7 @@ than each waiting on the other (short jobs: 0.50-0.55 of sequential Popen waitin
 applied once it has a process.
 """
 
+import functools
 import logging
 import signal
 import time
@@ -30,11 +31,15 @@ class Launches:
 
     _active: dict
     _env: dict
+    launching: set  # ids of the jobs whose start is not recorded yet
+    run: object  # this run of the service's main()
 
     def _launch(self, prepared: list[Any]) -> None:
         """Start jobs committed as STARTING: asked of the keeper, recorded as its answers
         come back through the inbox (``_launched``); elsewhere RUNNING (or FAILED) is
         committed a chunk at a time as the executor reports them."""
+        # (answers that come for an earlier run of the service are not this one's)
+        answered = functools.partial(self._launched, self.run)
         for name, executor in self.executors.items():
             batch = [job for job in prepared if self._executor_name(job) == name]
             if not batch:
@@ -42,26 +47,35 @@ class Launches:
             envs = [self._env.pop(job.pk) for job in batch]
             for job in batch:
                 self._active[job.pk] = Active(job, self.apps.get(job.app), launching=True)
+                self.launching.add(job.pk)
             launch_later = getattr(executor, "launch_later", None)
-            if launch_later is not None and launch_later(batch, envs, self._launched):
+            if launch_later is not None and launch_later(batch, envs, answered):
                 continue
             done = 0
             for started in executor.launch_in_chunks(batch, envs):
                 chunk, done = batch[done:done + len(started)], done + len(started)
                 self._group_commit(lambda c=chunk, r=started: self._record_starts(c, r))
 
-    def _launched(self, jobs: list[Any], results: list[Any]) -> None:  # the keeper's answers
-        self.post(self._record_starts, jobs, results)
+    def _launched(self, run: object, jobs: list[Any], results: list[Any]) -> None:
+        """The keeper's answers (its client's thread). Those asked by an earlier run of
+        the service (it crashed and was started again) are dropped: that run's launches
+        are re-adopted from their records by the new one (``_load``)."""
+        if run is self.run:
+            self.post(self._record_starts, jobs, results)
 
     def _record_starts(self, jobs: list[Any], results: list[Any]) -> None:
         for job, result in zip(jobs, results, strict=True):
             self.execute(self._started, (job, result), None)
 
     def _started(self, job: Any, result: Any) -> None:
-        launching = self._active.pop(job.pk, None)
-        if launching is None or not launching.launching:
+        self.launching.discard(job.pk)
+        launching = self._active.get(job.pk)
+        if launching is None:
             self._given_up_while_starting(job, result)
             return
+        if not launching.launching:  # (re-adopted meanwhile: its record said what it is)
+            return
+        del self._active[job.pk]
         if isinstance(result, SpawnError):
             self.change(job, J.FAILED, str(result))
             self._needs_plan = True

@@ -68,6 +68,8 @@ class JobManagerService(Launches, InteractiveApi, ExecutorReports, ProgressUpdat
         TransactionalActor.__init__(self)
         Service.__init__(self)
         self._active: dict[int, Active] = {}
+        self.launching: set[int] = set()  # (jobs.launches)
+        self.run = object()
         self.waiting = WaitingQueue()
         self._needs_plan = False
         self._plan_ran = False  # (in this batch: what waited for a plan may be answered)
@@ -85,6 +87,7 @@ class JobManagerService(Launches, InteractiveApi, ExecutorReports, ProgressUpdat
 
     def main(self) -> None:
         assert self.ctx is not None
+        self.run = object()
         s = self.ctx.settings
         self.node = s.NODE_NAME
         self.places, self.node_places, self.node_urls = node_places_and_urls(s)
@@ -138,6 +141,7 @@ class JobManagerService(Launches, InteractiveApi, ExecutorReports, ProgressUpdat
                 executor.close()
             self.tail.close()
             self._active.clear()
+            self.launching.clear()
             self.waiting.clear()
             from django.db import close_old_connections
             close_old_connections()
@@ -366,10 +370,13 @@ class JobManagerService(Launches, InteractiveApi, ExecutorReports, ProgressUpdat
     # -- planning and starting ------------------------------------------------------------
 
     def _plan(self) -> list[Any]:
-        """Move what the queue says fits to STARTING; returns those jobs. Planning waits
-        until the inbox is drained (a burst of submits then starts together), but never
-        more than PLAN_MAX_DELAY under a steady stream."""
-        if not self._needs_plan or (not self._inbox.empty() and not self.interactive.pending
+        """Move what the queue says fits to STARTING; returns those jobs. While the keeper
+        is busy with a batch, planning waits until the inbox is drained (a burst of
+        submits then starts together), but never more than PLAN_MAX_DELAY under a steady
+        stream; with nothing being launched, it plans at once (the keeper starts the
+        first jobs of a burst while the manager takes in the rest)."""
+        if not self._needs_plan or (self.launching and not self._inbox.empty()
+                                    and not self.interactive.pending
                                     and time.monotonic() - self._planned < PLAN_MAX_DELAY):
             return []
         self._needs_plan = False
