@@ -161,17 +161,15 @@ def test_the_keeper_leaves_with_the_daemon_when_no_job_runs(work):
 
 
 def test_a_job_the_keeper_has_not_started_yet_holds_its_share_and_can_be_cancelled(work):
-    """With a job running (its end may come meanwhile), the manager does not wait for
-    the keeper's answer: while the keeper is stopped (SIGSTOP) a job asked of it is
-    STARTING, holds what it needs (both licenses: the next job waits for one), and a
-    cancel is taken at once; once the keeper answers, the job's process is stopped and
-    the job ends CANCELLED, and the waiting one runs."""
+    """The manager does not wait for the keeper's answer: while the keeper is stopped
+    (SIGSTOP) a job asked of it is STARTING, holds what it needs (both licenses: the next
+    job waits for one), and a cancel is taken at once; once the keeper answers, the job's process is
+    stopped and the job ends CANCELLED, and the waiting one runs."""
     daemon = start_server(work)
     try:
         async def scenario():
             ws = await Ws.connect(daemon.url, token=daemon.tokens["alice"])
-            first = await wait_job(ws, (await submit(ws, "waitfile", flag="end"))["id"],
-                                   {"RUNNING"})
+            first = await wait_job(ws, (await submit(ws, "exit", code=0))["id"], TERMINAL)
             keeper = _kept(daemon)  # (started by the first job)
             os.kill(keeper, signal.SIGSTOP)
             try:
@@ -186,8 +184,6 @@ def test_a_job_the_keeper_has_not_started_yet_holds_its_share_and_can_be_cancell
             runs = await wait_job(ws, waits["id"], {"RUNNING"})
             await ws.call("jobs.cancel", {"id": waits["id"]})
             await wait_job(ws, waits["id"], TERMINAL)
-            (work / "end").touch()
-            first = await wait_job(ws, first["id"], TERMINAL)
             await ws.aclose()
             return first, held, waiting, cancel, ended, runs
 

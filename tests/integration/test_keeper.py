@@ -376,34 +376,3 @@ def test_a_batch_the_keeper_never_answers_is_told_the_keeper_is_gone(work):
         assert kc.pid != stopped
         [again] = kc.spawn([request(work, "again", ["/bin/true"])])
         assert exits.wait(again["pid"]) == 0
-
-
-def test_a_lone_batch_is_read_by_its_caller_and_one_after_batches_waits_its_turn(work):
-    """``spawn_in_chunks`` reads the answers on its own thread when no ``spawn_later``
-    batch is unanswered; asked while one is (the keeper stopped meanwhile), its answers
-    come after that batch's, through the answers' thread."""
-    with connected(work) as (kc, exits):
-        seen_on = []
-        original = kc._started
-
-        def noting(results):
-            seen_on.append(threading.current_thread().name)
-            original(results)
-        kc._started = noting
-        [alone] = kc.spawn([request(work, "alone", ["/bin/true"])])
-        assert seen_on == [threading.current_thread().name]
-        assert exits.wait(alone["pid"]) == 0
-
-        order = []
-        os.kill(kc.pid, signal.SIGSTOP)
-        try:
-            kc.spawn_later([request(work, "first", ["/bin/true"])], None,
-                           lambda results, more, lost: order.append(("first", results)))
-        finally:
-            os.kill(kc.pid, signal.SIGCONT)
-        [after] = kc.spawn([request(work, "after", ["/bin/true"])])
-        order.append(("after", [after]))
-        assert [(name, [a["key"] for a in results]) for name, results in order] == [
-            ("first", ["first"]), ("after", ["after"])]
-        assert seen_on[1:] == ["zeph-keeper-answers"] * 2
-        assert exits.wait(after["pid"]) == 0

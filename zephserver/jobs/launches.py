@@ -2,12 +2,11 @@
 start gave recorded (RUNNING with its pid, a session STARTING until it is ready, FAILED
 with the reason, or handed to a scheduler that reports it later).
 
-Where the keeper starts the jobs and jobs run (their exits will come), the manager asks
-and goes on: the keeper's answers come back through the inbox a chunk at a time, and
-meanwhile the manager records the exits before them and plans the next batch, so the
-keeper spawns while the manager works rather than each waiting on the other. On an idle
-node the manager waits for the answers and reads them itself (a lone start is sooner
-without the hop). Until its start is recorded a job is held as launching
+Where the keeper starts the jobs, the manager asks and goes on: the keeper's answers come
+back through the inbox a chunk at a time, and meanwhile the manager records the exits
+before them and plans the next batch, so the keeper spawns while the manager works rather
+than each waiting on the other (short jobs: 0.50-0.55 of sequential Popen waiting,
+0.60-0.64 not). Until its start is recorded a job is held as launching
 (``Active.launching``): the queue counts what it holds, and a stop asked meanwhile is
 applied once it has a process.
 """
@@ -50,20 +49,12 @@ class Launches:
                 self._active[job.pk] = Active(job, self.apps.get(job.app), launching=True)
                 self.launching.add(job.pk)
             launch_later = getattr(executor, "launch_later", None)
-            if launch_later is not None and self._work_may_come() and \
-                    launch_later(batch, envs, answered):
+            if launch_later is not None and launch_later(batch, envs, answered):
                 continue
             done = 0
             for started in executor.launch_in_chunks(batch, envs):
                 chunk, done = batch[done:done + len(started)], done + len(started)
                 self._group_commit(lambda c=chunk, r=started: self._record_starts(c, r))
-
-    def _work_may_come(self) -> bool:
-        """Whether the manager may have work while the keeper spawns (jobs run here,
-        whose exits come; the inbox holds some): then it does not wait for the answers.
-        Otherwise it waits, and reads them itself: a lone start (an idle node) gets its
-        answer without a hop through another thread and another batch of the inbox."""
-        return len(self._active) > len(self.launching) or not self._inbox.empty()
 
     def _launched(self, run: object, jobs: list[Any], results: list[Any]) -> None:
         """The keeper's answers (its client's thread). Those asked by an earlier run of

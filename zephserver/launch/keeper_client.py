@@ -5,9 +5,8 @@ Two connections. On "requests", ``spawn_later`` sends a batch and returns; a thr
 ("zeph-keeper-answers") reads the keeper's answers, a chunk of spawns at a time, and gives
 each to the batch's ``on_chunk`` (the keeper answers requests in the order they came, so
 the answers are matched to the batches first in, first out). The caller goes on with its
-own work while the keeper spawns: the job manager records the exits of the jobs before,
-and plans the next, instead of waiting. ``spawn_in_chunks`` waits, and reads the answers
-itself when no such batch is unanswered (one thread hop less). On "events",
+own work while the keeper spawns: the job manager records the jobs before, and the exits
+of the ones before, instead of waiting. ``spawn_in_chunks`` waits for them. On "events",
 a thread ("zeph-keeper") hears each exit and gives it to ``on_exit(pid, code)``. If the
 keeper goes away (killed), ``on_lost(pids)`` gets the pids it still had: they run on
 without a parent that records their status, and are watched like any other process.
@@ -52,7 +51,6 @@ class KeeperClient:
         self._ended_first: set[int] = set()  # ended before their spawn's answer was read
         self._children_lock = threading.Lock()
         self._lock = threading.Lock()  # one request at a time; guards the connections
-        self._asked = threading.Condition(self._lock)  # a batch for the answers' thread
         self._sock: socket.socket | None = None  # requests
         # each batch sent on _sock and not wholly answered yet, in the order sent (the
         # connection's own: its answers' thread tells them if it ends)
@@ -99,7 +97,6 @@ class KeeperClient:
             old, self._events, self._sock = self._events, events, sock
             if old is not None:
                 old.close()
-            self._asked.notify_all()  # (an earlier connection's answers' thread ends)
             self._batches = collections.deque()
             threading.Thread(target=self._read_answers, args=(sock, self._batches),
                              name="zeph-keeper-answers", daemon=True).start()
@@ -206,57 +203,22 @@ class KeeperClient:
 
     def spawn_in_chunks(self, requests: list[dict], groups: list[str] | None = None
                         ) -> Iterator[list[dict]]:
-        """``spawn``'s results in the order asked, a chunk as soon as the keeper has it.
-        With no batch of ``spawn_later`` unanswered, the answers are read here, on the
-        caller's thread (no hop through the answers' thread: a lone start is a tenth of a
-        millisecond sooner); otherwise after those, through that thread."""
-        with self._lock:
-            if self._sock is None:
-                raise KeeperLost("no keeper")
-            if not self._batches:
-                yield from self._spawn_here(self._sock, requests, groups)
-                return
+        """``spawn``'s results in the order asked, a chunk as soon as the keeper has it."""
         chunks: queue.SimpleQueue = queue.SimpleQueue()
         self.spawn_later(requests, groups, lambda *chunk: chunks.put(chunk))
         more = True
         while more:
             try:
-                results, more, lost = chunks.get(timeout=2 * REPLY_TIMEOUT)
-            except queue.Empty:  # (the answers' thread gives up after REPLY_TIMEOUT)
-                raise KeeperLost("the keeper did not answer") from None
+                results, more, lost = chunks.get(timeout=REPLY_TIMEOUT)
+            except queue.Empty:
+                with self._lock:
+                    if self._sock is not None:  # (its answers' thread ends, and tells)
+                        with contextlib.suppress(OSError):
+                            self._sock.shutdown(socket.SHUT_RDWR)
+                raise KeeperLost(f"the keeper did not answer in {REPLY_TIMEOUT:g}s") from None
             if lost is not None:
                 raise lost
             yield results
-
-    def _spawn_here(self, sock: socket.socket, requests: list[dict],
-                    groups: list[str] | None) -> Iterator[list[dict]]:
-        """(Under the lock: the answers' thread waits for a batch meanwhile.)"""
-        frames, more = keeper.Frames(), True
-        try:
-            self._send(sock, {"op": "spawn", "jobs": requests, "groups": groups or []})
-            while more:
-                answer = self._answer(sock, frames)
-                more = answer.get("more", False)
-                self._started(answer["results"])
-                yield answer["results"]
-        except KeeperLost:
-            self._drop(sock)
-            raise
-        finally:
-            while more and self._sock is sock:  # the caller stopped early: stay in step
-                try:
-                    more = self._answer(sock, frames).get("more", False)
-                except KeeperLost:
-                    self._drop(sock)
-
-    def _drop(self, sock: socket.socket) -> None:
-        """(Under the lock.) The requests connection failed: the next launch connects
-        again; its answers' thread ends."""
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-        if self._sock is sock:
-            self._sock = None
-        self._asked.notify_all()
 
     def spawn_later(self, requests: list[dict], groups: list[str] | None,
                     on_chunk: OnChunk) -> None:
@@ -273,30 +235,25 @@ class KeeperClient:
                                         "groups": groups or []})
             except KeeperLost:
                 self._batches.pop()
-                self._drop(self._sock)
+                with contextlib.suppress(OSError):  # (its answers' thread closes it)
+                    self._sock.shutdown(socket.SHUT_RDWR)
+                self._sock = None  # (the next launch connects again)
                 raise
-            self._asked.notify_all()
 
     def _read_answers(self, sock: socket.socket,
                       batches: "collections.deque[OnChunk]") -> None:
-        """The answers' thread of one requests connection: reads while batches of
-        ``spawn_later`` wait for answers (none waiting: the socket is left to
-        ``spawn_in_chunks``), gives each answer to its batch, and tells the batches left
-        unanswered when the connection ends."""
+        """The answers' thread of one requests connection: each answer to the batch it
+        belongs to; the batches left unanswered when the connection ends are told so."""
         frames = keeper.Frames()
         lost = KeeperLost("the keeper closed the connection")
         try:
             while True:
-                with self._lock:
-                    while not batches and self._sock is sock:
-                        self._asked.wait()
-                    if self._sock is not sock:  # closed, failed or replaced
-                        break
                 try:
                     data = sock.recv(1 << 16)
                 except TimeoutError:  # (the socket's timeout: _send)
                     with self._lock:
-                        late = time.monotonic() - self._answered_at >= REPLY_TIMEOUT
+                        late = bool(batches) and (time.monotonic() - self._answered_at
+                                                  >= REPLY_TIMEOUT)
                     if late:
                         lost = KeeperLost(f"the keeper did not answer in {REPLY_TIMEOUT:g}s")
                         break
@@ -377,7 +334,6 @@ class KeeperClient:
                         own.shutdown(socket.SHUT_RDWR)  # (wakes its reading thread)
                     own.close()
             self._sock = self._events = self._pid = None
-            self._asked.notify_all()
         with self._children_lock:
             lost, self.children = self.children, set()
             self._ended_first.clear()
@@ -397,4 +353,3 @@ class KeeperClient:
                         sock.shutdown(socket.SHUT_RDWR)
                     sock.close()
             self._sock = self._events = None
-            self._asked.notify_all()
