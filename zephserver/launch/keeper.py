@@ -324,7 +324,7 @@ class Keeper:
 
     def _read(self, conn: socket.socket) -> None:
         try:
-            data = conn.recv(1 << 20)
+            data = conn.recv(1 << 16)  # (under the mmap threshold: 1 MiB was mapped per read)
             messages = self.frames[conn].feed(data) if data else None
         except (OSError, ValueError):
             messages = None
