@@ -376,3 +376,30 @@ def test_a_batch_the_keeper_never_answers_is_told_the_keeper_is_gone(work):
         assert kc.pid != stopped
         [again] = kc.spawn([request(work, "again", ["/bin/true"])])
         assert exits.wait(again["pid"]) == 0
+
+
+def test_a_batch_a_wedged_keeper_does_not_answer_is_given_up_after_the_reply_timeout(
+        work, monkeypatch):
+    """A keeper that stops answering (SIGSTOP here) holds a batch at most REPLY_TIMEOUT:
+    then the batch hears it is lost, naming the wait (its jobs fail saying so, unless
+    their pid files show they started)."""
+    from zephserver.launch import keeper_client
+
+    monkeypatch.setattr(keeper_client, "REPLY_TIMEOUT", 0.5)
+    told: list = []
+    heard = threading.Event()
+
+    def on_chunk(results, more, lost):
+        told.append(lost)
+        heard.set()
+
+    with connected(work) as (kc, _):
+        stopped = kc.pid
+        os.kill(stopped, signal.SIGSTOP)
+        try:
+            kc.spawn_later([request(work, "late", ["/bin/true"])], None, on_chunk)
+            assert heard.wait(10)
+        finally:
+            os.kill(stopped, signal.SIGKILL)
+        [lost] = told
+        assert str(lost) == "the keeper did not answer in 0.5s"
