@@ -350,30 +350,44 @@ def test_batches_asked_back_to_back_are_each_answered_in_order(work):
                 assert exits.wait(answer["pid"]) == 0
 
 
+class Told:
+    """A batch's ``on_chunk``: what it was told, and whether the last of it came."""
+
+    def __init__(self) -> None:
+        self.calls: list = []
+        self.ended = threading.Event()
+
+    def __call__(self, results, more, lost) -> None:
+        self.calls.append((results, more, lost))
+        if not more:
+            self.ended.set()
+
+
+@contextlib.contextmanager
+def stopped(kc):
+    """Within, the keeper of ``kc`` is stopped (SIGSTOP); then it is killed."""
+    pid = kc.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield pid
+    finally:
+        os.kill(pid, signal.SIGKILL)
+
+
 def test_a_batch_the_keeper_never_answers_is_told_the_keeper_is_gone(work):
     """The keeper stops (SIGSTOP) before it reads a batch, then is killed: the batch hears
     it is lost, naming why; the next launch starts a new keeper."""
-    told: list = []
-    heard = threading.Event()
-
-    def on_chunk(results, more, lost):
-        told.append((results, more, lost))
-        heard.set()
-
+    told = Told()
     with connected(work) as (kc, exits):
-        stopped = kc.pid
-        os.kill(stopped, signal.SIGSTOP)
-        try:
-            kc.spawn_later([request(work, "never", ["/bin/true"])], None, on_chunk)
-        finally:
-            os.kill(stopped, signal.SIGKILL)
-        assert heard.wait(10)
-        [(results, more, lost)] = told
+        with stopped(kc) as keeper_pid:
+            kc.spawn_later([request(work, "never", ["/bin/true"])], None, told)
+        assert told.ended.wait(10)
+        [(results, more, lost)] = told.calls
         assert (results, more) == ([], False)
         assert "the keeper" in str(lost)
         assert not (work / "never.log").exists()
         kc.connect()
-        assert kc.pid != stopped
+        assert kc.pid != keeper_pid
         [again] = kc.spawn([request(work, "again", ["/bin/true"])])
         assert exits.wait(again["pid"]) == 0
 
@@ -386,20 +400,9 @@ def test_a_batch_a_wedged_keeper_does_not_answer_is_given_up_after_the_reply_tim
     from zephserver.launch import keeper_client
 
     monkeypatch.setattr(keeper_client, "REPLY_TIMEOUT", 0.5)
-    told: list = []
-    heard = threading.Event()
-
-    def on_chunk(results, more, lost):
-        told.append(lost)
-        heard.set()
-
-    with connected(work) as (kc, _):
-        stopped = kc.pid
-        os.kill(stopped, signal.SIGSTOP)
-        try:
-            kc.spawn_later([request(work, "late", ["/bin/true"])], None, on_chunk)
-            assert heard.wait(10)
-        finally:
-            os.kill(stopped, signal.SIGKILL)
-        [lost] = told
-        assert str(lost) == "the keeper did not answer in 0.5s"
+    told = Told()
+    with connected(work) as (kc, _), stopped(kc):
+        kc.spawn_later([request(work, "late", ["/bin/true"])], None, told)
+        assert told.ended.wait(10)
+    [(_, _, lost)] = told.calls
+    assert str(lost) == "the keeper did not answer in 0.5s"
