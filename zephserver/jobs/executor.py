@@ -166,8 +166,8 @@ class LocalExecutor:
             return
         batch, lost = _Answers(self, jobs, requests), ""
         try:
-            for chunk in (keeper.spawn_in_chunks(batch.asked(), self._shared())
-                          if batch.asked() else ()):
+            for chunk in (keeper.spawn_in_chunks(batch.asked, self._shared())
+                          if batch.asked else ()):
                 yield batch.take(chunk)[1]
         except KeeperLost as exc:
             lost = str(exc)
@@ -189,11 +189,11 @@ class LocalExecutor:
             taken = batch.take(chunk) if lost is None else batch.rest(str(lost))
             if taken[0]:
                 deliver(*taken)
-        if not batch.asked():  # every one was refused
+        if not batch.asked:  # every one was refused
             deliver(*batch.rest(""))
             return True
         try:
-            keeper.spawn_later(batch.asked(), self._shared(), on_chunk)
+            keeper.spawn_later(batch.asked, self._shared(), on_chunk)
         except KeeperLost as exc:
             on_chunk([], False, exc)
         return True
@@ -480,11 +480,9 @@ class _Answers:
                  requests: list[dict | SpawnError]) -> None:
         self.executor, self.jobs, self.requests = executor, jobs, requests
         self._asked = [i for i, r in enumerate(requests) if isinstance(r, dict)]
+        self.asked: list[dict] = [requests[i] for i in self._asked]  # type: ignore[misc]
         self._answers: dict[str, dict] = {}
         self._done = 0  # jobs whose results were given
-
-    def asked(self) -> list[dict]:
-        return [self.requests[i] for i in self._asked]  # type: ignore[misc]
 
     def take(self, chunk: list[dict]) -> tuple[list[Any], list[Spawned | SpawnError]]:
         """The jobs this chunk answers (up to the last one answered: the keeper answers

@@ -5,8 +5,8 @@ with the reason, or handed to a scheduler that reports it later).
 Where the keeper starts the jobs, the manager asks and goes on: the keeper's answers come
 back through the inbox a chunk at a time, and meanwhile the manager records the exits
 before them and plans the next batch, so the keeper spawns while the manager works rather
-than each waiting on the other (short jobs: 0.50-0.55 of sequential Popen waiting,
-0.60-0.64 not). Until its start is recorded a job is held as launching
+than each waiting on the other (short jobs, 5 interleaved passes: a median 0.53 of
+sequential Popen waiting, 0.60 not). Until its start is recorded a job is held as launching
 (``Active.launching``): the queue counts what it holds, and a stop asked meanwhile is
 applied once it has a process.
 """
@@ -31,8 +31,12 @@ class Launches:
 
     _active: dict
     _env: dict
-    launching: set  # ids of the jobs whose start is not recorded yet
     run: object  # this run of the service's main()
+
+    @property
+    def launching(self) -> bool:
+        """Whether a start is not recorded yet (the keeper has not answered)."""
+        return any(active.launching for active in self._active.values())
 
     def _launch(self, prepared: list[Any]) -> None:
         """Start jobs committed as STARTING: asked of the keeper, recorded as its answers
@@ -47,7 +51,6 @@ class Launches:
             envs = [self._env.pop(job.pk) for job in batch]
             for job in batch:
                 self._active[job.pk] = Active(job, self.apps.get(job.app), launching=True)
-                self.launching.add(job.pk)
             launch_later = getattr(executor, "launch_later", None)
             if launch_later is not None and launch_later(batch, envs, answered):
                 continue
@@ -68,7 +71,6 @@ class Launches:
             self.execute(self._started, (job, result), None)
 
     def _started(self, job: Any, result: Any) -> None:
-        self.launching.discard(job.pk)
         launching = self._active.get(job.pk)
         if launching is None:
             self._given_up_while_starting(job, result)

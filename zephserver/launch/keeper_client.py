@@ -5,8 +5,8 @@ Two connections. On "requests", ``spawn_later`` sends a batch and returns; a thr
 ("zeph-keeper-answers") reads the keeper's answers, a chunk of spawns at a time, and gives
 each to the batch's ``on_chunk`` (the keeper answers requests in the order they came, so
 the answers are matched to the batches first in, first out). The caller goes on with its
-own work while the keeper spawns: the job manager records the jobs before, and the exits
-of the ones before, instead of waiting. ``spawn_in_chunks`` waits for them. On "events",
+own work while the keeper spawns (the job manager records the exits of the jobs before
+and plans the next) instead of waiting; ``spawn_in_chunks`` waits. On "events",
 a thread ("zeph-keeper") hears each exit and gives it to ``on_exit(pid, code)``. If the
 keeper goes away (killed), ``on_lost(pids)`` gets the pids it still had: they run on
 without a parent that records their status, and are watched like any other process.

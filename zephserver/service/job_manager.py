@@ -68,8 +68,7 @@ class JobManagerService(Launches, InteractiveApi, ExecutorReports, ProgressUpdat
         TransactionalActor.__init__(self)
         Service.__init__(self)
         self._active: dict[int, Active] = {}
-        self.launching: set[int] = set()  # (jobs.launches)
-        self.run = object()
+        self.run = object()  # (jobs.launches)
         self.waiting = WaitingQueue()
         self._needs_plan = False
         self._plan_ran = False  # (in this batch: what waited for a plan may be answered)
@@ -141,7 +140,6 @@ class JobManagerService(Launches, InteractiveApi, ExecutorReports, ProgressUpdat
                 executor.close()
             self.tail.close()
             self._active.clear()
-            self.launching.clear()
             self.waiting.clear()
             from django.db import close_old_connections
             close_old_connections()
@@ -375,7 +373,7 @@ class JobManagerService(Launches, InteractiveApi, ExecutorReports, ProgressUpdat
         submits then starts together), but never more than PLAN_MAX_DELAY under a steady
         stream; with nothing being launched, it plans at once (the keeper starts the
         first jobs of a burst while the manager takes in the rest)."""
-        if not self._needs_plan or (self.launching and not self._inbox.empty()
+        if not self._needs_plan or (not self._inbox.empty() and self.launching
                                     and not self.interactive.pending
                                     and time.monotonic() - self._planned < PLAN_MAX_DELAY):
             return []
