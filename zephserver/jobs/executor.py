@@ -19,6 +19,7 @@ as, launch.accounts; None: the daemon's account), and after the start ``pid``,
 import contextlib
 import logging
 import os
+import queue
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -156,30 +157,25 @@ class LocalExecutor:
                          ) -> Iterator[list[Spawned | SpawnError]]:
         """``launch``'s results, the first jobs' as soon as they are known (the keeper
         answers in chunks, and spawns the next ones while the caller records these)."""
-        keeper = self._keeper()
-        requests = self._requests(jobs, envs, by_keeper=keeper is not None)
-        if keeper is None:
-            # Start times are read after the last spawn: read at once, /proc/PID/stat waits
-            # on the exec under way (about twice the cost).
-            yield with_start_times([self._spawn_under_shim(r) if isinstance(r, dict) else r
-                                    for r in requests])
+        chunks: queue.SimpleQueue = queue.SimpleQueue()
+        if self.launch_later(jobs, envs, lambda _jobs, results: chunks.put(results)):
+            given = 0
+            while given < len(jobs):  # (every job's result comes: KeeperClient.spawn_later)
+                results = chunks.get()
+                given += len(results)
+                yield results
             return
-        batch, lost = _Answers(self, jobs, requests), ""
-        try:
-            for chunk in (keeper.spawn_in_chunks(batch.asked, self._shared())
-                          if batch.asked else ()):
-                yield batch.take(chunk)[1]
-        except KeeperLost as exc:
-            lost = str(exc)
-        rest = batch.rest(lost)
-        if rest[0]:
-            yield rest[1]
+        # Start times are read after the last spawn: read at once, /proc/PID/stat waits on
+        # the exec under way (about twice the cost).
+        yield with_start_times([self._spawn_under_shim(r) if isinstance(r, dict) else r
+                                for r in self._requests(jobs, envs, by_keeper=False)])
 
     def launch_later(self, jobs: list[Any], envs: list[dict[str, str]],
                      deliver: Callable[[list[Any], list[Spawned | SpawnError]], None]) -> bool:
         """``launch_in_chunks`` without waiting: each chunk's jobs and results go to
         ``deliver`` as the keeper answers (from its answers' thread, or from this one).
-        False, and nothing done: no keeper (``launch_in_chunks`` starts them)."""
+        False, and nothing done: no keeper (``launch_in_chunks`` starts them under the
+        shim)."""
         keeper = self._keeper()
         if keeper is None:
             return False

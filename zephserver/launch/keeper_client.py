@@ -208,14 +208,9 @@ class KeeperClient:
         self.spawn_later(requests, groups, lambda *chunk: chunks.put(chunk))
         more = True
         while more:
-            try:
-                results, more, lost = chunks.get(timeout=REPLY_TIMEOUT)
-            except queue.Empty:
-                with self._lock:
-                    if self._sock is not None:  # (its answers' thread ends, and tells)
-                        with contextlib.suppress(OSError):
-                            self._sock.shutdown(socket.SHUT_RDWR)
-                raise KeeperLost(f"the keeper did not answer in {REPLY_TIMEOUT:g}s") from None
+            # (the answers' thread tells every batch how it ends, a keeper that does not
+            # answer included: after REPLY_TIMEOUT)
+            results, more, lost = chunks.get()
             if lost is not None:
                 raise lost
             yield results
@@ -223,7 +218,8 @@ class KeeperClient:
     def spawn_later(self, requests: list[dict], groups: list[str] | None,
                     on_chunk: OnChunk) -> None:
         """Ask for ``spawn``; its answers go to ``on_chunk``, from the answers' thread.
-        Raises KeeperLost (on_chunk is then never called) if the request cannot be sent."""
+        Raises KeeperLost (on_chunk is then never called) if the request cannot be sent;
+        otherwise ``on_chunk`` hears how it ends, whatever happens to the keeper."""
         with self._lock:
             if self._sock is None:
                 raise KeeperLost("no keeper")
@@ -267,7 +263,7 @@ class KeeperClient:
                         on_chunk = batches[0] if more else batches.popleft()
                     self._started(results)
                     self._tell(on_chunk, results, more, None)
-        except (OSError, ValueError, KeyError, IndexError) as exc:
+        except Exception as exc:  # (a broken answer too: the batches are told below)
             lost = KeeperLost(f"the keeper did not answer: {exc}")
         with self._lock:
             if sock is self._sock:  # (the next launch connects again)
