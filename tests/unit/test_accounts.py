@@ -60,3 +60,23 @@ def test_what_a_launch_runs_as():
     assert daemon.switch() == ["/usr/bin/setpriv", f"--reuid={daemon.uid}",
                                f"--regid={daemon.gid}", "--init-groups", "--"]
     assert daemon.env() == {"HOME": daemon.home, "USER": "daemon", "LOGNAME": "daemon"}
+
+
+def test_an_account_is_looked_up_again_once_its_entry_is_old(monkeypatch):
+    from zephserver.launch import accounts
+
+    looked = []
+    real = accounts.pwd.getpwnam
+    monkeypatch.setattr(accounts.pwd, "getpwnam", lambda name: looked.append(name) or real(name))
+    accounts._known.clear()
+    assert Account.named("nobody") == Account.named("nobody")  # a burst of launches: once
+    assert looked == ["nobody"]
+    accounts._known["nobody"] = (accounts._known["nobody"][0],
+                                 accounts._known["nobody"][1] - accounts.ACCOUNT_CACHE_TTL)
+    Account.named("nobody")
+    assert looked == ["nobody", "nobody"]
+    with pytest.raises(KeyError):  # (a missing one is never remembered)
+        Account.named("no-such-account-zeph")
+    with pytest.raises(KeyError):
+        Account.named("no-such-account-zeph")
+    assert looked.count("no-such-account-zeph") == 2

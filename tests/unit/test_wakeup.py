@@ -3,6 +3,7 @@ import threading
 import pytest
 
 from tests.support.poll import poll_until
+from zephserver.infra import held_wakes
 from zephserver.launch.wakeup import WAKE, WakeableSelector
 
 pytestmark = pytest.mark.timeout(30)
@@ -43,3 +44,42 @@ def test_wake_ups_from_other_threads_always_end_a_wait():
         selector.wake()
         thread.join(10)
         selector.close()
+
+
+def test_wake_ups_held_through_a_burst_happen_once_at_its_end():
+    woken = []
+
+    def wake():
+        woken.append(threading.get_ident())
+
+    assert held_wakes.defer(wake) is False  # outside a block: the caller wakes now
+    with held_wakes.held():
+        for _ in range(50):
+            assert held_wakes.defer(wake) is True
+        with held_wakes.held():  # nested: the outer block wakes
+            assert held_wakes.defer(wake) is True
+        assert woken == []
+    assert woken == [threading.get_ident()]
+
+
+def test_a_held_wake_up_happens_even_when_the_burst_fails():
+    woken = []
+
+    def burst():
+        with held_wakes.held():
+            held_wakes.defer(lambda: woken.append(1))
+            raise RuntimeError("a publish failed")
+
+    with pytest.raises(RuntimeError):
+        burst()
+    assert woken == [1]
+    assert held_wakes.defer(lambda: woken.append(2)) is False  # (the block is over)
+
+
+def test_wake_ups_are_held_only_for_the_thread_in_the_block():
+    seen = []
+    with held_wakes.held():
+        thread = threading.Thread(target=lambda: seen.append(held_wakes.defer(print)))
+        thread.start()
+        thread.join()
+    assert seen == [False]

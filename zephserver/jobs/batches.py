@@ -17,6 +17,7 @@ from typing import Any
 from zephserver.actor import Actor
 from zephserver.database import unavailable_reason
 from zephserver.errors import RpcCode, RpcError
+from zephserver.infra import held_wakes
 
 log = logging.getLogger("zephserver.service.job_manager")
 BACKOFF_FIRST, BACKOFF_MAX = 0.1, 5.0  # seconds between tries while the database is busy
@@ -85,18 +86,19 @@ class TransactionalActor(Actor):
             announced, self._announced = self._announced, {}
             after, self._committed = self._committed, []
             self._batching = False
-        for job in unpublished.values():
-            self.feed.send_update(job)
-        for job in announced.values():
-            if job.pk not in unpublished and began:
-                self.feed.send_queue(job)
-        for future, result, exc in deferred:
-            if future is None:
-                continue
-            if exc is None:
-                future.set_result(result)
-            else:
-                future.set_exception(exc)
+        with held_wakes.held():  # (the updates and replies: one wake-up of the loop)
+            for job in unpublished.values():
+                self.feed.send_update(job)
+            for job in announced.values():
+                if job.pk not in unpublished and began:
+                    self.feed.send_queue(job)
+            for future, result, exc in deferred:
+                if future is None:
+                    continue
+                if exc is None:
+                    future.set_result(result)
+                else:
+                    future.set_exception(exc)
         for fn in after if committed else ():
             try:
                 fn()

@@ -26,6 +26,7 @@ from tornado.wsgi import WSGIContainer
 from zephserver import memory, metrics
 from zephserver.http import legacy_ws, ws
 from zephserver.http.django_fallback import DjangoHandler
+from zephserver.infra import held_wakes
 from zephserver.infra.cluster import node_urls
 from zephserver.infra.service import Service
 
@@ -84,8 +85,13 @@ class WebSocketService(Service):
         elif wake:
             if on_loop:  # drained once this turn's events are handled, without a wake-up
                 loop.asyncio_loop.call_soon(self._flush_outbox)  # type: ignore[attr-defined]
-            else:
+            elif not held_wakes.defer(self._wake):  # (a burst: woken once, at its end)
                 loop.add_callback(self._flush_outbox)
+
+    def _wake(self) -> None:
+        loop = self.loop
+        if loop is not None:
+            loop.add_callback(self._flush_outbox)
 
     def _new_turn(self) -> None:
         self._sent_this_turn = False
