@@ -1,5 +1,6 @@
-"""``Job.insert_new``: a burst of new records in one INSERT, on a real SQLite database (in
-a child process: Django is configured once per process)."""
+"""``Job.insert_new``, ``insert`` and ``persist`` (plain SQL, ``web.rows``): a burst of new
+records in one INSERT, on a real SQLite database (in a child process: Django is configured
+once per process)."""
 
 import pytest
 
@@ -30,12 +31,13 @@ with transaction.atomic(), recording_writes() as writes:
     refused[0].save()  # the transaction is still usable: the others go one by one
     print("then", refused[0].pk is not None, Job.objects.count())
 seen = []
-def record(execute, sql, params, many, context):
+def record(sql):  # (what SQLite itself runs: the INSERTs bypass Django's cursor)
     seen.append(sql.split(" (")[0] if sql.startswith("INSERT") else sql)
-    return execute(sql, params, many, context)
-with transaction.atomic(), connection.execute_wrapper(record):
+with transaction.atomic():
+    connection.connection.set_trace_callback(record)
     for count in (37, 37, 5):
         Job.insert_new([new("QUEUED") for _ in range(count)])
+    connection.connection.set_trace_callback(None)
 print("statements", sorted(set(seen)), seen.count('INSERT INTO "zephweb_job"'))
 try:
     with transaction.atomic():

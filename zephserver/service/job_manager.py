@@ -288,7 +288,7 @@ class JobManagerService(Launches, InteractiveApi, ExecutorReports, ProgressUpdat
 
     def _queue_new(self, job: Any) -> dict:
         if job.pk is None:  # (else written with its batch: Job.insert_new)
-            job.save()
+            job.insert()
         log.info("job %d (%s, %s) submitted", job.pk, job.app, job.owner.username,
                  extra={"job": job.pk})
         self.enqueue(job)
