@@ -38,7 +38,7 @@ VERSION = 3  # 3: it makes a job's group it is asked to enter
 HEADER = struct.Struct("!I")
 MAX_FRAME = 256 << 20
 FIRST_CONNECTION_WAIT = 30.0  # seconds a keeper nobody connected to yet waits
-CHUNK = 8  # spawns answered at a time in a batch
+CHUNK = 16  # spawns answered at a time in a batch (16, not 8: the manager's time a job -5 %)
 # What a program starts with at its default (ignored ones stay ignored across exec: the
 # keeper's own, Python's SIGPIPE and SIGXFSZ, and SIGQUIT from the shell that started it).
 DEFAULT_SIGNALS = (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGQUIT,
