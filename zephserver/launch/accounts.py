@@ -33,8 +33,8 @@ class Account:
     @classmethod
     def named(cls, name: str) -> "Account":
         """Raises KeyError if there is no such account. Remembered for a few seconds:
-        every launch asks, and each look-up reads the account database through NSS
-        (a tenth of the job manager's time in a burst of 100 starts)."""
+        every launch asks (on the job manager's thread), and each look-up opens and reads
+        the account database through NSS."""
         now = time.monotonic()
         hit = _known.get(name)
         if hit is not None and now - hit[1] < ACCOUNT_CACHE_TTL:
