@@ -165,17 +165,21 @@ class LocalExecutor:
                 given += len(results)
                 yield results
             return
+        yield self.launch_under_shim(jobs, envs)
+
+    def launch_under_shim(self, jobs: list[Any], envs: list[dict[str, str]]
+                          ) -> list[Spawned | SpawnError]:
+        """Start ``jobs`` now, each under the ``/bin/sh`` shim (no keeper); their results."""
         # Start times are read after the last spawn: read at once, /proc/PID/stat waits on
         # the exec under way (about twice the cost).
-        yield with_start_times([self._spawn_under_shim(r) if isinstance(r, dict) else r
-                                for r in self._requests(jobs, envs, by_keeper=False)])
+        return with_start_times([self._spawn_under_shim(r) if isinstance(r, dict) else r
+                                 for r in self._requests(jobs, envs, by_keeper=False)])
 
     def launch_later(self, jobs: list[Any], envs: list[dict[str, str]],
                      deliver: Callable[[list[Any], list[Spawned | SpawnError]], None]) -> bool:
         """``launch_in_chunks`` without waiting: each chunk's jobs and results go to
         ``deliver`` as the keeper answers (from its answers' thread, or from this one).
-        False, and nothing done: no keeper (``launch_in_chunks`` starts them under the
-        shim)."""
+        False, and nothing done: no keeper (``launch_under_shim`` starts them)."""
         keeper = self._keeper()
         if keeper is None:
             return False

@@ -52,10 +52,14 @@ class Launches:
             for job in batch:
                 self._active[job.pk] = Active(job, self.apps.get(job.app), launching=True)
             launch_later = getattr(executor, "launch_later", None)
-            if launch_later is not None and launch_later(batch, envs, answered):
+            if launch_later is None:
+                chunks = executor.launch_in_chunks(batch, envs)
+            elif launch_later(batch, envs, answered):
                 continue
+            else:  # no keeper (it was just asked for: not again, which may start one)
+                chunks = iter([executor.launch_under_shim(batch, envs)])
             done = 0
-            for started in executor.launch_in_chunks(batch, envs):
+            for started in chunks:
                 chunk, done = batch[done:done + len(started)], done + len(started)
                 self._group_commit(lambda c=chunk, r=started: self._record_starts(c, r))
 

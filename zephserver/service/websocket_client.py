@@ -86,7 +86,7 @@ class WebSocketService(Service):
             if on_loop:  # drained once this turn's events are handled, without a wake-up
                 loop.asyncio_loop.call_soon(self._flush_outbox)  # type: ignore[attr-defined]
             elif not held_wakes.defer(self._wake):  # (a burst: woken once, at its end)
-                loop.add_callback(self._flush_outbox)
+                self._wake()
 
     def _wake(self) -> None:
         loop = self.loop
