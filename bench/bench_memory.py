@@ -35,8 +35,9 @@ def quiet_rss(pid: int) -> float:
 
 
 # The floor under "RSS fresh": an interpreter that loads what every daemon loads (tornado's
-# servers, prometheus_client, Django set up as the daemon sets it up, its WSGI handler) under
-# the daemon's allocator settings, and runs nothing of zephserver's services.
+# servers, prometheus_client, Django set up as the daemon sets it up: its apps and models;
+# the daemon loads Django's request handler only for the first web request) under the
+# daemon's allocator settings, and runs nothing of zephserver's services.
 LIBRARY_FLOOR = """
 import sys, tempfile
 sys.modules.setdefault("curses", None)
@@ -46,9 +47,6 @@ import prometheus_client, tornado.httpserver, tornado.web, tornado.websocket, to
 from zephserver.config import settings_from_values
 from zephserver.web.django_setup import setup_django
 setup_django(settings_from_values(DATA_DIR=tempfile.mkdtemp()))
-from django.contrib.staticfiles.handlers import StaticFilesHandler
-from django.core.wsgi import get_wsgi_application
-handler = StaticFilesHandler(get_wsgi_application())
 memory.give_back_now()
 print("loaded", flush=True)
 sys.stdin.read()

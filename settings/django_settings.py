@@ -50,6 +50,11 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
 
+# The daemon configures logging itself (zephserver/logs.py); Django's records reach it
+# through the root logger. Django's own configuration would add a mail handler that
+# loads the debug views and a template engine at start, for an ADMINS list that is empty.
+LOGGING_CONFIG = None
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True

@@ -25,22 +25,17 @@ from tornado.wsgi import WSGIContainer
 
 from zephserver import memory, metrics
 from zephserver.http import legacy_ws, ws
-from zephserver.http.django_fallback import DjangoHandler
+from zephserver.http.django_fallback import (
+    BuiltOnFirstCall,
+    DjangoHandler,
+    django_wsgi,
+    strip_header_values,
+)
 from zephserver.infra import held_wakes
 from zephserver.infra.cluster import node_urls
 from zephserver.infra.service import Service
 
 log = logging.getLogger(__name__)
-
-
-def strip_header_values(app: Any) -> Any:
-    """Django's Set-Cookie values can start with a space, which tornado rejects (the request
-    then hangs); strip every header value on the way out."""
-    def wrapped(environ: dict, start_response: Any) -> Any:
-        def start(status: str, headers: list, exc_info: Any = None) -> Any:
-            return start_response(status, [(k, v.strip()) for k, v in headers], exc_info)
-        return app(environ, start)
-    return wrapped
 
 
 class WebSocketService(Service):
@@ -105,9 +100,6 @@ class WebSocketService(Service):
     def main(self) -> None:
         assert self.ctx is not None
         s = self.ctx.settings
-        from django.contrib.staticfiles.handlers import StaticFilesHandler
-        from django.core.wsgi import get_wsgi_application
-
         self.node = s.NODE_NAME
         self.allowed_origins = set(s.WS_ALLOWED_ORIGINS)
         if len(s.CLUSTER_SERVER_LIST) >= 2:  # a page of one node may move to another
@@ -119,8 +111,8 @@ class WebSocketService(Service):
         self.loop = IOLoop.current()
         self._loop_thread = threading.get_ident()
         self.closed = asyncio.Event()
-        django_app = WSGIContainer(strip_header_values(StaticFilesHandler(
-            get_wsgi_application())), executor=wsgi_executor)
+        django_app = WSGIContainer(strip_header_values(BuiltOnFirstCall(django_wsgi)),
+                                   executor=wsgi_executor)
         self.api_executor = ThreadPoolExecutor(8, thread_name_prefix="zeph-api")
         routes = [(pattern, handler, {"service": self})
                   for pattern, handler in self.ctx.http_routes()]
