@@ -3,7 +3,8 @@ admin pages), through tornado's WSGI container, with the body bounded.
 
 Django's request handling (its handler, the middleware, the debug views and their
 template engine) is loaded by the first web request, not at start: a node driven only by
-scripts and JSON-RPC never pays for it (1 MiB of the daemon's memory, 50 ms once).
+scripts and JSON-RPC never pays for it (0.9 MiB of the daemon's memory; the first page
+takes 10-20 ms longer).
 
 tornado's own ``FallbackHandler`` hands over a request whose body it has read whole (up
 to 100 MB by default) before Django can say no. Here the body is streamed: a declared
