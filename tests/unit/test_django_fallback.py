@@ -28,7 +28,8 @@ def test_built_by_the_first_request_not_before_and_once():
         == [b"hi ", b"/a"]
     assert lazy({"PATH_INFO": "/b"}, lambda status, headers: started.append(status)) \
         == [b"hi ", b"/b"]
-    assert builds == [1] and started == ["200 OK", "200 OK"]
+    assert builds == [1]
+    assert started == ["200 OK", "200 OK"]
 
 
 def test_requests_arriving_during_the_build_wait_for_it_and_it_happens_once():
