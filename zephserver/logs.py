@@ -131,4 +131,7 @@ def configure_logging(path: str, level: str | dict[str, str], fmt: str, node: st
         handler.addFilter(ContextFilter(node))
         root.addHandler(handler)
     logging.getLogger("tornado.access").setLevel(logging.WARNING)
+    # Django's at INFO, as its own logging configuration had them (its template engine
+    # logs every unresolved variable at DEBUG); LOG_LEVEL may name "django" to change it.
+    logging.getLogger("django").setLevel(logging.INFO)
     apply_levels(level)

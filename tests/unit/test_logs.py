@@ -10,6 +10,7 @@ from zephserver.logs import (
     JsonFormatter,
     TextFormatter,
     apply_levels,
+    configure_logging,
     for_request,
     levels,
 )
@@ -70,3 +71,25 @@ def test_log_level_per_logger():
     assert check({"": "INFO", "a.b": "DEBUG"}, Settings({})) == []
     assert check({"a.b": "LOUD"}, Settings({}))
     assert check({}, Settings({}))
+
+
+def test_django_logs_at_info_unless_log_level_names_it(tmp_path):
+    root, django = logging.getLogger(), logging.getLogger("django")
+    saved = root.handlers[:], root.level, django.level
+
+    def django_level(setting) -> int:
+        configure_logging(str(tmp_path / "d.log"), setting, "text", "n1", to_stderr=False)
+        for handler in root.handlers[:]:
+            root.removeHandler(handler)
+            handler.close()
+        return logging.getLogger("django.template").getEffectiveLevel()
+
+    try:
+        assert django_level("DEBUG") == logging.INFO
+        assert root.level == logging.DEBUG
+        assert django_level({"": "DEBUG", "django": "DEBUG"}) == logging.DEBUG
+    finally:
+        for handler in saved[0]:
+            root.addHandler(handler)
+        root.setLevel(saved[1])
+        django.setLevel(saved[2])
