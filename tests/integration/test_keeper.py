@@ -27,6 +27,7 @@ from zephserver.launch.cgroups import Cgroups, CpuShare
 from zephserver.launch.keeper_client import KeeperClient
 from zephserver.launch.process import Spawned, SpawnError
 from zephserver.launch.shim import Meta, kept, recorded_pid, recorded_start_time, recorded_status
+from zephserver.launch.spares import SPARE_DIR, SpareDirs
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -117,6 +118,26 @@ def test_what_cannot_start_is_an_error_naming_it(work):
         assert exits.wait(ok["pid"]) == 0
 
 
+def test_it_makes_the_jobs_directory_it_is_asked_to_and_names_one_it_cannot(work):
+    """The daemon leaves a job's directory to the keeper (made just before its spawn, not
+    all of a batch's first): the job runs in it with its log there; one that cannot be
+    made is an error naming it, and the batch goes on."""
+    made, impossible = work / "jobs" / "1", work / "missing-parent" / "2"
+    (work / "jobs").mkdir()
+    with connected(work) as (kc, exits):
+        ok, refused, again = kc.spawn([
+            request(work, "d", ["/bin/sh", "-c", "pwd"], cwd=str(made), dir=str(made),
+                    log=str(made / "output.log")),
+            request(work, "x", ["/bin/true"], cwd=str(impossible), dir=str(impossible),
+                    log=str(impossible / "output.log")),
+            request(work, "y", ["/bin/true"], dir=str(work))])  # (there already)
+        assert exits.wait(ok["pid"]) == 0
+        assert (made / "output.log").read_text() == f"{made}\n"
+        assert refused == {"key": "x", "error": f"cannot create the job directory "
+                                                f"{impossible}: No such file or directory"}
+        assert exits.wait(again["pid"]) == 0
+
+
 def test_it_outlives_its_daemon_and_a_new_one_finds_its_jobs(work):
     """The client goes (a daemon stops); the job goes on; the next client finds the same
     keeper and that job among its children, and hears its end."""
@@ -185,9 +206,9 @@ def test_a_batch_is_answered_in_chunks_in_order(work):
 
 
 def test_a_job_ended_before_its_pid_file_was_due_gets_it_before_its_end_is_told(work):
-    """Pid files are written a chunk late (an exec under way is then over: reading its
-    start time waits on nothing); a job that ended first gets its own, start time read
-    from its zombie, before its status file and its exit report."""
+    """Pid files are written once the whole batch has started (between chunks they held
+    the next one back); a job that ended first gets its own, start time read from its
+    zombie, before its status file and its exit report."""
     asked = [request(work, f"e{i}", ["/bin/true"]) for i in range(3 * keeper.CHUNK)]
     metas = [Meta(r["pid_file"], r["status_file"]) for r in asked]
     seen = {}
@@ -207,6 +228,22 @@ def test_a_job_ended_before_its_pid_file_was_due_gets_it_before_its_end_is_told(
     finally:
         kc.close()
     assert seen == dict.fromkeys(pids, True)
+
+
+def test_jobs_that_keep_running_get_their_pid_files_once_the_batch_has_started(work):
+    """Written when the keeper has nothing else to do, not between chunks: a restarted
+    daemon still finds each running job by its pid and start time."""
+    asked = [request(work, f"r{i}", ["/bin/sleep", "30"]) for i in range(keeper.CHUNK + 2)]
+    with connected(work) as (kc, exits):
+        pids = [a["pid"] for chunk in kc.spawn_in_chunks(asked) for a in chunk]
+        metas = [Meta(r["pid_file"], r["status_file"]) for r in asked]
+        poll_until(lambda: all(kept(m) for m in metas), 10, what="every pid file")
+        assert [recorded_pid(m) for m in metas] == pids
+        assert all(recorded_start_time(m) == int(proc_stat(pid)[19]) for m, pid in
+                   zip(metas, pids, strict=True))
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+            assert exits.wait(pid) == 128 + signal.SIGKILL
 
 
 def test_a_warm_up_leaves_the_keeper_where_it_was_and_a_bad_one_changes_nothing(work):
@@ -252,6 +289,45 @@ def test_the_executor_records_a_batch_in_order_with_refusals_among_it(work):
             assert ended.wait(job.pid) == 0
     finally:
         executor.close()  # (and its cgroups' folders)
+
+
+def test_a_new_job_gets_a_spare_directory_and_a_job_run_again_keeps_its_own(work):
+    """Through the executor, the keeper renames a spare (made ahead: launch.spares) into a
+    new job's directory; a job whose directory is there already (run again) keeps it and
+    what it holds, and takes no spare."""
+    cgroups = Cgroups.detect(str(work), "jobs")
+    if cgroups is None:
+        pytest.skip("no cgroups here: jobs start under the shim")
+    jobs_dir = work / "jobs"
+    jobs_dir.mkdir()
+    spares = SpareDirs(str(jobs_dir), want=4, quiet=0.01)
+    executor = LocalExecutor(roots=[str(work)], cgroups=cgroups,
+                             keeper_socket=str(work / "keeper.sock"), spares=spares)
+    try:
+        poll_until(lambda: len(spares) == 4, what="four spares")
+        before = set(os.listdir(jobs_dir / SPARE_DIR))
+        again = jobs_dir / "2"
+        again.mkdir()
+        (again / "kept").write_text("from its first run\n")
+        jobs = [SimpleNamespace(pk=pk, argv=["/bin/sh", "-c", f"echo {word}"],
+                                cwd=str(jobs_dir / str(pk)), job_dir=str(jobs_dir / str(pk)),
+                                log_path=str(jobs_dir / str(pk) / "output.log"),
+                                resources={}, pid=None)
+                for pk, word in ((1, "one"), (2, "two"))]
+        results = [r for chunk in executor.launch_in_chunks(jobs, [{"PATH": os.defpath}] * 2)
+                   for r in chunk]
+        ended = Exits()
+        for job, result in zip(jobs, results, strict=True):
+            job.pid = result.pid
+            executor.watch(job, lambda code, pid=job.pid: ended.exited(pid, code))
+        for job in jobs:
+            assert ended.wait(job.pid) == 0
+        assert (jobs_dir / "1" / "output.log").read_text() == "one\n"
+        assert (again / "output.log").read_text() == "two\n"
+        assert (again / "kept").read_text() == "from its first run\n"
+        assert len(before - set(os.listdir(jobs_dir / SPARE_DIR))) == 1  # job 1's
+    finally:
+        executor.close()
 
 
 def test_a_jobs_group_not_made_yet_is_made_as_the_keeper_enters_it(work):
