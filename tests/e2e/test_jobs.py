@@ -23,6 +23,7 @@ from tests.support.jobs import (
 )
 from tests.support.poll import poll_async, poll_until
 from tests.support.web import Ws, run, start_with_users
+from zephserver.launch import shim
 
 pytestmark = pytest.mark.e2e
 
@@ -645,24 +646,32 @@ def test_queue_survives_restart_and_vanished_job_is_lost(workdir):
         kill_jobs_under(workdir)
 
 
-def test_an_ended_job_leaves_no_pid_or_status_file(server):
-    """A running job's pid file records it for a restart; once its end is in the
-    database, its pid and status files go (two small files a job, forever, before)."""
-    meta = server.work / "var" / "jobs" / ".zeph-meta"
+def test_an_ended_job_leaves_no_pid_or_status_file_beside_its_directory(server):
+    """A running job's pid file records it for a restart. Once its end is in the
+    database, the pid and status files kept beside the job directories go (two small
+    files a job, forever, before); those of a job started from a spare directory
+    (launch.spares) are in its own directory, and stay there with its log."""
+    jobs_dir = server.work / "var" / "jobs"
 
     async def scenario():
         ws = await connect(server)
         job = await submit(ws, "sleep", seconds=30)
         await wait_job(ws, job["id"], {"RUNNING"})
-        await poll_async(lambda: (meta / f"{job['id']}.pid").exists(), 10, what="its pid file")
+        job_dir = str(jobs_dir / str(job["id"]))
+        await poll_async(lambda: shim.kept(shim.found_meta(job_dir)), 10,
+                         what="its pid file")
         assert "result" in await ws.call("jobs.cancel", {"id": job["id"]})
         await wait_job(ws, job["id"], {"CANCELLED"})
         await ws.aclose()
-        return job["id"]
+        return job_dir
 
-    job_id = run(scenario())
-    poll_until(lambda: not (meta / f"{job_id}.pid").exists()
-               and not (meta / f"{job_id}.exit").exists(), 10, what="its files gone")
+    job_dir = run(scenario())
+    beside = shim.meta_files(job_dir)
+    poll_until(lambda: not os.path.exists(beside.pid) and not os.path.exists(beside.status),
+               10, what="no files beside its directory")
+    meta = shim.found_meta(job_dir)
+    if meta == shim.own_meta(job_dir):
+        assert shim.recorded_status(meta) == 128 + signal.SIGTERM
 
 
 def test_jobs_run_below_the_daemon(server):

@@ -22,7 +22,7 @@ from tests.support.jobs import (
 )
 from tests.support.poll import poll_until
 from zephserver.jobs.executor import LocalExecutor
-from zephserver.launch import keeper
+from zephserver.launch import keeper, shim
 from zephserver.launch.cgroups import Cgroups, CpuShare
 from zephserver.launch.keeper_client import KeeperClient
 from zephserver.launch.process import Spawned, SpawnError
@@ -309,6 +309,9 @@ def test_a_new_job_gets_a_spare_directory_and_a_job_run_again_keeps_its_own(work
         again = jobs_dir / "2"
         again.mkdir()
         (again / "kept").write_text("from its first run\n")
+        first_run = shim.own_meta(str(again))  # (its first run's, from a spare)
+        Path(first_run.pid).write_text("99999\n12345\n")
+        Path(first_run.status).write_text("7\n")
         jobs = [SimpleNamespace(pk=pk, argv=["/bin/sh", "-c", f"echo {word}"],
                                 cwd=str(jobs_dir / str(pk)), job_dir=str(jobs_dir / str(pk)),
                                 log_path=str(jobs_dir / str(pk) / "output.log"),
@@ -326,6 +329,18 @@ def test_a_new_job_gets_a_spare_directory_and_a_job_run_again_keeps_its_own(work
         assert (again / "output.log").read_text() == "two\n"
         assert (again / "kept").read_text() == "from its first run\n"
         assert len(before - set(os.listdir(jobs_dir / SPARE_DIR))) == 1  # job 1's
+        # Job 1's pid and status files came with its spare; job 2's are beside its
+        # directory, and its first run's are gone (they would pass for this run's).
+        for job in jobs:
+            meta = shim.found_meta(job.job_dir)
+            assert meta == (shim.own_meta(job.job_dir) if job.pk == 1
+                            else shim.meta_files(job.job_dir))
+            poll_until(lambda m=meta: shim.recorded_status(m) == 0, 10, what="its status")
+            assert shim.kept(meta)
+            assert shim.recorded_pid(meta) == job.pid
+        assert not any(os.path.exists(path) for path in first_run)
+        executor.forget(jobs[0])  # (its files stay with its directory)
+        assert shim.recorded_status(shim.found_meta(jobs[0].job_dir)) == 0
     finally:
         executor.close()
 

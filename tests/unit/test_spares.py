@@ -8,6 +8,7 @@ import threading
 import pytest
 
 from tests.support.poll import poll_until
+from zephserver.launch.shim import PID_FILE, STATUS_FILE
 from zephserver.launch.spares import LOG_NAME, SPARE_DIR, SpareDirs
 
 pytestmark = pytest.mark.timeout(30)
@@ -27,11 +28,13 @@ def pool(tmp_path):
 
 
 def is_pristine(path: str) -> bool:
-    log = os.path.join(path, LOG_NAME)
-    return os.listdir(path) == [LOG_NAME] and os.stat(log).st_size == 0
+    """Only its empty files: the log, the pid and status files."""
+    names = sorted(os.listdir(path))
+    return names == sorted([LOG_NAME, PID_FILE, STATUS_FILE]) and all(
+        os.stat(os.path.join(path, name)).st_size == 0 for name in names)
 
 
-def test_it_fills_itself_with_empty_directories_each_holding_an_empty_log(pool, tmp_path):
+def test_it_fills_itself_with_empty_directories_each_holding_empty_files(pool, tmp_path):
     spares = pool(want=5)
     spares.start()
     poll_until(lambda: len(spares) == 5, what="five spares")
@@ -42,6 +45,8 @@ def test_it_fills_itself_with_empty_directories_each_holding_an_empty_log(pool, 
         assert is_pristine(path)
         mode = stat.S_IMODE(os.stat(os.path.join(path, LOG_NAME)).st_mode)
         assert mode & 0o137 == 0  # at most rw-r----- (the keeper's log mode)
+        mode = stat.S_IMODE(os.stat(os.path.join(path, STATUS_FILE)).st_mode)
+        assert mode & 0o177 == 0  # rw------- (as the keeper writes it)
 
 
 def test_takes_empty_it_then_it_is_filled_again_once_they_stop(pool, tmp_path):
@@ -63,10 +68,12 @@ def test_a_new_start_adopts_what_an_earlier_run_left_and_removes_what_is_not_a_s
     root = tmp_path / SPARE_DIR
     left = sorted(str(p) for p in root.iterdir())
     (root / "written").mkdir()
-    (root / "written" / LOG_NAME).write_text("output of a job\n")
+    for name in (LOG_NAME, PID_FILE, STATUS_FILE):
+        (root / "written" / name).touch()
+    (root / "written" / STATUS_FILE).write_text("0\n")
     (root / "extra").mkdir()
-    (root / "extra" / LOG_NAME).touch()
-    (root / "extra" / "other").touch()
+    for name in (LOG_NAME, PID_FILE, STATUS_FILE, "other"):
+        (root / "extra" / name).touch()
     (root / "stray-file").touch()
     second = pool(want=3)
     second.start()

@@ -252,10 +252,13 @@ class LocalExecutor:
             self._give(account, job)
         # a requeue job is held to the daemon's lease (launch.leash), as the daemon
         argv = [*getattr(job, "leash", ()), *argv]
-        meta = shim.meta_files(job.job_dir)
-        self._make_parent(meta.pid)
-        nice, autogroup = job_priority(self.nice)
         spare = self._spare_for(job) if keeper_makes_dir else None
+        if spare is not None:  # its pid and status files come with it, empty
+            meta = shim.own_meta(job.job_dir)
+        else:
+            meta = shim.meta_files(job.job_dir)
+            self._make_parent(meta.pid)
+        nice, autogroup = job_priority(self.nice)
         prefixed = len(argv) > len(job.argv)  # (then argv[0] is absolute)
         return {"key": _key(job), "exe": argv[0] if prefixed else exe, "argv": argv,
                 "env": env, "cwd": job.cwd, "log": job.log_path, "groups": groups,
@@ -265,9 +268,15 @@ class LocalExecutor:
 
     def _spare_for(self, job: Any) -> str | None:
         """A spare directory for the keeper to rename into ``job``'s (its log in it), if
-        the job's directory is not there yet (a job run again keeps its own)."""
-        if self.spares is None or job.log_path != os.path.join(job.job_dir, LOG_NAME) \
-                or os.path.lexists(job.job_dir):
+        the job's directory is not there yet. A job run again keeps its own, and loses
+        the pid and status files its first run left there (they would pass for this
+        run's)."""
+        if self.spares is None or job.log_path != os.path.join(job.job_dir, LOG_NAME):
+            return None
+        if os.path.lexists(job.job_dir):
+            for path in shim.own_meta(job.job_dir):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
             return None
         return self.spares.take()
 
@@ -476,9 +485,12 @@ class LocalExecutor:
 
     def forget(self, job: Any) -> None:
         """Its pid and status files (two small files a job, kept forever before: a block
-        each on disk, and a directory that only grew)."""
+        each on disk, and a directory that only grew); those in the job's own directory
+        stay with it (removing them cost every new file on this disk for 30 s)."""
         if job.job_dir:
             meta = _meta(job)
+            if meta == shim.own_meta(job.job_dir):
+                return
             for path in (meta.pid, meta.status):
                 with contextlib.suppress(OSError):
                     os.unlink(path)

@@ -12,9 +12,10 @@ learns how its jobs ended.
   first), spawns, and moves back (about 30 us a move; a child cannot be placed before it
   runs without ``clone3``). It is single-threaded, so nothing else of it is ever inside
   a job's group.
-- Its working directory is the job's for the spawn (posix_spawn cannot change it). It
-  makes the job's directory, when asked to, just before the spawn: a burst's first jobs
-  then start while the next ones' directories are still to be made.
+- Its working directory is the job's for the spawn (posix_spawn cannot change it). When
+  asked to, it makes the job's directory just before the spawn, by renaming a spare one
+  into place (``launch.spares``) or else making it: a burst's first jobs then start
+  while the next ones' directories are still to be made.
 - It talks to one daemon at a time over a UNIX socket that only its own user may use:
   frames of a 4-byte length and JSON, on two connections: on "requests" the daemon asks
   ``spawn`` (a batch) and the keeper answers ``spawned``, CHUNK jobs at a time (read by

@@ -66,6 +66,14 @@ def meta_files(job_dir: str) -> Meta:
     return Meta(base + ".pid", base + ".exit")
 
 
+def own_meta(job_dir: str) -> Meta:
+    """The pid and status files in the job's own directory: where older daemons kept
+    them, and where a job started from a spare directory has them (launch.spares: made
+    ahead with the directory; only for a job that runs as the daemon's own account,
+    which could write beside it anyway)."""
+    return Meta(os.path.join(job_dir, PID_FILE), os.path.join(job_dir, STATUS_FILE))
+
+
 def found_meta(job_dir: str) -> Meta:
     """The shim files of a job started earlier, by this daemon or an older one (which
     kept them in a directory per job, or in the job's own directory)."""
@@ -73,8 +81,7 @@ def found_meta(job_dir: str) -> Meta:
     if os.path.exists(meta.pid) or os.path.exists(meta.status):
         return meta
     old = os.path.join(os.path.dirname(job_dir), META_DIR, os.path.basename(job_dir))
-    where = old if os.path.isdir(old) else job_dir
-    return Meta(os.path.join(where, PID_FILE), os.path.join(where, STATUS_FILE))
+    return own_meta(old if os.path.isdir(old) else job_dir)
 
 
 def _read_ints(path: str) -> list[int]:

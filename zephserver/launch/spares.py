@@ -1,17 +1,22 @@
 """Job directories made ahead of need, so a launch renames one instead of making it.
 
-Making a directory and a file is cheap on a quiet disk (30 us) but not on every one: on
-this project's machines, in a directory whose disk region had seen many files come and
-go, a mkdir and the log's first open took 0.4-1.1 ms each, while a rename took 25 us
-(``os.rename`` allocates no inode). A burst of 100 jobs then spent longer making their
-directories than spawning their programs. So a pool of spare directories, each with an
-empty ``output.log``, waits under ``JOBS_DIR/.zeph-spare``; the keeper renames one into
-place just before a spawn (``launch.keeper``) and makes the directory itself only when
-none was given or the rename failed.
+Making a directory or a file costs 30 us on a quiet disk, but not everywhere: ext4
+without a journal (this project's machines) does not reuse an inode freed in the last
+30 s, and skips each one, so after a burst of jobs had ended and their files been
+removed, every new file or directory took 0.4-1.1 ms (perf: ``recently_deleted`` was 40 %
+of the keeper's CPU). A rename allocates nothing: 25 us. A burst of 100 jobs spent
+longer making their directories than spawning their programs.
 
-The pool is refilled by a short-lived thread once takes have stopped for QUIET seconds
-(making spares during a burst would compete with it for the disk). Spares outlive the
-daemon: the next start adopts them, and removes what does not look like one.
+So a pool of spare directories waits under ``JOBS_DIR/.zeph-spare``, each with the
+empty files a job gets (``FILES``: its log, and the pid and status files the keeper
+writes, ``shim.own_meta``). The keeper renames one into place just before a spawn
+(``launch.keeper``), and makes the directory itself only when none was given or the
+rename failed. A job from a spare makes no file and its end removes none.
+
+A short-lived thread refills the pool: once takes have stopped for QUIET seconds (making
+spares during a burst competes with it for the disk), or at once when the pool is down to
+a quarter. Spares outlive the daemon: the next start adopts them, and removes what does
+not look like one.
 """
 
 import collections
@@ -23,11 +28,16 @@ import shutil
 import threading
 import time
 
+from zephserver.launch.shim import PID_FILE, STATUS_FILE
+
 log = logging.getLogger(__name__)
 
 SPARE_DIR = ".zeph-spare"
 LOG_NAME = "output.log"
-LOG_MODE = 0o640  # as the keeper creates a log
+# Each spare's empty files: the log, and the pid and status files the keeper writes
+# (shim.own_meta): a launch from a spare then makes no file at all, and its job's end
+# removes none (the removals made every new file slower for 30 s on this disk).
+FILES = ((LOG_NAME, 0o640), (PID_FILE, 0o600), (STATUS_FILE, 0o600))  # (as the keeper's)
 WANT = 128  # spares kept: a burst of this many jobs makes no directory
 QUIET = 0.2  # seconds without a take before the pool is refilled
 
@@ -93,7 +103,8 @@ class SpareDirs:
         """Wait for takes to stop, then make spares until there are enough."""
         while not self._closed.is_set():
             with self._lock:
-                wait = self._last_take + self.quiet - time.monotonic()
+                wait = (self._last_take + self.quiet - time.monotonic()
+                        if len(self._ready) > self.want // 4 else 0.0)
                 if wait <= 0 and len(self._ready) >= self.want:
                     self._filler = None
                     return
@@ -121,26 +132,27 @@ class SpareDirs:
                             exc.strerror)
                 return None
         try:
-            os.close(os.open(os.path.join(path, LOG_NAME),
-                             os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, LOG_MODE))
+            for name, mode in FILES:
+                os.close(os.open(os.path.join(path, name),
+                                 os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode))
         except OSError as exc:
             log.warning("spare job directories: cannot make one in %s: %s", self.root,
                         exc.strerror)
             with contextlib.suppress(OSError):
-                os.rmdir(path)
+                shutil.rmtree(path)
             return None
         return path
 
 
 def _is_spare(entry: os.DirEntry) -> bool:
-    """A directory holding only an empty log."""
+    """A directory holding only its empty files."""
     try:
         if not entry.is_dir(follow_symlinks=False):
             return False
         inside = list(os.scandir(entry.path))
-        return (len(inside) == 1 and inside[0].name == LOG_NAME
-                and inside[0].is_file(follow_symlinks=False)
-                and inside[0].stat(follow_symlinks=False).st_size == 0)
+        return sorted(e.name for e in inside) == sorted(name for name, _ in FILES) and all(
+            e.is_file(follow_symlinks=False) and e.stat(follow_symlinks=False).st_size == 0
+            for e in inside)
     except OSError:
         return False
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from zephserver import memory
 from zephserver.database import in_shapes
+from zephserver.infra import held_wakes
 from zephserver.infra.service import Service
 from zephserver.jobs.active import Active, demand
 from zephserver.jobs.batches import TransactionalActor
@@ -191,9 +192,14 @@ class JobManagerService(Launches, InteractiveApi, ExecutorReports, ProgressUpdat
     def handle(self, items: list) -> None:
         cut = self._first_launch_cut(items)
         if cut:
-            self._handle(items[:cut])
+            with held_wakes.held():
+                self._handle(items[:cut])
             items = items[cut:]
-        self._handle(items)
+        # The WebSocket loop is woken once the launch is asked, not before: woken first,
+        # its thread took the GIL from this one, and the keeper waited (in a burst of
+        # 100 submits, a tenth of this thread's time went to that one wake-up).
+        with held_wakes.held():
+            self._handle(items)
 
     def _first_launch_cut(self, items: list) -> int:
         """Where a burst of submits is split (0: it is not): after its FIRST_LAUNCH-th
