@@ -237,6 +237,11 @@ class LocalExecutor:
         # needs it first: a batch's first job then starts without waiting for the mkdirs
         # of all the others (a mkdir took 0.2-2 ms where many files had been deleted).
         keeper_makes_dir = by_keeper and job.cwd == job.job_dir and account is None
+        again = os.path.lexists(job.job_dir)  # run again (requeued): its directory is there
+        if again:  # what its first run left there would pass for this run's
+            for path in shim.own_meta(job.job_dir):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
         exe = self._check_launchable(job.argv[0], job.cwd, env, job.job_dir,
                                      make_dir=not keeper_makes_dir)
         # The keeper makes the job's group as it enters it: a mkdir in cgroupfs here
@@ -252,7 +257,7 @@ class LocalExecutor:
             self._give(account, job)
         # a requeue job is held to the daemon's lease (launch.leash), as the daemon
         argv = [*getattr(job, "leash", ()), *argv]
-        spare = self._spare_for(job) if keeper_makes_dir else None
+        spare = self._spare_for(job) if keeper_makes_dir and not again else None
         if spare is not None:  # its pid and status files come with it, empty
             meta = shim.own_meta(job.job_dir)
         else:
@@ -267,16 +272,8 @@ class LocalExecutor:
                 "spare": spare}
 
     def _spare_for(self, job: Any) -> str | None:
-        """A spare directory for the keeper to rename into ``job``'s (its log in it), if
-        the job's directory is not there yet. A job run again keeps its own, and loses
-        the pid and status files its first run left there (they would pass for this
-        run's)."""
+        """A spare directory for the keeper to rename into ``job``'s (its log in it)."""
         if self.spares is None or job.log_path != os.path.join(job.job_dir, LOG_NAME):
-            return None
-        if os.path.lexists(job.job_dir):
-            for path in shim.own_meta(job.job_dir):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
             return None
         return self.spares.take()
 
