@@ -1,6 +1,6 @@
 """The job manager's plain-SQL writes (``web.rows``: ``Job.insert``, ``insert_new``,
-``persist``) store exactly what the ORM's ``save()`` stores, value for value, on SQLite
-and on a real PostgreSQL."""
+``persist``) store exactly what the ORM's ``save()`` stores, value for value (and on
+SQLite, byte for byte: a datetime is text there), on SQLite and on a real PostgreSQL."""
 
 import pytest
 
@@ -12,7 +12,7 @@ pytestmark = pytest.mark.timeout(120)
 SCRIPT = """
 import datetime
 from django.contrib.auth.models import User
-from django.db import transaction
+from django.db import connection, transaction
 from django.forms.models import model_to_dict
 from django.utils import timezone
 from zephserver.web.models import Job
@@ -32,6 +32,12 @@ def new():
 def row(job):
     fields = model_to_dict(Job.objects.get(pk=job.pk))
     fields.pop("id")
+    # the stored values as text, before the ORM (or SQLite's type converters) read them
+    columns = [f.column for f in Job._meta.concrete_fields if not f.primary_key]
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {', '.join(f'CAST({c} AS TEXT)' for c in columns)} "
+                       f"FROM {Job._meta.db_table} WHERE id = %s", [job.pk])
+        fields["raw"] = dict(zip(columns, cursor.fetchone()))
     return fields
 
 with transaction.atomic():
@@ -44,13 +50,15 @@ with transaction.atomic():
     print("burst", all(row(j) == row(by_orm) for j in burst), len({j.pk for j in burst}))
     for job in (by_orm, by_rows):
         job.state, job.state_reason, job.pid, job.start_time = "RUNNING", "running", 4242, 2**40
-        job.started = when + datetime.timedelta(seconds=1)
+        job.started = when + datetime.timedelta(seconds=1)  # UTC, as the manager's
+        job.started = job.started.replace(microsecond=0)  # (str() leaves them out then)
+        job.queued_at = when.astimezone(datetime.timezone(datetime.timedelta(hours=2)))
         job.progress = {"percent": 50.0, "message": "half"}
         job.extra = {"port": 8080, "url": "http://x/?a=1&b=%s"}
         job.exit_code, job.wall_time = 0, None
     by_orm.save()
     changed = by_rows.persist("state", "state_reason", "pid", "start_time", "started",
-                              "progress", "extra", "exit_code", "wall_time")
+                              "queued_at", "progress", "extra", "exit_code", "wall_time")
     print("persist", changed, row(by_rows) == row(by_orm))
     gone = new()
     gone.insert()

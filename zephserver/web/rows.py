@@ -3,7 +3,10 @@ change), about half the time of the same statement through the ORM.
 
 - Each statement is built once per database and column set, not per call.
 - A value is converted by its field (``get_db_prep_save``) unless it is already what the
-  database takes (a ``str`` for a text column, an ``int`` for an integer one, None).
+  database takes (a ``str`` for a text column, an ``int`` for an integer one, None), or is
+  a datetime in UTC, the job manager's every timestamp: written as Django writes it
+  (SQLite's text of the naive UTC time, PostgreSQL's the value itself), without the
+  field's three conversions (two thirds of a state change's UPDATE).
 - It runs on the DB-API cursor itself, under Django's error wrapper (its errors are still
   ``django.db.DatabaseError``), in the caller's transaction. Django's own cursor wrapper,
   its query log and ``execute_wrapper`` hooks do not see these statements.
@@ -12,6 +15,7 @@ Works on SQLite (3.35+: ``RETURNING``) and PostgreSQL alike.
 """
 
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from typing import Any
 
 # Fields whose value of this exact type goes to the database unchanged.
@@ -32,7 +36,7 @@ def update(obj: Any, names: Sequence[str], connection: Any) -> int:
         sets = ", ".join(f"{quote(f.column)} = %s" for f in fields)
         found = _statements[key] = (_placeholders(
             connection, f"UPDATE {quote(meta.db_table)} SET {sets} "
-                        f"WHERE {quote(meta.pk.column)} = %s"), _typed(fields))
+                        f"WHERE {quote(meta.pk.column)} = %s"), _typed(fields, connection))
     sql, fields = found
     values = [_value(field, plain, getattr(obj, field.attname), connection)
               for field, plain in fields]
@@ -60,7 +64,7 @@ def insert(objs: Sequence[Any], connection: Any) -> None:
             connection, f"INSERT INTO {quote(meta.db_table)} "
                         f"({', '.join(quote(f.column) for f in fields)}) VALUES "
                         f"{', '.join([row] * len(objs))} RETURNING {quote(meta.pk.column)}"),
-            _typed(fields))
+            _typed(fields, connection))
     sql, fields = found
     values = []
     for obj in objs:
@@ -84,14 +88,39 @@ class _STAMPED:  # a field set as the row is written (auto_now, auto_now_add)
     pass
 
 
-def _typed(fields: list[Any]) -> list[tuple[Any, type | None]]:
+class _UTC_TEXT:  # a DateTimeField where the database takes a UTC datetime as its text
+    pass
+
+
+class _UTC_AS_IS:  # a DateTimeField where the driver takes an aware datetime itself
+    pass
+
+
+def _typed(fields: list[Any], connection: Any) -> list[tuple[Any, type | None]]:
     return [(f, _STAMPED if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)
+             else _datetime_kind(connection) if f.get_internal_type() == "DateTimeField"
              else _PLAIN.get(f.get_internal_type())) for f in fields]
+
+
+def _datetime_kind(connection: Any) -> type | None:
+    """How a UTC datetime goes to ``connection`` unconverted (None: through its field)."""
+    from django.conf import settings
+
+    if not settings.USE_TZ:
+        return None
+    if connection.vendor == "sqlite" and connection.timezone_name == "UTC":
+        return _UTC_TEXT  # (its adapt_datetimefield_value: str() of the naive UTC time)
+    if connection.vendor == "postgresql":
+        return _UTC_AS_IS  # (its adapt_datetimefield_value: the value itself)
+    return None
 
 
 def _value(field: Any, plain: type | None, value: Any, connection: Any) -> Any:
     if value is None or type(value) is plain:
         return value
+    if (plain is _UTC_TEXT or plain is _UTC_AS_IS) and type(value) is datetime \
+            and value.tzinfo is timezone.utc:
+        return str(value.replace(tzinfo=None)) if plain is _UTC_TEXT else value
     return field.get_db_prep_save(value, connection)
 
 
