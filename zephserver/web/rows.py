@@ -15,7 +15,7 @@ Works on SQLite (3.35+: ``RETURNING``) and PostgreSQL alike.
 """
 
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 # Fields whose value of this exact type goes to the database unchanged.
@@ -119,7 +119,7 @@ def _value(field: Any, plain: type | None, value: Any, connection: Any) -> Any:
     if value is None or type(value) is plain:
         return value
     if (plain is _UTC_TEXT or plain is _UTC_AS_IS) and type(value) is datetime \
-            and value.tzinfo is timezone.utc:
+            and value.tzinfo is UTC:
         return str(value.replace(tzinfo=None)) if plain is _UTC_TEXT else value
     return field.get_db_prep_save(value, connection)
 
