@@ -1,9 +1,11 @@
 """Helpers shared by the benchmarks: percentiles and a one-line report format."""
 
+import asyncio
 import os
 import shutil
 import statistics
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,6 +48,19 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def until_idle(pid: int, share: float = 0.05, window: float = 0.2,
+                     deadline: float | None = None) -> float:
+    """Until ``pid`` uses under ``share`` of a core over a ``window`` (or ``deadline`` s
+    have passed); the wall-clock time (``time.time()``) that first idle window began."""
+    end = None if deadline is None else time.monotonic() + deadline
+    while True:
+        c, t = cpu_seconds(pid), time.time()
+        await asyncio.sleep(window)
+        if (cpu_seconds(pid) - c) / (time.time() - t) < share or (
+                end is not None and time.monotonic() > end):
+            return t
 
 
 def children_cpu_seconds(pid: int) -> float:

@@ -17,7 +17,7 @@ import threading
 import time
 from datetime import datetime
 
-from _common import REPO, cpu_seconds, daemon_running, median, pct
+from _common import REPO, cpu_seconds, daemon_running, median, pct, until_idle
 from bench_websocket import PING, echo_server
 
 from tests.support.daemon import run_cli, short_tmpdir, write_settings
@@ -137,13 +137,8 @@ async def flood(url: str, echo_url: str, token: str, pid: int, settings: str) ->
     statuser.join()
     # idle: the first 200 ms window in which the daemon used under IDLE_CPU of a core
     last_end = max(datetime.fromisoformat(j["finished"]) for j in mine).timestamp()
-    while True:
-        c, t = cpu_seconds(pid), time.time()
-        await asyncio.sleep(0.2)
-        if (cpu_seconds(pid) - c) / (time.time() - t) < IDLE_CPU:
-            idle_after = t - last_end
-            cpu_used = cpu_seconds(pid) - cpu0
-            break
+    idle_after = await until_idle(pid, IDLE_CPU) - last_end
+    cpu_used = cpu_seconds(pid) - cpu0
     progress = {j["progress"]["percent"] for j in mine}
     await ws.aclose()
     parsed_after = time.time() - (time.perf_counter() - t0 - flood_s) - last_end

@@ -50,8 +50,8 @@ with transaction.atomic():
     print("burst", all(row(j) == row(by_orm) for j in burst), len({j.pk for j in burst}))
     for job in (by_orm, by_rows):
         job.state, job.state_reason, job.pid, job.start_time = "RUNNING", "running", 4242, 2**40
-        job.started = when + datetime.timedelta(seconds=1)  # UTC, as the manager's
-        job.started = job.started.replace(microsecond=0)  # (str() leaves them out then)
+        # UTC as the manager's, without microseconds (str() leaves them out then)
+        job.started = (when + datetime.timedelta(seconds=1)).replace(microsecond=0)
         job.queued_at = when.astimezone(datetime.timezone(datetime.timedelta(hours=2)))
         job.progress = {"percent": 50.0, "message": "half"}
         job.extra = {"port": 8080, "url": "http://x/?a=1&b=%s"}
