@@ -7,10 +7,12 @@ the router, which answers through the connection's thread-safe ``send_text``.
 
 import contextlib
 import logging
+import struct
 import threading
 from typing import Any
 from urllib.parse import urlparse
 
+import tornado.iostream
 import tornado.websocket
 from tornado.ioloop import IOLoop
 
@@ -20,6 +22,10 @@ from zephserver.task.base import UserInfo
 from zephserver.wire import compact
 
 access_log = logging.getLogger("zephserver.access")
+
+# A WebSocket frame's header (RFC 6455 5.2) by payload length: <126, <=0xFFFF, larger.
+_FRAME_SHORT, _FRAME_MEDIUM, _FRAME_LONG = (struct.Struct("!BB"), struct.Struct("!BBH"),
+                                            struct.Struct("!BBQ"))
 
 
 class WsConnection:
@@ -143,6 +149,43 @@ class WsHandler(tornado.websocket.WebSocketHandler):
 
             if future.done():
                 flushed(future)  # the common case: written at once, no extra loop turn
+            else:
+                future.add_done_callback(flushed)
+
+    def send_many(self, texts: list[str]) -> None:
+        """Loop thread: ``send_now`` each of ``texts``, in order, in one write to the socket
+        (a burst's notifications: 100 frames were 100 sends and 100 asyncio tasks, half
+        the loop's time in a 100-job launch). The frames are those tornado writes: text,
+        final, unmasked (a server's), uncompressed (this handler never offers
+        permessage-deflate: ``get_compression_options``)."""
+        protocol = self.ws_connection
+        if len(texts) == 1 or self.get_compression_options() is not None:
+            for text in texts:
+                self.send_now(text)
+            return
+        if protocol is None or protocol.is_closing():
+            return
+        frames = []
+        for text in texts:
+            data = text.encode()
+            size = len(data)
+            head = (_FRAME_SHORT.pack(0x81, size) if size < 126 else
+                    _FRAME_MEDIUM.pack(0x81, 126, size) if size <= 0xFFFF else
+                    _FRAME_LONG.pack(0x81, 127, size))
+            frames += (head, data)
+        try:
+            future = protocol.stream.write(b"".join(frames))
+        except tornado.iostream.StreamClosedError:
+            return
+        conn, size = self.conn, sum(map(len, texts))
+        if conn is not None:
+            def flushed(f: Any) -> None:
+                if not f.cancelled():
+                    f.exception()  # retrieved: a closed stream is not an error here
+                conn.written(size)
+
+            if future.done():
+                flushed(future)
             else:
                 future.add_done_callback(flushed)
 

@@ -94,8 +94,15 @@ class WebSocketService(Service):
     def _flush_outbox(self) -> None:
         with self._outbox_lock:
             items, self._outbox = self._outbox, collections.deque()
-        for handler, text in items:
+        if len(items) == 1:
+            handler, text = items[0]
             handler.send_now(text)
+            return
+        by_handler: dict[ws.WsHandler, list[str]] = {}  # (each one's in order)
+        for handler, text in items:
+            by_handler.setdefault(handler, []).append(text)
+        for handler, texts in by_handler.items():
+            handler.send_many(texts)
 
     def main(self) -> None:
         assert self.ctx is not None
