@@ -13,6 +13,7 @@ waiting forever, nor its slot taken).
 """
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -78,6 +79,8 @@ class RouterService(Service):
         self._running: dict[int, Any] = {}
         self._running_lock = threading.Lock()
         self._wake_pending = False
+        # (loop thread) a batch's IN_ORDER requests, while it is dispatched: one task run
+        self._in_order: list[tuple[Callable[[], None], Callable, Any]] | None = None
         self.reply_timeout = 30.0
         self._owed: set[_Owed] = set()  # replies that futures still owe
         self._owed_lock = threading.Lock()
@@ -173,8 +176,14 @@ class RouterService(Service):
                                       f"of {len(message)} exceeds the limit of {self.max_batch}"))
                 return
             batch = _Batch(conn, len(message))
-            for item in message:
-                self._dispatch(conn, item, batch.add)
+            self._in_order = []
+            try:
+                for item in message:
+                    self._dispatch(conn, item, batch.add)
+            finally:
+                in_order, self._in_order = self._in_order, None
+            if in_order:
+                self._submit(conn, in_order)
         else:
             self._dispatch(conn, message, lambda reply: reply and _send(conn, reply))
 
@@ -230,13 +239,26 @@ class RouterService(Service):
             # runs, so it holds its slot only in that it needs a free one
             answer(self._inline(cls, method, params, request_id, conn))
             return
+        run = (lambda: self._run(conn, cls, method, params, request_id, answer), answer,
+               request_id)
+        if self._in_order is not None and getattr(cls, "IN_ORDER", False):
+            self._in_order.append(run)  # (submitted with the others once all are read)
+        else:
+            self._submit(conn, [run])
+
+    def _submit(self, conn: Any, runs: list[tuple[Callable[[], None], Callable, Any]]
+                ) -> None:
+        """Give ``runs`` (each request's run, answer and id) to the pool as one task: they
+        run one after another, in order. Loop thread."""
+        pool = self.pool
         # One user (an anonymous client: one connection) holds a share of the pool.
         asker = getattr(conn.user, "id", None) or conn.cid
-        if not pool.submit(lambda: self._run(conn, cls, method, params, request_id, answer),
-                           wake=False, key=asker):
-            conn.release_slot()
-            answer(_error(request_id, RpcCode.QUEUE_FULL, "server overloaded: task queue "
-                          "full (or your share of it), retry later"))
+        if pool is None or not pool.submit(functools.partial(_run_all, runs), wake=False,
+                                           key=asker):
+            for _, answer, request_id in runs:
+                conn.release_slot()
+                answer(_error(request_id, RpcCode.QUEUE_FULL, "server overloaded: task "
+                              "queue full (or your share of it), retry later"))
         elif not self._wake_pending:
             # The loop reads many clients' messages in one turn: wake the workers once, at
             # the start of the next turn, rather than once per message (each wake is a
@@ -318,6 +340,15 @@ class RouterService(Service):
             if task is not None:
                 with self._running_lock:
                     self._running.pop(id(task), None)
+
+
+def _run_all(runs: list[tuple[Callable[[], None], Callable, Any]]) -> None:
+    """Each request's run in turn (each answers its own, whatever it raises)."""
+    for run, answer, request_id in runs:
+        try:
+            run()
+        except Exception as exc:  # (a bug of the router's: the next ones still run)
+            answer(_failure("(router)", request_id, exc))
 
 
 class _Owed:

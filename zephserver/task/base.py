@@ -82,6 +82,10 @@ class Task:
     # A task open to anyone that answers from memory (no database, nothing that blocks)
     # may say so: it then runs on the loop thread, without two thread hand-offs.
     INLINE: ClassVar[bool] = False
+    # The requests of one batch for a task that says IN_ORDER run one after another on
+    # one task thread, in the order asked (jobs.submit: a burst's ids follow it; spread
+    # over task threads, one preempted between its checks and its post was overtaken).
+    IN_ORDER: ClassVar[bool] = False
 
     def __init__(self, request: Request) -> None:
         self.request = request

@@ -44,6 +44,7 @@ class JobsSubmitTask(_JobTask):
     PARAMS: ClassVar[dict[str, Any]] = {"app": str, "params": (dict, None),
                                         "resources": (dict, None), "priority": (int, None),
                                         "name": (str, None)}
+    IN_ORDER = True
 
     def main(self) -> Future:
         p = self.params()
