@@ -251,11 +251,24 @@ def test_a_warm_up_leaves_the_keeper_where_it_was_and_a_bad_one_changes_nothing(
     paid while the daemon still builds the requests) moves the keeper nowhere."""
     with connected(work) as (kc, exits):
         home = Path(f"/proc/{kc.pid}/cgroup").read_text()
-        kc.warm("/sys/fs/cgroup/cpu/cgroup.procs")
-        kc.warm("/nowhere/cgroup.procs")  # in no hierarchy: ignored
+        assert kc.warm("/sys/fs/cgroup/cpu/cgroup.procs")
+        assert kc.warm("/nowhere/cgroup.procs", quiet=0)  # in no hierarchy: ignored
         [answer] = kc.spawn([request(work, "w", ["/bin/true"])])
         assert exits.wait(answer["pid"]) == 0
         assert Path(f"/proc/{kc.pid}/cgroup").read_text() == home
+
+
+def test_a_warm_up_is_asked_only_after_a_quiet_spell(work):
+    """A burst of submits asks one warm-up, not one each: none within ``quiet`` seconds
+    of the last warm-up or spawn asked."""
+    with connected(work) as (kc, exits):
+        procs = "/sys/fs/cgroup/cpu/cgroup.procs"
+        assert kc.warm(procs, quiet=60)  # (nothing asked yet)
+        assert not kc.warm(procs, quiet=60)
+        assert kc.warm(procs, quiet=0)
+        [answer] = kc.spawn([request(work, "w", ["/bin/true"])])
+        assert not kc.warm(procs, quiet=60)  # (the spawn was asked just now)
+        assert exits.wait(answer["pid"]) == 0
 
 
 def test_the_executor_records_a_batch_in_order_with_refusals_among_it(work):

@@ -102,6 +102,7 @@ class JobsApi:
     call: Callable[..., Any]
     call_soon: Callable[..., Future]
     _queue_new: Callable[[Any], dict]
+    expect_launch: Callable[[App], None]
     node_for_new: Callable[[str], str]
 
     # -- looking things up ----------------------------------------------------------------
@@ -164,8 +165,7 @@ class JobsApi:
         if not cluster.enabled or node not in cluster.peers:
             raise RpcError(RpcCode.CONFLICT, f"job {args[0]} is handled by node {node}, "
                            "which is not in this cluster", {"field": "id", "node": node})
-        params = {"method": method, "args": list(args),
-                  "user": dataclasses.asdict(user)}
+        params = {"method": method, "args": list(args), "user": dataclasses.asdict(user)}
         return cluster.calls.call(node, "jobs.forwarded", params, self.call_timeout_s)
 
     def serve_forwarded(self, params: dict) -> Any:
@@ -242,6 +242,7 @@ class JobsApi:
             raise rpc_error(RpcCode.INVALID_PARAMS, "name must be a string of at most 200 "
                             "characters", "name")
         job = self._new_job(user, app, cleaned, needs, prio, name=name or "")
+        self.expect_launch(app)
         return audit_when_done(self.call_soon(self._queue_new, job), "launch", user,
                                lambda made: f"job {made['id']} (app {app.name})")
 

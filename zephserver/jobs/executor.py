@@ -220,14 +220,15 @@ class LocalExecutor:
         """The groups every job of the keeper's joins once started (the node's cpu one)."""
         return [self.cpu.procs] if self.cpu is not None else []
 
-    def expect(self, count: int) -> None:
-        """``count`` jobs are about to be launched (their records are being prepared)."""
-        if count > 1 and self.cgroups is not None and self.keeper is not None:
+    def expect(self) -> None:
+        """Jobs are about to be launched: submitted (a task thread, before its record is
+        written), or chosen from the queue (their records are being prepared)."""
+        if self.cgroups is not None and self.keeper is not None:
             # The keeper takes the kernel's cgroup migration lock once now. The first
             # migration after a quiet spell waits for an RCU grace period (10-20 ms here),
-            # holding the cgroup mutex; paid while the batch is prepared and committed,
-            # the batch's first spawns do not wait for it. (Not connected yet: nothing to
-            # warm, and no keeper is started from within the batch's transaction.)
+            # holding the cgroup mutex; paid while the submits are checked and written,
+            # the first spawns do not wait for it. (Not connected yet: nothing to warm,
+            # and no keeper is started from a task or the batch's transaction.)
             self.keeper.warm(os.path.join(self.cgroups.base, "cgroup.procs"))
 
     def _request(self, job: Any, env: dict[str, str], by_keeper: bool) -> dict:
@@ -264,6 +265,12 @@ class LocalExecutor:
             meta = shim.meta_files(job.job_dir)
             self._make_parent(meta.pid)
         nice, autogroup = job_priority(self.nice)
+        if self.cpu is not None:
+            # The keeper moves it into the node's cpu group once started, and the kernel
+            # weighs a task by its autogroup only in the root cpu group: its autogroup's
+            # niceness would change nothing (a write to /proc less a job, 4 % of the
+            # keeper's time in a stream of short jobs).
+            autogroup = None
         prefixed = len(argv) > len(job.argv)  # (then argv[0] is absolute)
         return {"key": _key(job), "exe": argv[0] if prefixed else exe, "argv": argv,
                 "env": env, "cwd": job.cwd, "log": job.log_path, "groups": groups,

@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 
 START_TIMEOUT = 10.0  # seconds a new keeper has to listen
 REPLY_TIMEOUT = 60.0  # seconds a batch of spawns may take
+# Seconds since the last spawn or warm asked under which a warm is not sent: the kernel
+# keeps the migration lock's fast path for a grace period or two after the keeper's last
+# migration (a burst of 100 submits would otherwise ask 100 warms).
+WARM_QUIET = 0.01
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes
 
 
@@ -56,6 +60,7 @@ class KeeperClient:
         # connection's own: its answers' thread tells them if it ends)
         self._batches: collections.deque[OnChunk] = collections.deque()
         self._answered_at = 0.0  # monotonic: the last answer, or the first batch sent since
+        self._asked_at = float("-inf")  # monotonic: the last spawn or warm sent
         self._events: socket.socket | None = None
         self._pid: int | None = None  # the keeper's
         self._closing = False
@@ -185,15 +190,23 @@ class KeeperClient:
             os.close(log_fd)
         os.waitpid(shell, 0)
 
-    def warm(self, procs: str) -> None:
+    def warm(self, procs: str, quiet: float = WARM_QUIET) -> bool:
         """Before a batch, while its records are prepared and committed: the keeper takes
         the kernel's cgroup migration lock once (in its own cgroup of the hierarchy of
         ``procs``). The first migration after a quiet spell waits for an RCU grace period
-        (8-20 ms here); paid now, the batch's first spawns do not wait for it."""
+        (8-20 ms here); paid now, the batch's first spawns do not wait for it. Whether it
+        was asked: not if a spawn or warm was in the last ``quiet`` seconds, or the keeper
+        is not connected."""
         with self._lock:
-            if self._sock is not None:
-                with contextlib.suppress(KeeperLost):
-                    self._send(self._sock, {"op": "warm", "procs": procs})
+            now = time.monotonic()
+            if self._sock is None or now - self._asked_at < quiet:
+                return False
+            self._asked_at = now
+            try:
+                self._send(self._sock, {"op": "warm", "procs": procs})
+            except KeeperLost:
+                return False
+            return True
 
     def spawn(self, requests: list[dict], groups: list[str] | None = None) -> list[dict]:
         """Start each job (``launch.keeper.spawn``'s request), each moved once started into
@@ -223,8 +236,9 @@ class KeeperClient:
         with self._lock:
             if self._sock is None:
                 raise KeeperLost("no keeper")
+            self._asked_at = time.monotonic()
             if not self._batches:
-                self._answered_at = time.monotonic()
+                self._answered_at = self._asked_at
             self._batches.append(on_chunk)  # (before it is sent: the answer may come first)
             try:
                 self._send(self._sock, {"op": "spawn", "jobs": requests,

@@ -319,6 +319,11 @@ class JobManagerService(Launches, InteractiveApi, ExecutorReports, ProgressUpdat
         self.dequeue(job.pk)
         self.change(job, J.CANCELLED, reason)
 
+    def expect_launch(self, app: App) -> None:
+        """A job of ``app`` is being submitted (a task thread): LocalExecutor.expect."""
+        if app.executor == "local":
+            self.local.expect()
+
     def _queue_new(self, job: Any) -> dict:
         if job.pk is None:  # (else written with its batch: Job.insert_new)
             job.insert()
@@ -437,7 +442,8 @@ class JobManagerService(Launches, InteractiveApi, ExecutorReports, ProgressUpdat
             ids = self.claim(ids)
         if not ids:
             return []
-        self.local.expect(len(ids))
+        if len(ids) > 1:  # (one alone would wait for the warm as for its own migration)
+            self.local.expect()
         jobs = {i: fresh[i] for i in ids if i in fresh}
         if len(jobs) < len(ids):
             jobs.update(Job.objects.select_related("owner").in_bulk(
