@@ -131,7 +131,7 @@ async def run_bench(url: str, token: str, pid: int, work: str) -> None:
     if 1 in PARTS:
         await submit_latency(ws)
     if 2 in PARTS:
-        await hundred_at_once(ws, pid)
+        await hundred_at_once(ws, pid, work)
     if 3 in PARTS:
         await short_job_rate(ws, pid, work)
     if 5 in PARTS:
@@ -141,16 +141,22 @@ async def run_bench(url: str, token: str, pid: int, work: str) -> None:
     await ws.aclose()
 
 
-async def submit_latency(ws: Ws) -> None:
-    floor = floor_spawn_ms()
+async def lone_starts(ws: Ws, n: int) -> list[float]:
+    """``n`` jobs one at a time: each one's submit -> RUNNING seen by the client (ms)."""
     lat = []
-    for _ in range(200):
+    for _ in range(n):
         t = time.perf_counter()
         job = (await ws.call("jobs.submit", {"app": "true"}))["result"]
         if job["state"] != "RUNNING":
             await until_state(ws, {job["id"]}, "RUNNING")
         lat.append((time.perf_counter() - t) * 1e3)
         await until_state(ws, {job["id"]}, "SUCCEEDED")
+    return lat
+
+
+async def submit_latency(ws: Ws) -> None:
+    floor = floor_spawn_ms()
+    lat = await lone_starts(ws, 200)
     print(f"submit->RUNNING seen by client: p50 {median(lat):.2f} ms, p99 {pct(lat, 99):.2f} ms"
           f" | baseline posix_spawn+wait /bin/true p50 {median(floor):.2f} ms | ratio "
           f"{median(lat) / median(floor):.1f}x | goal at most 5x the floor | of which the job's "
@@ -158,27 +164,39 @@ async def submit_latency(ws: Ws) -> None:
           flush=True)
 
 
-async def hundred_at_once(ws: Ws, pid: int) -> None:
+async def burst(ws: Ws, pid: int, work: str) -> tuple[float, float, float]:
+    """100 jobs submitted at once, until all are RUNNING: (seconds, the daemon's CPU a
+    job, its keeper's a job (s)); then they are cancelled."""
+    t, own, kept = time.perf_counter(), cpu_seconds(pid), started_cpu_seconds(pid, work)
+    ids = await submit_batch(ws, "hold", 100)
+    await until_state(ws, set(ids), "RUNNING")
+    took = time.perf_counter() - t
+    own, kept = cpu_seconds(pid) - own, started_cpu_seconds(pid, work) - kept
+    for i in ids:
+        await ws.call("jobs.cancel", {"id": i})
+    await until_state(ws, set(ids), "CANCELLED")
+    return took, own / len(ids), kept / len(ids)
+
+
+async def hundred_at_once(ws: Ws, pid: int, work: str) -> None:
     floors, times = [], []  # (the floor before each run: one alone is as noisy as a run)
     cpu = []  # the daemon's CPU a job in each run (on 2 cores, what it takes the jobs lack)
+    starter = []  # the keeper's (with the jobs' CPU until they exec'd)
     for _ in range(RUNS):
         # the last run's cancels (and their cgroups) done first: not in the floor
         await until_idle(pid, deadline=5)
         floors.append(floor_spawn_many())
-        t, own = time.perf_counter(), cpu_seconds(pid)
-        ids = await submit_batch(ws, "hold", 100)
-        await until_state(ws, set(ids), "RUNNING")
-        times.append(time.perf_counter() - t)
-        cpu.append((cpu_seconds(pid) - own) / len(ids))
-        for i in ids:
-            await ws.call("jobs.cancel", {"id": i})
-        await until_state(ws, set(ids), "CANCELLED")
+        took, own, kept = await burst(ws, pid, work)
+        times.append(took)
+        cpu.append(own)
+        starter.append(kept)
     floor100 = median(floors)
     print(f"100 jobs at once -> all RUNNING: median {median(times):.3f} s (runs "
           f"{', '.join(f'{x:.3f}' for x in times)}) | baseline 100 posix_spawns, median "
           f"{floor100:.3f} s (runs {', '.join(f'{x:.3f}' for x in floors)}) | ratio "
           f"{median(times) / floor100:.2f}x | goal at most 2x the floor | daemon CPU a job "
-          f"{median(cpu) * 1e3:.2f} ms (median of the runs) | 100 job directories + logs cost "
+          f"{median(cpu) * 1e3:.2f} ms, keeper {median(starter) * 1e3:.2f} ms (medians of the "
+          f"runs) | 100 job directories + logs cost "
           f"{job_files_ms(JOBS_DIR):.1f} ms in JOBS_DIR, {job_files_ms(tempfile.gettempdir()):.1f}"
           f" ms in {tempfile.gettempdir()}", flush=True)
 
@@ -192,24 +210,30 @@ def started_cpu_seconds(pid: int, work: str) -> float:
     return total
 
 
-async def short_job_rate(ws: Ws, pid: int, work: str) -> None:
-    """N jobs wait behind a job holding every core; when it is cancelled the clock starts
-    and stops when all have ended."""
-    popen_rate = floor_popen_rate()
+async def queue_release(ws: Ws, pid: int, work: str, n: int) -> tuple[float, float, float]:
+    """``n`` jobs (/bin/true) wait behind a job holding every core; when it is cancelled
+    the clock starts and stops when all have ended: (jobs/s, the daemon's CPU a job,
+    the CPU of what it started a job (s))."""
     gate = (await ws.call("jobs.submit", {"app": "gate"}))["result"]
     await until_state(ws, {gate["id"]}, "RUNNING")
     ids: list[int] = []
-    for _ in range(N_SHORT // 200):
-        ids += await submit_batch(ws, "true", 200)
+    for at in range(0, n, 200):
+        ids += await submit_batch(ws, "true", min(200, n - at))
     t, own, children = time.perf_counter(), cpu_seconds(pid), started_cpu_seconds(pid, work)
     await ws.call("jobs.cancel", {"id": gate["id"]})
     await until_state(ws, set(ids), "SUCCEEDED")
     rate = len(ids) / (time.perf_counter() - t)
     own, children = cpu_seconds(pid) - own, started_cpu_seconds(pid, work) - children
-    print(f"short jobs through the queue: {rate:,.0f} jobs/s ({len(ids)} jobs) | baseline "
+    return rate, own / len(ids), children / len(ids)
+
+
+async def short_job_rate(ws: Ws, pid: int, work: str) -> None:
+    popen_rate = floor_popen_rate()
+    rate, own, children = await queue_release(ws, pid, work, N_SHORT)
+    print(f"short jobs through the queue: {rate:,.0f} jobs/s ({N_SHORT} jobs) | baseline "
           f"sequential Popen /bin/true {popen_rate:,.0f}/s | ratio {rate / popen_rate:.2f} | "
-          f"goal >= 0.60 | CPU a job: daemon {own / len(ids) * 1e3:.2f} ms, what it started "
-          f"{children / len(ids) * 1e3:.2f} ms, on {os.cpu_count()} cores", flush=True)
+          f"goal >= 0.60 | CPU a job: daemon {own * 1e3:.2f} ms, what it started "
+          f"{children * 1e3:.2f} ms, on {os.cpu_count()} cores", flush=True)
 
 
 async def idle_with_100(ws: Ws, pid: int) -> None:
@@ -275,6 +299,19 @@ def main() -> None:
     # last minutes (a test run's or this bench's cleanup), ext4 spends up to ~1.5 ms per
     # new inode: part 2 prints what 100 job directories cost here and in /tmp.
     os.makedirs(os.path.dirname(JOBS_DIR), exist_ok=True)
+    daemon, token = start_daemon(bench_settings(work, JOBS_DIR))
+    pid = json.loads(daemon.cli("zephserver-status", "--json").stdout)["pid"]
+    try:
+        asyncio.run(run_bench(daemon.url, token, pid, str(work)))
+    finally:
+        run_cli("zephserver-stop", "--settings", str(work / "settings.py"))
+        daemon.close()
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(JOBS_DIR, ignore_errors=True)
+
+
+def bench_settings(work: Path, jobs_dir: str) -> Path:
+    """The settings of the benchmark's daemon: its apps, room for 200 cores."""
     apps = {
         "true": {"argv": ["/bin/true"], "resources": {"cores": 1}},
         "hold": {"argv": ["sleep", "1000"], "resources": {"cores": 1}, "grace": 2},
@@ -282,19 +319,10 @@ def main() -> None:
         "produce": {"argv": ["$python", "-c", PRODUCER, "$n"],
                     "params": {"n": {"type": "int", "min": 0, "max": 10**9}}},
     }
-    settings = write_settings(work, LOG_LEVEL="WARNING", APPS=apps,
-                              RESOURCES={"cores": 200, "memory": 100000, "licenses": {}},
-                              WS_MAX_IN_FLIGHT=256, WS_MAX_BATCH=200, TASK_QUEUE_SIZE=512,
-                              JOBS_DIR=JOBS_DIR)
-    daemon, token = start_daemon(settings)
-    pid = json.loads(daemon.cli("zephserver-status", "--json").stdout)["pid"]
-    try:
-        asyncio.run(run_bench(daemon.url, token, pid, str(work)))
-    finally:
-        run_cli("zephserver-stop", "--settings", str(settings))
-        daemon.close()
-        shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(JOBS_DIR, ignore_errors=True)
+    return write_settings(work, LOG_LEVEL="WARNING", APPS=apps,
+                          RESOURCES={"cores": 200, "memory": 100000, "licenses": {}},
+                          WS_MAX_IN_FLIGHT=256, WS_MAX_BATCH=200, TASK_QUEUE_SIZE=512,
+                          JOBS_DIR=jobs_dir)
 
 
 if __name__ == "__main__":
