@@ -76,6 +76,22 @@ def test_a_held_wake_up_happens_even_when_the_burst_fails():
     assert held_wakes.defer(lambda: woken.append(2)) is False  # (the block is over)
 
 
+def test_a_flush_wakes_what_was_deferred_and_the_block_holds_what_comes_after():
+    """(a thread about to wait inside a block: the job manager while the database does
+    not take writes, its refusals already posted)"""
+    woken = []
+    with held_wakes.held():
+        held_wakes.defer(lambda: woken.append("before"))
+        held_wakes.flush()
+        assert woken == ["before"]
+        held_wakes.flush()  # nothing deferred since: nothing more
+        assert woken == ["before"]
+        assert held_wakes.defer(lambda: woken.append("after")) is True
+        assert woken == ["before"]
+    assert woken == ["before", "after"]
+    held_wakes.flush()  # (outside a block: nothing to do)
+
+
 def test_wake_ups_are_held_only_for_the_thread_in_the_block():
     seen = []
     with held_wakes.held():

@@ -29,6 +29,17 @@ def held() -> Iterator[None]:
             wake()
 
 
+def flush() -> None:
+    """The wake-ups deferred so far happen now (later ones are still held): before this
+    thread waits inside ``held()``, what it already posted must not wait with it."""
+    wakes = getattr(_local, "wakes", None)
+    if wakes:
+        pending = list(wakes)
+        wakes.clear()
+        for wake in pending:
+            wake()
+
+
 def defer(wake: Callable[[], None]) -> bool:
     """True if this thread is inside ``held()``: ``wake`` is called at its end (once, however
     often it is deferred). False: the caller wakes now."""

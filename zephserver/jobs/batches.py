@@ -173,6 +173,8 @@ class TransactionalActor(Actor):
         held += _refuse_callers([i for i in items if i is not None],
                                 f"the database does not take writes now "
                                 f"({self.write_problem})")
+        # (inside the batch's held wake-ups: the refusals would wait for the database)
+        held_wakes.flush()
         return None in items
 
     def close_inbox(self) -> None:
