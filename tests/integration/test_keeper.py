@@ -271,6 +271,26 @@ def test_a_warm_up_is_asked_only_after_a_quiet_spell(work):
         assert exits.wait(answer["pid"]) == 0
 
 
+def test_no_warm_up_is_asked_while_a_batch_is_being_spawned(work):
+    """The keeper migrates all along a batch: a warm-up then would only queue behind it
+    (and its send wait for the keeper once the socket is full)."""
+    with connected(work) as (kc, exits):
+        procs = "/sys/fs/cgroup/cpu/cgroup.procs"
+        batch = [request(work, f"b{i}", ["/bin/true"]) for i in range(keeper.CHUNK + 1)]
+        during, ended = [], threading.Event()
+
+        def on_chunk(results, more, lost):
+            if more:  # (the batch's last chunk is not read while this runs)
+                during.append(kc.warm(procs, quiet=0))
+            else:
+                ended.set()
+
+        kc.spawn_later(batch, None, on_chunk)
+        assert ended.wait(10)
+        assert during == [False]
+        assert kc.warm(procs, quiet=0)  # all answered: asked again
+
+
 def test_the_executor_records_a_batch_in_order_with_refusals_among_it(work):
     """LocalExecutor through the keeper: a batch of 20 where the fifth cannot start (no
     such program, refused before the keeper is asked) comes back chunk by chunk, each
