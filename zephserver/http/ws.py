@@ -140,17 +140,7 @@ class WsHandler(tornado.websocket.WebSocketHandler):
             future = self.write_message(text)
         except tornado.websocket.WebSocketClosedError:
             return
-        conn, size = self.conn, len(text)
-        if conn is not None:
-            def flushed(f: Any) -> None:
-                if not f.cancelled():
-                    f.exception()  # retrieved: a closed stream is not an error here
-                conn.written(size)
-
-            if future.done():
-                flushed(future)  # the common case: written at once, no extra loop turn
-            else:
-                future.add_done_callback(flushed)
+        self._count_when_written(future, len(text))
 
     def send_many(self, texts: list[str]) -> None:
         """Loop thread: ``send_now`` each of ``texts``, in order, in one write to the socket
@@ -177,17 +167,24 @@ class WsHandler(tornado.websocket.WebSocketHandler):
             future = protocol.stream.write(b"".join(frames))
         except tornado.iostream.StreamClosedError:
             return
-        conn, size = self.conn, sum(map(len, texts))
-        if conn is not None:
-            def flushed(f: Any) -> None:
-                if not f.cancelled():
-                    f.exception()  # retrieved: a closed stream is not an error here
-                conn.written(size)
+        self._count_when_written(future, sum(map(len, texts)))
 
-            if future.done():
-                flushed(future)
-            else:
-                future.add_done_callback(flushed)
+    def _count_when_written(self, future: Any, size: int) -> None:
+        """The connection's ``size`` characters count as sent once ``future`` (their
+        write) is done."""
+        conn = self.conn
+        if conn is None:
+            return
+
+        def flushed(f: Any) -> None:
+            if not f.cancelled():
+                f.exception()  # retrieved: a closed stream is not an error here
+            conn.written(size)
+
+        if future.done():
+            flushed(future)  # the common case: written at once, no extra loop turn
+        else:
+            future.add_done_callback(flushed)
 
     def on_close(self) -> None:
         if self.service.handlers <= {self}:  # the last connection of a burst: asked
