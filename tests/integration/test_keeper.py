@@ -277,9 +277,10 @@ def test_no_warm_up_is_asked_while_a_batch_is_being_spawned(work):
     with connected(work) as (kc, exits):
         procs = "/sys/fs/cgroup/cpu/cgroup.procs"
         batch = [request(work, f"b{i}", ["/bin/true"]) for i in range(keeper.CHUNK + 1)]
-        during, ended = [], threading.Event()
+        during, started, ended = [], [], threading.Event()
 
         def on_chunk(results, more, lost):
+            started.extend(r["pid"] for r in results)
             if more:  # (the batch's last chunk is not read while this runs)
                 during.append(kc.warm(procs, quiet=0))
             else:
@@ -289,6 +290,7 @@ def test_no_warm_up_is_asked_while_a_batch_is_being_spawned(work):
         assert ended.wait(10)
         assert during == [False]
         assert kc.warm(procs, quiet=0)  # all answered: asked again
+        assert [exits.wait(pid) for pid in started] == [0] * len(batch)
 
 
 def test_the_executor_records_a_batch_in_order_with_refusals_among_it(work):
