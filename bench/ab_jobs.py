@@ -9,19 +9,19 @@ machine's.
 
 Each round, for each daemon: 40 jobs one at a time (submit -> RUNNING, p50, vs
 posix_spawn+wait of /bin/true), 3 bursts of 100 (median, each vs the 100 posix_spawns
-just before it), 400 short jobs
-released from the queue (vs sequential Popen). Prints each round's ratios and, per
-figure, the median ratio of each checkout and the median of B / A over the rounds.
+just before it), 400 short jobs released from the queue (vs sequential Popen). Prints
+each round's ratios and, per figure, the median ratio of each checkout and the median of
+B / A over the rounds.
 """
 
 import asyncio
+import contextlib
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 
-from _common import REPO, median, start_daemon, until_idle
+from _common import REPO, daemon_running, median, until_idle
 from bench_jobs import (
     bench_settings,
     burst,
@@ -33,7 +33,7 @@ from bench_jobs import (
 )
 
 import tests.support.daemon as support
-from tests.support.daemon import run_cli, short_tmpdir
+from tests.support.daemon import short_tmpdir
 from tests.support.web import Ws
 
 ROUNDS = int(os.environ.get("ROUNDS", "6"))
@@ -46,23 +46,18 @@ class Side:
 
     def __init__(self, name: str, checkout: Path) -> None:
         self.name, self.checkout = name, checkout
-        self.work = short_tmpdir(f"zab{name}")
-        self.jobs_dir = str(self.work / "jobs")
         self.ratios: dict[str, list[float]] = {f: [] for f in FIGURES}
 
-    def start(self) -> None:
+    def start(self, stack: contextlib.ExitStack) -> None:
+        """Its daemon, stopped (and its folder removed) when ``stack`` closes."""
+        self.work = short_tmpdir(f"zab{self.name}")
         support.REPO = self.checkout  # (the daemon's PYTHONPATH and working directory)
         try:
-            self.daemon, self.token = start_daemon(bench_settings(self.work, self.jobs_dir))
+            self.daemon, self.token = stack.enter_context(
+                daemon_running(bench_settings(self.work, str(self.work / "jobs"))))
         finally:
             support.REPO = REPO
         self.pid = json.loads(self.daemon.cli("zephserver-status", "--json").stdout)["pid"]
-
-    def stop(self) -> None:
-        if hasattr(self, "daemon"):
-            run_cli("zephserver-stop", "--settings", str(self.work / "settings.py"))
-            self.daemon.close()
-        shutil.rmtree(self.work, ignore_errors=True)
 
     async def round(self, ws: Ws, others: list[int]) -> None:
         for pid in [self.pid, *others]:  # (the last turn's cancels and exits done)
@@ -111,13 +106,10 @@ def main() -> None:
         sys.exit("usage: ab_jobs.py OTHER_CHECKOUT (a directory holding zephserver/)")
     os.chdir(REPO)
     a, b = Side("A", Path(sys.argv[1]).resolve()), Side("B", REPO)
-    try:
-        a.start()
-        b.start()
+    with contextlib.ExitStack() as stack:
+        a.start(stack)
+        b.start(stack)
         asyncio.run(compare(a, b))
-    finally:
-        for side in (a, b):
-            side.stop()
 
 
 if __name__ == "__main__":

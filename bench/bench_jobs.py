@@ -34,14 +34,14 @@ from _common import (
     REPO,
     children_cpu_seconds,
     cpu_seconds,
+    daemon_running,
     median,
     pct,
     rss_mib,
-    start_daemon,
     until_idle,
 )
 
-from tests.support.daemon import run_cli, short_tmpdir, write_settings
+from tests.support.daemon import short_tmpdir, write_settings
 from tests.support.jobs import keepers_under
 from tests.support.web import Ws
 
@@ -299,14 +299,11 @@ def main() -> None:
     # last minutes (a test run's or this bench's cleanup), ext4 spends up to ~1.5 ms per
     # new inode: part 2 prints what 100 job directories cost here and in /tmp.
     os.makedirs(os.path.dirname(JOBS_DIR), exist_ok=True)
-    daemon, token = start_daemon(bench_settings(work, JOBS_DIR))
-    pid = json.loads(daemon.cli("zephserver-status", "--json").stdout)["pid"]
     try:
-        asyncio.run(run_bench(daemon.url, token, pid, str(work)))
+        with daemon_running(bench_settings(work, JOBS_DIR)) as (daemon, token):
+            pid = json.loads(daemon.cli("zephserver-status", "--json").stdout)["pid"]
+            asyncio.run(run_bench(daemon.url, token, pid, str(work)))
     finally:
-        run_cli("zephserver-stop", "--settings", str(work / "settings.py"))
-        daemon.close()
-        shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(JOBS_DIR, ignore_errors=True)
 
 
