@@ -23,7 +23,7 @@ from tests.support.jobs import (
 )
 from tests.support.poll import poll_async, poll_until
 from tests.support.web import Ws, run, start_with_users
-from zephserver.launch import shim
+from zephserver.launch import keeper, shim
 
 pytestmark = pytest.mark.e2e
 
@@ -646,32 +646,37 @@ def test_queue_survives_restart_and_vanished_job_is_lost(workdir):
         kill_jobs_under(workdir)
 
 
-def test_an_ended_job_leaves_no_pid_or_status_file_beside_its_directory(server):
-    """A running job's pid file records it for a restart. Once its end is in the
-    database, the pid and status files kept beside the job directories go (two small
-    files a job, forever, before); those of a job started from a spare directory
-    (launch.spares) are in its own directory, and stay there with its log."""
-    jobs_dir = server.work / "var" / "jobs"
+def test_an_ended_job_leaves_no_record_of_its_process_behind(server):
+    """A running job's process is recorded for a restart: in the keeper's ledger (where
+    jobs have cgroups), or in the shim's pid file beside the job's directory. Once its end
+    is in the database, the record goes (the ledger's entry with the next batch of
+    spawns, the shim's files at once: two small files a job, forever, before); the job's
+    own directory holds its log, nothing of ours."""
+    data_dir = server.work / "var"
+    ledger = keeper.Ledger(keeper.ledger_path(str(data_dir / "keeper.sock")))
+
+    def recorded(job_id: int) -> bool:
+        job_dir = str(data_dir / "jobs" / str(job_id))
+        return f"job-{job_id}" in ledger.read() or \
+            shim.recorded_pid(shim.meta_files(job_dir)) is not None
 
     async def scenario():
         ws = await connect(server)
         job = await submit(ws, "sleep", seconds=30)
         await wait_job(ws, job["id"], {"RUNNING"})
-        job_dir = str(jobs_dir / str(job["id"]))
-        await poll_async(lambda: shim.kept(shim.found_meta(job_dir)), 10,
-                         what="its pid file")
+        await poll_async(lambda: recorded(job["id"]), 10, what="its record")
         assert "result" in await ws.call("jobs.cancel", {"id": job["id"]})
         await wait_job(ws, job["id"], {"CANCELLED"})
+        after = await submit(ws, "sleep", seconds=0)
+        await wait_job(ws, after["id"], {"SUCCEEDED"})
         await ws.aclose()
-        return job_dir
+        return job["id"]
 
-    job_dir = run(scenario())
-    beside = shim.meta_files(job_dir)
-    poll_until(lambda: not os.path.exists(beside.pid) and not os.path.exists(beside.status),
-               10, what="no files beside its directory")
-    meta = shim.found_meta(job_dir)
-    if meta == shim.own_meta(job_dir):
-        assert shim.recorded_status(meta) == 128 + signal.SIGTERM
+    job_id = run(scenario())
+    poll_until(lambda: not recorded(job_id), 10, what="no record left")
+    beside = shim.meta_files(str(data_dir / "jobs" / str(job_id)))
+    assert not os.path.exists(beside.pid) and not os.path.exists(beside.status)
+    assert os.listdir(data_dir / "jobs" / str(job_id)) == ["output.log"]
 
 
 def test_jobs_run_below_the_daemon(server):

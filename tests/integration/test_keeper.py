@@ -24,9 +24,8 @@ from tests.support.poll import poll_until
 from zephserver.jobs.executor import LocalExecutor
 from zephserver.launch import keeper, shim
 from zephserver.launch.cgroups import Cgroups, CpuShare
-from zephserver.launch.keeper_client import KeeperClient
+from zephserver.launch.keeper_client import FORGET_BATCH, KeeperClient
 from zephserver.launch.process import Spawned, SpawnError
-from zephserver.launch.shim import Meta, kept, recorded_pid, recorded_start_time, recorded_status
 from zephserver.launch.spares import SPARE_DIR, SpareDirs
 
 pytestmark = pytest.mark.timeout(60)
@@ -82,8 +81,12 @@ def client(work, exits):
 def request(work, key, argv, **extra):
     return {"key": key, "exe": argv[0], "argv": argv, "env": {"PATH": os.defpath, "X": "1"},
             "cwd": str(work), "log": str(work / f"{key}.log"), "groups": [], "nice": None,
-            "autogroup": None, "pid_file": str(work / f"{key}.pid"),
-            "status_file": str(work / f"{key}.exit"), **extra}
+            "autogroup": None, **extra}
+
+
+def ledger(work) -> dict:
+    """What the keeper of ``work`` recorded, read as a restarted daemon reads it."""
+    return keeper.Ledger(keeper.ledger_path(str(work / "keeper.sock"))).read()
 
 
 def test_it_starts_a_program_records_it_and_reports_its_end(work):
@@ -91,11 +94,9 @@ def test_it_starts_a_program_records_it_and_reports_its_end(work):
         [result] = kc.spawn([request(work, "a", ["/bin/sh", "-c", 'pwd; echo "$X"; exit 3'])])
         pid = result["pid"]
         assert exits.wait(pid) == 3
-        meta = Meta(str(work / "a.pid"), str(work / "a.exit"))
-        poll_until(lambda: recorded_status(meta) == 3, 10)
-        assert recorded_pid(meta) == pid
-        assert kept(meta)
-        assert recorded_start_time(meta) is not None
+        recorded_pid, start_time, status = ledger(work)["a"]  # (written before it is told)
+        assert (recorded_pid, status) == (pid, 3)
+        assert start_time > int(proc_stat(kc.pid)[19])  # (after the keeper's own start)
         assert (work / "a.log").read_text() == f"{work}\n1\n"
 
 
@@ -194,28 +195,25 @@ def test_a_batch_is_answered_in_chunks_in_order(work):
         assert "error" in answers[4]
         for answer in answers[:4] + answers[5:]:
             assert exits.wait(answer["pid"]) == 0
-        # Ended while the batch went on (reported between chunks), each still has its pid
-        # file beside its status: a daemon that reads them finds both, never one alone.
-        for answer, asked_for in zip(answers, asked, strict=True):
+        # Ended while the batch went on (reported between chunks), each has its start in
+        # the ledger before its end: a daemon that reads it finds both, never one alone.
+        recorded = ledger(work)
+        for answer in answers:
             if "pid" in answer:
-                meta = Meta(asked_for["pid_file"], asked_for["status_file"])
-                assert kept(meta), answer
-                assert recorded_pid(meta) == answer["pid"]
-                assert recorded_status(meta) == 0
+                assert recorded[answer["key"]][::2] == (answer["pid"], 0), answer
         assert exits.wait(kc.spawn([request(work, "after", ["/bin/true"])])[0]["pid"]) == 0
 
 
-def test_a_job_ended_before_its_pid_file_was_due_gets_it_before_its_end_is_told(work):
-    """Pid files are written once the whole batch has started (between chunks they held
-    the next one back); a job that ended first gets its own, start time read from its
-    zombie, before its status file and its exit report."""
+def test_a_job_ended_before_its_start_was_due_gets_it_before_its_end_is_told(work):
+    """Starts go in the ledger once the whole batch has started (their start times read
+    between chunks held the next one back); a job that ended first has its own written,
+    start time read from its zombie, before its end and its exit report."""
     asked = [request(work, f"e{i}", ["/bin/true"]) for i in range(3 * keeper.CHUNK)]
-    metas = [Meta(r["pid_file"], r["status_file"]) for r in asked]
     seen = {}
 
     def exited(pid, code):  # (may come before the chunk that started it is read)
-        mine = [meta for meta in metas if recorded_pid(meta) == pid]
-        seen[pid] = len(mine) == 1 and kept(mine[0]) and recorded_start_time(mine[0]) > 0
+        mine = [entry for entry in ledger(work).values() if entry[0] == pid]
+        seen[pid] = len(mine) == 1 and mine[0][1] > 0 and mine[0][2] == code
         exits.exited(pid, code)
 
     exits = Exits()
@@ -230,20 +228,39 @@ def test_a_job_ended_before_its_pid_file_was_due_gets_it_before_its_end_is_told(
     assert seen == dict.fromkeys(pids, True)
 
 
-def test_jobs_that_keep_running_get_their_pid_files_once_the_batch_has_started(work):
+def test_jobs_that_keep_running_have_their_starts_recorded_once_the_batch_has_started(work):
     """Written when the keeper has nothing else to do, not between chunks: a restarted
     daemon still finds each running job by its pid and start time."""
     asked = [request(work, f"r{i}", ["/bin/sleep", "30"]) for i in range(keeper.CHUNK + 2)]
     with connected(work) as (kc, exits):
         pids = [a["pid"] for chunk in kc.spawn_in_chunks(asked) for a in chunk]
-        metas = [Meta(r["pid_file"], r["status_file"]) for r in asked]
-        poll_until(lambda: all(kept(m) for m in metas), 10, what="every pid file")
-        assert [recorded_pid(m) for m in metas] == pids
-        assert all(recorded_start_time(m) == int(proc_stat(pid)[19]) for m, pid in
-                   zip(metas, pids, strict=True))
+        keys = [r["key"] for r in asked]
+        recorded = poll_until(lambda: (found := ledger(work)).keys() >= set(keys) and found,
+                              10, what="every start")
+        assert [recorded[key] for key in keys] == [
+            (pid, int(proc_stat(pid)[19]), None) for pid in pids]
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
             assert exits.wait(pid) == 128 + signal.SIGKILL
+
+
+def test_jobs_forgotten_leave_the_ledger_with_the_next_batch_or_once_there_are_many(work):
+    """The daemon has a job's end: the keeper drops it from its ledger. Told with the next
+    batch of spawns (not a message a job), or on its own once FORGET_BATCH wait."""
+    with connected(work) as (kc, exits):
+        started = kc.spawn([request(work, key, ["/bin/true"]) for key in ("a", "b")])
+        assert [exits.wait(r["pid"]) for r in started] == [0, 0]
+        kc.forget("a")
+        assert "a" in ledger(work)
+        [c] = kc.spawn([request(work, "c", ["/bin/true"])])
+        assert exits.wait(c["pid"]) == 0
+        assert "a" not in ledger(work)
+        for i in range(FORGET_BATCH - 1):
+            kc.forget(f"never-{i}")
+        assert "b" in ledger(work)
+        kc.forget("b")
+        poll_until(lambda: "b" not in ledger(work), 10, what="b forgotten")
+        assert list(ledger(work)) == ["c"]
 
 
 def test_a_warm_up_leaves_the_keeper_where_it_was_and_a_bad_one_changes_nothing(work):
@@ -364,18 +381,20 @@ def test_a_new_job_gets_a_spare_directory_and_a_job_run_again_keeps_its_own(work
         assert (again / "output.log").read_text() == "two\n"
         assert (again / "kept").read_text() == "from its first run\n"
         assert len(before - set(os.listdir(jobs_dir / SPARE_DIR))) == 1  # job 1's
-        # Job 1's pid and status files came with its spare; job 2's are beside its
-        # directory, and its first run's are gone (they would pass for this run's).
+        # Both recorded in the keeper's ledger (no file a job); job 2's first run's files
+        # are gone (they would pass for this run's).
         for job in jobs:
-            meta = shim.found_meta(job.job_dir)
-            assert meta == (shim.own_meta(job.job_dir) if job.pk == 1
-                            else shim.meta_files(job.job_dir))
-            poll_until(lambda m=meta: shim.recorded_status(m) == 0, 10, what="its status")
-            assert shim.kept(meta)
-            assert shim.recorded_pid(meta) == job.pid
+            recorded = poll_until(lambda j=job: executor.records.of(f"job-{j.pk}", j.job_dir)
+                                  if executor.recorded_exit(j) == 0 else None,
+                                  10, what="its status")
+            assert recorded.kept
+            assert recorded.pid == job.pid
+        assert sorted(os.listdir(jobs_dir / "1")) == ["output.log"]
         assert not any(os.path.exists(path) for path in first_run)
-        executor.forget(jobs[0])  # (its files stay with its directory)
-        assert shim.recorded_status(shim.found_meta(jobs[0].job_dir)) == 0
+        executor.forget(jobs[0])
+        executor.keeper.close()  # (the daemon stops: it tells the keeper what it forgot)
+        poll_until(lambda: "job-1" not in ledger(work), 10, what="job 1 forgotten")
+        assert ledger(work)["job-2"][2] == 0
     finally:
         executor.close()
 

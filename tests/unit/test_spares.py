@@ -28,13 +28,12 @@ def pool(tmp_path):
 
 
 def is_pristine(path: str) -> bool:
-    """Only its empty files: the log, the pid and status files."""
+    """Only its empty log (the keeper records pids and statuses in its ledger)."""
     names = sorted(os.listdir(path))
-    return names == sorted([LOG_NAME, PID_FILE, STATUS_FILE]) and all(
-        os.stat(os.path.join(path, name)).st_size == 0 for name in names)
+    return names == [LOG_NAME] and os.stat(os.path.join(path, LOG_NAME)).st_size == 0
 
 
-def test_it_fills_itself_with_empty_directories_each_holding_empty_files(pool, tmp_path):
+def test_it_fills_itself_with_empty_directories_each_holding_an_empty_log(pool, tmp_path):
     spares = pool(want=5)
     spares.start()
     poll_until(lambda: len(spares) == 5, what="five spares")
@@ -45,8 +44,6 @@ def test_it_fills_itself_with_empty_directories_each_holding_empty_files(pool, t
         assert is_pristine(path)
         mode = stat.S_IMODE(os.stat(os.path.join(path, LOG_NAME)).st_mode)
         assert mode & 0o137 == 0  # at most rw-r----- (the keeper's log mode)
-        mode = stat.S_IMODE(os.stat(os.path.join(path, STATUS_FILE)).st_mode)
-        assert mode & 0o177 == 0  # rw------- (as the keeper writes it)
 
 
 def test_takes_empty_it_then_it_is_filled_again_once_they_stop(pool, tmp_path):
@@ -68,12 +65,13 @@ def test_a_new_start_adopts_what_an_earlier_run_left_and_removes_what_is_not_a_s
     root = tmp_path / SPARE_DIR
     left = sorted(str(p) for p in root.iterdir())
     (root / "written").mkdir()
-    for name in (LOG_NAME, PID_FILE, STATUS_FILE):
-        (root / "written" / name).touch()
-    (root / "written" / STATUS_FILE).write_text("0\n")
+    (root / "written" / LOG_NAME).write_text("output\n")
     (root / "extra").mkdir()
-    for name in (LOG_NAME, PID_FILE, STATUS_FILE, "other"):
+    for name in (LOG_NAME, "other"):
         (root / "extra" / name).touch()
+    (root / "older").mkdir()  # an older daemon's, with the pid and status files it had
+    for name in (LOG_NAME, PID_FILE, STATUS_FILE):
+        (root / "older" / name).touch()
     (root / "stray-file").touch()
     second = pool(want=3)
     second.start()
@@ -81,6 +79,7 @@ def test_a_new_start_adopts_what_an_earlier_run_left_and_removes_what_is_not_a_s
     assert adopted == left
     assert not (root / "written").exists()
     assert not (root / "extra").exists()
+    assert not (root / "older").exists()
     assert not (root / "stray-file").exists()
 
 

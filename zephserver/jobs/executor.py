@@ -11,9 +11,9 @@ launching each batch through the executor of its jobs. An executor that ``report
 pending, running and ended.
 
 A job given to an executor has ``argv``, ``cwd``, ``job_dir`` (the shim keeps its pid
-and exit status beside it, ``shim.meta_files``), ``log_path``, ``account`` (who it runs
-as, launch.accounts; None: the daemon's account), and after the start ``pid``,
-``start_time`` and ``boot_id``.
+and exit status beside it, ``shim.meta_files``; the keeper in its ledger), ``log_path``,
+``account`` (who it runs as, launch.accounts; None: the daemon's account), and after the
+start ``pid``, ``start_time`` and ``boot_id``.
 """
 
 import contextlib
@@ -39,6 +39,7 @@ from zephserver.launch.process import (
     spawn,
     with_start_times,
 )
+from zephserver.launch.records import Recorded, Records
 from zephserver.launch.spares import LOG_NAME, SpareDirs
 from zephserver.launch.states import JobState
 
@@ -109,11 +110,6 @@ def _memory(job: Any) -> int:
     return (job.resources or {}).get("memory") or 0
 
 
-def _meta(job: Any) -> shim.Meta:
-    """The job's shim files (where an older daemon may have put them)."""
-    return shim.found_meta(job.job_dir)
-
-
 class LocalExecutor:
     """This node: each job in a session of its own, its output straight to its log,
     started by the keeper (``launch.keeper``: where jobs have cgroups) or under the
@@ -144,6 +140,8 @@ class LocalExecutor:
         self.keeper = (KeeperClient(keeper_socket, self.reaper.report, self._keeper_lost)
                        if cgroups is not None and keeper_socket
                        and KeeperClient.usable(keeper_socket) else None)
+        # what the keeper and the shim recorded of each job's process
+        self.records = Records(keeper_socket if self.keeper is not None else None)
         # job directories made ahead, renamed into place by the keeper (launch.spares)
         self.spares = spares if self.keeper is not None else None
         if self.spares is not None:
@@ -259,11 +257,6 @@ class LocalExecutor:
         # a requeue job is held to the daemon's lease (launch.leash), as the daemon
         argv = [*getattr(job, "leash", ()), *argv]
         spare = self._spare_for(job) if keeper_makes_dir and not again else None
-        if spare is not None:  # its pid and status files come with it, empty
-            meta = shim.own_meta(job.job_dir)
-        else:
-            meta = shim.meta_files(job.job_dir)
-            self._make_parent(meta.pid)
         nice, autogroup = job_priority(self.nice)
         if self.cpu is not None:
             # The keeper moves it into the node's cpu group once started, and the kernel
@@ -272,11 +265,15 @@ class LocalExecutor:
             # keeper's time in a stream of short jobs).
             autogroup = None
         prefixed = len(argv) > len(job.argv)  # (then argv[0] is absolute)
-        return {"key": _key(job), "exe": argv[0] if prefixed else exe, "argv": argv,
-                "env": env, "cwd": job.cwd, "log": job.log_path, "groups": groups,
-                "nice": nice, "autogroup": autogroup, "pid_file": meta.pid,
-                "status_file": meta.status, "dir": job.job_dir if keeper_makes_dir else None,
-                "spare": spare}
+        request = {"key": _key(job), "exe": argv[0] if prefixed else exe, "argv": argv,
+                   "env": env, "cwd": job.cwd, "log": job.log_path, "groups": groups,
+                   "nice": nice, "autogroup": autogroup,
+                   "dir": job.job_dir if keeper_makes_dir else None, "spare": spare}
+        if not by_keeper:  # (the keeper records its jobs in its ledger)
+            meta = shim.meta_files(job.job_dir)
+            self._make_parent(meta.pid)
+            request["meta"] = meta
+        return request
 
     def _spare_for(self, job: Any) -> str | None:
         """A spare directory for the keeper to rename into ``job``'s (its log in it)."""
@@ -287,8 +284,8 @@ class LocalExecutor:
     def _spawn_under_shim(self, r: dict) -> Spawned | SpawnError:
         try:
             groups = [*r["groups"], self.cpu.procs] if self.cpu is not None else r["groups"]
-            return spawn(shim.wrap(r["argv"], shim.Meta(r["pid_file"], r["status_file"]),
-                                   r["cwd"], groups, self.cgroups is None), None, r["env"],
+            return spawn(shim.wrap(r["argv"], r["meta"], r["cwd"], groups,
+                                   self.cgroups is None), None, r["env"],
                          r["log"], read_start_time=False, nice=self.nice)
         except SpawnError as exc:
             return exc
@@ -434,7 +431,7 @@ class LocalExecutor:
         if job.pid in self._from_keeper:
             self._from_keeper.discard(job.pid)
             return True
-        if job.pid not in self.keeper.children and shim.kept(_meta(job)):
+        if job.pid not in self.keeper.children and self._recorded(job).kept:
             self._keeper()
         return job.pid in self.keeper.children
 
@@ -463,11 +460,14 @@ class LocalExecutor:
 
     def program_started(self, job: Any) -> bool:
         if self.keeper is not None and job.pid in self.keeper.children:
-            return True  # the keeper's child is the program itself (its pid file comes later)
-        meta = _meta(job)
-        return shim.kept(meta) or shim.program_started(job.pid, meta)
+            return True  # the keeper's child is the program itself (its record comes later)
+        return self._recorded(job).kept or self.records.shim_started_program(job.pid,
+                                                                             job.job_dir)
 
     # -- after a restart ------------------------------------------------------------------
+
+    def _recorded(self, job: Any) -> Recorded:
+        return self.records.of(_key(job), job.job_dir)
 
     def alive(self, job: Any) -> bool:
         # same boot and same kernel start time: never a pid the kernel has reused
@@ -475,24 +475,31 @@ class LocalExecutor:
             return False
         if job.pid in self._reported or is_alive(job.pid, job.start_time):
             return True  # (the keeper reports its end: until then, it is not gone)
-        # Started by the keeper: its start time is in its pid file, and until the keeper
-        # reaps it (and writes its status) a zombie of the keeper's is not gone yet.
-        meta = _meta(job) if job.job_dir else None
-        if meta is None or not shim.kept(meta) or shim.recorded_pid(meta) != job.pid:
+        # Started by the keeper: its start time is in its record, and until the keeper
+        # reaps it (and records its end) a zombie of the keeper's is not gone yet.
+        recorded = self._recorded(job)
+        if not recorded.kept or recorded.pid != job.pid:
             return False
         keeper = self._keeper()
-        return is_alive(job.pid, shim.recorded_start_time(meta),
+        return is_alive(job.pid, recorded.start_time,
                         zombie_of=keeper.pid if keeper is not None else None)
 
     def recorded_exit(self, job: Any) -> int | None:
-        return shim.recorded_status(_meta(job)) if job.job_dir else None
+        recorded = self._recorded(job)
+        if recorded.kept and recorded.pid != job.pid:
+            return None  # (an earlier run's)
+        return recorded.status
 
     def forget(self, job: Any) -> None:
-        """Its pid and status files (two small files a job, kept forever before: a block
-        each on disk, and a directory that only grew); those in the job's own directory
-        stay with it (removing them cost every new file on this disk for 30 s)."""
+        """The keeper may drop it from its ledger; where the shim or an older keeper
+        recorded it, its pid and status files go (two small files a job, kept forever
+        before: a block each on disk, and a directory that only grew); those in the job's
+        own directory stay with it (removing them cost every new file on this disk for
+        30 s)."""
+        if self.keeper is not None:
+            self.keeper.forget(_key(job))
         if job.job_dir:
-            meta = _meta(job)
+            meta = shim.found_meta(job.job_dir)
             if meta == shim.own_meta(job.job_dir):
                 return
             for path in (meta.pid, meta.status):
@@ -500,20 +507,16 @@ class LocalExecutor:
                     os.unlink(path)
 
     def orphan(self, job: Any) -> dict | None:
-        if not job.job_dir:
+        recorded = self._recorded(job)
+        pid = recorded.pid
+        if pid is not None and recorded.kept:  # started by the keeper
+            if is_alive(pid, recorded.start_time) or recorded.status is not None:
+                return {"pid": pid, "start_time": recorded.start_time, "boot_id": self.boot}
             return None
-        meta = _meta(job)
-        pid = shim.recorded_pid(meta)
-        if pid is not None and shim.kept(meta):  # started by the keeper
-            start_time = shim.recorded_start_time(meta)
-            if is_alive(pid, start_time) or shim.recorded_status(meta) is not None:
-                return {"pid": pid, "start_time": start_time, "boot_id": self.boot}
-            return None
-        if pid is None or not (shim.is_shim_of(pid, meta)
-                               or shim.recorded_status(meta) is not None):
+        if pid is None or not (self.records.is_shim_of(pid, job.job_dir)
+                               or recorded.status is not None):
             return None
         return {"pid": pid, "start_time": process_start_time(pid), "boot_id": self.boot}
-
 
 class _Answers:
     """One batch given to the keeper: its answers, a chunk at a time, as each job's

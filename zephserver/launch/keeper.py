@@ -5,8 +5,11 @@ It replaces the per-job ``/bin/sh`` shim where jobs get cgroups: a job then cost
 ``posix_spawn`` of its own program, with nothing in between (the shim cost a shell and a
 fork per job, more than the program ``/bin/true`` itself). The keeper keeps the shim's
 promises: it records each job's pid (and start time) when it starts it and its exit
-status when it reaps it, in the same files, so a daemon that was down meanwhile still
-learns how its jobs ended.
+status when it reaps it, so a daemon that was down meanwhile still learns how its jobs
+ended. Not in two files a job, as the shim does, but in its ledger (``Ledger``): one
+file beside its socket that it appends to. A new file cost 30 us on a quiet disk and up
+to 1 ms where many had been removed in the last 30 s (ext4 without a journal), and
+their removal once the daemon had a job's end made every later new file slower still.
 
 - To start a job in its cgroups it moves itself into them (making the job's own group
   first), spawns, and moves back (about 30 us a move; a child cannot be placed before it
@@ -24,6 +27,7 @@ learns how its jobs ended.
 - It exits once no daemon is connected and it has no child left.
 
 Run as a script (``python -I -S keeper.py SOCKET``): it imports nothing of zephserver.
+Long because of that: what the daemon shares with it (its frames, its ledger) is here.
 """
 
 import collections
@@ -37,12 +41,16 @@ import struct
 import sys
 import time
 
-VERSION = 4  # 3: it makes a job's group it is asked to enter; 4: and its "dir"
+VERSION = 5  # 3: it makes a job's group it is asked to enter; 4: and its "dir"; 5: ledger
 HEADER = struct.Struct("!I")
 MAX_FRAME = 256 << 20
 FIRST_CONNECTION_WAIT = 30.0  # seconds a keeper nobody connected to yet waits
-SETTLE_WITHIN = 0.5  # seconds a started job's pid file may wait for a quiet moment
+SETTLE_WITHIN = 0.5  # seconds a started job's line in the ledger may wait for a quiet moment
 CHUNK = 16  # spawns answered at a time in a batch (16, not 8: the manager's time a job -5 %)
+LEDGER = "keeper.ledger"  # beside the keeper's socket
+# The ledger is written again with only what is still needed once this much was appended
+# and most of it is of jobs forgotten.
+COMPACT_AFTER = 1 << 20
 # What a program starts with at its default (ignored ones stay ignored across exec: the
 # keeper's own, Python's SIGPIPE and SIGXFSZ, and SIGQUIT from the shell that started it).
 DEFAULT_SIGNALS = (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGQUIT,
@@ -106,9 +114,89 @@ def start_time(pid: int) -> int | None:
 def _write(path: str, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
-        os.write(fd, text.encode())
+        _write_all(fd, text.encode())
     finally:
         os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def ledger_path(socket_path: str) -> str:
+    """The ledger of the keeper listening on ``socket_path``."""
+    return os.path.join(os.path.dirname(socket_path), LEDGER)
+
+
+def started_record(key: str, pid: int) -> str:
+    """The ledger's line for job ``key`` started as ``pid`` (with its start time, by which
+    a restarted daemon knows the process: a read that waits while its exec is under way,
+    so written once the daemon has its answer)."""
+    start = start_time(pid)
+    return f"s {key} {pid} {'-' if start is None else start}\n"
+
+
+class Ledger:
+    """What the keeper recorded of its jobs: a file of one line each time something
+    happened to one, ``s KEY PID START`` once it started (START: its start time, "-"
+    unknown), ``e KEY PID CODE`` once it was reaped, ``d KEY`` once the daemon had its end
+    (``forget``: nothing needs it any more). ``entries``: what each job came to, by its
+    key, as (pid, start time, exit code or None); a job run again has its last run's.
+
+    ``read`` parses only what was appended since it last read (the whole file again when
+    the keeper has written a new one, ``Keeper._compact``), so a daemon that looks up each
+    job it re-adopts reads the file once."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.entries: dict[str, tuple[int, int | None, int | None]] = {}
+        self.size = 0  # bytes read
+        self._file: tuple[int, int] | None = None  # (device, inode) read
+        self._rest = b""  # the start of a line not whole yet
+
+    def read(self) -> dict[str, tuple[int, int | None, int | None]]:
+        try:
+            f = open(self.path, "rb")  # noqa: SIM115 (closed below)
+        except FileNotFoundError:
+            self.entries, self.size, self._file, self._rest = {}, 0, None, b""
+            return self.entries
+        with f:
+            st = os.fstat(f.fileno())
+            if (st.st_dev, st.st_ino) != self._file or st.st_size < self.size:
+                self.entries, self.size, self._rest = {}, 0, b""
+                self._file = (st.st_dev, st.st_ino)
+            f.seek(self.size)
+            data = f.read()
+        self.size += len(data)
+        lines = (self._rest + data).split(b"\n")
+        self._rest = lines.pop()
+        for line in lines:
+            self.apply(line)
+        return self.entries
+
+    @property
+    def torn(self) -> bool:
+        """Whether its last line is not whole (a keeper killed while it wrote)."""
+        return bool(self._rest)
+
+    def apply(self, line: bytes) -> None:
+        """One line into ``entries`` (a torn one is skipped)."""
+        words = line.split()
+        try:
+            kind, key = words[0], words[1].decode()
+            if kind == b"s":
+                self.entries[key] = (int(words[2]),
+                                     None if words[3] == b"-" else int(words[3]), None)
+            elif kind == b"e":
+                entry = self.entries.get(key)
+                if entry is not None and entry[0] == int(words[2]):
+                    self.entries[key] = (entry[0], entry[1], int(words[3]))
+            elif kind == b"d":
+                self.entries.pop(key, None)
+        except (IndexError, ValueError, UnicodeDecodeError):
+            pass
 
 
 def _enter(procs: str, pid: int = 0) -> None:
@@ -252,14 +340,6 @@ def spawn(request: dict, homes: Homes) -> dict:
     return {"key": key, "pid": pid}
 
 
-def settle(request: dict, pid: int) -> None:
-    """Once the daemon has its answer: the job's pid file as the shim wrote it, with the
-    start time (``shim.kept``), by which a restarted daemon knows the process (a new
-    file, about 0.2 ms, and a read that waits while the program's exec is under way)."""
-    with contextlib.suppress(OSError):
-        _write(request["pid_file"], f"{pid}\n{start_time(pid)}\n")
-
-
 def take_nice(nice: int | None) -> None:
     """Run at the niceness jobs are to have, so they inherit it (a call less a job).
     Where each session has an autogroup, the keeper is alone in its own: its niceness
@@ -273,8 +353,8 @@ class Keeper:
     def __init__(self, path: str) -> None:
         self.path = path
         self.homes = Homes()
-        self.children: dict[int, str] = {}  # pid -> its status file
-        self.unsettled: dict[int, dict] = {}  # pid -> its request: no pid file yet
+        self.children: dict[int, str] = {}  # pid -> its job's key
+        self.unsettled: dict[int, str] = {}  # pid -> its key: not in the ledger yet
         self.unsettled_since = 0.0  # monotonic: when the oldest of them was answered
         self.selector = selectors.DefaultSelector()
         self.conns: dict[str, socket.socket] = {}  # role ("requests", "events") -> it
@@ -283,6 +363,67 @@ class Keeper:
         self.niced = False
         self.born = time.monotonic()
         self.listener: socket.socket | None = None
+        self.ledger = Ledger(ledger_path(path))
+        self._ledger_fd = -1
+        self._ledger_failed = False  # its last write failed (then a line may be torn)
+
+    def open_ledger(self) -> None:
+        """Read what earlier keepers recorded (kept when it is written again), and open it
+        to append."""
+        self.ledger.read()
+        self._ledger_fd = os.open(self.ledger.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND
+                                  | os.O_CLOEXEC, 0o600)
+        self._ledger_failed = self.ledger.torn
+
+    def _note(self, lines: list[str]) -> None:
+        """``lines`` appended to the ledger, in one write."""
+        if not lines:
+            return
+        data = ("\n" if self._ledger_failed else "") + "".join(lines)
+        try:
+            _write_all(self._ledger_fd, data.encode())
+            self._ledger_failed = False
+        except OSError as exc:
+            if not self._ledger_failed:
+                print(f"keeper: cannot write its ledger {self.ledger.path}: {exc.strerror}",
+                      file=sys.stderr, flush=True)
+            self._ledger_failed = True
+        self.ledger.size += len(data)
+        for line in lines:
+            self.ledger.apply(line.encode())
+
+    def _forget(self, keys: list[str]) -> None:
+        """The daemon has these jobs' ends; the ledger is written again, with only what is
+        still needed, once it is mostly what is not."""
+        self._note([f"d {key}\n" for key in keys if key in self.ledger.entries])
+        if self.ledger.size >= COMPACT_AFTER and \
+                len(self.ledger.entries) * 200 < self.ledger.size:
+            self._compact()
+
+    def _compact(self) -> None:
+        """The ledger written again as its entries (a new file renamed over it: a daemon
+        reading it meanwhile reads the one or the other, each whole)."""
+        lines = []
+        for key, (pid, start, code) in self.ledger.entries.items():
+            lines.append(f"s {key} {pid} {'-' if start is None else start}\n")
+            if code is not None:
+                lines.append(f"e {key} {pid} {code}\n")
+        data = "".join(lines).encode()
+        new = self.ledger.path + ".new"
+        try:
+            fd = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                _write_all(fd, data)
+            finally:
+                os.close(fd)
+            os.rename(new, self.ledger.path)
+        except OSError as exc:  # (the old one goes on)
+            print(f"keeper: cannot write its ledger again: {exc.strerror}", file=sys.stderr,
+                  flush=True)
+            return
+        os.close(self._ledger_fd)
+        self._ledger_fd = os.open(self.ledger.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        self.ledger.size, self._ledger_failed = len(data), False
 
     def listen(self) -> None:
         old = os.umask(0o077)
@@ -305,7 +446,7 @@ class Keeper:
 
     def run(self) -> None:
         while not self._done():
-            # Pid files are written when nothing waits (a batch asked meanwhile starts
+            # Starts go in the ledger when nothing waits (a batch asked meanwhile starts
             # first), and at the latest SETTLE_WITHIN after their answer.
             ready = self.selector.select(0 if self.unsettled else 1.0)
             if self.unsettled and (not ready or time.monotonic() - self.unsettled_since
@@ -346,12 +487,12 @@ class Keeper:
             del self.conns[role]
         conn.close()
 
-    def _send(self, role: str, message: dict) -> None:
+    def _send(self, role: str, *messages: dict) -> None:
         conn = self.conns.get(role)
-        if conn is None:
+        if conn is None or not messages:
             return
         try:
-            conn.sendall(frame(message))
+            conn.sendall(b"".join(map(frame, messages)))
         except OSError:
             self._drop(conn)
 
@@ -382,7 +523,10 @@ class Keeper:
             if not self.niced and jobs:
                 take_nice(jobs[0].get("nice"))
                 self.niced = True
+            self._forget(message.get("forget", []))  # (first: a job run again among jobs)
             self._spawn_batch(jobs, message.get("groups", []))
+        elif op == "forget":
+            self._forget(message["keys"])
         elif op == "warm":  # (KeeperClient.warm)
             with contextlib.suppress(OSError):
                 _enter(self.homes.of(message["procs"]))
@@ -391,12 +535,12 @@ class Keeper:
 
     def _spawn_batch(self, jobs: list[dict], shared: list[str]) -> None:
         """Start ``jobs``, answering CHUNK at a time; each is moved into the cgroups
-        ``shared`` (the node's cpu group) once it has started. Their pid files are written
-        later, when the keeper has nothing else to do (``run``): written between chunks,
-        they held each next chunk back (27 ms of a 100-job batch, 100 ms where new files
-        cost 1 ms). A job that ends first still gets its pid file before its end is
-        told (``_reap``); only a keeper killed in between leaves them unwritten, as it
-        did for the last chunk before."""
+        ``shared`` (the node's cpu group) once it has started. Their starts go in the ledger
+        later, when the keeper has nothing else to do (``run``): their start times read
+        between chunks (each waits for its exec) held each next chunk back, as the pid
+        files they went in did (27 ms of a 100-job batch). A job that ends first still has
+        its start written before its end (``_reap``); only a keeper killed in between
+        leaves them unwritten, as it did for the last chunk before."""
         if not jobs:
             self._send("requests", {"op": "spawned", "more": False, "results": []})
         for at in range(0, len(jobs), CHUNK):
@@ -404,7 +548,7 @@ class Keeper:
             started = [(request, result["pid"]) for request, result in chunk
                        if "pid" in result]
             for request, pid in started:
-                self.children[pid] = request["status_file"]
+                self.children[pid] = request["key"]
                 for procs in shared:
                     _move(pid, procs)
             # the daemon records these while the next ones start
@@ -412,15 +556,17 @@ class Keeper:
                                     "results": [r for _, r in chunk]})
             if started and not self.unsettled:
                 self.unsettled_since = time.monotonic()
-            self.unsettled.update((pid, request) for request, pid in started)
+            self.unsettled.update((pid, request["key"]) for request, pid in started)
             # The ends of short jobs go out while a long batch starts.
             self._reap()
 
     def _settle(self, pids: list[int]) -> None:
-        for pid in pids:
-            request = self.unsettled.pop(pid, None)
-            if request is not None:
-                settle(request, pid)
+        self._note(self._started(pids))
+
+    def _started(self, pids: list[int]) -> list[str]:
+        """The ledger's lines for those of ``pids`` not in it yet."""
+        return [started_record(key, pid) for pid in pids
+                if (key := self.unsettled.pop(pid, None)) is not None]
 
     def _retire(self) -> None:
         if self.listener is not None:
@@ -433,28 +579,31 @@ class Keeper:
             self._drop(conn)
 
     def _reap(self) -> None:
-        """Report each child that has ended. One whose pid file is not written yet gets it
-        first, its start time read while it is a zombie still: a status file never comes
-        without its pid file."""
+        """Report each child that has ended. One not in the ledger yet is written there
+        first, its start time read while it is a zombie still: an exit never comes without
+        its start. The ledger's lines in one write, then the reports."""
+        lines: list[str] = []
+        reports = []
         while True:
             try:
                 ended = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             except ChildProcessError:
-                return
+                break
             if ended is None or not ended.si_pid:
-                return
-            self._settle([ended.si_pid])
+                break
+            lines += self._started([ended.si_pid])
             pid, status = os.waitpid(ended.si_pid, 0)
             code = exit_code(status)
-            status_file = self.children.pop(pid, None)
-            if status_file is not None:
-                with contextlib.suppress(OSError):
-                    _write(status_file, f"{code}\n")
-            self._send("events", {"op": "exit", "pid": pid, "code": code})
-
+            key = self.children.pop(pid, None)
+            if key is not None:
+                lines.append(f"e {key} {pid} {code}\n")
+            reports.append({"op": "exit", "pid": pid, "code": code})
+        self._note(lines)
+        self._send("events", *reports)
 
 def main(argv: list[str]) -> int:
     keeper = Keeper(argv[1])
+    keeper.open_ledger()
     keeper.listen()
     try:
         keeper.run()

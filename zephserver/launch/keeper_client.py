@@ -35,6 +35,9 @@ REPLY_TIMEOUT = 60.0  # seconds a batch of spawns may take
 # migration (a burst of 100 submits would otherwise ask 100 warms).
 WARM_QUIET = 0.01
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes
+# Ended jobs the keeper is told of at once, if no batch of spawns takes them first (a
+# message a job would cost a send a job); no more are kept while no keeper listens.
+FORGET_BATCH, MAX_FORGOTTEN = 256, 65536
 
 
 class KeeperLost(Exception):
@@ -61,6 +64,7 @@ class KeeperClient:
         self._batches: collections.deque[OnChunk] = collections.deque()
         self._answered_at = 0.0  # monotonic: the last answer, or the first batch sent since
         self._asked_at = float("-inf")  # monotonic: the last spawn or warm sent
+        self._forgotten: list[str] = []  # keys of ended jobs the keeper is to be told of
         self._events: socket.socket | None = None
         self._pid: int | None = None  # the keeper's
         self._closing = False
@@ -242,15 +246,37 @@ class KeeperClient:
             if not self._batches:
                 self._answered_at = self._asked_at
             self._batches.append(on_chunk)  # (before it is sent: the answer may come first)
+            forgotten, self._forgotten = self._forgotten, []
             try:
                 self._send(self._sock, {"op": "spawn", "jobs": requests,
-                                        "groups": groups or []})
+                                        "groups": groups or [], "forget": forgotten})
             except KeeperLost:
+                self._forgotten = forgotten + self._forgotten
                 self._batches.pop()
                 with contextlib.suppress(OSError):  # (its answers' thread closes it)
                     self._sock.shutdown(socket.SHUT_RDWR)
                 self._sock = None  # (the next launch connects again)
                 raise
+
+    def forget(self, key: str) -> None:
+        """Job ``key``'s end is in the database: the keeper may drop it from its ledger
+        (``launch.keeper.Ledger``). Told with the next batch of spawns, or once
+        FORGET_BATCH are waiting."""
+        with self._lock:
+            if len(self._forgotten) < MAX_FORGOTTEN:
+                self._forgotten.append(key)
+            if len(self._forgotten) >= FORGET_BATCH:
+                self._tell_forgotten()
+
+    def _tell_forgotten(self) -> None:
+        """(Under the lock.) The jobs forgotten so far, told to the keeper if it listens."""
+        if self._sock is None or not self._forgotten:
+            return
+        try:
+            self._send(self._sock, {"op": "forget", "keys": self._forgotten})
+        except KeeperLost:
+            return  # (its answers' thread sees the connection end; the next one tells it)
+        self._forgotten = []
 
     def _read_answers(self, sock: socket.socket,
                       batches: "collections.deque[OnChunk]") -> None:
@@ -359,6 +385,7 @@ class KeeperClient:
         """The daemon stops: the keeper goes on while its jobs run."""
         with self._lock:
             self._closing = True
+            self._tell_forgotten()
             for sock in (self._sock, self._events):
                 if sock is not None:
                     with contextlib.suppress(OSError):

@@ -84,7 +84,9 @@ def found_meta(job_dir: str) -> Meta:
     return own_meta(old if os.path.isdir(old) else job_dir)
 
 
-def _read_ints(path: str) -> list[int]:
+def recorded_numbers(path: str) -> list[int]:
+    """The numbers in ``path`` (a pid file: the shim's pid; an older keeper's also held
+    its program's start time); [] if none."""
     try:
         with open(path) as f:
             return [int(word) for word in f.read().split()]
@@ -94,7 +96,7 @@ def _read_ints(path: str) -> list[int]:
 
 def read_int(path: str) -> int | None:
     """The first number in ``path``; None if there is none."""
-    numbers = _read_ints(path)
+    numbers = recorded_numbers(path)
     return numbers[0] if numbers else None
 
 
@@ -105,17 +107,6 @@ def recorded_status(meta: Meta) -> int | None:
 
 def recorded_pid(meta: Meta) -> int | None:
     return read_int(meta.pid)
-
-
-def kept(meta: Meta) -> bool:
-    """Whether the keeper (``launch.keeper``) started the job, not the shim: its pid file
-    also holds the start time (the program ran at once: there was nothing in between)."""
-    return len(_read_ints(meta.pid)) == 2
-
-
-def recorded_start_time(meta: Meta) -> int | None:
-    numbers = _read_ints(meta.pid)
-    return numbers[1] if len(numbers) == 2 else None
 
 
 def program_started(pid: int, meta: Meta) -> bool:

@@ -8,8 +8,8 @@ of the keeper's CPU). A rename allocates nothing: 25 us. A burst of 100 jobs spe
 longer making their directories than spawning their programs.
 
 So a pool of spare directories waits under ``JOBS_DIR/.zeph-spare``, each with the
-empty files a job gets (``FILES``: its log, and the pid and status files the keeper
-writes, ``shim.own_meta``). The keeper renames one into place just before a spawn
+empty file a job gets (``FILES``: its log; the keeper records the job's pid and status
+in its ledger, not in files). The keeper renames one into place just before a spawn
 (``launch.keeper``), and makes the directory itself only when none was given or the
 rename failed. A job from a spare makes no file and its end removes none.
 
@@ -29,16 +29,12 @@ import shutil
 import threading
 import time
 
-from zephserver.launch.shim import PID_FILE, STATUS_FILE
-
 log = logging.getLogger(__name__)
 
 SPARE_DIR = ".zeph-spare"
 LOG_NAME = "output.log"
-# Each spare's empty files: the log, and the pid and status files the keeper writes
-# (shim.own_meta): a launch from a spare then makes no file at all, and its job's end
-# removes none (the removals made every new file slower for 30 s on this disk).
-FILES = ((LOG_NAME, 0o640), (PID_FILE, 0o600), (STATUS_FILE, 0o600))  # (as the keeper's)
+# Each spare's empty files (the log): a launch from a spare then makes no file at all.
+FILES = ((LOG_NAME, 0o640),)  # (as the keeper's)
 WANT = 128  # spares kept: a burst of this many jobs makes no directory
 QUIET = 0.2  # seconds without a take before the pool is refilled
 
