@@ -23,9 +23,17 @@ $(STAMP): pyproject.toml requirements.lock
 	  -e '.[test,postgres]'
 	touch $(STAMP)
 
+# The keeper's clone3 into a job's cgroup (zephserver/launch/spawn_into.c), a plain shared
+# library it loads with ctypes. Without a C compiler the keeper moves itself into each
+# job's cgroup instead (slower, and said in DATA_DIR/keeper.log): the build may fail.
+SPAWN_INTO := zephserver/launch/spawn_into.so
+$(SPAWN_INTO): zephserver/launch/spawn_into.c
+	$(CC) -O2 -Wall -Wextra -shared -fPIC -o $@ $< || \
+	  echo "$@ not built: jobs will enter their cgroups by migration"
+
 # Bytecode written ahead (a no-op when current): where PYTHONDONTWRITEBYTECODE is set, every
 # start would compile each module again (a CLI command took twice as long).
-bytecode: $(STAMP)
+bytecode: $(STAMP) $(SPAWN_INTO)
 	$(BIN)/python -m compileall -q zephserver commands settings main.py
 
 run: bytecode
@@ -74,4 +82,4 @@ bench: bytecode
 	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) var build site *.egg-info
+	rm -rf $(VENV) var build site *.egg-info $(SPAWN_INTO)

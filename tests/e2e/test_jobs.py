@@ -675,7 +675,8 @@ def test_an_ended_job_leaves_no_record_of_its_process_behind(server):
     job_id = run(scenario())
     poll_until(lambda: not recorded(job_id), 10, what="no record left")
     beside = shim.meta_files(str(data_dir / "jobs" / str(job_id)))
-    assert not os.path.exists(beside.pid) and not os.path.exists(beside.status)
+    assert not os.path.exists(beside.pid)
+    assert not os.path.exists(beside.status)
     assert os.listdir(data_dir / "jobs" / str(job_id)) == ["output.log"]
 
 

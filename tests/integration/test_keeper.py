@@ -419,6 +419,58 @@ def test_a_jobs_group_not_made_yet_is_made_as_the_keeper_enters_it(work):
                                                 "No such file or directory"}
 
 
+@pytest.mark.parametrize("born", [True, False], ids=["clone3", "migration"])
+def test_a_job_starts_in_its_group_its_session_and_folder_with_signals_at_default(
+        work, born):
+    """keeper.spawn in this process, both ways: born in its group (clone3 into it:
+    spawn_into.c, built by make) and by the keeper's migration (where that library or
+    clone3 is missing). Either way the program runs in its group, in a session of its
+    own, in its folder, stdin /dev/null, nothing blocked and the signals the keeper
+    ignores at their default; the keeper stays where it was; a step that fails is an
+    error naming what was wrong."""
+    cgroups = Cgroups.detect(str(work), "jobs")
+    if cgroups is None:
+        pytest.skip("no cgroups here")
+    homes = keeper.Homes()
+    births = keeper.Births(homes.unified if born else None)
+    if born and not births.takes(cgroups.procs("job-1")):
+        pytest.skip("spawn_into.so is not built, or no clone3 here")
+    report = work / "report"
+    script = ('pwd; grep "^0:" /proc/self/cgroup; ps -o sid= -p $$; readlink /proc/$$/fd/0; '
+              'grep -E "^Sig(Blk|Ign)" /proc/$$/status')
+    request = {"key": "job-1", "exe": "/bin/sh", "argv": ["sh", "-c", script],
+               "env": {"PATH": os.defpath}, "cwd": str(work), "log": str(report),
+               "groups": [cgroups.procs("job-1")]}
+    before = Path("/proc/self/cgroup").read_text()
+    ignored = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        answer = keeper.spawn(request, homes, births)
+        _, status = os.waitpid(answer["pid"], 0)
+    finally:
+        signal.signal(signal.SIGTERM, ignored)
+    assert os.waitstatus_to_exitcode(status) == 0
+    cwd, group, sid, stdin, blocked, ignoring = report.read_text().split("\n")[:6]
+    assert cwd == str(work)
+    assert group.endswith("/jobs/job-1")
+    assert int(sid) == answer["pid"]
+    assert stdin == "/dev/null"
+    assert blocked.split() == ["SigBlk:", "0" * 16]
+    assert int(ignoring.split()[1], 16) & (1 << (signal.SIGTERM - 1)) == 0
+    assert Path("/proc/self/cgroup").read_text() == before
+    assert os.getcwd() != str(work)
+    cases = [({"cwd": str(work / "nowhere")}, f"working directory not found: {work / 'nowhere'}"),
+             ({"exe": "/nonexistent/x"}, "program not found: /nonexistent/x"),
+             ({"exe": "/etc/passwd"}, "permission denied: /etc/passwd"),
+             ({"groups": [os.path.join(cgroups.base, "no", "such", "cgroup.procs")]},
+              "cannot enter the cgroup " + os.path.join(cgroups.base, "no", "such",
+                                                        "cgroup.procs")
+              + ": No such file or directory")]
+    for change, error in cases:
+        assert keeper.spawn({**request, "key": "job-2", "groups": [cgroups.procs("job-2")],
+                             **change}, homes, births) == {"key": "job-2", "error": error}
+    assert Path("/proc/self/cgroup").read_text() == before
+
+
 def cpu_cgroup(pid: int) -> str:
     with open(f"/proc/{pid}/cgroup") as f:
         return next(line.rstrip().split(":", 2)[2] for line in f

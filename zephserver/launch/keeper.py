@@ -11,10 +11,12 @@ file beside its socket that it appends to. A new file cost 30 us on a quiet disk
 to 1 ms where many had been removed in the last 30 s (ext4 without a journal), and
 their removal once the daemon had a job's end made every later new file slower still.
 
-- To start a job in its cgroups it moves itself into them (making the job's own group
-  first), spawns, and moves back (about 30 us a move; a child cannot be placed before it
-  runs without ``clone3``). It is single-threaded, so nothing else of it is ever inside
-  a job's group.
+- A job is born in its own cgroup (the unified hierarchy's, made first), by clone3's
+  CLONE_INTO_CGROUP (``Births``: ``spawn_into.c``, built by make). Where that is not
+  built or the kernel refuses it, and for a v1 group (a memory limit), the keeper moves
+  itself into the group, spawns, and moves back (30-100 us a move, under a lock every
+  fork and exit on the machine waits for). It is single-threaded, so nothing else of it
+  is ever inside a job's group.
 - Its working directory is the job's for the spawn (posix_spawn cannot change it). When
   asked to, it makes the job's directory just before the spawn, by renaming a spare one
   into place (``launch.spares``) or else making it: a burst's first jobs then start
@@ -27,11 +29,13 @@ their removal once the daemon had a job's end made every later new file slower s
 - It exits once no daemon is connected and it has no child left.
 
 Run as a script (``python -I -S keeper.py SOCKET``): it imports nothing of zephserver.
-Long because of that: what the daemon shares with it (its frames, its ledger) is here.
+Long because of that: what the daemon shares with it (its frames, its ledger) is here,
+and what it calls in ``spawn_into.c`` (``Births``).
 """
 
 import collections
 import contextlib
+import errno
 import json
 import os
 import selectors
@@ -244,6 +248,7 @@ class Homes:
                 hierarchy, controllers, path = line.rstrip("\n").split(":", 2)
                 own["" if hierarchy == "0" else controllers] = path
         self._mounts = []  # (mount point, the keeper's cgroup.procs there)
+        self._unified: str | None = None
         with open("/proc/self/mountinfo") as f:
             for line in f:
                 fields = line.split()
@@ -251,6 +256,7 @@ class Homes:
                 fstype, options = fields[sep + 1], fields[sep + 3].split(",")
                 if fstype == "cgroup2":
                     key = ""
+                    self._unified = fields[4]
                 elif fstype == "cgroup":
                     key = next((k for k in own if k and set(k.split(",")) & set(options)),
                                None)
@@ -260,6 +266,11 @@ class Homes:
                     self._mounts.append((fields[4], os.path.join(
                         fields[4], own[key].lstrip("/"), "cgroup.procs")))
         self._mounts.sort(key=lambda m: -len(m[0]))
+
+    @property
+    def unified(self) -> str | None:
+        """Where the unified (v2) hierarchy is mounted, if it is."""
+        return self._unified
 
     def of(self, procs: str) -> str:
         for mount, home in self._mounts:
@@ -286,7 +297,74 @@ def _make_dir(path: str, spare: str | None) -> str:
     return ""
 
 
-def spawn(request: dict, homes: Homes) -> dict:
+class Births:
+    """Jobs born in their cgroup of the unified hierarchy (``spawn_into.c``: clone3 with
+    CLONE_INTO_CGROUP), where that library is built and the kernel allows it. Elsewhere,
+    or once the kernel has refused clone3 itself (too old, or a seccomp filter), ``takes``
+    nothing: the keeper moves itself into the group for the spawn."""
+
+    # The steps spawn_into.c names when one fails (0: clone3 itself).
+    CLONE, CWD, EXEC = 0, 5, 6
+
+    def __init__(self, unified: str | None) -> None:
+        self.unified = unified
+        self._call = None
+        if unified is None:
+            return
+        import ctypes  # (only here: a keeper without the library loads nothing more)
+        try:
+            lib = ctypes.CDLL(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                           "spawn_into.so"))
+        except OSError:
+            return
+        strings = ctypes.POINTER(ctypes.c_char_p)
+        call = lib.zs_spawn_into
+        call.restype = ctypes.c_long
+        call.argtypes = [ctypes.c_int, ctypes.c_char_p, strings, strings, ctypes.c_char_p,
+                         ctypes.c_int, ctypes.POINTER(ctypes.c_int), ctypes.c_int,
+                         ctypes.POINTER(ctypes.c_int)]
+        self._ctypes, self._call = ctypes, call
+        self._defaults = (ctypes.c_int * len(DEFAULT_SIGNALS))(*DEFAULT_SIGNALS)
+
+    def takes(self, procs: str) -> bool:
+        """Whether a job can be born in the group whose ``cgroup.procs`` is ``procs``."""
+        return self._call is not None and procs.startswith(self.unified + "/")
+
+    def spawn(self, group: int, request: dict, log_fd: int) -> int | None:
+        """Start ``request``'s program in the group open as ``group``; its pid, or None if
+        the kernel refused clone3 itself (then ``takes`` nothing more). A step that failed
+        raises OSError, with the step as its ``filename``."""
+        assert self._call is not None
+        c = self._ctypes
+        argv, env = request["argv"], request["env"]
+        args = (c.c_char_p * (len(argv) + 1))(*map(os.fsencode, argv), None)
+        envp = (c.c_char_p * (len(env) + 1))(
+            *(os.fsencode(k) + b"=" + os.fsencode(v) for k, v in env.items()), None)
+        step = c.c_int(0)
+        pid = self._call(group, os.fsencode(request["exe"]), args, envp,
+                         os.fsencode(request["cwd"]), log_fd, self._defaults,
+                         len(DEFAULT_SIGNALS), c.byref(step))
+        if pid >= 0:
+            return pid
+        if step.value == self.CLONE and -pid in (errno.ENOSYS, errno.EPERM, errno.EINVAL,
+                                                  errno.E2BIG):
+            print(f"keeper: clone3 into a cgroup refused ({os.strerror(-pid)}): jobs "
+                  "enter their group by migration", file=sys.stderr, flush=True)
+            self._call = None
+            return None
+        raise OSError(-pid, os.strerror(-pid), step.value)
+
+
+def _open_group(procs: str) -> int:
+    """The directory of the cgroup whose ``cgroup.procs`` is ``procs``, made if need be
+    and open (for clone3)."""
+    group = os.path.dirname(procs)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(group)
+    return os.open(group, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
+def spawn(request: dict, homes: Homes, births: Births) -> dict:
     """Start one job; its pid, or the error."""
     key, program = request["key"], request["exe"]
     if request.get("dir"):  # the job's directory, here just before its spawn
@@ -299,23 +377,45 @@ def spawn(request: dict, homes: Homes) -> dict:
     except OSError as exc:
         return {"key": key, "error": f"cannot open log {request['log']}: {exc.strerror}"}
     entered: list[str] = []
+    born_in: tuple[str, int] | None = None  # (cgroup.procs, its directory open)
+    pid, moved = None, False  # (moved: into the job's working directory)
     try:
         for procs in request["groups"]:
             try:
+                if born_in is None and births.takes(procs):
+                    born_in = (procs, _open_group(procs))
+                    continue
                 _make_and_enter(procs)
             except OSError as exc:
                 return {"key": key, "error": f"cannot enter the cgroup {procs}: "
                                              f"{exc.strerror}"}
             entered.append(procs)
-        try:
-            os.chdir(request["cwd"])
-        except OSError:
-            return {"key": key, "error": f"working directory not found: {request['cwd']}"}
-        pid = os.posix_spawn(program, request["argv"], request["env"], setsid=True,
-                             setsigdef=DEFAULT_SIGNALS,
-                             file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                                           (os.POSIX_SPAWN_DUP2, log_fd, 1),
-                                           (os.POSIX_SPAWN_DUP2, log_fd, 2)])
+        if born_in is not None:
+            try:
+                pid = births.spawn(born_in[1], request, log_fd)
+            except OSError as exc:
+                if exc.filename == Births.CWD:
+                    return {"key": key,
+                            "error": f"working directory not found: {request['cwd']}"}
+                if exc.filename == Births.CLONE:
+                    return {"key": key, "error": f"cannot enter the cgroup {born_in[0]}: "
+                                                 f"{exc.strerror}"}
+                raise
+            if pid is None:  # (clone3 refused: by migration, from now on)
+                _enter(born_in[0])
+                entered.append(born_in[0])
+        if pid is None:
+            try:
+                os.chdir(request["cwd"])
+                moved = True
+            except OSError:
+                return {"key": key,
+                        "error": f"working directory not found: {request['cwd']}"}
+            pid = os.posix_spawn(program, request["argv"], request["env"], setsid=True,
+                                 setsigdef=DEFAULT_SIGNALS, file_actions=[
+                                     (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                                     (os.POSIX_SPAWN_DUP2, log_fd, 1),
+                                     (os.POSIX_SPAWN_DUP2, log_fd, 2)])
     except FileNotFoundError:
         return {"key": key, "error": f"program not found: {program}"}
     except PermissionError:
@@ -324,8 +424,11 @@ def spawn(request: dict, homes: Homes) -> dict:
         return {"key": key, "error": f"cannot start {program}: {exc.strerror}"}
     finally:
         os.close(log_fd)
-        with contextlib.suppress(OSError):
-            os.chdir("/")
+        if born_in is not None:
+            os.close(born_in[1])
+        if moved:
+            with contextlib.suppress(OSError):
+                os.chdir("/")
         for procs in reversed(entered):
             _enter(homes.of(procs))  # (failing here, the keeper must not go on)
     # Its niceness if it did not inherit it, and its autogroup's (its session has one of
@@ -353,6 +456,7 @@ class Keeper:
     def __init__(self, path: str) -> None:
         self.path = path
         self.homes = Homes()
+        self.births = Births(self.homes.unified)
         self.children: dict[int, str] = {}  # pid -> its job's key
         self.unsettled: dict[int, str] = {}  # pid -> its key: not in the ledger yet
         self.unsettled_since = 0.0  # monotonic: when the oldest of them was answered
@@ -544,7 +648,8 @@ class Keeper:
         if not jobs:
             self._send("requests", {"op": "spawned", "more": False, "results": []})
         for at in range(0, len(jobs), CHUNK):
-            chunk = [(request, spawn(request, self.homes)) for request in jobs[at:at + CHUNK]]
+            chunk = [(request, spawn(request, self.homes, self.births))
+                     for request in jobs[at:at + CHUNK]]
             started = [(request, result["pid"]) for request, result in chunk
                        if "pid" in result]
             for request, pid in started:
