@@ -16,7 +16,9 @@ their removal once the daemon had a job's end made every later new file slower s
   built or the kernel refuses it, and for a v1 group (a memory limit), the keeper moves
   itself into the group, spawns, and moves back (30-100 us a move, under a lock every
   fork and exit on the machine waits for). It is single-threaded, so nothing else of it
-  is ever inside a job's group.
+  is ever inside a job's group. Born that way, a job execs while the keeper starts the
+  next ones (a chunk's execs are awaited together); by posix_spawn, the keeper waits for
+  each exec.
 - Its working directory is the job's for the spawn (posix_spawn cannot change it). When
   asked to, it makes the job's directory just before the spawn, by renaming a spare one
   into place (``launch.spares``) or else making it: a burst's first jobs then start
@@ -299,16 +301,19 @@ def _make_dir(path: str, spare: str | None) -> str:
 
 class Births:
     """Jobs born in their cgroup of the unified hierarchy (``spawn_into.c``: clone3 with
-    CLONE_INTO_CGROUP), where that library is built and the kernel allows it. Elsewhere,
-    or once the kernel has refused clone3 itself (too old, or a seccomp filter), ``takes``
-    nothing: the keeper moves itself into the group for the spawn."""
+    CLONE_INTO_CGROUP), started without waiting for their exec: ``start`` returns once the
+    child exists, ``started`` says how its exec went (a chunk's jobs are started, then
+    their execs awaited: the keeper prepares the next job while the last one execs on
+    another core). Where the library is not built, or once the kernel has refused clone3
+    itself (too old, or a seccomp filter), ``takes`` nothing: the keeper moves itself
+    into the group around a posix_spawn."""
 
     # The steps spawn_into.c names when one fails (0: clone3 itself).
     CLONE, CWD, EXEC = 0, 5, 6
 
     def __init__(self, unified: str | None) -> None:
         self.unified = unified
-        self._call = None
+        self._start = None
         if unified is None:
             return
         import ctypes  # (only here: a keeper without the library loads nothing more)
@@ -318,41 +323,51 @@ class Births:
         except OSError:
             return
         strings = ctypes.POINTER(ctypes.c_char_p)
-        call = lib.zs_spawn_into
-        call.restype = ctypes.c_long
-        call.argtypes = [ctypes.c_int, ctypes.c_char_p, strings, strings, ctypes.c_char_p,
-                         ctypes.c_int, ctypes.POINTER(ctypes.c_int), ctypes.c_int,
-                         ctypes.POINTER(ctypes.c_int)]
-        self._ctypes, self._call = ctypes, call
-        self._defaults = (ctypes.c_int * len(DEFAULT_SIGNALS))(*DEFAULT_SIGNALS)
+        start, started = lib.zs_start, lib.zs_started
+        start.restype = ctypes.c_long
+        start.argtypes = [ctypes.c_int, ctypes.c_char_p, strings, strings, ctypes.c_char_p,
+                          ctypes.c_int, ctypes.c_uint64, ctypes.POINTER(ctypes.c_int),
+                          ctypes.POINTER(ctypes.c_void_p)]
+        started.restype = ctypes.c_int
+        started.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_void_p,
+                            ctypes.POINTER(ctypes.c_int)]
+        self._ctypes, self._start, self._started = ctypes, start, started
+        self._defaults = sum(1 << (sig - 1) for sig in DEFAULT_SIGNALS)
 
     def takes(self, procs: str) -> bool:
         """Whether a job can be born in the group whose ``cgroup.procs`` is ``procs``."""
-        return self._call is not None and procs.startswith(self.unified + "/")
+        return self._start is not None and procs.startswith(self.unified + "/")
 
-    def spawn(self, group: int, request: dict, log_fd: int) -> int | None:
-        """Start ``request``'s program in the group open as ``group``; its pid, or None if
-        the kernel refused clone3 itself (then ``takes`` nothing more). A step that failed
-        raises OSError, with the step as its ``filename``."""
-        assert self._call is not None
+    def start(self, group: int, request: dict, log_fd: int) -> tuple | None:
+        """Start ``request``'s program in the group open as ``group``: what ``started``
+        takes (its pid first); None if the kernel refused clone3 itself (then ``takes``
+        nothing more). Any other refusal raises OSError (the cgroup's)."""
+        assert self._start is not None
         c = self._ctypes
         argv, env = request["argv"], request["env"]
         args = (c.c_char_p * (len(argv) + 1))(*map(os.fsencode, argv), None)
         envp = (c.c_char_p * (len(env) + 1))(
             *(os.fsencode(k) + b"=" + os.fsencode(v) for k, v in env.items()), None)
-        step = c.c_int(0)
-        pid = self._call(group, os.fsencode(request["exe"]), args, envp,
-                         os.fsencode(request["cwd"]), log_fd, self._defaults,
-                         len(DEFAULT_SIGNALS), c.byref(step))
-        if pid >= 0:
-            return pid
-        if step.value == self.CLONE and -pid in (errno.ENOSYS, errno.EPERM, errno.EINVAL,
-                                                  errno.E2BIG):
+        program, cwd = os.fsencode(request["exe"]), os.fsencode(request["cwd"])
+        report, handle = c.c_int(-1), c.c_void_p()
+        pid = self._start(group, program, args, envp, cwd, log_fd, self._defaults,
+                          c.byref(report), c.byref(handle))
+        if pid >= 0:  # (what the child reads stays referenced until its exec is done)
+            return pid, report.value, handle, (args, envp, program, cwd)
+        if -pid in (errno.ENOSYS, errno.EPERM, errno.EINVAL, errno.E2BIG):
             print(f"keeper: clone3 into a cgroup refused ({os.strerror(-pid)}): jobs "
                   "enter their group by migration", file=sys.stderr, flush=True)
-            self._call = None
+            self._start = None
             return None
-        raise OSError(-pid, os.strerror(-pid), step.value)
+        raise OSError(-pid, os.strerror(-pid))
+
+    def started(self, birth: tuple) -> OSError | None:
+        """None once the program of ``birth`` (``start``'s) has been exec'd; else why not
+        (the step that failed as its ``filename``)."""
+        pid, report, handle, _ = birth
+        error = self._ctypes.c_int(0)
+        step = self._started(pid, report, handle, self._ctypes.byref(error))
+        return OSError(error.value, os.strerror(error.value), step) if step else None
 
 
 def _open_group(procs: str) -> int:
@@ -365,7 +380,13 @@ def _open_group(procs: str) -> int:
 
 
 def spawn(request: dict, homes: Homes, births: Births) -> dict:
-    """Start one job; its pid, or the error."""
+    """Start one job and wait for its exec: its pid, or the error."""
+    return finish(begin(request, homes, births), request, births)
+
+
+def begin(request: dict, homes: Homes, births: Births) -> dict:
+    """Start one job: its pid (with its "birth" while its exec may be under way: then
+    ``finish`` says how that went), or the error."""
     key, program = request["key"], request["exe"]
     if request.get("dir"):  # the job's directory, here just before its spawn
         error = _make_dir(request["dir"], request.get("spare"))
@@ -378,7 +399,7 @@ def spawn(request: dict, homes: Homes, births: Births) -> dict:
         return {"key": key, "error": f"cannot open log {request['log']}: {exc.strerror}"}
     entered: list[str] = []
     born_in: tuple[str, int] | None = None  # (cgroup.procs, its directory open)
-    pid, moved = None, False  # (moved: into the job's working directory)
+    pid, moved, birth = None, False, None  # (moved: into the job's working directory)
     try:
         for procs in request["groups"]:
             try:
@@ -392,18 +413,15 @@ def spawn(request: dict, homes: Homes, births: Births) -> dict:
             entered.append(procs)
         if born_in is not None:
             try:
-                pid = births.spawn(born_in[1], request, log_fd)
+                birth = births.start(born_in[1], request, log_fd)
             except OSError as exc:
-                if exc.filename == Births.CWD:
-                    return {"key": key,
-                            "error": f"working directory not found: {request['cwd']}"}
-                if exc.filename == Births.CLONE:
-                    return {"key": key, "error": f"cannot enter the cgroup {born_in[0]}: "
-                                                 f"{exc.strerror}"}
-                raise
-            if pid is None:  # (clone3 refused: by migration, from now on)
+                return {"key": key, "error": f"cannot enter the cgroup {born_in[0]}: "
+                                             f"{exc.strerror}"}
+            if birth is None:  # (clone3 refused: by migration, from now on)
                 _enter(born_in[0])
                 entered.append(born_in[0])
+            else:
+                pid = birth[0]
         if pid is None:
             try:
                 os.chdir(request["cwd"])
@@ -416,12 +434,8 @@ def spawn(request: dict, homes: Homes, births: Births) -> dict:
                                      (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                                      (os.POSIX_SPAWN_DUP2, log_fd, 1),
                                      (os.POSIX_SPAWN_DUP2, log_fd, 2)])
-    except FileNotFoundError:
-        return {"key": key, "error": f"program not found: {program}"}
-    except PermissionError:
-        return {"key": key, "error": f"permission denied: {program}"}
     except OSError as exc:
-        return {"key": key, "error": f"cannot start {program}: {exc.strerror}"}
+        return {"key": key, "error": _refusal(exc, request)}
     finally:
         os.close(log_fd)
         if born_in is not None:
@@ -431,8 +445,41 @@ def spawn(request: dict, homes: Homes, births: Births) -> dict:
                 os.chdir("/")
         for procs in reversed(entered):
             _enter(homes.of(procs))  # (failing here, the keeper must not go on)
-    # Its niceness if it did not inherit it, and its autogroup's (its session has one of
-    # its own, at 0): at once, so a busy job never runs level with the daemon.
+    if birth is not None:
+        return {"key": key, "pid": pid, "birth": birth}
+    _prioritize(request, pid)
+    return {"key": key, "pid": pid}
+
+
+def finish(result: dict, request: dict, births: Births) -> dict:
+    """``begin``'s result once the job's exec is done: its pid, or the error its exec
+    met."""
+    birth = result.pop("birth", None)
+    if birth is None:
+        return result
+    error = births.started(birth)
+    if error is not None:
+        return {"key": result["key"], "error": _refusal(error, request)}
+    _prioritize(request, result["pid"])
+    return result
+
+
+def _refusal(exc: OSError, request: dict) -> str:
+    """What a job that could not start is told."""
+    program = request["exe"]
+    if exc.filename == Births.CWD:
+        return f"working directory not found: {request['cwd']}"
+    if isinstance(exc, FileNotFoundError):
+        return f"program not found: {program}"
+    if isinstance(exc, PermissionError):
+        return f"permission denied: {program}"
+    return f"cannot start {program}: {exc.strerror}"
+
+
+def _prioritize(request: dict, pid: int) -> None:
+    """Its niceness if it did not inherit it, and its autogroup's (its session has one of
+    its own, at 0: once it has exec'd, its setsid is done): at once, so a busy job never
+    runs level with the daemon."""
     nice = request.get("nice")
     if nice is not None and nice != os.getpriority(os.PRIO_PROCESS, 0):
         with contextlib.suppress(OSError):
@@ -440,7 +487,6 @@ def spawn(request: dict, homes: Homes, births: Births) -> dict:
     if request.get("autogroup") is not None:
         with contextlib.suppress(OSError):
             _write(f"/proc/{pid}/autogroup", str(request["autogroup"]))
-    return {"key": key, "pid": pid}
 
 
 def take_nice(nice: int | None) -> None:
@@ -648,8 +694,12 @@ class Keeper:
         if not jobs:
             self._send("requests", {"op": "spawned", "more": False, "results": []})
         for at in range(0, len(jobs), CHUNK):
-            chunk = [(request, spawn(request, self.homes, self.births))
+            # All started, then each one's exec awaited: a job's exec runs on while the
+            # keeper prepares and starts the next ones.
+            begun = [(request, begin(request, self.homes, self.births))
                      for request in jobs[at:at + CHUNK]]
+            chunk = [(request, finish(result, request, self.births))
+                     for request, result in begun]
             started = [(request, result["pid"]) for request, result in chunk
                        if "pid" in result]
             for request, pid in started:

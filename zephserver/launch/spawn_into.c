@@ -1,22 +1,27 @@
-/* A job born in its cgroup: clone3(CLONE_INTO_CGROUP), for the keeper (launch/keeper.py).
+/* Jobs born in their cgroup, started while the last one still execs: the keeper's
+   spawn (launch/keeper.py, class Births).
 
-   Without it the keeper moves itself into the job's group, spawns, and moves back: two
-   migrations a job, each taking the kernel's cgroup_threadgroup_rwsem for writing (every
-   fork and exit on the machine waits meanwhile, and a first one after a quiet spell waits
-   for an RCU grace period). clone3 places the child in the group as it is created,
-   under the lock's read side, as a fork does anyway; and it has no moment outside the
-   group, where the keeper's own migrations had none only because the keeper is
-   single-threaded.
+   - In its cgroup: clone3(CLONE_INTO_CGROUP) places the child in the job's group as it is
+     created. Without it the keeper moved itself into the group, spawned, and moved back:
+     two migrations a job, each taking the kernel's cgroup_threadgroup_rwsem for writing
+     (every fork and exit on the machine waits meanwhile).
+   - Not waiting for the exec: posix_spawn (vfork) holds the parent until the child has
+     exec'd, most of a spawn's time; here the child shares the keeper's memory (CLONE_VM)
+     but not its wait, so the keeper prepares and starts the next job while this one
+     execs on another core. How the exec went comes back on a pipe that the exec closes
+     (CLOEXEC), or that carries the step that failed and its errno (zs_started).
 
-   The child shares the keeper's memory until it execs (CLONE_VM | CLONE_VFORK, as
-   posix_spawn does): it runs on a stack of its own, with every signal blocked until it
-   has set each handler back to the default, and touches nothing of the keeper's but
-   its request. What posix_spawn did for the keeper is done here: a session of its own,
-   /dev/null as stdin, the log as stdout and stderr, the working directory, the exec.
+   The child runs on a stack of its own, in memory the keeper leaves alone until
+   zs_started has read the report, and makes raw system calls only: it shares the
+   keeper's memory, errno included, while the keeper runs on. It starts with every
+   signal blocked, sets each handler back to the default before it unblocks them (the
+   keeper's would run in the keeper's memory), and does what posix_spawn did for the
+   keeper: a session of its own, /dev/null as stdin, the log as stdout and stderr, the
+   working directory, the exec.
 
    Built by `make` (a shared library loaded with ctypes: the keeper imports nothing of
-   zephserver, and needs no Python headers); where it is not built, or the kernel or the
-   architecture lacks clone3, the keeper migrates as before. x86-64 only. */
+   zephserver and needs no Python headers); where it is not built, or the kernel or the
+   architecture lacks clone3, the keeper spawns and migrates as before. x86-64 only. */
 
 #define _GNU_SOURCE
 #include <errno.h>
@@ -26,6 +31,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -35,71 +41,86 @@
 #endif
 
 #define CHILD_STACK (64 * 1024)
+#define KERNEL_SIGSET 8  /* bytes of the kernel's sigset_t on x86-64 */
 
+struct kernel_sigaction {
+    void *handler;
+    unsigned long flags;
+    void *restorer;
+    uint64_t mask;
+};
+
+/* A child's request; in one mapping with its stack (below it), which the keeper frees
+   once it has read how the exec went. */
 struct birth {
     const char *path;
     char *const *argv;
     char *const *envp;
     const char *cwd;
     int log_fd;
-    sigset_t defaults;  /* signals the program gets at their default, ignored or not */
-    sigset_t mask;    /* the keeper's: the program starts with it */
-    int failed_at;    /* 0: exec'd; else the step that failed (its errno in error) */
-    int error;
+    int report_fd;      /* the pipe's write end: closed by the exec, or given the failure */
+    uint64_t defaults;  /* signals the program gets at their default, ignored or not */
+    uint64_t mask;      /* the keeper's: the program starts with it */
 };
 
 enum { AT_SIGNALS = 1, AT_SESSION, AT_STDIN, AT_LOG, AT_CWD, AT_EXEC };
 
+#if defined(__x86_64__)
+static long sys6(long n, long a, long b, long c, long d)
+{
+    register long rax __asm__("rax") = n;
+    register long rdi __asm__("rdi") = a;
+    register long rsi __asm__("rsi") = b;
+    register long rdx __asm__("rdx") = c;
+    register long r10 __asm__("r10") = d;
+    __asm__ volatile("syscall"
+                     : "+r"(rax)
+                     : "r"(rdi), "r"(rsi), "r"(rdx), "r"(r10)
+                     : "rcx", "r11", "memory");
+    return rax;
+}
+
+static void fail(struct birth *b, int step, long error)
+{
+    int report[2] = {step, (int)-error};
+    sys6(SYS_write, b->report_fd, (long)report, sizeof report, 0);
+    sys6(SYS_exit, 127, 0, 0, 0);
+}
+
 static int child(void *arg)
 {
     struct birth *b = arg;
-    struct sigaction dfl;
-    memset(&dfl, 0, sizeof dfl);
-    dfl.sa_handler = SIG_DFL;
-    /* Every handler back to the default (the keeper's would run here, in its memory),
-       and those asked for, ignored or not; another ignored signal stays ignored across
-       the exec, as with posix_spawn's POSIX_SPAWN_SETSIGDEF. */
-    for (int sig = 1; sig < NSIG; sig++) {
-        struct sigaction old;
+    struct kernel_sigaction dfl = {0}, old;
+    for (int sig = 1; sig <= 64; sig++) {
         if (sig == SIGKILL || sig == SIGSTOP)
             continue;
-        if (sigaction(sig, NULL, &old) != 0)
-            continue;  /* (the signals glibc keeps for itself) */
-        int handled = (old.sa_flags & SA_SIGINFO) ||
-                      (old.sa_handler != SIG_DFL && old.sa_handler != SIG_IGN);
-        if (handled || sigismember(&b->defaults, sig) == 1)
-            sigaction(sig, &dfl, NULL);
+        if (sys6(SYS_rt_sigaction, sig, 0, (long)&old, KERNEL_SIGSET) != 0)
+            continue;
+        int handled = old.handler != SIG_DFL && old.handler != SIG_IGN;
+        if (handled || (b->defaults >> (sig - 1) & 1))
+            sys6(SYS_rt_sigaction, sig, (long)&dfl, 0, KERNEL_SIGSET);
     }
-    if (sigprocmask(SIG_SETMASK, &b->mask, NULL) != 0) {
-        b->failed_at = AT_SIGNALS;
-        goto failed;
-    }
-    if (setsid() < 0) {
-        b->failed_at = AT_SESSION;
-        goto failed;
-    }
-    int null = open("/dev/null", O_RDONLY);
-    if (null < 0 || (null != 0 && (dup2(null, 0) < 0 || close(null) < 0))) {
-        b->failed_at = AT_STDIN;
-        goto failed;
-    }
-    if (dup2(b->log_fd, 1) < 0 || dup2(b->log_fd, 2) < 0) {
-        b->failed_at = AT_LOG;
-        goto failed;
-    }
-    if (chdir(b->cwd) != 0) {
-        b->failed_at = AT_CWD;
-        goto failed;
-    }
-    execve(b->path, b->argv, b->envp);
-    b->failed_at = AT_EXEC;
-failed:
-    b->error = errno;
-    syscall(SYS_exit, 127);
+    long r = sys6(SYS_rt_sigprocmask, SIG_SETMASK, (long)&b->mask, 0, KERNEL_SIGSET);
+    if (r < 0)
+        fail(b, AT_SIGNALS, r);
+    if ((r = sys6(SYS_setsid, 0, 0, 0, 0)) < 0)
+        fail(b, AT_SESSION, r);
+    long null = sys6(SYS_openat, AT_FDCWD, (long)"/dev/null", O_RDONLY, 0);
+    if (null < 0)
+        fail(b, AT_STDIN, null);
+    if (null != 0 && ((r = sys6(SYS_dup2, null, 0, 0, 0)) < 0 ||
+                      (r = sys6(SYS_close, null, 0, 0, 0)) < 0))
+        fail(b, AT_STDIN, r);
+    if ((r = sys6(SYS_dup2, b->log_fd, 1, 0, 0)) < 0 ||
+        (r = sys6(SYS_dup2, b->log_fd, 2, 0, 0)) < 0)
+        fail(b, AT_LOG, r);
+    if ((r = sys6(SYS_chdir, (long)b->cwd, 0, 0, 0)) < 0)
+        fail(b, AT_CWD, r);
+    r = sys6(SYS_execve, (long)b->path, (long)b->argv, (long)b->envp, 0);
+    fail(b, AT_EXEC, r);
     return 127;
 }
 
-#if defined(__x86_64__)
 /* clone3 with the child running fn(arg) on its own stack, then exiting: no C frame of
    the parent's is ever returned to in the child. */
 static long clone3_run(struct clone_args *args, int (*fn)(void *), void *arg)
@@ -128,54 +149,84 @@ static long clone3_run(struct clone_args *args, int (*fn)(void *), void *arg)
 }
 #endif
 
-static _Alignas(16) char child_stack[CHILD_STACK];  /* (the keeper spawns one at a time) */
-
 /* Start path (argv, envp) in cwd, in the cgroup open as cgroup_fd (a directory), its
-   output to log_fd, the ndefaults signals of defaults at their default. The child's
-   pid; or -errno where nothing started, the step that failed in *failed_at (0: clone3
-   itself: ENOSYS, EPERM... where the keeper migrates instead). */
-long zs_spawn_into(int cgroup_fd, const char *path, char *const argv[], char *const envp[],
-                   const char *cwd, int log_fd, const int *defaults, int ndefaults,
-                   int *failed_at)
+   output to log_fd, the signals of the bit mask defaults (bit N-1: signal N) at their
+   default. The child's pid, with *report (the pipe to read its exec's outcome from) and
+   *handle (what zs_started frees); or -errno where clone3 itself failed (ENOSYS, EPERM:
+   the keeper migrates instead; others: the cgroup's). argv, envp and the strings must
+   stay as they are until zs_started. */
+long zs_start(int cgroup_fd, const char *path, char *const argv[], char *const envp[],
+              const char *cwd, int log_fd, uint64_t defaults, int *report, void **handle)
 {
 #if defined(__x86_64__)
-    struct birth b = {.path = path, .argv = argv, .envp = envp, .cwd = cwd,
-                      .log_fd = log_fd, .failed_at = 0, .error = 0};
-    sigemptyset(&b.defaults);
-    for (int i = 0; i < ndefaults; i++)
-        sigaddset(&b.defaults, defaults[i]);
-    sigset_t all;
-    sigfillset(&all);
-    if (pthread_sigmask(SIG_SETMASK, &all, &b.mask) != 0) {
-        *failed_at = 0;
-        return -EINVAL;
+    size_t size = sizeof(struct birth) + CHILD_STACK;
+    char *block = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (block == MAP_FAILED)
+        return -errno;
+    struct birth *b = (struct birth *)(block + CHILD_STACK);  /* (above the stack) */
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0) {
+        long error = -errno;
+        munmap(block, size);
+        return error;
     }
+    *b = (struct birth){.path = path, .argv = argv, .envp = envp, .cwd = cwd,
+                        .log_fd = log_fd, .report_fd = fds[1], .defaults = defaults};
+    sigset_t all, keepers;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &keepers);
+    memcpy(&b->mask, &keepers, sizeof b->mask);
     struct clone_args args;
     memset(&args, 0, sizeof args);
-    args.flags = CLONE_VM | CLONE_VFORK | CLONE_INTO_CGROUP;
+    args.flags = CLONE_VM | CLONE_INTO_CGROUP;
     args.exit_signal = SIGCHLD;
-    args.stack = (uint64_t)(uintptr_t)child_stack;
-    args.stack_size = sizeof child_stack;
+    /* (its top 16-byte aligned, as the ABI wants at the child's first call) */
+    args.stack = (uint64_t)(uintptr_t)block;
+    args.stack_size = CHILD_STACK;
     args.cgroup = (uint64_t)cgroup_fd;
-    long pid = clone3_run(&args, child, &b);
-    pthread_sigmask(SIG_SETMASK, &b.mask, NULL);
+    long pid = clone3_run(&args, child, b);
+    pthread_sigmask(SIG_SETMASK, &keepers, NULL);
+    close(fds[1]);
     if (pid < 0) {
-        *failed_at = 0;
+        close(fds[0]);
+        munmap(block, size);
         return pid;  /* (the raw syscall's -errno) */
     }
-    if (b.failed_at) {  /* it exited: reaped here, it is nobody's job */
-        int status;
-        while (waitpid((pid_t)pid, &status, __WALL) < 0 && errno == EINTR)
-            ;
-        *failed_at = b.failed_at;
-        return -b.error;
-    }
-    *failed_at = 0;
+    *report = fds[0];
+    *handle = block;
     return pid;
 #else
     (void)cgroup_fd; (void)path; (void)argv; (void)envp; (void)cwd; (void)log_fd;
-    (void)defaults; (void)ndefaults;
-    *failed_at = 0;
+    (void)defaults; (void)report; (void)handle;
     return -ENOSYS;
 #endif
+}
+
+/* How the exec of child pid, which zs_start started, went: 0 (it runs the program, or
+   was killed before), or the step that failed (its errno in *error; the child, which
+   exits at once, is reaped here: it is nobody's job). Waits for the exec. Frees what
+   zs_start took. */
+int zs_started(long pid, int report, void *handle, int *error)
+{
+    int got[2] = {0, 0};
+    size_t have = 0;
+    while (have < sizeof got) {
+        ssize_t n = read(report, (char *)got + have, sizeof got - have);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        have += (size_t)n;
+    }
+    close(report);
+    if (have == sizeof got) {  /* (reaped before its stack goes: it still runs on it) */
+        while (waitpid((pid_t)pid, NULL, __WALL) < 0 && errno == EINTR)
+            ;
+    }
+    munmap(handle, sizeof(struct birth) + CHILD_STACK);
+    if (have < sizeof got)
+        return 0;  /* closed by the exec */
+    *error = got[1];
+    return got[0];
 }
