@@ -5,6 +5,7 @@ import contextlib
 import os
 import shutil
 import signal
+import subprocess
 import threading
 from pathlib import Path
 from types import SimpleNamespace
@@ -469,6 +470,23 @@ def test_a_job_starts_in_its_group_its_session_and_folder_with_signals_at_defaul
         assert keeper.spawn({**request, "key": "job-2", "groups": [cgroups.procs("job-2")],
                              **change}, homes, births) == {"key": "job-2", "error": error}
     assert Path("/proc/self/cgroup").read_text() == before
+
+
+def test_a_spawn_library_of_another_version_is_not_used(work, capfd):
+    """A checkout updated without make keeps the library an older spawn_into.c built:
+    the keeper does not call into it (its calls may differ), says so, and migrates."""
+    if shutil.which("cc") is None:
+        pytest.skip("no C compiler here")
+    source, library = work / "old.c", work / "old.so"
+    source.write_text("int zs_abi(void) { return 1; }\n")
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(library), str(source)], check=True)
+    births = keeper.Births(keeper.Homes().unified or "/sys/fs/cgroup", str(library))
+    assert not births.takes("/sys/fs/cgroup/x/cgroup.procs")
+    assert f"keeper: {library} is of another version (1, not {keeper.Births.ABI}" in \
+        capfd.readouterr().err
+    assert not keeper.Births("/sys/fs/cgroup", str(work / "missing.so")).takes(
+        "/sys/fs/cgroup/x/cgroup.procs")  # (not built: nothing said)
+    assert capfd.readouterr().err == ""
 
 
 def cpu_cgroup(pid: int) -> str:

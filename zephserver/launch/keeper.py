@@ -310,17 +310,26 @@ class Births:
 
     # The steps spawn_into.c names when one fails (0: clone3 itself).
     CLONE, CWD, EXEC = 0, 5, 6
+    ABI = 2  # spawn_into.c's zs_abi(): the calls below, as they are
 
-    def __init__(self, unified: str | None) -> None:
+    def __init__(self, unified: str | None, library: str | None = None) -> None:
         self.unified = unified
         self._start = None
         if unified is None:
             return
         import ctypes  # (only here: a keeper without the library loads nothing more)
+        path = library or os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                       "spawn_into.so")
         try:
-            lib = ctypes.CDLL(os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                           "spawn_into.so"))
-        except OSError:
+            lib = ctypes.CDLL(path)
+            abi = lib.zs_abi()
+        except (OSError, AttributeError):  # (not built; or older than zs_abi)
+            abi = None
+        if abi != self.ABI:
+            if os.path.exists(path):
+                print(f"keeper: {path} is of another version ({abi}, not {self.ABI}; "
+                      "make builds it again): jobs enter their group by migration",
+                      file=sys.stderr, flush=True)
             return
         strings = ctypes.POINTER(ctypes.c_char_p)
         start, started = lib.zs_start, lib.zs_started
