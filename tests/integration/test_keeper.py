@@ -445,7 +445,7 @@ def test_a_job_starts_in_its_group_its_session_and_folder_with_signals_at_defaul
     before = Path("/proc/self/cgroup").read_text()
     ignored = signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
-        answer = keeper.spawn(request, homes, births)
+        answer = keeper.finish(keeper.begin(request, homes, births), request, births)
         _, status = os.waitpid(answer["pid"], 0)
     finally:
         signal.signal(signal.SIGTERM, ignored)
@@ -467,8 +467,9 @@ def test_a_job_starts_in_its_group_its_session_and_folder_with_signals_at_defaul
                                                         "cgroup.procs")
               + ": No such file or directory")]
     for change, error in cases:
-        assert keeper.spawn({**request, "key": "job-2", "groups": [cgroups.procs("job-2")],
-                             **change}, homes, births) == {"key": "job-2", "error": error}
+        asked = {**request, "key": "job-2", "groups": [cgroups.procs("job-2")], **change}
+        assert keeper.finish(keeper.begin(asked, homes, births), asked, births) == \
+            {"key": "job-2", "error": error}
     assert Path("/proc/self/cgroup").read_text() == before
 
 

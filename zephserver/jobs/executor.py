@@ -518,6 +518,7 @@ class LocalExecutor:
             return None
         return {"pid": pid, "start_time": process_start_time(pid), "boot_id": self.boot}
 
+
 class _Answers:
     """One batch given to the keeper: its answers, a chunk at a time, as each job's
     result, in the order of the batch (a job refused before the spawn, ``SpawnError``,

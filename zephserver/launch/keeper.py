@@ -140,8 +140,15 @@ def started_record(key: str, pid: int) -> str:
     """The ledger's line for job ``key`` started as ``pid`` (with its start time, by which
     a restarted daemon knows the process: a read that waits while its exec is under way,
     so written once the daemon has its answer)."""
-    start = start_time(pid)
+    return _start_line(key, pid, start_time(pid))
+
+
+def _start_line(key: str, pid: int, start: int | None) -> str:
     return f"s {key} {pid} {'-' if start is None else start}\n"
+
+
+def _end_line(key: str, pid: int, code: int) -> str:
+    return f"e {key} {pid} {code}\n"
 
 
 class Ledger:
@@ -215,13 +222,20 @@ def _enter(procs: str, pid: int = 0) -> None:
         os.close(fd)
 
 
-def _make_and_enter(procs: str) -> None:
-    """Enter the cgroup whose ``cgroup.procs`` is ``procs``, made first if it is not there
-    (the daemon leaves a job's own group to the keeper: a mkdir in cgroupfs waits for
-    the cgroup mutex, which a migration holds through an RCU grace period; made here, in
-    turn with the keeper's own migrations, it never waits on one of those)."""
+def _make_group(procs: str) -> str:
+    """The directory of the cgroup whose ``cgroup.procs`` is ``procs``, made if it is not
+    there (the daemon leaves a job's own group to the keeper: a mkdir in cgroupfs waits
+    for the cgroup mutex, which a migration holds through an RCU grace period; made here,
+    in turn with the keeper's own migrations, it never waits on one of those)."""
+    group = os.path.dirname(procs)
     with contextlib.suppress(FileExistsError):
-        os.mkdir(os.path.dirname(procs))
+        os.mkdir(group)
+    return group
+
+
+def _make_and_enter(procs: str) -> None:
+    """Enter the cgroup whose ``cgroup.procs`` is ``procs``, made first if need be."""
+    _make_group(procs)
     _enter(procs)
 
 
@@ -250,7 +264,7 @@ class Homes:
                 hierarchy, controllers, path = line.rstrip("\n").split(":", 2)
                 own["" if hierarchy == "0" else controllers] = path
         self._mounts = []  # (mount point, the keeper's cgroup.procs there)
-        self._unified: str | None = None
+        self.unified: str | None = None  # where the unified (v2) hierarchy is mounted
         with open("/proc/self/mountinfo") as f:
             for line in f:
                 fields = line.split()
@@ -258,7 +272,7 @@ class Homes:
                 fstype, options = fields[sep + 1], fields[sep + 3].split(",")
                 if fstype == "cgroup2":
                     key = ""
-                    self._unified = fields[4]
+                    self.unified = fields[4]
                 elif fstype == "cgroup":
                     key = next((k for k in own if k and set(k.split(",")) & set(options)),
                                None)
@@ -268,11 +282,6 @@ class Homes:
                     self._mounts.append((fields[4], os.path.join(
                         fields[4], own[key].lstrip("/"), "cgroup.procs")))
         self._mounts.sort(key=lambda m: -len(m[0]))
-
-    @property
-    def unified(self) -> str | None:
-        """Where the unified (v2) hierarchy is mounted, if it is."""
-        return self._unified
 
     def of(self, procs: str) -> str:
         for mount, home in self._mounts:
@@ -309,7 +318,7 @@ class Births:
     into the group around a posix_spawn."""
 
     # The steps spawn_into.c names when one fails (0: clone3 itself).
-    CLONE, CWD, EXEC = 0, 5, 6
+    CLONE, CWD = 0, 5
     ABI = 2  # spawn_into.c's zs_abi(): the calls below, as they are
 
     def __init__(self, unified: str | None, library: str | None = None) -> None:
@@ -382,15 +391,7 @@ class Births:
 def _open_group(procs: str) -> int:
     """The directory of the cgroup whose ``cgroup.procs`` is ``procs``, made if need be
     and open (for clone3)."""
-    group = os.path.dirname(procs)
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(group)
-    return os.open(group, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-
-
-def spawn(request: dict, homes: Homes, births: Births) -> dict:
-    """Start one job and wait for its exec: its pid, or the error."""
-    return finish(begin(request, homes, births), request, births)
+    return os.open(_make_group(procs), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
 
 def begin(request: dict, homes: Homes, births: Births) -> dict:
@@ -564,9 +565,9 @@ class Keeper:
         reading it meanwhile reads the one or the other, each whole)."""
         lines = []
         for key, (pid, start, code) in self.ledger.entries.items():
-            lines.append(f"s {key} {pid} {'-' if start is None else start}\n")
+            lines.append(_start_line(key, pid, start))
             if code is not None:
-                lines.append(f"e {key} {pid} {code}\n")
+                lines.append(_end_line(key, pid, code))
         data = "".join(lines).encode()
         new = self.ledger.path + ".new"
         try:
@@ -760,10 +761,11 @@ class Keeper:
             code = exit_code(status)
             key = self.children.pop(pid, None)
             if key is not None:
-                lines.append(f"e {key} {pid} {code}\n")
+                lines.append(_end_line(key, pid, code))
             reports.append({"op": "exit", "pid": pid, "code": code})
         self._note(lines)
         self._send("events", *reports)
+
 
 def main(argv: list[str]) -> int:
     keeper = Keeper(argv[1])
