@@ -32,9 +32,15 @@ $(SPAWN_INTO): zephserver/launch/spawn_into.c
 	  echo "$@ not built: jobs will enter their cgroups by migration"
 
 # Bytecode written ahead (a no-op when current): where PYTHONDONTWRITEBYTECODE is set, every
-# start would compile each module again (a CLI command took twice as long).
+# start would compile each module again (a CLI command took twice as long). The daemon
+# runs without docstrings (-OO: zephserver/interpreter.py), so its bytecode is written at
+# that level too, for the checkout and for the libraries the daemon loads.
+DAEMON_LIBS := tornado zmq django lockfile cryptography prometheus_client sqlparse asgiref \
+  psycopg psycopg_binary
 bytecode: $(STAMP) $(SPAWN_INTO)
-	$(BIN)/python -m compileall -q zephserver commands settings main.py
+	$(BIN)/python -m compileall -q -o 0 -o 2 zephserver commands settings main.py
+	$(BIN)/python -m compileall -q -o 2 \
+	  $(wildcard $(addprefix $(VENV)/lib/python*/site-packages/,$(DAEMON_LIBS)))
 
 run: bytecode
 	$(BIN)/zephserver-admin migrate --noinput

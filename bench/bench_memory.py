@@ -19,7 +19,7 @@ from tests.reliability.test_memory import drained, settled, submit_many, trims
 from tests.support.daemon import child_env, short_tmpdir, write_settings
 from tests.support.jobs import keepers_under
 from tests.support.web import Ws
-from zephserver import allocator
+from zephserver import interpreter
 
 JOBS = int(os.environ.get("JOBS", "10000"))
 BURST = 1000
@@ -35,15 +35,16 @@ def quiet_rss(pid: int) -> float:
 
 
 # The floor under "RSS fresh": an interpreter that loads what every daemon loads (tornado's
-# servers, prometheus_client, Django set up as the daemon sets it up: its apps and models;
-# the daemon loads Django's request handler only for the first web request) under the
-# daemon's allocator settings, and runs nothing of zephserver's services.
+# servers, Django set up as the daemon sets it up: its apps and models; the daemon loads
+# Django's request handler only for the first web request, prometheus_client only for the
+# first scrape) as the daemon's interpreter runs (zephserver.interpreter: its allocator
+# settings, no docstrings), and runs nothing of zephserver's services.
 LIBRARY_FLOOR = """
 import sys, tempfile
 sys.modules.setdefault("curses", None)
 from zephserver import memory
 memory.one_arena()
-import prometheus_client, tornado.httpserver, tornado.web, tornado.websocket, tornado.wsgi
+import tornado.httpserver, tornado.web, tornado.websocket, tornado.wsgi
 from zephserver.config import settings_from_values
 from zephserver.web.django_setup import setup_django
 setup_django(settings_from_values(DATA_DIR=tempfile.mkdtemp()))
@@ -54,10 +55,11 @@ sys.stdin.read()
 
 
 def library_floor() -> float:
-    """RSS of LIBRARY_FLOOR's interpreter (MiB), with the daemon's allocator (its objects in
-    glibc's heap, no per-thread caches: zephserver.allocator)."""
-    env = {**child_env(), "PYTHONMALLOC": "malloc", "GLIBC_TUNABLES": allocator.NO_THREAD_CACHE}
-    with subprocess.Popen([sys.executable, "-c", LIBRARY_FLOOR], stdin=subprocess.PIPE,
+    """RSS of LIBRARY_FLOOR's interpreter (MiB), run as the daemon's is (its objects in
+    glibc's heap, no per-thread caches, no docstrings: zephserver.interpreter)."""
+    env = {**child_env(), "PYTHONMALLOC": "malloc",
+           "GLIBC_TUNABLES": interpreter.NO_THREAD_CACHE}
+    with subprocess.Popen([sys.executable, "-OO", "-c", LIBRARY_FLOOR], stdin=subprocess.PIPE,
                           stdout=subprocess.PIPE, text=True, env=env, cwd=REPO) as floor:
         try:
             line = floor.stdout.readline() if floor.stdout else ""

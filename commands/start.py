@@ -13,8 +13,8 @@ import sys
 # (0.7 MiB of the daemon's memory) only to ask whether it could.
 sys.modules.setdefault("curses", None)
 
-from zephserver.allocator import use_glibc  # noqa: E402
 from zephserver.errors import ExitCode  # noqa: E402
+from zephserver.interpreter import start_lean  # noqa: E402
 
 EXIT_CODES = (ExitCode.OK, ExitCode.FAILED, ExitCode.USAGE, ExitCode.NO_PERMISSION,
               ExitCode.DEGRADED, ExitCode.BAD_SETTINGS)
@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    use_glibc()
+    start_lean()
     from zephserver.cli import settings_for
     from zephserver.infra.bootstrap import Daemon
     from zephserver.web.django_setup import prepare_database
@@ -36,6 +36,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main() -> int:
-    use_glibc()  # before the imports, which it would pay twice
+    start_lean()  # before the imports, which it would pay twice
     from zephserver.cli import script_main
     return script_main("start")

@@ -37,9 +37,20 @@ def exit_codes_epilog(codes: Sequence[int]) -> str:
 
 
 def _summary(module: ModuleType) -> tuple[str, str]:
-    """The first line of a verb module's docstring, and the docstring as one paragraph."""
-    doc = (module.__doc__ or "").strip()
+    """The first line of a verb module's docstring, and the docstring as one paragraph
+    (read from its source where the interpreter runs without docstrings: the daemon's,
+    zephserver/interpreter.py)."""
+    doc = (module.__doc__ or _source_docstring(module)).strip()
     return doc.split("\n")[0], " ".join(doc.split())
+
+
+def _source_docstring(module: ModuleType) -> str:
+    if sys.flags.optimize < 2 or not module.__file__:
+        return ""
+    import ast
+
+    with open(module.__file__, encoding="utf-8") as f:
+        return ast.get_docstring(ast.parse(f.read()), clean=False) or ""
 
 
 def _common() -> argparse.ArgumentParser:

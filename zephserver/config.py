@@ -621,7 +621,6 @@ def _slurm_bin_dir(value: Any, s: Settings) -> list[str]:
     if value is not None and (not isinstance(value, str) or not os.path.isdir(value)):
         return [f"{value!r} is not a directory"]
     from zephserver.launch.apps import AppConfigError, parse_all_apps
-    from zephserver.launch.slurm import SlurmCommands
     from zephserver.launch.wslink import effective_cwd
 
     try:
@@ -629,7 +628,11 @@ def _slurm_bin_dir(value: Any, s: Settings) -> list[str]:
     except (AppConfigError, ValueError, TypeError):
         return []  # APPS and LAUNCHER_CONFIG say what is wrong with them
     users = sorted(name for name, app in apps.items() if app.executor == "slurm")
-    missing = SlurmCommands(value).missing() if users else []
+    if not users:
+        return []
+    from zephserver.launch.slurm import SlurmCommands  # (loaded only where Slurm is used)
+
+    missing = SlurmCommands(value).missing()
     if missing:
         return [f"app(s) {', '.join(users)} run on Slurm, and {', '.join(missing)} "
                 f"{'is' if len(missing) == 1 else 'are'} not found "

@@ -4,7 +4,7 @@ glibc keeps what the daemon frees in its arenas (one per thread that allocates, 
 eight per core), so a daemon whose threads serve bursts of jobs or connections grows in
 RSS while its Python heap stays flat (tracemalloc showed no growth over 10,000 jobs).
 ``malloc_trim(0)`` returns the free pages, wherever they are in the heap (the daemon's
-Python objects are there too: zephserver/allocator.py). ``quiet()`` is called when a
+Python objects are there too: zephserver/interpreter.py). ``quiet()`` is called when a
 burst ends (the last running job ended, the last connection closed); it gives back at
 most once per MIN_INTERVAL, and a call that comes sooner is kept for the end of that
 interval, so the last quiet moment of a stream of bursts is always given back. What
@@ -17,7 +17,7 @@ import gc
 import threading
 import time
 
-from zephserver import allocator, metrics
+from zephserver import interpreter, metrics
 
 MIN_INTERVAL = 5.0  # seconds between trims (one costs about a millisecond)
 # seconds after a burst's end before its give-back: the loop is still tearing down what
@@ -63,7 +63,7 @@ def one_arena() -> None:
     if _mallopt is not None:
         _mallopt(M_ARENA_MAX, 1)
         _mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-    allocator.keep_from_children()  # (the start chose it for the daemon alone)
+    interpreter.keep_from_children()  # (the start chose it for the daemon alone)
 
 
 def give_back_now() -> None:

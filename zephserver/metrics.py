@@ -4,59 +4,137 @@ test read this catalogue).
 Events are counted where they happen (``SPAWNS.labels(app).inc()``). States (jobs by
 state, services, peers, pool use) are read when Prometheus scrapes: a service that has
 some offers ``metric_families()``, which returns ``StateGauge.family(...)`` values. All
-of it is produced by ``prometheus_client`` in its text format; nothing is hand-written.
+of it is put in the text format by ``prometheus_client``; nothing is hand-written.
+
+The daemon counts events in its own small tables and imports ``prometheus_client``
+only when it is first scraped: its exposition loads ``http.server``, ``urllib`` and
+``wsgiref`` with it, 1.3 MiB of a fresh daemon that nobody may ever scrape.
 """
 
 import bisect
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    PlatformCollector,
-    ProcessCollector,
-    disable_created_metrics,
-    generate_latest,
-)
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-)
-from prometheus_client.registry import Collector
-
-disable_created_metrics()  # no *_created series: they double every counter's cardinality
-REGISTRY = CollectorRegistry(auto_describe=True)
-ProcessCollector(registry=REGISTRY)  # process_resident_memory_bytes, open fds, CPU
-PlatformCollector(registry=REGISTRY)
+from typing import Any
 
 # Seconds, from a fast ping to a long queue wait.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
                    2.5, 5, 10, 30)
 WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 86400)
 
-SPAWNS = Counter("zephserver_spawns", "Processes started (batch jobs, sessions, agent "
-                 "processes), by app.", ["app"], registry=REGISTRY)
-JOB_EXITS = Counter("zephserver_job_exits", "Jobs that ended, by kind and outcome (their "
-                    "final state).", ["kind", "outcome"], registry=REGISTRY)
-QUEUE_WAIT = Histogram("zephserver_queue_wait_seconds", "Time a job waited in the queue "
-                       "before it was started.", buckets=WAIT_BUCKETS, registry=REGISTRY)
-SUBMIT_TO_RUNNING = Histogram("zephserver_submit_to_running_seconds", "Time from a job's "
-                              "submission to RUNNING.", buckets=WAIT_BUCKETS,
-                              registry=REGISTRY)
-AGENT_RESTARTS = Counter("zephserver_agent_restarts", "Agent processes restarted after "
-                         "they ended.", registry=REGISTRY)
-LOG_BYTES = Counter("zephserver_log_bytes_written", "Bytes written to logs: the daemon's "
-                    "own (daemon) and the jobs' output, counted when a job ends (jobs).",
-                    ["log"], registry=REGISTRY)
-SLURM_COMMANDS = Counter("zephserver_slurm_commands", "Slurm commands run (sbatch, squeue, "
-                         "scontrol, sacct, scancel), by command: squeue once per tick "
-                         "whatever the number of jobs.", ["command"], registry=REGISTRY)
-MEMORY_TRIMS = Counter("zephserver_memory_trims", "Times freed memory was given back to the "
-                       "system after a burst of work ended (malloc_trim).", registry=REGISTRY)
+
+class _Count:
+    """One series of an EventCounter (the counter's label values fixed)."""
+
+    __slots__ = ("_counts", "_key", "_lock")
+
+    def __init__(self, lock: threading.Lock, counts: dict, key: tuple[str, ...]) -> None:
+        self._lock, self._counts, self._key = lock, counts, key
+
+    def inc(self, amount: float = 1) -> None:
+        if amount < 0:
+            raise ValueError(f"a counter only goes up (asked to add {amount})")
+        with self._lock:
+            self._counts[self._key] += amount
+
+
+class EventCounter:
+    """Events counted as they happen: ``inc()``, or ``labels(*values).inc()`` for a
+    counter with labels. Exported as ``NAME_total``."""
+
+    kind = "counter"
+
+    def __init__(self, name: str, doc: str, labelnames: Iterable[str] = ()) -> None:
+        self.name, self.doc, self.labelnames = name, doc, tuple(labelnames)
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[str, ...], float] = {}
+        self._series: dict[tuple[str, ...], _Count] = {}
+        self._unlabelled = None if self.labelnames else self.labels()
+
+    def labels(self, *values: Any) -> _Count:
+        key = tuple(str(v) for v in values)
+        series = self._series.get(key)
+        if series is None:
+            if len(key) != len(self.labelnames):
+                raise ValueError(f"{self.name} has labels {self.labelnames}, given {key}")
+            with self._lock:
+                self._counts.setdefault(key, 0.0)
+                series = self._series.setdefault(key, _Count(self._lock, self._counts, key))
+        return series
+
+    def inc(self, amount: float = 1) -> None:
+        if self._unlabelled is None:
+            raise ValueError(f"{self.name} has labels {self.labelnames}: count with labels()")
+        self._unlabelled.inc(amount)
+
+    def value(self, *values: Any) -> float:
+        with self._lock:
+            return self._counts.get(tuple(str(v) for v in values), 0.0)
+
+    def family(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily
+
+        family = CounterMetricFamily(self.name, self.doc, labels=list(self.labelnames))
+        with self._lock:
+            counts = sorted(self._counts.items())
+        for key, n in counts:
+            family.add_metric(list(key), n)
+        return family
+
+
+class EventHistogram:
+    """Durations observed as they happen (``observe(seconds)``), in cumulative buckets.
+    Exported as ``NAME_bucket``, ``NAME_sum`` and ``NAME_count``."""
+
+    kind = "histogram"
+    labelnames: tuple[str, ...] = ()
+
+    def __init__(self, name: str, doc: str, buckets: tuple[float, ...]) -> None:
+        self.name, self.doc, self.buckets = name, doc, buckets
+        self._lock = threading.Lock()
+        self._counts = [0] * (len(buckets) + 1)  # the last: past every bound (+Inf)
+        self._sum = 0.0
+
+    def observe(self, value: float) -> None:
+        i = bisect.bisect_left(self.buckets, value)
+        with self._lock:
+            self._counts[i] += 1
+            self._sum += value
+
+    def family(self) -> Any:
+        from prometheus_client.core import HistogramMetricFamily
+        from prometheus_client.utils import floatToGoString
+
+        with self._lock:
+            counts, total = list(self._counts), self._sum
+        bounds = [*map(floatToGoString, self.buckets), "+Inf"]
+        cumulative, buckets = 0, []
+        for bound, n in zip(bounds, counts, strict=True):
+            cumulative += n
+            buckets.append((bound, cumulative))
+        family = HistogramMetricFamily(self.name, self.doc, labels=[])
+        family.add_metric([], buckets, total)
+        return family
+
+
+SPAWNS = EventCounter("zephserver_spawns", "Processes started (batch jobs, sessions, agent "
+                      "processes), by app.", ["app"])
+JOB_EXITS = EventCounter("zephserver_job_exits", "Jobs that ended, by kind and outcome "
+                         "(their final state).", ["kind", "outcome"])
+QUEUE_WAIT = EventHistogram("zephserver_queue_wait_seconds", "Time a job waited in the "
+                            "queue before it was started.", WAIT_BUCKETS)
+SUBMIT_TO_RUNNING = EventHistogram("zephserver_submit_to_running_seconds", "Time from a "
+                                   "job's submission to RUNNING.", WAIT_BUCKETS)
+AGENT_RESTARTS = EventCounter("zephserver_agent_restarts", "Agent processes restarted "
+                              "after they ended.")
+LOG_BYTES = EventCounter("zephserver_log_bytes_written", "Bytes written to logs: the "
+                         "daemon's own (daemon) and the jobs' output, counted when a job "
+                         "ends (jobs).", ["log"])
+SLURM_COMMANDS = EventCounter("zephserver_slurm_commands", "Slurm commands run (sbatch, "
+                              "squeue, scontrol, sacct, scancel), by command: squeue once "
+                              "per tick whatever the number of jobs.", ["command"])
+MEMORY_TRIMS = EventCounter("zephserver_memory_trims", "Times freed memory was given back "
+                            "to the system after a burst of work ended (malloc_trim).")
 
 
 @dataclass(frozen=True)
@@ -67,7 +145,9 @@ class StateGauge:
     doc: str
     labels: tuple[str, ...] = ()
 
-    def family(self, samples: Iterable[tuple[tuple[str, ...], float]]) -> GaugeMetricFamily:
+    def family(self, samples: Iterable[tuple[tuple[str, ...], float]]) -> Any:
+        from prometheus_client.core import GaugeMetricFamily
+
         family = GaugeMetricFamily(self.name, self.doc, labels=list(self.labels))
         for values, value in samples:
             family.add_metric(list(values), value)
@@ -112,6 +192,8 @@ class RequestCounts:
         row[-1] += seconds
 
     def families(self) -> list:
+        from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+
         counts: dict[tuple[str, str], int] = {}
         durations: dict[str, list[float]] = {}
         with self._tables_lock:
@@ -173,8 +255,7 @@ STATE_GAUGES = (JOBS, SESSIONS, AGENT_PROCESSES, QUEUE_LENGTH, WEBSOCKETS, TASK_
 def catalogue() -> list[tuple[str, str, str]]:
     """(family name, type, help) of every zephserver family; a counter's samples end in
     ``_total``, a histogram's in ``_bucket``, ``_sum`` and ``_count``."""
-    found = [(f.name, f.type, f.documentation)
-             for metric in EVENTS for f in metric.describe()]
+    found = [(metric.name, metric.kind, metric.doc) for metric in EVENTS]
     found += [(g.name, "gauge", g.doc) for g in STATE_GAUGES]
     found += [family[:3] for family in (RequestCounts.REQUESTS, RequestCounts.DURATION)]
     return sorted(found)
@@ -183,7 +264,7 @@ def catalogue() -> list[tuple[str, str, str]]:
 def labels() -> dict[str, tuple[str, ...]]:
     """The labels of every zephserver family, by family name."""
     found = {g.name: g.labels for g in STATE_GAUGES}
-    found.update({m.describe()[0].name: tuple(m._labelnames) for m in EVENTS})
+    found.update({m.name: m.labelnames for m in EVENTS})
     found.update({f[0]: f[3] for f in (RequestCounts.REQUESTS, RequestCounts.DURATION)})
     return found
 
@@ -197,7 +278,7 @@ def sample_names(name: str, kind: str) -> list[str]:
     return [name]
 
 
-class StateCollector(Collector):
+class StateCollector:
     """Asks ``sources()`` (the services' ``metric_families``) at each scrape."""
 
     def __init__(self, sources: Callable[[], Iterable[Callable[[], Iterable]]]) -> None:
@@ -208,17 +289,28 @@ class StateCollector(Collector):
             yield from source()
 
 
-def exposition(collector: StateCollector) -> bytes:
-    """The text format: this process's event metrics and the states read now."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Both(collector))
-    return generate_latest(registry)
+class _Scrape:
+    """What one scrape exports: this process (its memory, fds, CPU, Python), the events
+    counted since the start, and the states read now."""
 
-
-class _Both(Collector):
     def __init__(self, states: StateCollector) -> None:
         self.states = states
 
     def collect(self) -> Iterable:
-        yield from REGISTRY.collect()
+        from prometheus_client import PlatformCollector, ProcessCollector
+
+        yield from ProcessCollector(registry=None).collect()
+        yield from PlatformCollector(registry=None).collect()
+        for metric in EVENTS:
+            yield metric.family()
         yield from self.states.collect()
+
+
+def exposition(collector: StateCollector) -> tuple[bytes, str]:
+    """The text format (and its content type): this process's event metrics and the
+    states read now."""
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Scrape(collector))
+    return generate_latest(registry), CONTENT_TYPE_LATEST

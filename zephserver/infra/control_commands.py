@@ -37,10 +37,11 @@ class ControlCommand:
 COMMANDS: dict[str, ControlCommand] = {}
 
 
-def command(name: str, args: tuple[str, ...] = (), read_only: bool = True
+def command(name: str, doc: str, args: tuple[str, ...] = (), read_only: bool = True
             ) -> Callable[[Callable[["Daemon", dict], Any]], Callable[["Daemon", dict], Any]]:
+    """Declare a verb. ``doc`` is its help line, what ``help`` answers: not the function's
+    docstring, which the daemon runs without (zephserver/interpreter.py)."""
     def register(func: Callable[["Daemon", dict], Any]) -> Callable[["Daemon", dict], Any]:
-        doc = (func.__doc__ or "").strip().splitlines()[0]
         COMMANDS[name] = ControlCommand(name, args, doc, read_only, func)
         return func
     return register
@@ -71,46 +72,43 @@ def dispatch(daemon: "Daemon", method: str, params: Any) -> Any:
     return cmd.run(daemon, params)
 
 
-@command("ping")
+@command("ping", "Answer 'pong' (is the daemon there?).")
 def ping(daemon: "Daemon", params: dict) -> str:
-    """Answer 'pong' (is the daemon there?)."""
     return "pong"
 
 
-@command("help")
+@command("help", "List the control commands with their arguments.")
 def help_(daemon: "Daemon", params: dict) -> list[dict]:
-    """List the control commands with their arguments."""
     return [{"name": c.name, "args": list(c.args), "doc": c.doc} for c in COMMANDS.values()]
 
 
-@command("status")
+@command("status", "The daemon's pid, uptime, node, and each service's state and restart count.")
 def status(daemon: "Daemon", params: dict) -> dict:
-    """The daemon's pid, uptime, node, and each service's state and restart count."""
     return daemon.status()
 
 
-@command("services")
+@command("services", "Each service's state and restart count.")
 def services(daemon: "Daemon", params: dict) -> list[dict]:
-    """Each service's state and restart count."""
     return daemon.manager.status() if daemon.manager is not None else []
 
 
-@command("stop", read_only=True)  # repeatable while stopping: it answers, it does not refuse
+# read-only: repeatable while stopping (it answers, it does not refuse)
+@command("stop", "Stop the daemon gracefully (returns at once; the daemon exits soon after).",
+         read_only=True)
 def stop(daemon: "Daemon", params: dict) -> dict:
-    """Stop the daemon gracefully (returns at once; the daemon exits soon after)."""
     daemon.request_stop("control command")
     return {"pid": daemon.pid, "stopping": True}
 
 
-@command("reload", read_only=False)
+@command("reload", "Re-read the settings file and hand it to the services that can take it "
+         "(also SIGHUP).", read_only=False)
 def reload(daemon: "Daemon", params: dict) -> dict:
-    """Re-read the settings file and hand it to the services that can take it (also SIGHUP)."""
     return daemon.reload()
 
 
-@command("restart-service", args=("name",), read_only=False)
+@command("restart-service", "Stop one service and start it again with its failure count "
+         "reset (also from FATAL).", args=("name",), read_only=False)
 def restart_service(daemon: "Daemon", params: dict) -> dict:
-    """Stop one service and start it again with its failure count reset (also from FATAL)."""
     name = params["name"]
     if not isinstance(name, str):
         raise RpcError(RpcCode.INVALID_PARAMS, "restart-service: NAME must be a string")

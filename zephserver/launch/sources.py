@@ -13,9 +13,7 @@ import re
 import shutil
 import stat
 import threading
-import urllib.error
 import urllib.parse
-import urllib.request
 
 CHUNK = 64 * 1024
 
@@ -53,19 +51,6 @@ def check_url(url: str, file_roots: list[str], allow: list[str] | None = None) -
     return "source_url must be an http://, https:// or file:// URL"
 
 
-class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
-    """Follows a redirect only to a URL that ``allow`` admits, as the first one had to."""
-
-    def __init__(self, allow: list[str] | None) -> None:
-        self.allow = allow
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
-        why = check_url(newurl, [], self.allow)
-        if why:
-            raise SourceError("download failure", f"redirected: {why}")
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
 def fetch(url: str, dest: str, max_bytes: int, timeout: float,
           cancel: threading.Event, request_id: str | None = None,
           allow: list[str] | None = None) -> None:
@@ -73,9 +58,21 @@ def fetch(url: str, dest: str, max_bytes: int, timeout: float,
 
     ``request_id`` goes out as ``X-Request-Id`` (smartmob's file servers log it);
     redirects are followed only where ``allow`` admits (AGENT_SOURCE_ALLOW)."""
+    import urllib.error  # (with http.client: loaded only by the first download)
+    import urllib.request
+
+    class CheckedRedirects(urllib.request.HTTPRedirectHandler):
+        """Follows a redirect only to a URL that ``allow`` admits, as the first one had to."""
+
+        def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+            why = check_url(newurl, [], allow)
+            if why:
+                raise SourceError("download failure", f"redirected: {why}")
+            return super().redirect_request(req, fp, code, msg, headers, newurl)
+
     fail = "download failure"
     headers = {"X-Request-Id": request_id} if request_id else {}
-    opener = urllib.request.build_opener(_CheckedRedirects(allow))
+    opener = urllib.request.build_opener(CheckedRedirects())
     try:
         with opener.open(urllib.request.Request(url, headers=headers),
                          timeout=timeout) as resp, open(dest, "wb") as out:

@@ -18,7 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
 import tornado.web
-from prometheus_client import CONTENT_TYPE_LATEST
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 from tornado.netutil import bind_sockets
@@ -200,6 +199,6 @@ class ReadyHandler(OpsHandler):
 class MetricsHandler(OpsHandler):
     async def get(self) -> None:
         """The Prometheus text format (see the metrics page)."""
-        body = await self.off_loop(metrics.exposition, self.ops.collector)
-        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        body, content_type = await self.off_loop(metrics.exposition, self.ops.collector)
+        self.set_header("Content-Type", content_type)
         self.finish(body)
