@@ -7,7 +7,9 @@ DEBUG = False
 ALLOWED_HOSTS = ["*"]  # the HTTP server binds BIND_ADDRESS; Origin checks guard /ws
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # Without autodiscovery at start: zephserver/web/urls.py loads the admin modules of
+    # every app (auth's forms with them) when the first web request loads the URLs.
+    "django.contrib.admin.apps.SimpleAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

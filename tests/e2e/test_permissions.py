@@ -1,7 +1,9 @@
 """Who may launch what: an app's ``allow`` (apps.list shows only what a user may launch;
 a refused launch is -32002 / 403 naming the app), the agent for staff unless AGENT_ALLOW
-opens it, and AGENT_SOURCE_ALLOW for where its archives may come from."""
+opens it, and AGENT_SOURCE_ALLOW for where its archives may come from; and the Django
+admin, for staff only."""
 
+import urllib.request
 
 import pytest
 
@@ -10,7 +12,7 @@ from tests.support.daemon import child_env, short_tmpdir, write_settings
 from tests.support.jobs import stop_site
 from tests.support.poll import poll_until
 from tests.support.sessions import free_port_range, rest
-from tests.support.web import Ws, django_shell, run, start_with_users
+from tests.support.web import Ws, django_shell, login, run, start_with_users
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -169,3 +171,28 @@ def test_every_act_leaves_one_audit_line(site):
 
     found = poll_until(lines, 10, what="the audit lines")
     assert not any(f"job {10**6}" in f for f in found)  # a refused act is not audited
+
+
+def test_the_admin_is_for_staff_with_every_apps_models(site):
+    """The admin app does not discover the apps' admin modules at start (a node used
+    only through the API never loads them): the URLs do, with the first web request."""
+    django_shell(site.settings, "from django.contrib.auth.models import User\n"
+                 "User.objects.create_superuser('root', password='root-pw-123')", site.env)
+
+    def admin_page(who: str) -> tuple[str, str]:
+        session = login(site.url, who, f"{who}-pw-123")
+        request = urllib.request.Request(site.url + "/admin/",
+                                         headers={"Cookie": f"sessionid={session}"})
+        with urllib.request.urlopen(request, timeout=10) as answer:  # (redirects followed)
+            return answer.url, answer.read().decode()
+
+    where, page = admin_page("root")
+    assert where == site.url + "/admin/"
+    assert "/admin/auth/user/" in page
+    assert "/admin/zephweb/apitoken/" in page
+    where, page = admin_page("boss")  # staff without permissions: the admin, empty
+    assert where == site.url + "/admin/"
+    assert "/admin/auth/user/" not in page
+    where, page = admin_page("alice")
+    assert where.startswith(site.url + "/admin/login/"), where
+    assert "/admin/auth/user/" not in page

@@ -4,6 +4,11 @@ from django.urls import path
 
 from zephserver.web import views
 
+# The apps' admin modules, which the admin app does not load at start (SimpleAdminConfig):
+# the daemon loads this file with the first web request, a node used only through the
+# API never.
+admin.autodiscover()
+
 urlpatterns = [
     path("", views.index, name="index"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
