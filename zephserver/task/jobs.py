@@ -117,6 +117,11 @@ class JobsSubscribeTask(_JobTask):
     """``job.updated`` and ``job.output`` (from ``offset``, default 0) for one job; with
     no id, ``job.updated`` (and ``session.updated``) for all the caller's jobs.
 
+    An update carries the job's state once the change is written: a job that passed
+    through several states at once (a short job that started and ended together) is
+    sent its last one only, so a client waiting for RUNNING also takes an end as
+    "started".
+
     Result: {subscribed: id or "all"}.
     Errors: -32602 a bad param (named in data.field); -32005 no such job (another
     user's is answered the same).
