@@ -142,6 +142,9 @@ async def run_bench(url: str, token: str, pid: int, work: str) -> None:
     await ws.aclose()
 
 
+STARTED = {"RUNNING", *TERMINAL}  # a job seen in one of these has started
+
+
 async def lone_starts(ws: Ws, n: int) -> list[float]:
     """``n`` jobs one at a time: each one's submit -> RUNNING seen by the client (ms).
     An update tells a job's state at the end of the manager's batch: a /bin/true that
@@ -159,9 +162,6 @@ async def lone_starts(ws: Ws, n: int) -> list[float]:
         if state != "SUCCEEDED":
             raise RuntimeError(f"job {job['id']} of /bin/true ended {state}")
     return lat
-
-
-STARTED = {"RUNNING", *TERMINAL}
 
 
 async def until_one_of(ws: Ws, job_id: int, states: set[str]) -> str:

@@ -26,16 +26,16 @@ WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600
 class _Count:
     """One series of an EventCounter (the counter's label values fixed)."""
 
-    __slots__ = ("_counts", "_key", "_lock")
+    __slots__ = ("_lock", "value")
 
-    def __init__(self, lock: threading.Lock, counts: dict, key: tuple[str, ...]) -> None:
-        self._lock, self._counts, self._key = lock, counts, key
+    def __init__(self, lock: threading.Lock) -> None:
+        self._lock, self.value = lock, 0.0
 
     def inc(self, amount: float = 1) -> None:
         if amount < 0:
             raise ValueError(f"a counter only goes up (asked to add {amount})")
         with self._lock:
-            self._counts[self._key] += amount
+            self.value += amount
 
 
 class EventCounter:
@@ -47,8 +47,7 @@ class EventCounter:
     def __init__(self, name: str, doc: str, labelnames: Iterable[str] = ()) -> None:
         self.name, self.doc, self.labelnames = name, doc, tuple(labelnames)
         self._lock = threading.Lock()
-        self._counts: dict[tuple[str, ...], float] = {}
-        self._series: dict[tuple[str, ...], _Count] = {}
+        self._series: dict[tuple[str, ...], _Count] = {}  # by label values
         self._unlabelled = None if self.labelnames else self.labels()
 
     def labels(self, *values: Any) -> _Count:
@@ -58,8 +57,7 @@ class EventCounter:
             if len(key) != len(self.labelnames):
                 raise ValueError(f"{self.name} has labels {self.labelnames}, given {key}")
             with self._lock:
-                self._counts.setdefault(key, 0.0)
-                series = self._series.setdefault(key, _Count(self._lock, self._counts, key))
+                series = self._series.setdefault(key, _Count(self._lock))
         return series
 
     def inc(self, amount: float = 1) -> None:
@@ -68,18 +66,28 @@ class EventCounter:
         self._unlabelled.inc(amount)
 
     def value(self, *values: Any) -> float:
-        with self._lock:
-            return self._counts.get(tuple(str(v) for v in values), 0.0)
+        series = self._series.get(tuple(str(v) for v in values))
+        return 0.0 if series is None else series.value
 
     def family(self) -> Any:
         from prometheus_client.core import CounterMetricFamily
 
         family = CounterMetricFamily(self.name, self.doc, labels=list(self.labelnames))
         with self._lock:
-            counts = sorted(self._counts.items())
+            counts = sorted((key, series.value) for key, series in self._series.items())
         for key, n in counts:
             family.add_metric(list(key), n)
         return family
+
+
+def _cumulative(bounds: list[str], counts: list[float]) -> list[tuple[str, float]]:
+    """A histogram's buckets as the text format has them: each bound (``le``) with the
+    count of observations up to it, from the count of each bucket alone."""
+    total, buckets = 0.0, []
+    for bound, n in zip(bounds, counts, strict=True):
+        total += n
+        buckets.append((bound, total))
+    return buckets
 
 
 class EventHistogram:
@@ -107,13 +115,9 @@ class EventHistogram:
 
         with self._lock:
             counts, total = list(self._counts), self._sum
-        bounds = [*map(floatToGoString, self.buckets), "+Inf"]
-        cumulative, buckets = 0, []
-        for bound, n in zip(bounds, counts, strict=True):
-            cumulative += n
-            buckets.append((bound, cumulative))
         family = HistogramMetricFamily(self.name, self.doc, labels=[])
-        family.add_metric([], buckets, total)
+        family.add_metric([], _cumulative([*map(floatToGoString, self.buckets), "+Inf"],
+                                          counts), total)
         return family
 
 
@@ -211,12 +215,9 @@ class RequestCounts:
             requests.add_metric([method, outcome], n)
         name, _, doc, labels = self.DURATION
         duration = HistogramMetricFamily(name, doc, labels=list(labels))
+        bounds = [*map(str, self.buckets), "+Inf"]
         for method, row in sorted(durations.items()):
-            cumulative, buckets = 0.0, []
-            for bound, n in zip([*map(str, self.buckets), "+Inf"], row[:-1], strict=True):
-                cumulative += n
-                buckets.append((bound, cumulative))
-            duration.add_metric([method], buckets, row[-1])
+            duration.add_metric([method], _cumulative(bounds, row[:-1]), row[-1])
         return [requests, duration]
 
 

@@ -317,8 +317,7 @@ class Births:
     itself (too old, or a seccomp filter), ``takes`` nothing: the keeper moves itself
     into the group around a posix_spawn."""
 
-    # The steps spawn_into.c names when one fails (0: clone3 itself).
-    CLONE, CWD = 0, 5
+    CWD = 5  # the step spawn_into.c names when the working directory is refused (AT_CWD)
     ABI = 2  # spawn_into.c's zs_abi(): the calls below, as they are
 
     def __init__(self, unified: str | None, library: str | None = None) -> None:

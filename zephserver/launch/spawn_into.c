@@ -73,7 +73,7 @@ int zs_abi(void)
 }
 
 #if defined(__x86_64__)
-static long sys6(long n, long a, long b, long c, long d)
+static long sys4(long n, long a, long b, long c, long d)
 {
     register long rax __asm__("rax") = n;
     register long rdi __asm__("rdi") = a;
@@ -90,8 +90,8 @@ static long sys6(long n, long a, long b, long c, long d)
 static void fail(struct birth *b, int step, long error)
 {
     int report[2] = {step, (int)-error};
-    sys6(SYS_write, b->report_fd, (long)report, sizeof report, 0);
-    sys6(SYS_exit, 127, 0, 0, 0);
+    sys4(SYS_write, b->report_fd, (long)report, sizeof report, 0);
+    sys4(SYS_exit, 127, 0, 0, 0);
 }
 
 static int child(void *arg)
@@ -101,29 +101,29 @@ static int child(void *arg)
     for (int sig = 1; sig <= 64; sig++) {
         if (sig == SIGKILL || sig == SIGSTOP)
             continue;
-        if (sys6(SYS_rt_sigaction, sig, 0, (long)&old, KERNEL_SIGSET) != 0)
+        if (sys4(SYS_rt_sigaction, sig, 0, (long)&old, KERNEL_SIGSET) != 0)
             continue;
         int handled = old.handler != SIG_DFL && old.handler != SIG_IGN;
         if (handled || (b->defaults >> (sig - 1) & 1))
-            sys6(SYS_rt_sigaction, sig, (long)&dfl, 0, KERNEL_SIGSET);
+            sys4(SYS_rt_sigaction, sig, (long)&dfl, 0, KERNEL_SIGSET);
     }
-    long r = sys6(SYS_rt_sigprocmask, SIG_SETMASK, (long)&b->mask, 0, KERNEL_SIGSET);
+    long r = sys4(SYS_rt_sigprocmask, SIG_SETMASK, (long)&b->mask, 0, KERNEL_SIGSET);
     if (r < 0)
         fail(b, AT_SIGNALS, r);
-    if ((r = sys6(SYS_setsid, 0, 0, 0, 0)) < 0)
+    if ((r = sys4(SYS_setsid, 0, 0, 0, 0)) < 0)
         fail(b, AT_SESSION, r);
-    long null = sys6(SYS_openat, AT_FDCWD, (long)"/dev/null", O_RDONLY, 0);
+    long null = sys4(SYS_openat, AT_FDCWD, (long)"/dev/null", O_RDONLY, 0);
     if (null < 0)
         fail(b, AT_STDIN, null);
-    if (null != 0 && ((r = sys6(SYS_dup2, null, 0, 0, 0)) < 0 ||
-                      (r = sys6(SYS_close, null, 0, 0, 0)) < 0))
+    if (null != 0 && ((r = sys4(SYS_dup2, null, 0, 0, 0)) < 0 ||
+                      (r = sys4(SYS_close, null, 0, 0, 0)) < 0))
         fail(b, AT_STDIN, r);
-    if ((r = sys6(SYS_dup2, b->log_fd, 1, 0, 0)) < 0 ||
-        (r = sys6(SYS_dup2, b->log_fd, 2, 0, 0)) < 0)
+    if ((r = sys4(SYS_dup2, b->log_fd, 1, 0, 0)) < 0 ||
+        (r = sys4(SYS_dup2, b->log_fd, 2, 0, 0)) < 0)
         fail(b, AT_LOG, r);
-    if ((r = sys6(SYS_chdir, (long)b->cwd, 0, 0, 0)) < 0)
+    if ((r = sys4(SYS_chdir, (long)b->cwd, 0, 0, 0)) < 0)
         fail(b, AT_CWD, r);
-    r = sys6(SYS_execve, (long)b->path, (long)b->argv, (long)b->envp, 0);
+    r = sys4(SYS_execve, (long)b->path, (long)b->argv, (long)b->envp, 0);
     fail(b, AT_EXEC, r);
     return 127;
 }
