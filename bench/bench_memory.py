@@ -55,11 +55,14 @@ sys.stdin.read()
 
 
 def library_floor() -> float:
-    """RSS of LIBRARY_FLOOR's interpreter (MiB), run as the daemon's is (its objects in
-    glibc's heap, no per-thread caches, no docstrings: zephserver.interpreter)."""
-    env = {**child_env(), "PYTHONMALLOC": "malloc",
+    """RSS of LIBRARY_FLOOR's interpreter (MiB), run as the daemon's is (its start's
+    objects packed by pymalloc where settled_heap.so is built, in glibc's heap otherwise;
+    no per-thread caches, no docstrings, no column positions: zephserver.interpreter)."""
+    allocator = "pymalloc" if os.path.exists(interpreter.SETTLED_HEAP) else "malloc"
+    env = {**child_env(), "PYTHONMALLOC": allocator,
            "GLIBC_TUNABLES": interpreter.NO_THREAD_CACHE}
-    with subprocess.Popen([sys.executable, "-OO", "-c", LIBRARY_FLOOR], stdin=subprocess.PIPE,
+    with subprocess.Popen([sys.executable, *interpreter.FLAGS, "-OO", "-c", LIBRARY_FLOOR],
+                          stdin=subprocess.PIPE,
                           stdout=subprocess.PIPE, text=True, env=env, cwd=REPO) as floor:
         try:
             line = floor.stdout.readline() if floor.stdout else ""

@@ -14,10 +14,13 @@ connections, then stay flat.
 
 import ctypes
 import gc
+import logging
 import threading
 import time
 
 from zephserver import interpreter, metrics
+
+log = logging.getLogger(__name__)
 
 MIN_INTERVAL = 5.0  # seconds between trims (one costs about a millisecond)
 # seconds after a burst's end before its give-back: the loop is still tearing down what
@@ -64,6 +67,34 @@ def one_arena() -> None:
         _mallopt(M_ARENA_MAX, 1)
         _mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
     interpreter.keep_from_children()  # (the start chose it for the daemon alone)
+
+
+SETTLED_HEAP_ABI = 1  # settled_heap.c's zs_abi()
+
+
+def settle() -> bool:
+    """Once the start is done (its objects built, collected and frozen): every object
+    made from now on comes from glibc's heap, the start's stay packed where pymalloc put
+    them (zephserver/settled_heap.c). Only where the start chose pymalloc for it
+    (zephserver/interpreter.py) and tracemalloc is not tracing (its hooks wrap the
+    allocator). Returns whether it did."""
+    import _tracemalloc  # (built in: the tracemalloc module would load pickle)
+
+    if not interpreter.to_settle() or _tracemalloc.is_tracing():
+        return False
+    try:
+        heap = ctypes.PyDLL(interpreter.SETTLED_HEAP)  # (PyDLL: called with the GIL held)
+        abi = heap.zs_abi()
+    except (OSError, AttributeError) as exc:
+        abi = exc
+    if abi != SETTLED_HEAP_ABI:
+        log.warning("%s cannot be used (%s; make builds it again): Python's objects stay "
+                    "in pymalloc's arenas, and memory freed after a burst of work may stay "
+                    "resident", interpreter.SETTLED_HEAP,
+                    abi if isinstance(abi, Exception) else f"version {abi}")
+        return False
+    heap.zs_settle()
+    return True
 
 
 def give_back_now() -> None:

@@ -256,6 +256,7 @@ class Daemon:
             # of a busy server's replies.
             gc.collect()
             gc.freeze()
+            memory.settle()  # packed by pymalloc; what comes next from glibc's heap
             memory.give_back_now()  # what the start built and dropped (the migration check)
             self.booted.set()
             self.commands.put(("booted", ""))
