@@ -141,13 +141,12 @@ class AgentService(AgentCluster, Actor, Service):
         if self.cgroups is not None:
             self.cgroups.sweep(set())  # what a killed daemon's processes left behind
         self.tail = Tail(s.OUTPUT_CHUNK)
-        # A few reused workers, not a thread per process: each new thread may get its own
-        # malloc arena, and 100 processes would cost tens of MiB for nothing. Daemon
-        # threads: a download stalled on the network must not hold up the daemon's exit.
+        # A few reused workers, not a thread per process (100 processes would be 100
+        # threads' stacks for nothing), started as sources come (a node that runs no
+        # Procfile app has none). Daemon threads: a download stalled on the network must
+        # not hold up the daemon's exit.
         self._work: queue.SimpleQueue = queue.SimpleQueue()
-        for i in range(PREP_WORKERS):
-            threading.Thread(target=self._worker, name=f"zeph-agent-prep-{i}",
-                             daemon=True).start()
+        self._workers = 0
         try:
             self._resume()
             self.ctx.ready()
@@ -157,7 +156,7 @@ class AgentService(AgentCluster, Actor, Service):
             self.refuse(self.drain_inbox())
             if self.relay is not None:
                 self.relay.close()
-            for _ in range(PREP_WORKERS):
+            for _ in range(self._workers):
                 self._work.put(None)
             self.reaper.close()
             if self.cgroups is not None:
@@ -260,6 +259,10 @@ class AgentService(AgentCluster, Actor, Service):
     def _prepare_async(self, proc: Proc) -> None:
         proc.preparing = True
         self._work.put(proc)
+        if self._workers < PREP_WORKERS:  # (agent thread only: no lock)
+            threading.Thread(target=self._worker, name=f"zeph-agent-prep-{self._workers}",
+                             daemon=True).start()
+            self._workers += 1
 
     def _worker(self) -> None:
         while (proc := self._work.get()) is not None:

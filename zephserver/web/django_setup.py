@@ -14,6 +14,7 @@ import os
 import secrets
 from typing import Any
 
+from zephserver import deferred_imports
 from zephserver.config import Settings
 from zephserver.database import IDLE_IN_TRANSACTION, django_database
 from zephserver.infra.cluster import node_urls
@@ -77,6 +78,7 @@ def setup_django(settings: Settings) -> None:
     if django_settings.configured:
         return
     django_settings.configure(**django_values(settings))
+    deferred_imports.defer()  # before Django's models import its backends
     django.setup()
 
 
