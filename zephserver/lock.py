@@ -44,7 +44,22 @@ def is_zephserver(pid: int) -> bool:
     if not argv:
         # /proc hidden from us: a live pid we cannot inspect is treated as the owner.
         return True
-    return any("zephserver" in arg or os.path.basename(arg) == "main.py" for arg in argv[:4])
+    return any("zephserver" in arg or os.path.basename(arg) == "main.py"
+               for arg in _program(argv))
+
+
+def _program(argv: list[str]) -> list[str]:
+    """The interpreter, its options and what it runs (the script, or -m's module): not
+    the arguments given to that. The daemon's own start runs as ``python -X
+    no_debug_ranges -OO .../zephserver-start`` (zephserver/interpreter.py)."""
+    if not os.path.basename(argv[0]).startswith("python"):
+        return argv[:1]  # a console script run as itself
+    for i, arg in enumerate(argv[1:], 1):
+        if arg in ("-X", "-W", "-m", "-c"):
+            continue  # (its value follows: the next one)
+        if not arg.startswith("-") and argv[i - 1] not in ("-X", "-W"):
+            return argv[:i + 1]
+    return argv
 
 
 def read_lock_pid(path: str) -> int | None:

@@ -26,6 +26,8 @@ from zephserver import interpreter
 if os.environ.get("PROBE_NOT_BUILT"):
     interpreter.SETTLED_HEAP = "/nonexistent/settled_heap.so"
 interpreter.start_lean()
+if os.environ.get("PROBE_BROKEN"):  # (after the start chose pymalloc to settle)
+    interpreter.SETTLED_HEAP = os.environ["PROBE_BROKEN"]
 from zephserver import memory
 
 def pymalloc():
@@ -84,6 +86,16 @@ def test_the_start_runs_again_under_pymalloc_and_settles_and_children_inherit_no
 def test_without_the_library_the_start_runs_again_with_glibc_objects():
     assert probe(PROBE_NOT_BUILT="1") == {**LEAN, "allocator": "malloc", "pymalloc": False,
                                           "settled": False, "pymalloc_after": False}
+
+
+@glibc_only
+@built
+def test_a_library_that_cannot_be_loaded_leaves_pymalloc_in_place(tmp_path):
+    broken = tmp_path / "settled_heap.so"
+    broken.write_bytes(b"not a shared library")
+    seen = probe(PROBE_BROKEN=str(broken))
+    assert (seen["allocator"], seen["settled"], seen["pymalloc_after"]) == (
+        "pymalloc", False, True)
 
 
 @glibc_only
