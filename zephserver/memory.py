@@ -69,7 +69,7 @@ def one_arena() -> None:
     interpreter.keep_from_children()  # (the start chose it for the daemon alone)
 
 
-SETTLED_HEAP_ABI = 1  # settled_heap.c's zs_abi()
+SETTLED_HEAP_ABI = 2  # settled_heap.c's zs_abi()
 
 
 def settle() -> bool:
@@ -93,8 +93,22 @@ def settle() -> bool:
                     "resident", interpreter.SETTLED_HEAP,
                     abi if isinstance(abi, Exception) else f"version {abi}")
         return False
-    heap.zs_settle()
+    heap.zs_settle.argtypes = [ctypes.c_void_p]
+    heap.zs_settle(_main_heap())
     return True
+
+
+def _main_heap() -> int | None:
+    """Where glibc's main heap starts (settled_heap.c frees its blocks without asking
+    pymalloc), or None where /proc does not say."""
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                if line.rstrip().endswith("[heap]"):
+                    return int(line.split("-", 1)[0], 16)
+    except OSError:
+        pass
+    return None
 
 
 def give_back_now() -> None:
