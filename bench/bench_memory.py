@@ -58,8 +58,7 @@ def library_floor() -> float:
     """RSS of LIBRARY_FLOOR's interpreter (MiB), run as the daemon's is (its start's
     objects packed by pymalloc where settled_heap.so is built, in glibc's heap otherwise;
     no per-thread caches, no docstrings, no column positions: zephserver.interpreter)."""
-    allocator = "pymalloc" if os.path.exists(interpreter.SETTLED_HEAP) else "malloc"
-    env = {**child_env(), "PYTHONMALLOC": allocator,
+    env = {**child_env(), "PYTHONMALLOC": interpreter.allocator(),
            "GLIBC_TUNABLES": interpreter.NO_THREAD_CACHE}
     with subprocess.Popen([sys.executable, *interpreter.FLAGS, "-OO", "-c", LIBRARY_FLOOR],
                           stdin=subprocess.PIPE,

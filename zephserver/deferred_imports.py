@@ -14,12 +14,11 @@ import sys
 import threading
 import types
 
-# name: why the daemon does without it
-DEFERRED = {
+DEFERRED = (
     # django.db.backends imports it for SQL scripts (RunSQL, sqlflush) and SQLite's
     # schema introspection, which only migrations use: 0.5 MiB and 20 ms of a start
-    "sqlparse": "SQL scripts and SQLite's introspection (migrations)",
-}
+    "sqlparse",
+)
 
 _lock = threading.Lock()
 _loaded: dict[str, types.ModuleType] = {}

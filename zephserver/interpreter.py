@@ -54,8 +54,7 @@ def start_lean() -> None:
     if "PYTHONMALLOC" in os.environ or not _glibc():
         return
     tunables = os.environ.get("GLIBC_TUNABLES")
-    allocator = "pymalloc" if os.path.exists(SETTLED_HEAP) else "malloc"
-    os.environ.update({"PYTHONMALLOC": allocator, MARK: "1"})
+    os.environ.update({"PYTHONMALLOC": allocator(), MARK: "1"})
     if tunables is not None:
         os.environ[TUNABLES_WAS] = tunables
     if "glibc.malloc.tcache_count" not in (tunables or ""):
@@ -65,6 +64,12 @@ def start_lean() -> None:
         os.execv(sys.executable, [sys.executable, *_flags(), *sys.orig_argv[1:]])
     except OSError:  # pragma: no cover - the interpreter cannot be run again: start as is
         keep_from_children()
+
+
+def allocator() -> str:
+    """The PYTHONMALLOC the daemon starts under: pymalloc where settled_heap.so is built
+    (to settle once started), glibc's malloc otherwise."""
+    return "pymalloc" if os.path.exists(SETTLED_HEAP) else "malloc"
 
 
 def _flags() -> list[str]:

@@ -1,6 +1,7 @@
 """Run the real daemon as a child process through its installed console scripts."""
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -41,6 +42,19 @@ def child_env(**extra: str) -> dict[str, str]:
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     env.update(extra)
     return env
+
+
+def fresh_interpreter(code: str, timeout: float, **env: str) -> dict:
+    """Run ``code`` in a new interpreter whose environment holds none of the settings
+    zephserver/interpreter.py chooses (``env`` adds the operator's own); the JSON it
+    prints."""
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("PYTHONMALLOC", "GLIBC_TUNABLES", "PYTHONOPTIMIZE")}
+    clean.update(env, PYTHONPATH=str(REPO))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=clean, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout)
 
 
 def run_cli(*args: str, env: dict | None = None,

@@ -28,8 +28,7 @@ def double(n):
 def deferred(tmp_path, monkeypatch):
     (tmp_path / "zs_deferred_probe.py").write_text(MODULE)
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(deferred_imports, "DEFERRED",
-                        {"zs_deferred_probe": "a test", "zs_not_installed": "a test"})
+    monkeypatch.setattr(deferred_imports, "DEFERRED", ("zs_deferred_probe", "zs_not_installed"))
     monkeypatch.setattr(sys, "zs_deferred_loads", 0, raising=False)
     yield
     for name in ("zs_deferred_probe", "zs_not_installed"):

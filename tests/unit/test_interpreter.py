@@ -2,14 +2,11 @@
 under pymalloc to settle (glibc's malloc where settled_heap.so is not built), without
 docstrings or column positions, and what it set is not passed on to children."""
 
-import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.support.daemon import REPO
+from tests.support.daemon import fresh_interpreter
 from zephserver import interpreter
 
 pytestmark = pytest.mark.timeout(30)
@@ -62,12 +59,7 @@ print(json.dumps(seen))
 
 
 def probe(**env: str) -> dict:
-    clean = {k: v for k, v in os.environ.items()
-             if k not in ("PYTHONMALLOC", "GLIBC_TUNABLES", "PYTHONOPTIMIZE")}
-    clean.update(env, PYTHONPATH=str(REPO))
-    done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
-                          env=clean, timeout=20, check=True)
-    return json.loads(done.stdout)
+    return fresh_interpreter(PROBE, 20, **env)
 
 
 LEAN = {"tunables": "glibc.malloc.tcache_count=0", "mark": False,

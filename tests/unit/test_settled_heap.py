@@ -3,14 +3,11 @@ start built stays where pymalloc packed it and can still grow, shrink and be fre
 comes after is taken from glibc's heap, so a burst's memory is given back even where a
 few of its objects survive, as it is not under pymalloc alone."""
 
-import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.support.daemon import REPO
+from tests.support.daemon import fresh_interpreter
 from zephserver import interpreter
 
 pytestmark = [
@@ -66,13 +63,7 @@ print(json.dumps({"settled": settled, "intact": intact, "start": after_start,
 
 
 def run(**env: str) -> dict:
-    clean = {k: v for k, v in os.environ.items()
-             if k not in ("PYTHONMALLOC", "GLIBC_TUNABLES", "PYTHONOPTIMIZE")}
-    clean.update(env, PYTHONPATH=str(REPO))
-    done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
-                          env=clean, timeout=50)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads(done.stdout)
+    return fresh_interpreter(PROBE, 50, **env)
 
 
 def test_a_settled_heap_gives_a_bursts_memory_back_around_its_survivors():
